@@ -1,0 +1,122 @@
+"""Build a VAE or CVAE from a plain, JSON-serializable configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pyrovae.guides import GUIDES
+from pyrovae.models import CVAE, LIKELIHOODS, PRIORS, VAE
+from pyrovae.nets import check_dims, check_positive_int
+
+__all__ = ["ModelConfig", "build_model", "MODELS", "lookup"]
+
+MODELS: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE}
+
+
+def lookup(registry: dict[str, Any], name: str, what: str) -> Any:
+    """``registry[name]``, or a ``ValueError`` that lists the valid names."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown {what} {name!r}; valid names are {sorted(registry)}") from None
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (stored as ``config.json`` in a run).
+
+    Attributes:
+        model: ``"vae"`` or ``"cvae"``.
+        prior: a key of :data:`pyrovae.models.PRIORS`.
+        guide: a key of :data:`pyrovae.guides.GUIDES`.
+        likelihood: a key of :data:`pyrovae.models.LIKELIHOODS`.
+        x_dim: data dimension (784 for MNIST).
+        z_dim: latent dimension.
+        y_dim: number of classes for a CVAE (ignored by a VAE).
+        hidden_dims: encoder widths; the decoder uses them reversed.
+        decoder_hidden_dims: decoder widths if not the reversed encoder's (``[]``: linear).
+        activation: hidden activation name.
+        num_components: mixture / VampPrior components.
+        num_flows: flow steps of a flow prior or flow guide.
+    """
+
+    model: str = "vae"
+    prior: str = "normal"
+    guide: str = "diagonal"
+    likelihood: str = "bernoulli"
+    x_dim: int = 784
+    z_dim: int = 50
+    y_dim: int = 10
+    hidden_dims: list[int] = field(default_factory=lambda: [400, 400])
+    decoder_hidden_dims: list[int] | None = None
+    activation: str = "relu"
+    num_components: int = 10
+    num_flows: int = 2
+
+    def __post_init__(self) -> None:
+        lookup(MODELS, self.model, "model")
+        lookup(PRIORS, self.prior, "prior")
+        lookup(GUIDES, self.guide, "guide")
+        lookup(LIKELIHOODS, self.likelihood, "likelihood")
+        check_positive_int("x_dim", self.x_dim)
+        check_positive_int("z_dim", self.z_dim)
+        check_positive_int("num_components", self.num_components)
+        check_positive_int("num_flows", self.num_flows)
+        self.hidden_dims = list(check_dims("hidden_dims", self.hidden_dims))
+        if not self.hidden_dims:
+            raise ValueError("hidden_dims must hold at least one width, got []")
+        if self.decoder_hidden_dims is not None:
+            self.decoder_hidden_dims = list(
+                check_dims("decoder_hidden_dims", self.decoder_hidden_dims)
+            )
+        if self.model == "cvae":
+            check_positive_int("y_dim", self.y_dim)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
+    """Build the VAE/CVAE that ``config`` (updated with ``overrides``) describes.
+
+    Example:
+        >>> vae = build_model(z_dim=10, prior="mog")
+    """
+    data = (config or ModelConfig()).to_dict()
+    data.update(overrides)
+    cfg = ModelConfig.from_dict(data)
+    y_dim = cfg.y_dim if cfg.model == "cvae" else 0
+    dec_hidden = (
+        cfg.decoder_hidden_dims
+        if cfg.decoder_hidden_dims is not None
+        else list(reversed(cfg.hidden_dims))
+    )
+    encoder_kwargs: dict[str, Any] = {}
+    if cfg.guide == "flow":
+        encoder_kwargs["num_flows"] = cfg.num_flows
+    encoder = GUIDES[cfg.guide](
+        cfg.x_dim,
+        cfg.z_dim,
+        cfg.hidden_dims,
+        y_dim=y_dim,
+        activation=cfg.activation,
+        **encoder_kwargs,
+    )
+    decoder = LIKELIHOODS[cfg.likelihood](
+        cfg.z_dim, cfg.x_dim, dec_hidden, y_dim=y_dim, activation=cfg.activation
+    )
+    prior = PRIORS[cfg.prior].from_config(
+        encoder, num_components=cfg.num_components, num_flows=cfg.num_flows
+    )
+    model = MODELS[cfg.model](encoder, decoder, prior)
+    model.config = cfg
+    return model

@@ -1,0 +1,77 @@
+"""Read a run directory back: its configuration, its metrics and the trained model."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pyrovae.build import ModelConfig, build_model
+from pyrovae.checkpoint import load_checkpoint, read_json
+from pyrovae.models import VAE
+from pyrovae.train import TrainConfig
+
+__all__ = ["RunConfig", "read_config", "read_metrics", "load_run"]
+
+
+@dataclass
+class RunConfig:
+    """The two halves of ``config.json``."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+
+def _run_dir(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a run directory (no config.json); "
+            "create one with `pyrovae train --out DIR`"
+        )
+    return path
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    data = read_json(_run_dir(run_dir) / "config.json")
+    return RunConfig(ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"]))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of ``metrics.csv`` as dicts of floats (``epoch`` as int)."""
+    path = _run_dir(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+
+
+def load_run(
+    run_dir: str | Path, device: torch.device | str = "cpu", checkpoint: str = "best"
+) -> VAE:
+    """Rebuild the model of a run and load its weights, in eval mode.
+
+    Args:
+        run_dir: a directory written by ``pyrovae train``.
+        device: where to put the model.
+        checkpoint: ``"best"`` (best validation ELBO; the default) or ``"last"``.
+
+    The returned model carries ``model.config`` (its :class:`ModelConfig`) and
+    ``model.run_config`` (:class:`RunConfig`).
+    """
+    names = {"best": "best.pt", "last": "checkpoint.pt"}
+    if checkpoint not in names:
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    path = _run_dir(run_dir)
+    config = read_config(path)
+    file = path / names[checkpoint]
+    if checkpoint == "best" and not file.exists():
+        file = path / names["last"]
+    state = load_checkpoint(file, map_location=device)
+    vae = build_model(config.model)
+    vae.load_state_dict(state["model"])
+    vae.run_config = config
+    return vae.to(device).eval()

@@ -1,0 +1,151 @@
+"""Per-datum importance weights of any model/guide pair, computed from Pyro traces."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import prune_subsample_sites
+
+from pyrovae.nets import check_positive_int
+
+__all__ = ["ImportanceTerms", "importance_terms", "IWAE"]
+
+PARTICLE_PLATE = "_pyrovae_particles"
+
+
+@dataclass
+class ImportanceTerms:
+    """Log densities at K draws z_k ~ q(z | x) for each of B data, each of shape (K, B).
+
+    Attributes:
+        log_likelihood: sum over observed model sites, log p(x | z_k).
+        log_prior: sum over latent model sites, log p(z_k).
+        log_guide: sum over guide sites, log q(z_k | x).
+        latents: the guide's draws by site name, each of shape (K, B, *event_shape).
+    """
+
+    log_likelihood: torch.Tensor
+    log_prior: torch.Tensor
+    log_guide: torch.Tensor
+    latents: dict[str, torch.Tensor]
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """log w_k = log p(x, z_k) - log q(z_k | x), shape (K, B)."""
+        return self.log_likelihood + self.log_prior - self.log_guide
+
+
+def _per_datum(site: dict[str, Any], shape: torch.Size, data_plate: str) -> torch.Tensor:
+    names = {frame.name for frame in site["cond_indep_stack"]}
+    if data_plate not in names:
+        raise ValueError(
+            f"sample site {site['name']!r} is outside the plate {data_plate!r}, so its density "
+            "cannot be split per datum; put every sample site of model and guide inside "
+            f"pyro.plate({data_plate!r}, batch_size)"
+        )
+    log_prob = site["fn"].log_prob(site["value"])
+    try:
+        return log_prob.expand(shape)
+    except RuntimeError:
+        raise ValueError(
+            f"site {site['name']!r} has log_prob of shape {tuple(log_prob.shape)}, expected one "
+            f"that broadcasts to (num_particles, batch) = {tuple(shape)}; keep the data plate at "
+            "dim=-1 and extra dims in the event shape (e.g. .to_event(1))"
+        ) from None
+
+
+def importance_terms(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    *args: Any,
+    num_particles: int = 1,
+    data_plate: str = "data",
+    **kwargs: Any,
+) -> ImportanceTerms:
+    """Draw ``num_particles`` z ~ guide for every datum and score them under model and guide.
+
+    Both functions run once inside an extra plate of size K at dim -2, so the encoder runs
+    once per datum and the decoder once on all K x B draws. Unlike
+    ``pyro.infer.importance.vectorized_importance_weights``, the data plate is kept, so
+    the result has one entry per particle and datum.
+    """
+    check_positive_int("num_particles", num_particles)
+
+    def vectorized(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*a: Any, **k: Any) -> Any:
+            with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2):
+                return fn(*a, **k)
+
+        return wrapped
+
+    guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    batch = None
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample":
+            for frame in site["cond_indep_stack"]:
+                if frame.name == data_plate:
+                    batch = frame.size
+    if batch is None:
+        raise ValueError(f"the model has no sample site inside pyro.plate({data_plate!r}, ...)")
+    shape = torch.Size((num_particles, batch))
+    log_likelihood = log_prior = log_guide = None
+    latents: dict[str, torch.Tensor] = {}
+    for site in model_trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        lp = _per_datum(site, shape, data_plate)
+        if site["is_observed"]:
+            log_likelihood = lp if log_likelihood is None else log_likelihood + lp
+        else:
+            log_prior = lp if log_prior is None else log_prior + lp
+    for site in guide_trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        lp = _per_datum(site, shape, data_plate)
+        log_guide = lp if log_guide is None else log_guide + lp
+        latents[site["name"]] = site["value"]
+    if log_likelihood is None:
+        raise ValueError("the model has no observed sample site (pass obs=x to pyro.sample)")
+    zeros = torch.zeros(shape, dtype=log_likelihood.dtype, device=log_likelihood.device)
+    return ImportanceTerms(
+        log_likelihood=log_likelihood,
+        log_prior=zeros if log_prior is None else log_prior,
+        log_guide=zeros if log_guide is None else log_guide,
+        latents=latents,
+    )
+
+
+class IWAE:
+    """The importance-weighted bound L_K = E[log 1/K sum_k w_k] as a training objective.
+
+    Importance Weighted Autoencoders (Burda et al., 2016), https://arxiv.org/abs/1509.00519.
+    Particles are vectorized; the guide must be reparameterizable. With K=1 it is the ELBO.
+    """
+
+    def __init__(self, num_particles: int = 5) -> None:
+        self.num_particles = check_positive_int("num_particles", num_particles)
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """-sum_b L_K(x_b), differentiable with respect to model and guide parameters."""
+        terms = importance_terms(model, guide, *args, num_particles=self.num_particles, **kwargs)
+        bound = torch.logsumexp(terms.log_weights, dim=0) - math.log(self.num_particles)
+        return -bound.sum()
+
+    def loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()

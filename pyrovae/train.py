@@ -1,0 +1,392 @@
+"""Stochastic variational inference for a VAE/CVAE, with run directories and exact resume.
+
+A run directory holds ``config.json`` (everything needed to rebuild the model),
+``metrics.csv`` (``epoch,train_elbo,val_elbo,kl_weight,seconds``; ELBOs per datum in
+nats), ``checkpoint.pt`` (the last epoch, with optimizer and RNG state) and ``best.pt``
+(the epoch with the best validation ELBO).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from pyrovae.build import ModelConfig, build_model, lookup
+from pyrovae.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
+from pyrovae.data import Split, Splits, binarize, fixed_binarization
+from pyrovae.models import VAE
+from pyrovae.nets import check_positive_int
+from pyrovae.traces import IWAE, importance_terms
+
+__all__ = [
+    "ELBOS",
+    "METRIC_COLUMNS",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "Trainer",
+    "elbo_per_datum",
+    "make_objective",
+    "resolve_device",
+    "train",
+]
+
+METRIC_COLUMNS = ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds")
+ELBOS = ("trace", "meanfield", "iwae")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings (stored in ``config.json`` next to the model's).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: data per SVI step.
+        lr: Adam learning rate.
+        elbo: ``"trace"`` (Trace_ELBO), ``"meanfield"`` (TraceMeanField_ELBO, analytic KL
+            where one is registered) or ``"iwae"`` (importance-weighted bound).
+        num_particles: particles per datum (vectorized); the K of the IWAE bound.
+        kl_warmup: epochs over which the weight of the latent terms rises linearly to 1.
+        clip_norm: clip the global gradient norm to this value (None: no clipping).
+        seed: seeds torch, Python and Pyro; with the same seed two runs agree.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        jit: compile the ELBO with ``torch.jit`` (trace/meanfield, no warm-up).
+        subset: use only the first ``subset`` training examples.
+        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        data_root: where the data were read from (informational).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    elbo: str = "trace"
+    num_particles: int = 1
+    kl_warmup: int = 0
+    clip_norm: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    jit: bool = False
+    subset: int | None = None
+    dataset: str = "mnist"
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("num_particles", self.num_particles)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        lookup(dict.fromkeys(ELBOS), self.elbo, "elbo")
+        if (
+            isinstance(self.kl_warmup, bool)
+            or not isinstance(self.kl_warmup, int)
+            or (self.kl_warmup < 0)
+        ):
+            raise ValueError(f"kl_warmup must be a non-negative integer, got {self.kl_warmup!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(
+                f"clip_norm must be positive (or None for no clipping), got {self.clip_norm!r}"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.subset is not None:
+            check_positive_int("subset", self.subset)
+        if self.jit and (self.elbo == "iwae" or self.kl_warmup > 0):
+            raise ValueError(
+                "jit works with elbo 'trace' or 'meanfield' and no KL warm-up; "
+                f"got elbo={self.elbo!r}, kl_warmup={self.kl_warmup}: drop --jit"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**data)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} was asked for but CUDA is not available; use --device cpu"
+        )
+    return torch.device(device)
+
+
+class _LatentScale(Messenger):
+    """Multiply the density of every latent sample site by ``scale`` (KL warm-up)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"] and self.scale != 1.0:
+            msg["scale"] = msg["scale"] * self.scale
+
+
+def make_objective(config: TrainConfig) -> Any:
+    """The Pyro ELBO object (or :class:`~pyrovae.traces.IWAE`) that ``config`` names."""
+    k = config.num_particles
+    if config.elbo == "iwae":
+        return IWAE(k)
+    cls = {
+        ("trace", False): Trace_ELBO,
+        ("meanfield", False): TraceMeanField_ELBO,
+        ("trace", True): JitTrace_ELBO,
+        ("meanfield", True): JitTraceMeanField_ELBO,
+    }[config.elbo, config.jit]
+    kwargs: dict[str, Any] = {"num_particles": k, "vectorize_particles": k > 1}
+    if k > 1 or config.jit:
+        kwargs["max_plate_nesting"] = 1
+    if config.jit:
+        kwargs["ignore_jit_warnings"] = True
+    return cls(**kwargs)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(labels, num_classes).to(torch.get_default_dtype())
+
+
+def model_inputs(vae: VAE, split: Split, binarized: torch.Tensor | None = None):
+    """``(x, y)`` for ``vae``: y one-hot for a CVAE, else None."""
+    x = split.x if binarized is None else binarized
+    y = one_hot(split.y, vae.y_dim) if vae.conditional else None
+    return x, y
+
+
+@torch.no_grad()
+def elbo_per_datum(
+    vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, chunk_size: int = 2000
+) -> torch.Tensor:
+    """Single-sample ELBO log p(x, z) - log q(z | x), z ~ q(z | x), for each row of ``x``."""
+    out = []
+    for start in range(0, x.shape[0], chunk_size):
+        xb = x[start : start + chunk_size]
+        yb = None if y is None else y[start : start + chunk_size]
+        out.append(importance_terms(vae.model, vae.guide, xb, yb).log_weights[0])
+    return torch.cat(out)
+
+
+class Trainer:
+    """Owns the optimizer, the objective and the run directory of one training run."""
+
+    def __init__(
+        self,
+        vae: VAE,
+        data: Splits,
+        config: TrainConfig,
+        out_dir: str | Path,
+        model_config: ModelConfig | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.vae = vae.to(self.device)
+        self.model_config = model_config or getattr(vae, "config", None)
+        if self.model_config is None:
+            raise ValueError("model_config is needed to write config.json; build with build_model")
+        self.data = data.to(self.device)
+        self.train_split = (
+            self.data.train.subset(config.subset) if config.subset else self.data.train
+        )
+        self.binarize = getattr(vae.decoder, "binarize", False)
+        self.val_x = fixed_binarization(self.data.val.x) if self.binarize else self.data.val.x
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
+        self.objective = make_objective(config)
+        self.latent_scale = _LatentScale()
+        self.model = self.latent_scale(self.vae.model)
+        self.guide = self.latent_scale(self.vae.guide)
+        self.epoch = 0
+        self.metrics: list[dict[str, float]] = []
+        self.best_val_elbo = -math.inf
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": 1,
+            "epoch": self.epoch,
+            "model": self.vae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "best_val_elbo": self.best_val_elbo,
+            "metrics": self.metrics,
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.vae.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
+        self.epoch = int(state["epoch"])
+        self.best_val_elbo = float(state["best_val_elbo"])
+        self.metrics = list(state["metrics"])
+
+    def kl_weight(self, epoch: int, fraction: float) -> float:
+        """Linear warm-up: (epoch - 1 + fraction) / kl_warmup, capped at 1."""
+        if self.config.kl_warmup == 0:
+            return 1.0
+        return min(1.0, (epoch - 1 + fraction) / self.config.kl_warmup)
+
+    # ----------------------------------------------------------------- files
+    def write_config(self) -> None:
+        write_json(
+            self.out_dir / "config.json",
+            {"model": self.model_config.to_dict(), "train": asdict(self.config)},
+        )
+
+    def write_metrics(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.metrics)
+        atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())
+
+    def resume(self) -> None:
+        """Continue from ``checkpoint.pt`` with the optimizer and RNG state it holds."""
+        state = load_checkpoint(self.out_dir / "checkpoint.pt", map_location=self.device)
+        self.load_state_dict(state)
+
+    # ----------------------------------------------------------------- loop
+    def run_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training split; returns (mean objective per datum, seconds)."""
+        self.vae.train()
+        split = self.train_split
+        n, bs = len(split), self.config.batch_size
+        y_all = one_hot(split.y, self.vae.y_dim) if self.vae.conditional else None
+        steps = math.ceil(n / bs)
+        start = time.perf_counter()
+        perm = torch.randperm(n, device=self.device)
+        total = torch.zeros((), device=self.device)
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            leave=False,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        for step in bar:
+            idx = perm[step * bs : (step + 1) * bs]
+            x = split.x[idx]
+            if self.binarize:
+                x = binarize(x)
+            y = None if y_all is None else y_all[idx]
+            self.latent_scale.scale = self.kl_weight(epoch, step / steps)
+            loss = self.objective.differentiable_loss(self.model, self.guide, x, y) / x.shape[0]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                    f"{self.out_dir / 'checkpoint.pt'} still holds the last good epoch. "
+                    "Try a smaller --lr or --clip-norm, or a KL warm-up"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.config.clip_norm)
+            self.optimizer.step()
+            total += loss.detach() * x.shape[0]
+            if self.progress and step % 20 == 0:
+                bar.set_postfix(elbo=f"{-loss.item():.2f}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        return -(total.item() / n), seconds
+
+    def validate(self) -> float:
+        self.vae.eval()
+        x, y = model_inputs(self.vae, self.data.val, self.val_x)
+        return elbo_per_datum(self.vae, x, y).mean().item()
+
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train until ``config.epochs``, writing the run directory after every epoch."""
+        if resume:
+            self.resume()
+        else:
+            if (self.out_dir / "checkpoint.pt").exists():
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a run; pass --resume to continue it or "
+                    "choose another --out"
+                )
+            pyro.set_rng_seed(self.config.seed)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+            train_elbo, seconds = self.run_epoch(epoch)
+            val_elbo = self.validate()
+            self.epoch = epoch
+            self.metrics.append(
+                {
+                    "epoch": epoch,
+                    "train_elbo": train_elbo,
+                    "val_elbo": val_elbo,
+                    "kl_weight": self.kl_weight(epoch, 1.0),
+                    "seconds": seconds,
+                }
+            )
+            if val_elbo > self.best_val_elbo:
+                self.best_val_elbo = val_elbo
+                save_checkpoint(
+                    self.out_dir / "best.pt",
+                    {
+                        "format": 1,
+                        "epoch": epoch,
+                        "model": self.vae.state_dict(),
+                        "val_elbo": val_elbo,
+                    },
+                )
+            save_checkpoint(self.out_dir / "checkpoint.pt", self.state_dict())
+            self.write_metrics()
+            if self.progress:
+                tqdm.write(
+                    f"epoch {epoch:3d}  train ELBO {train_elbo:9.3f}  val ELBO {val_elbo:9.3f}  "
+                    f"{seconds:6.1f} s"
+                )
+        return self.metrics
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data: Splits,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> VAE:
+    """Build, train and return a model; the run directory is written as it goes.
+
+    Example (from a notebook)::
+
+        data = pyrovae.load_dataset("mnist", root="data")
+        vae = pyrovae.train(ModelConfig(z_dim=10), TrainConfig(epochs=5), data, "runs/z10")
+    """
+    if not resume:
+        pyro.set_rng_seed(train_config.seed)  # the same initial weights for the same seed
+    vae = build_model(model_config)
+    trainer = Trainer(vae, data, train_config, out_dir, model_config, progress=progress)
+    trainer.fit(resume=resume)
+    return trainer.vae
