@@ -55,3 +55,29 @@ def mnist(mnist_root: Path):
 @pytest.fixture
 def device() -> torch.device:
     return torch.device("cpu")
+
+
+def _train_small(mnist, tmp_path_factory, model: str, z_dim: int):
+    from pyrovae import ModelConfig, TrainConfig, load_run, train
+
+    out = tmp_path_factory.mktemp(f"{model}-z{z_dim}")
+    train(
+        ModelConfig(model=model, z_dim=z_dim, hidden_dims=[256]),
+        TrainConfig(epochs=2, subset=10_000, device="cpu", seed=0),
+        mnist,
+        out,
+        progress=False,
+    )
+    return load_run(out)
+
+
+@pytest.fixture(scope="session")
+def small_vae_run(mnist, tmp_path_factory):
+    """A real VAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""
+    return _train_small(mnist, tmp_path_factory, "vae", 2)
+
+
+@pytest.fixture(scope="session")
+def small_cvae_run(mnist, tmp_path_factory):
+    """A real CVAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""
+    return _train_small(mnist, tmp_path_factory, "cvae", 2)
