@@ -72,12 +72,12 @@ def _train_small(mnist, tmp_path_factory, model: str, z_dim: int):
 
 
 @pytest.fixture(scope="session")
-def small_vae_run(mnist, tmp_path_factory):
+def small_vae(mnist, tmp_path_factory):
     """A real VAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""
     return _train_small(mnist, tmp_path_factory, "vae", 2)
 
 
 @pytest.fixture(scope="session")
-def small_cvae_run(mnist, tmp_path_factory):
+def small_cvae(mnist, tmp_path_factory):
     """A real CVAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""
     return _train_small(mnist, tmp_path_factory, "cvae", 2)
