@@ -24,6 +24,10 @@ class VAE(nn.Module):
     """
 
     conditional = False
+    #: Register the parameters in Pyro's param store (``pyro.module``) on every call, as
+    #: ``pyro.infer.SVI`` with a ``pyro.optim`` optimizer needs. pyrovae's own training
+    #: loop optimizes ``self.parameters()`` directly and switches this off for speed.
+    register_params = True
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module) -> None:
         super().__init__()
@@ -74,7 +78,8 @@ class VAE(nn.Module):
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """p(z [| y]) p_theta(x | z [, y]), with x observed."""
         self._check_inputs(x, y)
-        pyro.module("vae", self)
+        if self.register_params:
+            pyro.module("vae", self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(y))
             pyro.sample("x", self.decoder(z, y), obs=x)
@@ -82,7 +87,8 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """q_phi(z | x [, y])."""
         self._check_inputs(x, y)
-        pyro.module("vae", self)
+        if self.register_params:
+            pyro.module("vae", self)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.encoder(x, y))
 

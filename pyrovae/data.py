@@ -165,7 +165,8 @@ def _read(dataset: str, root: Path | None, download: bool):
             str(target), train=False, download=True
         )
     except Exception as err:  # torchvision raises RuntimeError/URLError when offline
-        raise _not_found(dataset, candidates, f"download failed: {err}") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _not_found(dataset, candidates, f"download failed: {first_line}") from None
 
 
 def _writable_or_creatable(path: Path) -> bool:

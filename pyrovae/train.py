@@ -221,6 +221,7 @@ class Trainer:
         self.epoch = 0
         self.metrics: list[dict[str, float]] = []
         self.best_val_elbo = -math.inf
+        self._validated = False
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -297,7 +298,12 @@ class Trainer:
                 x = binarize(x)
             y = None if y_all is None else y_all[idx]
             self.latent_scale.scale = self.kl_weight(epoch, step / steps)
-            loss = self.objective.differentiable_loss(self.model, self.guide, x, y) / x.shape[0]
+            # Distribution arguments are validated on the first step of a run only: it
+            # catches shape and support mistakes, and costs ~10% of a step afterwards.
+            with pyro.validation_enabled(not self._validated):
+                loss = self.objective.differentiable_loss(self.model, self.guide, x, y)
+            loss = loss / x.shape[0]
+            self._validated = True
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
@@ -335,6 +341,17 @@ class Trainer:
             pyro.set_rng_seed(self.config.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
+        # The loop optimizes self.vae.parameters() directly; Pyro's param store is only
+        # needed by the JIT-compiled ELBO, which reads parameters from it.
+        register_params = self.vae.register_params
+        self.vae.register_params = self.config.jit
+        try:
+            self._fit_epochs()
+        finally:
+            self.vae.register_params = register_params
+        return self.metrics
+
+    def _fit_epochs(self) -> None:
         for epoch in range(self.epoch + 1, self.config.epochs + 1):
             train_elbo, seconds = self.run_epoch(epoch)
             val_elbo = self.validate()
@@ -366,7 +383,6 @@ class Trainer:
                     f"epoch {epoch:3d}  train ELBO {train_elbo:9.3f}  val ELBO {val_elbo:9.3f}  "
                     f"{seconds:6.1f} s"
                 )
-        return self.metrics
 
 
 def train(

@@ -1,0 +1,53 @@
+"""MNIST loading: splits, binarization, read-only roots and the missing-data error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyrovae.data import RAW_FILES, DataNotFoundError, binarize, fixed_binarization, load_dataset
+
+
+def test_splits(mnist):
+    assert (len(mnist.train), len(mnist.val), len(mnist.test)) == (50_000, 10_000, 10_000)
+    for split in (mnist.train, mnist.val, mnist.test):
+        assert split.x.shape[1] == 784 and split.x.dtype == torch.float32
+        assert 0.0 <= split.x.min() and split.x.max() <= 1.0
+        assert split.y.dtype == torch.long and set(split.y.unique().tolist()) == set(range(10))
+    # train and validation come from one set without overlap
+    train_keys = {hash(row.numpy().tobytes()) for row in mnist.train.x[:2000]}
+    assert not any(hash(row.numpy().tobytes()) in train_keys for row in mnist.val.x[:2000])
+
+
+def test_split_is_fixed(mnist, mnist_root):
+    again = load_dataset("mnist", root=mnist_root, download=False)
+    assert torch.equal(again.val.y, mnist.val.y)
+
+
+def test_binarization(mnist):
+    x = mnist.test.x[:100]
+    a, b = fixed_binarization(x), fixed_binarization(x)
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+    dynamic = torch.stack([binarize(x) for _ in range(200)]).mean(0)
+    assert (dynamic - x).abs().max() < 0.15
+
+
+def test_shared_root_is_not_written(mnist_root):
+    before = sorted(p.name for p in (mnist_root / "MNIST" / "raw").iterdir())
+    load_dataset("mnist", root=mnist_root, download=False)
+    assert sorted(p.name for p in (mnist_root / "MNIST" / "raw").iterdir()) == before
+
+
+def test_missing_data_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset("fashion-mnist", root=tmp_path, download=False)
+    message = str(info.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert all(f"{name}.gz" in message for name in RAW_FILES)
+    assert "--data-root DIR" in message
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; valid names are"):
+        load_dataset("cifar")
