@@ -49,3 +49,40 @@ def train_epoch(model: PlainVAE, opt, x: torch.Tensor, batch_size: int = 128) ->
         loss.backward()
         opt.step()
     return time.perf_counter() - start
+
+
+@torch.no_grad()
+def test_elbo(model: PlainVAE, x: torch.Tensor, num_draws: int = 10) -> float:
+    """Mean single-sample ELBO per datum, averaged over ``num_draws`` draws."""
+    return torch.stack([model.elbo(x) for _ in range(num_draws)]).mean().item()
+
+
+@torch.no_grad()
+def log_likelihood(model: PlainVAE, x: torch.Tensor, num_samples: int, chunk: int = 250) -> float:
+    """Mean importance-sampled log p(x) with the encoder as proposal, written by hand."""
+    out = []
+    for xb in x.split(chunk):
+        loc, raw = model.enc(xb).chunk(2, dim=-1)
+        scale = F.softplus(raw) + 1e-4
+        q = torch.distributions.Normal(loc, scale)
+        log_w = []
+        for k in range(0, num_samples, 100):
+            z = q.sample((min(100, num_samples - k),))
+            logits = model.dec(z)
+            log_lik = -F.binary_cross_entropy_with_logits(
+                logits, xb.expand_as(logits), reduction="none"
+            ).sum(-1)
+            log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+            log_w.append(log_lik + log_prior - q.log_prob(z).sum(-1))
+        log_w = torch.cat(log_w)
+        out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
+    return torch.cat(out).mean().item()
+
+
+def train_plain(x: torch.Tensor, epochs: int, seed: int = 0, **kwargs) -> PlainVAE:
+    torch.manual_seed(seed)
+    model = PlainVAE(**kwargs).to(x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        train_epoch(model, opt, x)
+    return model

@@ -180,8 +180,11 @@ def _add_train(sub: Any) -> None:
         help="continue the run in --out from checkpoint.pt with its config.json; "
         "only --epochs, --device and --data-root may be given",
     )
-    p.add_argument("--no-download", action="store_true",
-                   help="fail instead of downloading when the data files are absent")
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading when the data files are absent",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_cmd_train)
 

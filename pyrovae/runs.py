@@ -59,8 +59,8 @@ def load_run(
         device: where to put the model.
         checkpoint: ``"best"`` (best validation ELBO; the default) or ``"last"``.
 
-    The returned model carries ``model.config`` (its :class:`ModelConfig`) and
-    ``model.run_config`` (:class:`RunConfig`).
+    The returned model carries ``model.config`` (its :class:`ModelConfig`),
+    ``model.run_config`` (:class:`RunConfig`) and ``model.run_dir``.
     """
     names = {"best": "best.pt", "last": "checkpoint.pt"}
     if checkpoint not in names:
@@ -74,4 +74,5 @@ def load_run(
     vae = build_model(config.model)
     vae.load_state_dict(state["model"])
     vae.run_config = config
+    vae.run_dir = path
     return vae.to(device).eval()

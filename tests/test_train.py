@@ -9,8 +9,8 @@ import torch
 
 from pyrovae import ModelConfig, TrainConfig, build_model, load_run, read_metrics, train
 from pyrovae.checkpoint import load_checkpoint
-from pyrovae.train import METRIC_COLUMNS, NonFiniteLossError, Trainer, make_objective
 from pyrovae.traces import IWAE
+from pyrovae.train import METRIC_COLUMNS, NonFiniteLossError, Trainer, make_objective
 
 MODEL = ModelConfig(z_dim=2, hidden_dims=[32])
 
@@ -39,7 +39,9 @@ def test_run_directory(mnist, tmp_path):
     assert float(rows[1]["val_elbo"]) > float(rows[0]["val_elbo"])
 
     loaded = load_run(tmp_path, checkpoint="last")
-    for (name, a), (_, b) in zip(vae.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        vae.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=name)
     x = mnist.test.x[:5]
     torch.testing.assert_close(vae.reconstruct(x), loaded.reconstruct(x))
@@ -58,7 +60,9 @@ def test_resume_matches_uninterrupted_run(mnist, tmp_path):
         resume=True,
         progress=False,
     )
-    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        full.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     rows_a, rows_b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -165,3 +169,10 @@ def test_bad_train_config(kwargs, match):
 def test_cuda_without_gpu_is_a_clear_error(mnist, tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available; use --device cpu"):
         train(MODEL, small_config(device="cuda"), mnist, tmp_path, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_jit_training(mnist, tmp_path):
+    train(MODEL, small_config(epochs=1, jit=True), mnist, tmp_path, progress=False)
+    assert read_metrics(tmp_path)[0]["val_elbo"] < 0

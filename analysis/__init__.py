@@ -1,0 +1,1 @@
+"""Analysis of trained models: log-likelihoods, latent sources, ELBO surgery, figures, reports."""

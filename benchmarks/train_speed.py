@@ -1,0 +1,77 @@
+"""Seconds per training epoch: pyrovae's SVI loop against the same VAE in plain PyTorch.
+
+VAE z=50, hidden 400 400, batch 128, dynamic binarization, Adam 1e-3, on the 50,000
+MNIST training images. The two are timed alternately in one process, so both see the
+same machine load; the figure that matters is the median ratio (target: <= 1.10).
+
+    python benchmarks/train_speed.py --data-root ../shared/data [--repeats 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import PlainVAE, train_epoch  # noqa: E402
+
+from pyrovae import ModelConfig, TrainConfig, build_model, load_dataset  # noqa: E402
+from pyrovae.train import Trainer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--elbo", default="meanfield", choices=["trace", "meanfield", "iwae"])
+    parser.add_argument("--jit", action="store_true")
+    parser.add_argument("--out", default="/tmp/pyrovae-train-speed")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    data = load_dataset("mnist", args.data_root, device=device, download=False)
+    pyro.set_rng_seed(0)
+    model_config = ModelConfig(z_dim=50, hidden_dims=[400, 400])
+    train_config = TrainConfig(
+        epochs=args.repeats + 1,
+        batch_size=128,
+        lr=1e-3,
+        elbo=args.elbo,
+        device=args.device,
+        jit=args.jit,
+    )
+    trainer = Trainer(
+        build_model(model_config), data, train_config, args.out, model_config, progress=False
+    )
+    trainer.vae.register_params = args.jit
+    plain = PlainVAE().to(device)
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+
+    # one warm-up epoch each (allocator, JIT compilation, first-step validation)
+    trainer.run_epoch(1)
+    train_epoch(plain, opt, data.train.x)
+    ours, ref = [], []
+    for epoch in range(2, args.repeats + 2):
+        ours.append(trainer.run_epoch(epoch)[1])
+        ref.append(train_epoch(plain, opt, data.train.x))
+        print(
+            f"epoch {epoch - 1}: pyrovae {ours[-1]:.2f} s, plain PyTorch {ref[-1]:.2f} s",
+            flush=True,
+        )
+    ratios = [a / b for a, b in zip(ours, ref, strict=True)]
+    print(f"device {device}, threads {torch.get_num_threads()}, elbo {args.elbo}, jit {args.jit}")
+    print(
+        f"median seconds/epoch: pyrovae {statistics.median(ours):.2f}, "
+        f"plain PyTorch {statistics.median(ref):.2f}"
+    )
+    print(f"median ratio pyrovae / plain PyTorch: {statistics.median(ratios):.3f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
