@@ -218,6 +218,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         train_kwargs.update(
             {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
         )
+    if train_kwargs.get("data_root"):
+        train_kwargs["data_root"] = str(Path(train_kwargs["data_root"]).resolve())
     train_config = TrainConfig(**train_kwargs)
     device = resolve_device(train_config.device)
     data = load_dataset(
@@ -284,6 +286,243 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} samples to {path}")
 
 
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="directory holding MNIST/raw/ (default: the run's, $PYROVAE_DATA or the cache)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto picks CUDA when present (default: auto)",
+    )
+
+
+def _add_evaluate(sub: Any) -> None:
+    from pyrovae.analysis.evaluate import SPLITS
+    from pyrovae.analysis.sources import SOURCES
+
+    p = sub.add_parser(
+        "evaluate",
+        help="held-out log-likelihood and sample quality of every latent source",
+        description="Fit latent sources (prior, aggregated posterior, Gaussian fits, GMM, flow) "
+        "on the training set, estimate the held-out log-likelihood of the decoder paired with "
+        "each (importance sampling with shared guide draws, PSIS k-hat), score decoded samples "
+        "with an MNIST classifier, and run ELBO surgery. Prints a table and writes JSON.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=1000,
+        metavar="K",
+        help="importance samples per held-out datum (default: 1000)",
+    )
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        choices=list(SOURCES),
+        default=list(SOURCES),
+        metavar="NAME",
+        help=f"latent sources (default: all of {', '.join(SOURCES)})",
+    )
+    p.add_argument("--split", choices=SPLITS, default="test", help="held-out split (default: test)")
+    p.add_argument(
+        "--num-test",
+        type=_positive_int,
+        metavar="N",
+        help="evaluate only the first N held-out images (default: all)",
+    )
+    p.add_argument(
+        "--num-train",
+        type=_positive_int,
+        metavar="N",
+        help="fit the sources to the first N training images (default: all 50,000)",
+    )
+    p.add_argument(
+        "--num-quality-samples",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="decoded samples per source scored by the classifier (default: 1000)",
+    )
+    p.add_argument(
+        "--no-quality", action="store_true", help="skip the classifier-based sample-quality scores"
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="where to write the JSON (default: RUN_DIR/evaluation.json)",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    _add_data_flags(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _load_for_analysis(run_dir: str, args: argparse.Namespace, checkpoint: str = "best"):
+    from pyrovae.data import load_dataset
+    from pyrovae.runs import load_run, read_config
+    from pyrovae.train import resolve_device
+
+    device = resolve_device(args.device)
+    config = read_config(run_dir)
+    vae = load_run(run_dir, device=device, checkpoint=checkpoint)
+    root = args.data_root or config.train.data_root
+    data = load_dataset(config.train.dataset, root, device=device)
+    return vae, data, device
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from pyrovae.analysis.classifier import load_classifier
+    from pyrovae.analysis.evaluate import evaluate_run, format_evaluation
+    from pyrovae.checkpoint import write_json
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    if out.suffix != ".json":
+        raise CommandError(f"--out must end in .json, got {str(out)!r}")
+    vae, data, device = _load_for_analysis(args.run_dir, args, args.checkpoint)
+    classifier = None
+    if not args.no_quality:
+        if data.name != "mnist":
+            raise CommandError(
+                f"sample quality needs the MNIST classifier, but the run uses {data.name}; "
+                "pass --no-quality"
+            )
+        classifier = load_classifier(data, device=device, progress=True)
+    evaluation, _ = evaluate_run(
+        vae,
+        data,
+        sources=args.sources,
+        num_samples=args.num_samples,
+        split=args.split,
+        num_test=args.num_test,
+        num_train=args.num_train,
+        classifier=classifier,
+        num_quality_samples=args.num_quality_samples,
+        seed=args.seed,
+    )
+    evaluation["settings"] = {
+        "num_samples": args.num_samples,
+        "num_test": args.num_test,
+        "num_train": args.num_train,
+        "num_quality_samples": args.num_quality_samples,
+    }
+    print(format_evaluation(evaluation))
+    write_json(out, evaluation)
+    print(f"wrote {out}")
+
+
+def _budget_flags(p: argparse.ArgumentParser, defaults: Any) -> None:
+    p.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=defaults.num_samples,
+        metavar="K",
+        help=f"importance samples per datum (default: {defaults.num_samples})",
+    )
+    p.add_argument(
+        "--num-test",
+        type=_positive_int,
+        default=defaults.num_test,
+        metavar="N",
+        help=f"held-out test images evaluated (default: {defaults.num_test})",
+    )
+
+
+def _add_report(sub: Any) -> None:
+    from pyrovae.study import FULL
+
+    p = sub.add_parser(
+        "report",
+        help="figures and a self-contained report.html for one or more runs",
+        description="Evaluate each run (or reuse its evaluation.json when made with the same "
+        "settings), draw the figures as PNG and write one self-contained report.html.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _budget_flags(p, FULL)
+    p.add_argument(
+        "--no-reuse", action="store_true", help="evaluate again even when evaluation.json exists"
+    )
+    _add_data_flags(p)
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from pyrovae.runs import read_config
+    from pyrovae.study import FULL, report_runs
+
+    configs = [read_config(run) for run in args.run_dirs]
+    datasets = {c.train.dataset for c in configs}
+    if datasets != {"mnist"}:
+        raise CommandError(f"report needs MNIST runs (for the classifier), got {sorted(datasets)}")
+    _, data, device = _load_for_analysis(args.run_dirs[0], args)
+    budget = replace(FULL, num_samples=args.num_samples, num_test=args.num_test)
+    report_runs(
+        [Path(r) for r in args.run_dirs], data, args.out, budget, device, reuse=not args.no_reuse
+    )
+
+
+def _add_study(sub: Any) -> None:
+    from pyrovae.study import FULL
+
+    p = sub.add_parser(
+        "study",
+        help="train VAE and CVAE at z=2,5,10, evaluate them and write the report",
+        description="The latent-space study end to end: trains a VAE and a CVAE at z = 2, 5 "
+        "and 10 on MNIST (resuming an interrupted study), evaluates every latent source and "
+        "writes DIR/report.html. --quick is a small-budget version (minutes) for a smoke test.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--quick", action="store_true", help="tiny budget: 1 epoch on 2,000 images")
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help=f"training epochs (default: {FULL.epochs}; --quick: 1)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        metavar="K",
+        help=f"importance samples per datum (default: {FULL.num_samples})",
+    )
+    p.add_argument(
+        "--num-test",
+        type=_positive_int,
+        metavar="N",
+        help=f"held-out test images evaluated (default: {FULL.num_test})",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    _add_data_flags(p)
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from pyrovae.data import load_dataset
+    from pyrovae.study import FULL, QUICK, run_study
+    from pyrovae.train import resolve_device
+
+    budget = QUICK if args.quick else FULL
+    changes = {
+        k: getattr(args, k)
+        for k in ("epochs", "num_samples", "num_test")
+        if getattr(args, k) is not None
+    }
+    budget = replace(budget, **changes)
+    device = resolve_device(args.device)
+    data = load_dataset("mnist", args.data_root, device=device)
+    run_study(args.out, data, budget, device, seed=args.seed, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pyrovae",
@@ -298,7 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[Any], None]] = [_add_train, _add_sample]
+COMMANDS: list[Callable[[Any], None]] = [
+    _add_train,
+    _add_sample,
+    _add_evaluate,
+    _add_report,
+    _add_study,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

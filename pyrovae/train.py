@@ -217,8 +217,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
         self.objective = make_objective(config)
         self.latent_scale = _LatentScale()
-        self.model = self.latent_scale(self.vae.model)
-        self.guide = self.latent_scale(self.vae.guide)
+        if config.kl_warmup > 0:
+            self.model = self.latent_scale(self.vae.model)
+            self.guide = self.latent_scale(self.vae.guide)
+        else:  # one handler less on Pyro's stack at every site
+            self.model, self.guide = self.vae.model, self.vae.guide
         self.epoch = 0
         self.metrics: list[dict[str, float]] = []
         self.best_val_elbo = -math.inf
@@ -291,7 +294,7 @@ class Trainer:
             range(steps),
             desc=f"epoch {epoch}/{self.config.epochs}",
             leave=False,
-            disable=not self.progress,
+            disable=True if not self.progress else None,  # None: only on a terminal
             dynamic_ncols=True,
         )
         for step in bar:

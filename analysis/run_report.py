@@ -1,0 +1,154 @@
+"""Draw every figure of one trained run and bundle it with its evaluation for the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from pyrovae.data import Splits
+from pyrovae.train import one_hot
+
+from . import figures as F
+from .report import RunReport
+from .sources import LatentSource, fit_per_class
+from .surgery import ACTIVITY_THRESHOLD
+
+__all__ = ["run_figures", "build_run_report", "run_name"]
+
+
+def run_name(vae: nn.Module) -> str:
+    """A short label such as ``vae-z2`` (or ``cvae-z10-vamp`` for a non-default prior)."""
+    cfg = vae.config
+    name = f"{cfg.model}-z{cfg.z_dim}"
+    return name if cfg.prior == "normal" else f"{name}-{cfg.prior}"
+
+
+def run_figures(
+    vae: nn.Module,
+    data: Splits,
+    evaluation: Mapping[str, Any] | None = None,
+    sources: Mapping[str, LatentSource] | None = None,
+    metrics: list[dict[str, float]] | None = None,
+    classifier: nn.Module | None = None,
+    digit: int = 9,
+    max_points: int = 2000,
+) -> dict[str, Figure]:
+    """Every figure of the latent-space study for one model, in display order.
+
+    Args:
+        vae: a trained VAE or CVAE.
+        data: the splits (train and test encodings are drawn).
+        evaluation: the dict of :func:`~pyrovae.analysis.evaluate.evaluate_run` (for the
+            log-likelihood and KL-per-dimension charts and the sample-grid captions).
+        sources: fitted latent sources (sample grids); ``comparison.sources``.
+        metrics: rows of ``metrics.csv`` (training curves).
+        classifier: reads the class-conditional samples, when given.
+        digit: the digit of the traversal pictures.
+    """
+    figs: dict[str, Figure] = {}
+    test = data.test
+    device = next(vae.parameters()).device
+    x_test, labels_test = test.x[:max_points].to(device), test.y[:max_points].to(device)
+    y_test = one_hot(labels_test, vae.y_dim) if vae.conditional else None
+    if metrics:
+        figs["Training curves"] = F.plot_training_curves(metrics)
+    figs["Reconstructions (test inputs above, reconstructions below)"] = F.plot_reconstructions(
+        vae, x_test, y_test
+    )
+    scores = evaluation.get("sources") if evaluation else None
+    if sources:
+        figs["Samples from each latent source"] = F.plot_samples(
+            vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
+        )
+    figs["Latent space per class (train and test)"] = F.plot_latent_space(
+        vae, data, max_points=max_points
+    )
+    if vae.conditional:
+        figs[f"CVAE: style of digit {digit} around z = 0"] = F.plot_cvae_style(vae, digit)
+        figs["CVAE: class-conditional samples"] = F.plot_class_samples(vae, classifier=classifier)
+    else:
+        figs[f"Traversal around the mean of digit {digit}"] = F.plot_traversal(
+            vae, x_test, labels_test, digit=digit
+        )
+        figs[f"Neighbourhood of digit {digit}"] = F.plot_neighbourhood(
+            vae, x_test, labels_test, digit=digit, classifier=classifier
+        )
+        train = data.train.subset(min(len(data.train), 10_000)).to(device)
+        per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
+        figs["Class-conditional samples from per-class Gaussians (unconditional VAE)"] = (
+            F.plot_class_samples(vae, per_class, classifier=classifier)
+        )
+    if scores:
+        figs["Held-out log-likelihood per latent source"] = F.plot_loglik(scores)
+    surgery = (evaluation or {}).get("surgery") or {}
+    if surgery.get("kl_per_dim"):
+        figs["KL per latent dimension"] = F.plot_kl_per_dim(surgery["kl_per_dim"])
+    elif surgery.get("activity"):
+        figs["Activity per latent dimension, Cov_x E_q[z_d]"] = F.plot_kl_per_dim(
+            surgery["activity"], threshold=ACTIVITY_THRESHOLD
+        )
+    return figs
+
+
+def _cycle(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
+    if not vae.conditional:
+        return None
+    return one_hot(torch.arange(n, device=device) % vae.y_dim, vae.y_dim)
+
+
+def build_run_report(
+    vae: nn.Module,
+    data: Splits,
+    evaluation: Mapping[str, Any],
+    out_dir: str | Path,
+    sources: Mapping[str, LatentSource] | None = None,
+    classifier: nn.Module | None = None,
+    name: str | None = None,
+) -> RunReport:
+    """Draw the figures of one run as PNGs under ``out_dir/<name>/`` and return its report."""
+    from pyrovae.runs import read_metrics
+
+    name = name or run_name(vae)
+    run_dir = getattr(vae, "run_dir", None)
+    metrics = read_metrics(run_dir) if run_dir is not None else None
+    figures = run_figures(vae, data, evaluation, sources, metrics, classifier)
+    folder = Path(out_dir) / name
+    paths: dict[str, Path] = {}
+    for i, (title, fig) in enumerate(figures.items()):
+        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:48]
+        paths[title] = F.save_figure(fig, folder / f"{i:02d}-{slug}.png")
+    cfg = vae.config
+    description = (
+        f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and {cfg.likelihood} "
+        f"likelihood, z = {cfg.z_dim}"
+    )
+    config: dict[str, Any] = {"model": cfg.to_dict()}
+    run_config = getattr(vae, "run_config", None)
+    if run_config is not None:
+        train = run_config.train
+        config["train"] = {
+            k: getattr(train, k)
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "elbo",
+                "num_particles",
+                "kl_warmup",
+                "subset",
+                "seed",
+            )
+        }
+    return RunReport(
+        name=name,
+        description=description,
+        config=config,
+        evaluation=dict(evaluation),
+        figures=paths,
+        metrics=metrics,
+    )
