@@ -11,8 +11,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae import build_model
-from pyrovae.guides import GUIDES
-from pyrovae.guides import DiagonalNormalEncoder
+from pyrovae.guides import GUIDES, DiagonalNormalEncoder
 from pyrovae.models import CVAE, LIKELIHOODS, PRIORS, VAE, GaussianDecoder, StandardNormalPrior
 
 X_DIM, Z_DIM, BATCH = 12, 3, 5

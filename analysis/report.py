@@ -1,0 +1,922 @@
+"""A self-contained HTML report of trained runs: tables, conclusions and embedded figures.
+
+The report answers the library's question with numbers and pictures: should new data be
+drawn from the prior N(0, I) or from the aggregated posterior q(z) (or a Gaussian, mixture
+or flow fitted to it)? It takes plain data, so it does not care how the numbers and
+figures were produced:
+
+- ``evaluation``: the JSON of ``pyrovae evaluate``, ``{"sources": {name: {"loglik",
+  "stderr", "khat_gt_0.7", "entropy", "ambiguous", "coverage_kl", "frechet"}}, "surgery":
+  {"avg_kl", "marginal_kl", "mutual_information", "active_units", "kl_per_dim", ...},
+  "elbo", "loglik", "num_samples", "split"}``. Any field may be missing or None; it is
+  shown as "—" and left out of the conclusions.
+- ``figures``: title -> PNG file, embedded as base64 ``data:`` URIs.
+- ``metrics``: the rows of ``metrics.csv``.
+
+The page uses inline CSS only: no scripts, no fonts or images fetched from anywhere, so it
+can be mailed, archived or opened offline.
+
+Example:
+    >>> run = RunReport("vae-z2", config={"z_dim": 2}, evaluation=evaluation,
+    ...                 figures={"Latent space": "latent.png"})
+    >>> write_report([run], "reports/")  # -> reports/report.html
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+import os
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrovae.checkpoint import atomic_write_text
+
+from .compare import KHAT_FLAG_FRACTION
+from .diagnostics import KHAT_THRESHOLD
+from .surgery import ACTIVITY_THRESHOLD
+
+__all__ = [
+    "RunReport",
+    "conclusions",
+    "cross_run_conclusions",
+    "render_report",
+    "write_report",
+    "REPORT_FILENAME",
+]
+
+REPORT_FILENAME = "report.html"
+"""Name of the file :func:`write_report` writes in ``out_dir``."""
+
+PRIOR = "prior"
+"""Name of the prior among the latent sources (the reference for every difference)."""
+
+DASH = "\u2014"
+ELLIPSIS = " \u2026"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Sample-quality columns: key, label in sentences, lower is better (all of them are).
+_QUALITY = (
+    ("ambiguous", "the least ambiguous samples"),
+    ("entropy", "the lowest classifier entropy"),
+    ("coverage_kl", "the most even class coverage"),
+    ("frechet", "the lowest Frechet distance to test images"),
+)
+
+
+@dataclass
+class RunReport:
+    """Everything the report shows about one trained run.
+
+    Attributes:
+        name: short label, e.g. ``"vae-z2"`` (unique within a report).
+        description: a sentence or two about the run (free text).
+        config: settings shown as a key/value table, e.g. ``{"model": "vae", "z_dim": 2}``;
+            nested mappings (``config.json``'s ``model``/``train`` halves) are flattened
+            to ``model.z_dim``.
+        evaluation: the ``pyrovae evaluate`` JSON (see the module docstring).
+        figures: title -> PNG path (or raw PNG bytes), shown in this order.
+        metrics: training rows with ``epoch``, ``train_elbo``, ``val_elbo``, ``seconds``.
+    """
+
+    name: str
+    description: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
+    figures: Mapping[str, str | os.PathLike[str] | bytes] = field(default_factory=dict)
+    metrics: Sequence[Mapping[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"RunReport.name must be a non-empty string, got {self.name!r}")
+        for attr in ("config", "evaluation", "figures"):
+            value = getattr(self, attr)
+            if value is None:
+                setattr(self, attr, {})
+            elif not isinstance(value, Mapping):
+                raise ValueError(
+                    f"RunReport.{attr} of run {self.name!r} must be a dict, "
+                    f"got {type(value).__name__}"
+                )
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _num(value: Any) -> float | None:
+    """``value`` as a float (infinities kept), or None when missing, NaN or not a number."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return None
+    try:  # also numpy and 0-d torch scalars
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _finite(value: Any) -> float | None:
+    value = _num(value)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    value = _num(value)
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    value = _num(value)
+    return DASH if value is None else f"{100 * value:.1f}%"
+
+
+def _signed(value: float, digits: int = 2) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sources(evaluation: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(k): _mapping(v) for k, v in _mapping(evaluation.get("sources")).items()}
+
+
+def _khat_fraction(entry: Mapping[str, Any]) -> float | None:
+    return _num(entry.get(f"khat_gt_{KHAT_THRESHOLD}", entry.get("khat_fraction")))
+
+
+def _unreliable(entry: Mapping[str, Any]) -> bool:
+    """Flagged by the evaluation, or more than KHAT_FLAG_FRACTION of k-hat above 0.7."""
+    if isinstance(entry.get("khat_flag"), bool):
+        return entry["khat_flag"]
+    fraction = _khat_fraction(entry)
+    return fraction is not None and fraction > KHAT_FLAG_FRACTION
+
+
+def _mutual_information(surgery: Mapping[str, Any]) -> float | None:
+    for key in ("mutual_information", "mutual_info"):
+        if _finite(surgery.get(key)) is not None:
+            return _finite(surgery.get(key))
+    avg, marginal = _finite(surgery.get("avg_kl")), _finite(surgery.get("marginal_kl"))
+    return None if avg is None or marginal is None else avg - marginal
+
+
+def _z_dim(run: RunReport) -> int | None:
+    for key in ("z_dim", "model.z_dim"):
+        value = _flatten(run.config).get(key)
+        if _finite(value) is not None:
+            return int(value)
+    surgery = _mapping(run.evaluation.get("surgery"))
+    for key in ("kl_per_dim", "activity"):
+        if isinstance(surgery.get(key), Sequence) and surgery[key]:
+            return len(surgery[key])
+    return None
+
+
+def _best(values: Mapping[str, float | None], highest: bool) -> list[str]:
+    """Names holding the best finite value (ties included), or [] for fewer than 2 values."""
+    finite = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+    if len(finite) < 2:
+        return []
+    target = max(finite.values()) if highest else min(finite.values())
+    return [k for k, v in finite.items() if v == target]
+
+
+def _prior_difference(
+    sources: Mapping[str, Mapping[str, Any]], name: str
+) -> tuple[float, float | None, bool] | None:
+    """log p_name(x) - log p_prior(x), its standard error, and whether that error is paired.
+
+    A paired error (``vs_prior_stderr`` in the entry, from the shared guide draws) is used
+    when present; otherwise the two standard errors are combined as if independent,
+    which overstates the error of a paired comparison.
+    """
+    entry, prior = sources[name], sources.get(PRIOR, {})
+    paired_mean, paired_se = _finite(entry.get("vs_prior")), _finite(entry.get("vs_prior_stderr"))
+    if paired_mean is not None:
+        return paired_mean, paired_se, paired_se is not None
+    a, b = _finite(entry.get("loglik")), _finite(prior.get("loglik"))
+    if a is None or b is None:
+        return None
+    sa, sb = _finite(entry.get("stderr")), _finite(prior.get("stderr"))
+    se = None if sa is None or sb is None else math.hypot(sa, sb)
+    return a - b, se, False
+
+
+def _significance(diff: float, se: float | None, paired: bool) -> str:
+    if se is None:
+        return "no standard error was recorded, so its significance is unknown"
+    kind = "paired" if paired else "both errors combined"
+    if abs(diff) <= 2 * se:
+        return f"within 2 standard errors ({se:.2f}, {kind}), so not significant"
+    return f"more than 2 standard errors ({se:.2f}, {kind}), so significant"
+
+
+# ------------------------------------------------------------------------- conclusions
+
+
+def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    logliks = {name: _finite(entry.get("loglik")) for name, entry in sources.items()}
+    ranked = sorted((v, k) for k, v in logliks.items() if v is not None)
+    if not ranked:
+        return []
+    best_value, best = ranked[-1]
+    best_se = _finite(sources[best].get("stderr"))
+    value = f"{best_value:.2f}" + ("" if best_se is None else f" \u00b1 {best_se:.2f}")
+    caveat = " (but see the k-hat warning below)" if _unreliable(sources[best]) else ""
+    if len(ranked) == 1:
+        return [f"Only the source {best} has a held-out log-likelihood: {value} nats{caveat}."]
+    if PRIOR in logliks and logliks[PRIOR] is not None and best != PRIOR:
+        diff, se, paired = _prior_difference(sources, best) or (best_value, None, False)
+        return [
+            f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
+            f"{_signed(diff)} nats over the prior ({logliks[PRIOR]:.2f}); the difference is "
+            f"{_significance(diff, se, paired)}{caveat}."
+        ]
+    runner_value, runner = ranked[-2]
+    if best == PRIOR:
+        diff, se, paired = _prior_difference(sources, runner) or (runner_value, None, False)
+        return [
+            f"Drawing z from the prior itself gives the highest held-out log-likelihood, "
+            f"{value} nats; the "
+            f"best fitted source, {runner}, is {abs(diff):.2f} nats lower, "
+            f"{_significance(diff, se, paired)}{caveat}."
+        ]
+    runner_se = _finite(sources[runner].get("stderr"))
+    se = None if best_se is None or runner_se is None else math.hypot(best_se, runner_se)
+    diff = best_value - runner_value
+    return [
+        f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
+        f"{diff:.2f} nats over "
+        f"the runner-up {runner} (no prior source to compare with); the difference is "
+        f"{_significance(diff, se, False)}{caveat}."
+    ]
+
+
+def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    wins: dict[str, list[str]] = {}
+    for key, label in _QUALITY:
+        values = {name: _finite(entry.get(key)) for name, entry in sources.items()}
+        best = _best(values, highest=False)
+        if not best:
+            continue
+        fmt = _pct if key == "ambiguous" else _fmt
+        unit = " nats" if key in ("entropy", "coverage_kl") else ""
+        text = f"{label} ({fmt(values[best[0]])}{unit}"
+        if PRIOR in values and values[PRIOR] is not None and PRIOR not in best:
+            text += f"; prior {fmt(values[PRIOR])}"
+        text += ")"
+        wins.setdefault(" and ".join(best), []).append(text)
+    sentences = []
+    for names, items in wins.items():
+        listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+        sentences.append(f"Drawing z from {names} gives {listed}.")
+    return sentences
+
+
+def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
+    sentences = []
+    conditional = bool(surgery.get("conditional_prior"))
+    marginal_name = "KL(q(z|y) || p(z|y))" if conditional else "KL(q(z) || p(z))"
+    mi_name = "I(x; z | y)" if conditional else "I(x; z)"
+    avg = _finite(surgery.get("avg_kl"))
+    marginal = _finite(surgery.get("marginal_kl"))
+    mi = _mutual_information(surgery)
+    if avg is not None and marginal is not None and avg > 0:
+        share = marginal / avg
+        bound = _finite(surgery.get("mi_upper_bound"))
+        bound_text = "" if bound is None else f", at most log N = {bound:.2f} nats"
+        mi_value = avg - marginal if mi is None else mi
+        sentences.append(
+            f"ELBO surgery: {100 * share:.0f}% of the KL term ({avg:.2f} nats) is the marginal "
+            f"{marginal_name} = {marginal:.2f} nats; the rest, {mi_value:.2f} nats, is the "
+            f"mutual information {mi_name}{bound_text}."
+        )
+        marginal_se = _finite(surgery.get("marginal_kl_stderr"))
+        if marginal_se is not None and marginal_se > 0 and marginal <= 2 * marginal_se:
+            sentences.append(
+                f"The marginal KL is within 2 standard errors ({marginal_se:.2f}) of 0: "
+                "q(z) cannot be told apart from the prior at this Monte Carlo precision."
+            )
+    elif mi is not None:
+        sentences.append(f"The mutual information {mi_name} is {mi:.2f} nats.")
+    active = _finite(surgery.get("active_units"))
+    if active is not None:
+        z_dim = None
+        for key in ("kl_per_dim", "activity"):
+            if isinstance(surgery.get(key), Sequence) and surgery[key]:
+                z_dim = len(surgery[key])
+                break
+        rule = f"(variance of the encoder mean over data above {ACTIVITY_THRESHOLD:g})"
+        if z_dim is None:
+            sentences.append(f"{int(active)} latent dimensions are active {rule}.")
+        else:
+            text = f"{int(active)} of {z_dim} latent dimensions are active {rule}"
+            inactive = z_dim - int(active)
+            if inactive > 0:
+                text += f"; the other {inactive} carry no information about x (collapsed)"
+            sentences.append(text + ".")
+    return sentences
+
+
+def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
+    elbo, loglik = _finite(evaluation.get("elbo")), _finite(evaluation.get("loglik"))
+    if elbo is None or loglik is None:
+        return []
+    k = _finite(evaluation.get("num_samples"))
+    draws = "" if k is None else f" with K = {int(k)} draws"
+    return [
+        f"The importance-sampled log p(x){draws}, {loglik:.2f} nats, lies "
+        f"{loglik - elbo:.2f} nats above the ELBO ({elbo:.2f}); the gap is the average "
+        "KL(q(z|x) || p(z|x)) of the guide."
+    ]
+
+
+def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    sentences = []
+    for name, entry in sources.items():
+        if _unreliable(entry):
+            fraction = _khat_fraction(entry)
+            share = "" if fraction is None else f" for {100 * fraction:.0f}% of the test data"
+            sentences.append(
+                f"The estimate for {name} is unreliable: PSIS k-hat > {KHAT_THRESHOLD}{share} "
+                "(more than "
+                f"{100 * KHAT_FLAG_FRACTION:.0f}%), so the guide is a poor proposal for this "
+                "source and its log-likelihood is probably an underestimate."
+            )
+    return sentences
+
+
+def _check_evaluation(evaluation: Any, where: str = "evaluation") -> Mapping[str, Any]:
+    if evaluation is None:
+        return {}
+    if not isinstance(evaluation, Mapping):
+        raise ValueError(
+            f"{where} must be a dict (the JSON of `pyrovae evaluate`), "
+            f"got {type(evaluation).__name__}"
+        )
+    return evaluation
+
+
+def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
+    """Plain-language findings computed from one run's ``pyrovae evaluate`` numbers.
+
+    In order: the source with the highest held-out log-likelihood and its margin over the
+    prior (significant when more than 2 standard errors), the sources with the best sample
+    quality, the importance-sampling gap over the ELBO, ELBO surgery (the share of the KL
+    term that is marginal KL(q(z) || p(z)), the rest being mutual information; Hoffman &
+    Johnson, 2016), active units, and a warning for every source whose PSIS k-hat exceeds
+    0.7 on more than 10% of the data. Missing numbers only drop their sentence.
+    """
+    evaluation = _check_evaluation(evaluation)
+    sources = _sources(evaluation)
+    return [
+        *_loglik_sentence(sources),
+        *_quality_sentences(sources),
+        *_gap_sentence(evaluation),
+        *_surgery_sentences(_mapping(evaluation.get("surgery"))),
+        *_khat_sentences(sources),
+    ]
+
+
+def _best_source(evaluation: Mapping[str, Any]) -> tuple[str, float] | None:
+    logliks = {n: _finite(e.get("loglik")) for n, e in _sources(evaluation).items()}
+    finite = [(v, n) for n, v in logliks.items() if v is not None]
+    if not finite:
+        return None
+    value, name = max(finite)
+    return name, value
+
+
+def _model_loglik(evaluation: Mapping[str, Any]) -> float | None:
+    value = _finite(evaluation.get("loglik"))
+    if value is None:
+        value = _finite(_sources(evaluation).get(PRIOR, {}).get("loglik"))
+    return value
+
+
+def _run_label(run: RunReport) -> str:
+    z_dim = _z_dim(run)
+    return run.name if z_dim is None or f"z{z_dim}" in run.name else f"{run.name} (z_dim {z_dim})"
+
+
+def cross_run_conclusions(runs: Sequence[RunReport]) -> list[str]:
+    """Findings across runs: the best model log-likelihood, and whether one source wins them all.
+
+    Log-likelihoods of runs on different data or splits are not comparable; the sentences
+    assume the runs were evaluated alike.
+    """
+    runs = _check_runs(runs)
+    sentences = []
+    models = {run.name: _model_loglik(run.evaluation) for run in runs}
+    best = _best(models, highest=True)
+    if best:
+        order = sorted((v, n) for n, v in models.items() if v is not None)
+        text = (
+            f"{' and '.join(best)} has the best held-out log-likelihood under its own prior "
+            f"({models[best[0]]:.2f} nats)"
+        )
+        worst_value, worst = order[0]
+        if worst not in best:
+            text += f", {models[best[0]] - worst_value:.2f} nats above {worst}"
+        sentences.append(text + ".")
+    winners = {run.name: _best_source(run.evaluation) for run in runs}
+    found = {name: w for name, w in winners.items() if w is not None}
+    if found:
+        overall = max(found.items(), key=lambda item: item[1][1])
+        sentences.append(
+            f"Over all runs and sources, the highest held-out log-likelihood is "
+            f"{overall[1][1]:.2f} nats, from {overall[1][0]} in {overall[0]}."
+        )
+    if len(found) >= 2:
+        labels = {run.name: _run_label(run) for run in runs}
+        names = {w[0] for w in found.values()}
+        if len(names) == 1:
+            sentences.append(
+                f"The best source is {names.pop()} in every run "
+                f"({', '.join(labels[n] for n in found)})."
+            )
+        else:
+            listed = "; ".join(f"{labels[n]}: {w[0]}" for n, w in found.items())
+            sentences.append(f"The best source differs between runs ({listed}).")
+        gains = []
+        for run in runs:
+            sources = _sources(run.evaluation)
+            if run.name in found and PRIOR in sources:
+                diff = _prior_difference(sources, found[run.name][0])
+                if diff is not None:
+                    gains.append(f"{labels[run.name]} {_signed(diff[0])}")
+        if len(gains) >= 2:
+            sentences.append(
+                f"Gain of the best source over the prior, in nats: {', '.join(gains)}."
+            )
+    flagged = [
+        f"{run.name}: {name}"
+        for run in runs
+        for name, entry in _sources(run.evaluation).items()
+        if _unreliable(entry)
+    ]
+    if flagged:
+        sentences.append(
+            f"Unreliable estimates (k-hat > {KHAT_THRESHOLD} on more than "
+            f"{100 * KHAT_FLAG_FRACTION:.0f}% of data): {', '.join(flagged)}."
+        )
+    return sentences
+
+
+# -------------------------------------------------------------------------------- HTML
+
+_CSS = """
+:root { --ink: #1d2530; --muted: #5b6573; --line: #d6dbe1; --accent: #2f5d8a;
+  --flag: #fff1dc; --flag-ink: #8a4b00; --soft: #f5f7f9; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial,
+  sans-serif; color: var(--ink); margin: 0; background: #fff; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+header { border-bottom: 3px solid var(--accent); margin-bottom: 18px; padding-bottom: 8px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 21px; margin: 36px 0 6px; padding-top: 10px; border-top: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 22px 0 8px; color: var(--accent); }
+.meta, .note { color: var(--muted); font-size: 13px; }
+nav a { margin-right: 14px; color: var(--accent); }
+ul.findings { background: var(--soft); border-left: 4px solid var(--accent);
+  padding: 10px 14px 10px 32px; margin: 8px 0; }
+ul.findings li { margin: 3px 0; }
+ul.findings li.warn { color: var(--flag-ink); }
+table { border-collapse: collapse; margin: 6px 0 4px; font-size: 14px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left;
+  vertical-align: top; }
+th { background: var(--soft); font-weight: 600; white-space: nowrap; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.best { font-weight: 700; }
+tr.unreliable td { background: var(--flag); }
+.badge { display: inline-block; font-size: 11px; padding: 0 6px; margin-left: 6px;
+  border-radius: 8px; background: var(--flag-ink); color: #fff; font-weight: 600; }
+table.config td:first-child { color: var(--muted); }
+.cols { display: flex; flex-wrap: wrap; gap: 8px 40px; align-items: flex-start; }
+.bars { display: inline-flex; align-items: flex-end; gap: 2px; height: 40px;
+  border-bottom: 1px solid var(--muted); }
+.bars span { display: inline-block; width: 9px; background: var(--accent); min-height: 1px; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr));
+  gap: 18px; margin-top: 8px; }
+figure { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 8px;
+  background: #fff; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; text-align: center; }
+details summary { cursor: pointer; color: var(--accent); font-size: 13px; }
+""".strip()
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _config_value(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_config_value(v) for v in value) or DASH
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _png(data: bytes, where: str) -> tuple[str, int, int]:
+    """``data`` as a data URI with its pixel width and height (checked to be a PNG)."""
+    if not data.startswith(_PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
+        raise ValueError(
+            f"{where} is not a PNG image; save figures as PNG, e.g. fig.savefig(path, format='png')"
+        )
+    width, height = struct.unpack(">II", data[16:24])
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), width, height
+
+
+def _read_figure(run: RunReport, title: str, source: Any) -> tuple[str, int, int]:
+    where = f"figures[{title!r}] of run {run.name!r}"
+    if isinstance(source, (bytes, bytearray)):
+        return _png(bytes(source), where)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            f"{where} must be a path to a PNG file (or PNG bytes), got {type(source).__name__}"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(
+            f"{where}: file {str(path)!r} does not exist; write the figure first "
+            "(e.g. pyrovae.analysis.figures.save_figure) or drop it from figures"
+        )
+    return _png(path.read_bytes(), f"{where} ({str(path)!r})")
+
+
+def _table(header: Sequence[tuple[str, bool]], rows: Sequence[str], cls: str = "") -> str:
+    head = "".join(f'<th class="n">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>" for h, n in header)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _cell(text: str, numeric: bool = True, best: bool = False) -> str:
+    classes = " ".join(c for c, on in (("n", numeric), ("best", best)) if on)
+    return f'<td class="{classes}">{_e(text)}</td>' if classes else f"<td>{_e(text)}</td>"
+
+
+def _sources_html(evaluation: Mapping[str, Any]) -> str:
+    sources = _sources(evaluation)
+    if not sources:
+        return '<p class="note">No latent sources were evaluated.</p>'
+    has_prior = PRIOR in sources
+    columns: list[tuple[str, str, bool, Any]] = [
+        ("loglik", "log p(x) \u00b1 stderr [nats]", True, None),
+        ("khat", f"k-hat > {KHAT_THRESHOLD}", False, _pct),
+        ("entropy", "entropy [nats]", False, _fmt),
+        ("ambiguous", "ambiguous", False, _pct),
+        ("coverage_kl", "coverage KL [nats]", False, _fmt),
+        ("frechet", "Frechet", False, _fmt),
+    ]
+    value = {
+        key: {
+            n: (_khat_fraction(e) if key == "khat" else _finite(e.get(key)))
+            for n, e in sources.items()
+        }
+        for key, *_ in columns
+    }
+    best = {key: set(_best(value[key], highest)) for key, _, highest, _ in columns}
+    header = [("source", False)] + [(label, True) for _, label, _, _ in columns]
+    if has_prior:
+        header.insert(2, ("vs prior [nats]", True))
+    rows = []
+    for name, entry in sources.items():
+        flagged = _unreliable(entry)
+        badge = '<span class="badge">unreliable</span>' if flagged else ""
+        cells = [f"<td>{_e(name)}{badge}</td>"]
+        for key, _, _, fmt in columns:
+            if key == "loglik":
+                loglik, se = _finite(entry.get("loglik")), _finite(entry.get("stderr"))
+                text = _fmt(loglik)
+                if loglik is not None and se is not None:
+                    text += f" \u00b1 {se:.2f}"
+                cells.append(_cell(text, best=name in best[key]))
+                if has_prior:
+                    diff = _prior_difference(sources, name) if name != PRIOR else None
+                    cells.append(_cell(DASH if diff is None else _signed(diff[0])))
+            else:
+                cells.append(_cell(fmt(value[key][name]), best=name in best[key]))
+        attr = ' class="unreliable"' if flagged else ""
+        rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
+    k = _finite(evaluation.get("num_samples"))
+    split = evaluation.get("split")
+    context = []
+    if split:
+        context.append(f"{_e(split)} split")
+    if k is not None:
+        context.append(f"K = {int(k)} importance samples per datum from the guide")
+    note = (
+        f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
+        "(highest log-likelihood, lowest otherwise). Rows marked unreliable have PSIS "
+        f"k-hat &gt; {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
+        "Sample quality is read by an MNIST classifier: entropy and ambiguous "
+        "(max probability &lt; 0.5) measure legibility, coverage KL the evenness of classes."
+    )
+    return _table(header, rows, "sources") + f'<p class="note">{note}</p>'
+
+
+def _bars(values: Sequence[Any]) -> str:
+    numbers = [_finite(v) for v in values]
+    top = max((v for v in numbers if v is not None), default=0.0)
+    spans = []
+    for d, v in enumerate(numbers):
+        height = 0.0 if v is None or top <= 0 else max(v, 0.0) / top * 100
+        label = f"z{d}: {_fmt(v)} nats"
+        spans.append(f'<span style="height:{height:.1f}%" title="{_e(label)}"></span>')
+    listed = ", ".join(_fmt(v) for v in numbers)
+    return (
+        f'<span class="bars" role="img" aria-label="KL per dimension: {_e(listed)}">'
+        f"{''.join(spans)}</span>"
+    )
+
+
+def _surgery_html(surgery: Mapping[str, Any]) -> str:
+    if not surgery:
+        return '<p class="note">No ELBO surgery in this evaluation.</p>'
+    conditional = bool(surgery.get("conditional_prior"))
+    avg = _finite(surgery.get("avg_kl"))
+
+    def pm(key: str, stderr_key: str) -> str:
+        value, se = _finite(surgery.get(key)), _finite(surgery.get(stderr_key))
+        if value is None and key == "mutual_information":
+            value = _mutual_information(surgery)
+        if value is None:
+            return DASH
+        return f"{value:.2f}" + (f" \u00b1 {se:.2f}" if se else "")
+
+    def share(value: float | None) -> str:
+        return DASH if value is None or avg is None or avg <= 0 else _pct(value / avg)
+
+    kl_per_dim = surgery.get("kl_per_dim")
+    kl_dims = kl_per_dim if isinstance(kl_per_dim, Sequence) and kl_per_dim else None
+    z_dim = len(kl_dims) if kl_dims else None
+    if z_dim is None and isinstance(surgery.get("activity"), Sequence):
+        z_dim = len(surgery["activity"]) or None
+    active = _finite(surgery.get("active_units"))
+    active_text = DASH if active is None else str(int(active))
+    if active is not None and z_dim is not None:
+        active_text += f" of {z_dim}"
+    marginal = "KL(q(z|y) || p(z|y)), per class" if conditional else "KL(q(z) || p(z))"
+    rows_data = [
+        ("ELBO", _fmt(surgery.get("elbo")), "", "reconstruction \u2212 average KL"),
+        ("reconstruction", _fmt(surgery.get("reconstruction")), "", "E_q[log p(x | z)]"),
+        (
+            "average KL",
+            pm("avg_kl", "avg_kl_stderr"),
+            "100.0%" if avg and avg > 0 else DASH,
+            "1/N \u2211 KL(q(z | x_n) || p(z))",
+        ),
+        (
+            "marginal KL",
+            pm("marginal_kl", "marginal_kl_stderr"),
+            share(_finite(surgery.get("marginal_kl"))),
+            marginal,
+        ),
+        (
+            "mutual information",
+            pm("mutual_information", "mutual_information_stderr"),
+            share(_mutual_information(surgery)),
+            "I(x; z | y)" if conditional else "I(x; z)",
+        ),
+        ("upper bound on I", _fmt(surgery.get("mi_upper_bound")), "", "log N"),
+        ("active units", active_text, "", f"dims with Cov_n E[z_d | x_n] > {ACTIVITY_THRESHOLD:g}"),
+    ]
+    rows = [
+        f"<tr><td>{_e(q)}</td>{_cell(v)}{_cell(s)}<td>{_e(m)}</td></tr>" for q, v, s, m in rows_data
+    ]
+    if kl_dims:
+        rows.append(
+            f'<tr><td>KL per dimension</td><td colspan="2">{_bars(kl_dims)}</td>'
+            f"<td>{_e(', '.join(_fmt(v) for v in kl_dims[:16]))}"
+            f"{ELLIPSIS if len(kl_dims) > 16 else ''}</td></tr>"
+        )
+    header = [("quantity", False), ("nats", True), ("share of KL", True), ("meaning", False)]
+    n = _finite(surgery.get("num_data"))
+    note = "" if n is None else f'<p class="note">On N = {int(n)} data.</p>'
+    return _table(header, rows, "surgery") + note
+
+
+def _metrics_html(metrics: Sequence[Mapping[str, Any]] | None) -> str:
+    rows = [m for m in metrics or [] if isinstance(m, Mapping)]
+    if not rows:
+        return '<p class="note">No training metrics.</p>'
+    last = rows[-1]
+    val = [(_finite(r.get("val_elbo")), r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+    val = [(v, e) for v, e in val if v is not None]
+    seconds = [_finite(r.get("seconds")) for r in rows]
+    known = [s for s in seconds if s is not None]
+    total = sum(known) if known else None
+    summary = [
+        ("epochs", str(last.get("epoch", len(rows)))),
+        ("final train ELBO", _fmt(last.get("train_elbo"))),
+        ("final validation ELBO", _fmt(last.get("val_elbo"))),
+        (
+            "best validation ELBO",
+            DASH if not val else f"{max(val)[0]:.2f} (epoch {max(val, key=lambda t: t[0])[1]})",
+        ),
+        ("training time", DASH if total is None else f"{total:.1f} s"),
+    ]
+    summary_rows = [f"<tr><td>{_e(k)}</td>{_cell(v)}</tr>" for k, v in summary]
+    keys = [k for k in ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds") if k in last]
+    digits = {"epoch": 0, "seconds": 1}
+    detail_rows = [
+        "<tr>" + "".join(_cell(_fmt(r.get(k), digits.get(k, 2))) for k in keys) + "</tr>"
+        for r in rows
+    ]
+    detail = _table([(k, True) for k in keys], detail_rows)
+    return (
+        _table([("training", False), ("", True)], summary_rows, "metrics")
+        + f"<details><summary>all {len(rows)} epochs</summary>{detail}</details>"
+    )
+
+
+def _config_html(run: RunReport) -> str:
+    flat = _flatten(run.config)
+    if not flat:
+        return ""
+    rows = [f"<tr><td>{_e(k)}</td><td>{_e(_config_value(v))}</td></tr>" for k, v in flat.items()]
+    return _table([("setting", False), ("value", False)], rows, "config")
+
+
+def _findings(sentences: Sequence[str]) -> str:
+    if not sentences:
+        return '<p class="note">Not enough numbers for conclusions.</p>'
+    items = "".join(
+        f'<li class="warn">{_e(s)}</li>' if "unreliable" in s.lower() else f"<li>{_e(s)}</li>"
+        for s in sentences
+    )
+    return f'<ul class="findings">{items}</ul>'
+
+
+def _anchor(index: int, name: str) -> str:
+    return f"run-{index}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "run")
+
+
+def _run_html(index: int, run: RunReport, images: Sequence[tuple[str, str, int, int]]) -> str:
+    parts = [f'<section id="{_anchor(index, run.name)}"><h2>{_e(run.name)}</h2>']
+    if run.description:
+        parts.append(f"<p>{_e(run.description)}</p>")
+    config = _config_html(run)
+    parts.append('<div class="cols">')
+    if config:
+        parts.append(f"<div><h3>Configuration</h3>{config}</div>")
+    parts.append(f"<div><h3>Training</h3>{_metrics_html(run.metrics)}</div></div>")
+    parts.append(f"<h3>Conclusions</h3>{_findings(conclusions(run.evaluation))}")
+    parts.append(f"<h3>Latent sources</h3>{_sources_html(run.evaluation)}")
+    parts.append(f"<h3>ELBO surgery</h3>{_surgery_html(_mapping(run.evaluation.get('surgery')))}")
+    if images:
+        figures = "".join(
+            f'<figure><img src="{uri}" width="{w}" height="{h}" alt="{_e(title)}">'
+            f"<figcaption>{_e(title)}</figcaption></figure>"
+            for title, uri, w, h in images
+        )
+        parts.append(f'<h3>Figures</h3><div class="figures">{figures}</div>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _summary_html(runs: Sequence[RunReport]) -> str:
+    header = [
+        ("run", False),
+        ("z_dim", True),
+        ("ELBO", True),
+        ("log p(x)", True),
+        ("best source", False),
+        ("its log p(x)", True),
+        ("vs prior", True),
+        ("active units", True),
+    ]
+    model = {run.name: _model_loglik(run.evaluation) for run in runs}
+    best_model = set(_best(model, highest=True))
+    rows = []
+    for index, run in enumerate(runs):
+        evaluation = run.evaluation
+        best = _best_source(evaluation)
+        sources = _sources(evaluation)
+        diff = None
+        if best is not None and best[0] != PRIOR and PRIOR in sources:
+            diff = _prior_difference(sources, best[0])
+        z_dim = _z_dim(run)
+        active = _finite(_mapping(evaluation.get("surgery")).get("active_units"))
+        link = f'<td><a href="#{_anchor(index, run.name)}">{_e(run.name)}</a></td>'
+        rows.append(
+            "<tr>"
+            + link
+            + _cell(DASH if z_dim is None else str(z_dim))
+            + _cell(_fmt(evaluation.get("elbo")))
+            + _cell(_fmt(model[run.name]), best=run.name in best_model)
+            + _cell(DASH if best is None else best[0], numeric=False)
+            + _cell(DASH if best is None else f"{best[1]:.2f}")
+            + _cell(DASH if diff is None else _signed(diff[0]))
+            + _cell(DASH if active is None else str(int(active)))
+            + "</tr>"
+        )
+    return (
+        "<section><h2>Summary across runs</h2>"
+        f"{_findings(cross_run_conclusions(runs))}{_table(header, rows, 'summary')}"
+        '<p class="note">log p(x): held-out log-likelihood with the model\'s own prior; '
+        "best source: the latent source with the highest held-out log-likelihood.</p>"
+        "</section>"
+    )
+
+
+def _check_runs(runs: Any) -> list[RunReport]:
+    if isinstance(runs, RunReport):
+        runs = [runs]
+    if not isinstance(runs, Sequence) or isinstance(runs, str) or not runs:
+        raise ValueError(
+            f"runs must be a non-empty list of RunReport, got {runs!r}; "
+            "pass e.g. [RunReport('vae-z2', evaluation=...)]"
+        )
+    for i, run in enumerate(runs):
+        if not isinstance(run, RunReport):
+            raise ValueError(
+                f"runs[{i}] must be a RunReport, got {type(run).__name__}; "
+                "wrap each run as RunReport(name, ...)"
+            )
+        _check_evaluation(run.evaluation, f"evaluation of run {run.name!r}")
+    names = [run.name for run in runs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"run names must be unique, got {duplicates} more than once; rename them")
+    return list(runs)
+
+
+def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> str:
+    """The report as one HTML string (what :func:`write_report` writes).
+
+    Useful in a notebook: ``IPython.display.HTML(render_report(runs))``.
+
+    Raises:
+        ValueError: for an empty ``runs``, duplicate run names, or a figure that is missing
+            or not a PNG.
+    """
+    runs = _check_runs(runs)
+    images = [
+        [(str(t), *_read_figure(run, str(t), src)) for t, src in run.figures.items()]
+        for run in runs
+    ]
+    from pyrovae import __version__
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    nav = ""
+    if len(runs) > 1:
+        links = "".join(
+            f'<a href="#{_anchor(i, run.name)}">{_e(run.name)}</a>' for i, run in enumerate(runs)
+        )
+        nav = f"<nav>{links}</nav>"
+    body = "".join(
+        _run_html(i, run, imgs) for i, (run, imgs) in enumerate(zip(runs, images, strict=True))
+    )
+    summary = _summary_html(runs) if len(runs) > 1 else ""
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n"
+        f"<body><main><header><h1>{_e(title)}</h1>"
+        f'<p class="meta">Generated {_e(now)} by pyrovae {_e(__version__)}; '
+        f"{len(runs)} run{'s' if len(runs) != 1 else ''}. "
+        "Log-likelihoods are per datum, in nats (higher is better).</p>"
+        f"{nav}</header>\n{summary}\n{body}\n</main></body></html>\n"
+    )
+
+
+def write_report(
+    runs: Sequence[RunReport], out_dir: str | os.PathLike[str], title: str = "pyrovae report"
+) -> Path:
+    """Write ``out_dir/report.html`` (atomically) for ``runs``; return its path.
+
+    Every figure is embedded, so the file is all that needs sharing. ``out_dir`` is created
+    when missing. Raises ValueError as :func:`render_report` does, before writing anything.
+    """
+    if isinstance(out_dir, (bytes, bytearray)) or not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} is a file; pass a directory for {REPORT_FILENAME}")
+    text = render_report(runs, title)
+    path = out / REPORT_FILENAME
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,383 @@
+"""Tests of pyrovae.analysis.report: computed conclusions, the HTML, and that it renders."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+from pyrovae.analysis.report import (
+    REPORT_FILENAME,
+    RunReport,
+    conclusions,
+    cross_run_conclusions,
+    render_report,
+    write_report,
+)
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=5000",
+)
+
+
+def _source(loglik, stderr=0.4, khat=0.01, entropy=0.5, ambiguous=0.2, coverage=0.05, frechet=10.0):
+    return {
+        "loglik": loglik,
+        "stderr": stderr,
+        "khat_gt_0.7": khat,
+        "entropy": entropy,
+        "ambiguous": ambiguous,
+        "coverage_kl": coverage,
+        "frechet": frechet,
+    }
+
+
+def _evaluation() -> dict:
+    return {
+        "sources": {
+            "prior": _source(-100.0, entropy=0.6, ambiguous=0.25, coverage=0.08, frechet=20.0),
+            "aggregate": _source(-98.5, entropy=0.3, ambiguous=0.10, coverage=0.02, frechet=9.0),
+            "gmm": _source(-97.5, entropy=0.4, ambiguous=0.15, coverage=0.04, frechet=7.0),
+        },
+        "surgery": {
+            "reconstruction": -92.0,
+            "avg_kl": 8.0,
+            "avg_kl_stderr": 0.0,
+            "marginal_kl": 2.0,
+            "marginal_kl_stderr": 0.05,
+            "mutual_information": 6.0,
+            "mi_upper_bound": 10.82,
+            "active_units": 3,
+            "kl_per_dim": [4.0, 3.0, 1.0, 0.0],
+            "elbo": -100.0,
+            "num_data": 50000,
+        },
+        "elbo": -104.0,
+        "loglik": -100.0,
+        "num_samples": 1000,
+        "split": "test",
+    }
+
+
+def _first(sentences: list[str], word: str) -> str:
+    return next(s for s in sentences if word in s)
+
+
+def _png(path: Path, color: str = "C0") -> Path:
+    fig = Figure(figsize=(1.6, 1.2), dpi=50)
+    fig.add_subplot().plot([0, 1, 2], [0, 2, 1], color=color)
+    fig.savefig(path, format="png")
+    return path
+
+
+# ------------------------------------------------------------------------ conclusions
+
+
+def test_conclusions_names_best_source_and_significance():
+    sentences = conclusions(_evaluation())
+    best = _first(sentences, "highest held-out log-likelihood")
+    assert "from gmm gives" in best
+    assert "+2.50 nats over the prior" in best
+    assert "so significant" in best and "not significant" not in best
+    # both standard errors combined: sqrt(0.4^2 + 0.4^2)
+    assert f"{math.hypot(0.4, 0.4):.2f}" in best
+
+
+def test_conclusions_follow_the_numbers():
+    evaluation = _evaluation()
+    evaluation["sources"]["aggregate"]["loglik"] = -96.0
+    assert "from aggregate gives" in _first(conclusions(evaluation), "highest held-out")
+
+    evaluation = _evaluation()
+    evaluation["sources"]["gmm"]["loglik"] = -99.5  # 0.5 over the prior, SE 0.57
+    evaluation["sources"]["aggregate"]["loglik"] = -99.6
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "from gmm gives" in best and "+0.50 nats" in best and "not significant" in best
+
+    evaluation["sources"]["gmm"]["vs_prior"] = 0.5  # a paired difference is more precise
+    evaluation["sources"]["gmm"]["vs_prior_stderr"] = 0.1
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "paired" in best and "so significant" in best
+
+    evaluation = _evaluation()
+    evaluation["sources"]["prior"]["loglik"] = -90.0
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "the prior itself" in best and "gmm, is 7.50 nats lower" in best
+
+
+def test_conclusions_sample_quality_winners():
+    sentences = conclusions(_evaluation())
+    aggregate = _first(sentences, "least ambiguous")
+    assert aggregate.startswith("Drawing z from aggregate")
+    assert "10.0%" in aggregate and "prior 25.0%" in aggregate
+    assert "lowest classifier entropy" in aggregate
+    assert "lowest Frechet distance" in _first(sentences, "from gmm gives the lowest")
+
+    evaluation = _evaluation()
+    evaluation["sources"]["prior"]["frechet"] = 1.0
+    assert "from prior gives the lowest Frechet" in " ".join(conclusions(evaluation))
+
+
+@pytest.mark.parametrize(
+    "fraction, warned", [(0.0, False), (0.1, False), (0.11, True), (0.6, True)]
+)
+def test_unreliable_warning_only_for_large_khat_fraction(fraction, warned):
+    evaluation = _evaluation()
+    evaluation["sources"]["aggregate"]["khat_gt_0.7"] = fraction
+    warnings = [s for s in conclusions(evaluation) if "unreliable" in s]
+    assert bool(warnings) == warned
+    if warned:
+        assert warnings == [w for w in warnings if "estimate for aggregate is unreliable" in w]
+        assert f"{100 * fraction:.0f}%" in warnings[0]
+
+
+def test_khat_flag_from_the_evaluation_wins():
+    evaluation = _evaluation()
+    evaluation["sources"]["gmm"]["khat_flag"] = True
+    assert any("estimate for gmm is unreliable" in s for s in conclusions(evaluation))
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "k-hat warning" in best
+
+
+def test_conclusions_surgery_and_active_units():
+    sentences = conclusions(_evaluation())
+    surgery = _first(sentences, "ELBO surgery")
+    assert "25% of the KL term (8.00 nats)" in surgery
+    assert "marginal KL(q(z) || p(z)) = 2.00 nats" in surgery
+    assert "6.00 nats, is the mutual information I(x; z)" in surgery
+    assert "3 of 4 latent dimensions are active" in _first(sentences, "active")
+    assert "4.00 nats above the ELBO" in _first(sentences, "ELBO (")
+
+    evaluation = _evaluation()
+    del evaluation["surgery"]["mutual_information"]  # computed as avg_kl - marginal_kl
+    evaluation["surgery"]["avg_kl"] = 10.0
+    evaluation["surgery"]["conditional_prior"] = True
+    surgery = _first(conclusions(evaluation), "ELBO surgery")
+    assert "20% of the KL term" in surgery and "8.00 nats" in surgery
+    assert "KL(q(z|y) || p(z|y))" in surgery and "I(x; z | y)" in surgery
+
+
+def _damaged() -> list[dict]:
+    full = _evaluation()
+    none_everywhere = copy.deepcopy(full)
+    for entry in none_everywhere["sources"].values():
+        for key in entry:
+            entry[key] = None
+    none_everywhere["surgery"] = {k: None for k in full["surgery"]}
+    nan = copy.deepcopy(full)
+    nan["sources"]["gmm"].update(loglik=float("nan"), frechet=float("inf"))
+    return [
+        {},
+        {"sources": None, "surgery": None, "elbo": None},
+        {"sources": {"prior": {}}},
+        {"sources": {"prior": None, "gmm": {"loglik": -1.0}}},
+        {"sources": {"gmm": {"loglik": -1.0, "stderr": None}, "flow": {"loglik": -2.0}}},
+        {"surgery": {"avg_kl": None, "marginal_kl": 1.0, "kl_per_dim": []}},
+        {"surgery": {"avg_kl": 0.0, "marginal_kl": 0.0, "active_units": 0}},
+        {"surgery": {"active_units": 2}},
+        none_everywhere,
+        nan,
+    ]
+
+
+@pytest.mark.parametrize("evaluation", _damaged())
+def test_missing_fields_do_not_crash(evaluation, tmp_path):
+    sentences = conclusions(evaluation)
+    assert all(isinstance(s, str) and s for s in sentences)
+    run = RunReport("partial", evaluation=evaluation, metrics=[{"epoch": 1, "val_elbo": None}])
+    text = write_report([run, RunReport("other")], tmp_path).read_text(encoding="utf-8")
+    assert "partial" in text and "nan" not in text.lower().replace("nats", "")
+
+
+def test_none_sources_is_dash_in_table():
+    text = render_report([RunReport("r", evaluation={"sources": {"gmm": {"loglik": None}}})])
+    row = re.search(r"<tr><td>gmm</td>(.*?)</tr>", text).group(1)
+    assert row.count("\u2014") == 6  # every value column (no prior: no "vs prior" column)
+
+
+def test_conclusions_reject_non_dict():
+    with pytest.raises(ValueError, match="evaluation must be a dict"):
+        conclusions([1, 2])
+    assert conclusions(None) == []
+
+
+# ------------------------------------------------------------------- cross-run summary
+
+
+def test_cross_run_conclusions():
+    small, large = _evaluation(), _evaluation()
+    large["loglik"] = -95.0
+    large["sources"]["prior"]["loglik"] = -95.0
+    large["sources"]["gmm"]["loglik"] = -94.0
+    runs = [
+        RunReport("vae-a", config={"model": {"z_dim": 2}}, evaluation=small),
+        RunReport("vae-b", config={"z_dim": 10}, evaluation=large),
+    ]
+    sentences = cross_run_conclusions(runs)
+    assert sentences[0].startswith("vae-b has the best held-out log-likelihood")
+    assert "5.00 nats above vae-a" in sentences[0]
+    assert "from gmm in vae-b" in _first(sentences, "Over all runs")
+    consistent = _first(sentences, "best source")
+    assert "gmm in every run" in consistent and "(z_dim 2)" in consistent
+    assert "vae-a (z_dim 2) +2.50" in _first(sentences, "Gain")
+
+    large["sources"]["aggregate"]["loglik"] = -90.0
+    assert "differs between runs" in " ".join(cross_run_conclusions(runs))
+    with pytest.raises(ValueError, match="non-empty list of RunReport"):
+        cross_run_conclusions([])
+
+
+# ------------------------------------------------------------------------ write_report
+
+
+def test_write_report_embeds_figures_and_tables(tmp_path):
+    figures = {
+        "Latent space <by class>": _png(tmp_path / "latent.png"),
+        "Samples & prior": str(_png(tmp_path / "samples.png", "C3")),
+    }
+    evaluation = _evaluation()
+    evaluation["sources"]["aggregate"]["khat_gt_0.7"] = 0.4
+    metrics = [
+        {"epoch": e, "train_elbo": -110.0 + e, "val_elbo": -109.0 + e, "seconds": 2.5}
+        for e in (1, 2, 3)
+    ]
+    runs = [
+        RunReport(
+            "vae-z2 <b>",
+            "VAE & friends",
+            {"model": {"z_dim": 2, "hidden_dims": [256, 128]}, "train": {"lr": 1e-3}},
+            evaluation,
+            figures,
+            metrics,
+        ),
+        RunReport("vae-z10", evaluation=_evaluation(), figures={"z10": figures["Samples & prior"]}),
+    ]
+    out = tmp_path / "new" / "dir"
+    path = write_report(runs, out, title="My <report>")
+    assert path == out / REPORT_FILENAME
+    assert sorted(p.name for p in out.iterdir()) == [REPORT_FILENAME]  # no temp file left
+    text = path.read_text(encoding="utf-8")
+
+    uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(uris) == 3 == text.count("<img")
+    assert base64.b64decode(uris[0]) == (tmp_path / "latent.png").read_bytes()
+    assert base64.b64decode(uris[1]) == (tmp_path / "samples.png").read_bytes()
+    for bad in ('src="http', 'href="http', "<script", "<link", "url(", str(tmp_path), "file:"):
+        assert bad not in text
+    # text is escaped
+    assert "vae-z2 &lt;b&gt;" in text and "<b>" not in text
+    assert "My &lt;report&gt;" in text and "Latent space &lt;by class&gt;" in text
+    assert "<figcaption>Samples &amp; prior</figcaption>" in text
+    # the sources table: best values in bold, the unreliable row flagged
+    assert '<td class="n best">-97.50 \u00b1 0.40</td>' in text
+    assert '<tr class="unreliable"><td>aggregate<span class="badge">unreliable</span>' in text
+    assert '<td class="n best">10.0%</td>' in text  # least ambiguous, aggregate
+    assert "<td>model.hidden_dims</td><td>256, 128</td>" in text
+    # surgery, training summary and the cross-run summary
+    assert "25.0%" in text and "3 of 4" in text
+    assert "-106.00 (epoch 3)" in text and "7.5 s" in text
+    assert "Summary across runs" in text and 'href="#run-1-vae-z10"' in text
+    assert text.count("<section") == 3
+
+
+def test_write_report_one_run_has_no_summary(tmp_path):
+    text = write_report([RunReport("solo", evaluation=_evaluation())], tmp_path).read_text()
+    assert "Summary across runs" not in text and "Drawing z from gmm" in text
+
+
+def test_write_report_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="non-empty list of RunReport"):
+        write_report([], tmp_path)
+    with pytest.raises(ValueError, match=r"runs\[0\] must be a RunReport"):
+        write_report([{"name": "x"}], tmp_path)
+    missing = tmp_path / "nope.png"
+    with pytest.raises(ValueError, match=r"figures\['f'\] of run 'r'.*nope\.png.*does not exist"):
+        write_report([RunReport("r", figures={"f": missing})], tmp_path)
+    (tmp_path / "fake.png").write_text("not a png")
+    with pytest.raises(ValueError, match="is not a PNG image"):
+        write_report([RunReport("r", figures={"f": tmp_path / "fake.png"})], tmp_path)
+    with pytest.raises(ValueError, match="unique"):
+        write_report([RunReport("r"), RunReport("r")], tmp_path)
+    with pytest.raises(ValueError, match="non-empty string"):
+        RunReport("")
+    with pytest.raises(ValueError, match="evaluation of run 'r' must be a dict"):
+        RunReport("r", evaluation=[1])
+    with pytest.raises(ValueError, match="is a file"):
+        write_report([RunReport("r")], tmp_path / "fake.png")
+    assert not (tmp_path / REPORT_FILENAME).exists()
+
+
+# ----------------------------------------------------------------------- the render test
+
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const loaded = images.filter((img) => img.complete && img.naturalWidth > 0).length;
+  const fetched = performance.getEntriesByType("resource")
+    .filter((entry) => !entry.name.startsWith("data:")).length;
+  document.body.dataset.probe = `${loaded}/${images.length}/${fetched}`;
+});
+</script>"""
+
+
+def _chromium() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip(
+            "Chromium not found: apt-get install chromium (Debian) to run the report render test"
+        )
+    return binary
+
+
+def _run_chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="pyrovae-chromium-") as profile:
+        return subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+
+def test_report_renders_in_chromium(tmp_path):
+    binary = _chromium()
+    figures = {f"figure {i}": _png(tmp_path / f"f{i}.png", f"C{i}") for i in range(3)}
+    runs = [
+        RunReport("vae-z2", config={"z_dim": 2}, evaluation=_evaluation(), figures=figures),
+        RunReport("vae-z4", evaluation=_evaluation(), figures={"again": figures["figure 0"]}),
+    ]
+    page = write_report(runs, tmp_path / "out")
+    probe = tmp_path / "probe.html"  # the report itself has no script; a copy gets the probe
+    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+
+    dom = _run_chromium(binary, "--dump-dom", probe.as_uri()).stdout
+    match = re.search(r'data-probe="(\d+)/(\d+)/(\d+)"', dom)
+    assert match, f"the load event did not run; DOM starts with {dom[:300]!r}"
+    loaded, total, fetched = map(int, match.groups())
+    assert total == 4 and loaded == total, f"{loaded} of {total} images loaded"
+    assert fetched == 0, "the report fetched something that is not a data URI"
+
+    shot = tmp_path / "shot.png"
+    _run_chromium(binary, "--window-size=1000,1400", f"--screenshot={shot}", page.as_uri())
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (1400, 1000)
+    assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
