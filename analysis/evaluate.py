@@ -9,7 +9,7 @@ This is what ``pyrovae evaluate`` runs; the result is a plain JSON-ready dict::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -66,6 +66,7 @@ def evaluate_run(
     classifier: MNISTClassifier | None = None,
     num_quality_samples: int = 1000,
     surgery: bool = True,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, Any], SourceComparison]:
     """Compare latent sources on held-out data and run ELBO surgery on the training set.
@@ -82,6 +83,7 @@ def evaluate_run(
             None skips sample quality.
         num_quality_samples: samples decoded from each source for the classifier.
         surgery: run ELBO surgery on the (first ``num_train``) training data.
+        options: per-source fitting options, e.g. ``{"flow": {"num_steps": 100}}``.
         seed: seeds the fitting, the importance draws and the samples.
 
     Returns:

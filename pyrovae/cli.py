@@ -498,6 +498,16 @@ def _add_study(sub: Any) -> None:
         metavar="N",
         help=f"held-out test images evaluated (default: {FULL.num_test})",
     )
+    p.add_argument(
+        "--z-dims",
+        type=_positive_int,
+        nargs="+",
+        metavar="N",
+        help="latent dimensions (default: 2 5 10)",
+    )
+    p.add_argument(
+        "--models", nargs="+", choices=["vae", "cvae"], help="models (default: vae cvae)"
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
     _add_data_flags(p)

@@ -37,6 +37,9 @@ class StudyBudget:
         num_quality_samples: decoded samples per source scored by the classifier.
         quick_classifier: train a small throw-away classifier on 5,000 images instead of
             the cached full one (for smoke tests only; its accuracy is reported).
+        flow_steps: optimizer steps of the flow fitted to the latent codes.
+        z_dims: latent dimensions of the study.
+        models: ``"vae"`` and/or ``"cvae"``.
     """
 
     epochs: int = 30
@@ -47,6 +50,7 @@ class StudyBudget:
     num_train: int | None = None
     num_quality_samples: int = 1000
     quick_classifier: bool = False
+    flow_steps: int = 400
     z_dims: tuple[int, ...] = (2, 5, 10)
     models: tuple[str, ...] = ("vae", "cvae")
 
@@ -64,7 +68,13 @@ QUICK = StudyBudget(
 )
 
 
-EVALUATION_SETTINGS = ("num_samples", "num_test", "num_train", "num_quality_samples")
+EVALUATION_SETTINGS = (
+    "num_samples",
+    "num_test",
+    "num_train",
+    "num_quality_samples",
+    "flow_steps",
+)
 
 
 def _fit_for_figures(vae, data: Splits, names: list[str], num_train: int | None) -> dict:
@@ -130,6 +140,7 @@ def report_runs(
                 num_train=budget.num_train,
                 classifier=classifier,
                 num_quality_samples=budget.num_quality_samples,
+                options={"flow": {"num_steps": budget.flow_steps}},
             )
             evaluation["settings"] = settings
             write_json(saved, evaluation)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -81,3 +84,64 @@ def small_vae(mnist, tmp_path_factory):
 def small_cvae(mnist, tmp_path_factory):
     """A real CVAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""
     return _train_small(mnist, tmp_path_factory, "cvae", 2)
+
+
+class Chromium:
+    """Headless Chromium for render tests (flags that suit a machine with no network)."""
+
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=5000",
+    )
+    # Counts, after the load event, the images that decoded and the non-data fetches.
+    PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const loaded = images.filter((img) => img.complete && img.naturalWidth > 0).length;
+  const fetched = performance.getEntriesByType("resource")
+    .filter((entry) => !entry.name.startsWith("data:")).length;
+  document.body.dataset.probe = `${loaded}/${images.length}/${fetched}`;
+});
+</script>"""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        with tempfile.TemporaryDirectory(prefix="pyrovae-chromium-") as profile:
+            return subprocess.run(
+                [self.binary, *self.FLAGS, f"--user-data-dir={profile}", *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+
+    def count_images(self, page: Path) -> tuple[int, int, int]:
+        """(images loaded, images in the page, non-data fetches) for an HTML file."""
+        probe = page.with_name(f".probe-{page.name}")  # the page has no script; a copy does
+        probe.write_text(page.read_text().replace("</body>", self.PROBE + "</body>"))
+        try:
+            dom = self.run("--dump-dom", probe.as_uri()).stdout
+        finally:
+            probe.unlink()
+        match = re.search(r'data-probe="(\d+)/(\d+)/(\d+)"', dom)
+        assert match, f"the load event did not run; DOM starts with {dom[:300]!r}"
+        loaded, total, fetched = map(int, match.groups())
+        return loaded, total, fetched
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Headless Chromium, or a skip that says how to install it."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("Chromium not found: apt-get install chromium (Debian) to run render tests")
+    return Chromium(binary)

@@ -6,9 +6,6 @@ import base64
 import copy
 import math
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,18 +18,6 @@ from pyrovae.analysis.report import (
     cross_run_conclusions,
     render_report,
     write_report,
-)
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=5000",
 )
 
 
@@ -325,57 +310,20 @@ def test_write_report_bad_input(tmp_path):
 
 # ----------------------------------------------------------------------- the render test
 
-_PROBE = """<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
-  const loaded = images.filter((img) => img.complete && img.naturalWidth > 0).length;
-  const fetched = performance.getEntriesByType("resource")
-    .filter((entry) => !entry.name.startsWith("data:")).length;
-  document.body.dataset.probe = `${loaded}/${images.length}/${fetched}`;
-});
-</script>"""
 
-
-def _chromium() -> str:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.skip(
-            "Chromium not found: apt-get install chromium (Debian) to run the report render test"
-        )
-    return binary
-
-
-def _run_chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix="pyrovae-chromium-") as profile:
-        return subprocess.run(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-
-
-def test_report_renders_in_chromium(tmp_path):
-    binary = _chromium()
+def test_report_renders_in_chromium(tmp_path, chromium):
     figures = {f"figure {i}": _png(tmp_path / f"f{i}.png", f"C{i}") for i in range(3)}
     runs = [
         RunReport("vae-z2", config={"z_dim": 2}, evaluation=_evaluation(), figures=figures),
         RunReport("vae-z4", evaluation=_evaluation(), figures={"again": figures["figure 0"]}),
     ]
     page = write_report(runs, tmp_path / "out")
-    probe = tmp_path / "probe.html"  # the report itself has no script; a copy gets the probe
-    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"), encoding="utf-8")
-
-    dom = _run_chromium(binary, "--dump-dom", probe.as_uri()).stdout
-    match = re.search(r'data-probe="(\d+)/(\d+)/(\d+)"', dom)
-    assert match, f"the load event did not run; DOM starts with {dom[:300]!r}"
-    loaded, total, fetched = map(int, match.groups())
+    loaded, total, fetched = chromium.count_images(page)
     assert total == 4 and loaded == total, f"{loaded} of {total} images loaded"
     assert fetched == 0, "the report fetched something that is not a data URI"
 
     shot = tmp_path / "shot.png"
-    _run_chromium(binary, "--window-size=1000,1400", f"--screenshot={shot}", page.as_uri())
+    chromium.run("--window-size=1000,1400", f"--screenshot={shot}", page.as_uri())
     from matplotlib.image import imread
 
     pixels = imread(shot)

@@ -1,0 +1,128 @@
+"""`pyrovae evaluate` and `pyrovae study --quick` on real MNIST runs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pyrovae.analysis.evaluate import format_evaluation
+from pyrovae.analysis.sources import SOURCES
+from pyrovae.cli import main
+
+QUALITY_KEYS = {"entropy", "ambiguous", "coverage_kl", "frechet"}
+
+
+def test_evaluate_cli(small_vae, mnist_root, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = main(
+        [
+            "evaluate",
+            str(small_vae.run_dir),
+            "--num-samples",
+            "16",
+            "--num-test",
+            "100",
+            "--num-train",
+            "2000",
+            "--no-quality",
+            "--data-root",
+            str(mnist_root),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result["sources"]) == set(SOURCES)
+    for name, entry in result["sources"].items():
+        assert {"loglik", "stderr", "khat_gt_0.7"} <= set(entry), name
+        assert entry["loglik"] < 0 and entry["stderr"] > 0
+    assert result["loglik"] == result["sources"]["prior"]["loglik"]
+    # the importance-sampled log-likelihood is above the ELBO (on average over data)
+    assert result["loglik"] > result["elbo"]
+    surgery = result["surgery"]
+    assert surgery["avg_kl"] == pytest.approx(
+        surgery["mutual_information"] + surgery["marginal_kl"], abs=1e-6
+    )
+    printed = capsys.readouterr().out
+    assert "aggregate" in printed and f"wrote {out}" in printed
+
+
+def test_evaluate_with_quality_scores(small_cvae, mnist, tmp_path):
+    from pyrovae.analysis.classifier import ClassifierConfig, train_classifier
+    from pyrovae.analysis.evaluate import evaluate_run
+
+    classifier = train_classifier(mnist, ClassifierConfig(epochs=1), subset=3000)
+    result, comparison = evaluate_run(
+        small_cvae,
+        mnist,
+        sources=["prior", "gaussian-z"],
+        num_samples=8,
+        num_test=50,
+        num_train=1000,
+        classifier=classifier,
+        num_quality_samples=50,
+        surgery=False,
+    )
+    assert set(result["sources"]) == {"prior", "gaussian-z"}
+    for entry in result["sources"].values():
+        assert QUALITY_KEYS <= set(entry)
+        assert 0 <= entry["ambiguous"] <= 1 and entry["frechet"] >= 0
+    assert result["conditional"] and "true label" in result["note"]
+    assert "gaussian-z" in format_evaluation(result)
+
+
+def test_evaluate_rejects_bad_arguments(small_vae, capsys):
+    code = main(["evaluate", str(small_vae.run_dir), "--out", "x.txt", "--no-quality"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--out must end in .json" in err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(small_vae.run_dir), "--sources", "nope"])
+
+
+@pytest.fixture(scope="module")
+def quick_study(mnist_root, tmp_path_factory):
+    """The whole study on a tiny budget: 6 runs, their evaluations and one report."""
+    out = tmp_path_factory.mktemp("study")
+    argv = [
+        "study",
+        "--quick",
+        "--out",
+        str(out),
+        "--data-root",
+        str(mnist_root),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_study_quick(quick_study, capsys):
+    out, argv = quick_study
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["cvae-z10", "cvae-z2", "cvae-z5", "vae-z10", "vae-z2", "vae-z5"]
+    for run in runs:
+        evaluation = json.loads((out / "runs" / run / "evaluation.json").read_text())
+        assert set(evaluation["sources"]) == set(SOURCES)
+        assert QUALITY_KEYS <= set(evaluation["sources"]["aggregate"])
+    html = (out / "report.html").read_text()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 2 * 6
+    assert "vae-z2" in html and "cvae-z2" in html
+    # a second call finds everything done and only redraws the report
+    capsys.readouterr()
+    assert main([a for a in argv if a != "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "already trained" in printed and "reusing evaluation.json" in printed
+
+
+def test_study_report_renders(quick_study, chromium):
+    out, _ = quick_study
+    loaded, total, fetched = chromium.count_images(out / "report.html")
+    assert total >= 12 and loaded == total, f"{loaded} of {total} images loaded"
+    assert fetched == 0
