@@ -115,9 +115,6 @@ class GaussianDecoder(Decoder):
         loc = self.logits(z, y)
         return dist.Normal(loc, self.scale.expand(loc.shape)).to_event(1)
 
-    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.logits(z, y).clamp(0.0, 1.0)
-
 
 LIKELIHOODS: dict[str, type[Decoder]] = {
     "bernoulli": BernoulliDecoder,

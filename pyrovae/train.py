@@ -38,6 +38,7 @@ __all__ = [
     "Trainer",
     "elbo_per_datum",
     "make_objective",
+    "one_hot",
     "resolve_device",
     "train",
 ]
@@ -165,6 +166,7 @@ def make_objective(config: TrainConfig) -> Any:
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Float one-hot labels of shape (N, num_classes) for integer labels of shape (N,)."""
     return F.one_hot(labels, num_classes).to(torch.get_default_dtype())
 
 

@@ -1,0 +1,820 @@
+"""Latent sources: distributions over z from which new data can be generated.
+
+A source has ``sample(num_samples) -> (num_samples, z_dim)``, ``log_prob(z)`` (batched
+over the leading dims of ``z``), a ``name`` and a ``z_dim``; every source here is an
+``nn.Module`` whose tensors are buffers or parameters, so ``source.to(device)`` moves it.
+
+Sources are fitted to the encoder's posteriors q(z | x_n) on a data set (usually the
+training set). The exact aggregated posterior is q(z) = 1/N sum_n q(z | x_n); the other
+fits approximate it. How far q(z) lies from the prior is measured in ELBO surgery: yet
+another way to carve up the variational evidence lower bound (Hoffman & Johnson, 2016),
+http://approximateinference.org/accepted/HoffmanJohnson2016.pdf
+
+============== ===============================================================
+name           source
+============== ===============================================================
+prior          the model's own prior p(z) (for a conditional prior see PriorSource)
+aggregate      the exact mixture q(z) = 1/N sum_n q(z | x_n)
+gaussian-loc   diagonal Gaussian fitted to the encoder means E_q[z | x_n]
+gaussian-z     diagonal Gaussian with the mean and variances of q(z)
+gaussian-full  full-covariance Gaussian with the mean and covariance of q(z)
+gmm            Gaussian mixture fitted by EM to draws z ~ q(z)
+flow           Real NVP flow fitted by maximum likelihood to draws z ~ q(z)
+============== ===============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pyrovae.build import lookup
+from pyrovae.nets import check_positive_int
+
+__all__ = [
+    "LatentSource",
+    "PriorSource",
+    "AggregatePosterior",
+    "GaussianSource",
+    "MixtureSource",
+    "FlowSource",
+    "Encodings",
+    "SOURCES",
+    "fit_source",
+    "fit_sources",
+    "fit_per_class",
+    "fit_gaussian",
+    "fit_gaussian_mixture",
+    "fit_flow",
+]
+
+LOG_2PI = math.log(2 * math.pi)
+VARIANCE_FLOOR = 1e-8
+"""Added to the covariance of every fitted Gaussian (see GaussianSource.from_moments)."""
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the block with torch's RNG seeded by ``seed``, restoring the global RNG after.
+
+    ``seed=None`` leaves the global RNG alone and uses it.
+    """
+    if seed is None:
+        yield
+        return
+    device = torch.device(device or "cpu")
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the block on one intra-op CPU thread (restored after; no effect on a GPU).
+
+    The fitting loops below run thousands of small tensor operations; spreading each over
+    several threads gains little and costs a synchronization per operation, which becomes
+    ruinous (tens of times slower) when the cores are shared with other processes.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_samples(name: str, z: torch.Tensor, min_rows: int = 2) -> torch.Tensor:
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[0] < min_rows:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(
+            f"{name} must be a tensor of shape (num_samples, z_dim) with at least {min_rows} "
+            f"rows, got {shape}"
+        )
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name} holds NaN or inf values; drop them before fitting")
+    return z
+
+
+def is_diagonal_normal(q: dist.Distribution) -> bool:
+    """True for ``Normal(loc, scale).to_event(1)``: a diagonal Gaussian over vectors."""
+    return (
+        isinstance(q, torch.distributions.Independent)
+        and type(q.base_dist) in (dist.Normal, torch.distributions.Normal)
+        and q.reinterpreted_batch_ndims == 1
+    )
+
+
+class LatentSource(nn.Module):
+    """Base class of a distribution over z with ``sample`` and batched ``log_prob``."""
+
+    conditional = False
+
+    def __init__(self, z_dim: int, name: str) -> None:
+        super().__init__()
+        self.z_dim = check_positive_int("z_dim", z_dim)
+        self.name = name
+
+    def distribution(self) -> dist.Distribution:
+        """The source as a distribution with event shape (z_dim,)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} is not a torch distribution; use its sample and log_prob"
+        )
+
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """``num_samples`` draws, shape (num_samples, z_dim)."""
+        check_positive_int("num_samples", num_samples)
+        with torch.no_grad():
+            return self.distribution().sample((num_samples,))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log r(z) for ``z`` of shape (..., z_dim); returns shape (...)."""
+        return self.distribution().log_prob(self._check_z(z))
+
+    def _check_z(self, z: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != self.z_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape (..., {self.z_dim}), got {shape}")
+        return z
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, z_dim={self.z_dim}"
+
+
+class PriorSource(LatentSource):
+    """The model's own prior p(z), read from ``vae.prior`` at every call.
+
+    The prior module stays owned by the model (it is not a submodule here), so the source
+    lives wherever the model does. For a CVAE with a conditional prior p(z | y) the source
+    is conditional: ``log_prob(z, y)`` and ``sample(n, y)`` need one-hot labels, unless a
+    class was bound with ``label`` (as :func:`fit_per_class` does).
+    """
+
+    def __init__(self, vae: nn.Module, label: int | None = None, name: str = "prior") -> None:
+        super().__init__(vae.z_dim, name)
+        self._vae = [vae]  # outside the module tree: the model owns its prior
+        prior_conditional = bool(getattr(vae.prior, "conditional", False))
+        if prior_conditional and label is not None and not 0 <= label < vae.y_dim:
+            raise ValueError(f"label must be in [0, {vae.y_dim}), got {label!r}")
+        self.label = label if prior_conditional else None
+        self.conditional = prior_conditional and label is None
+
+    def distribution(self, y: torch.Tensor | None = None) -> dist.Distribution:
+        vae = self._vae[0]
+        if not getattr(vae.prior, "conditional", False):
+            return vae.prior()
+        if self.label is not None:
+            device = next(vae.parameters()).device
+            y = F.one_hot(torch.tensor(self.label, device=device), vae.y_dim).float()
+        if y is None:
+            raise ValueError(
+                f"the prior of this CVAE is conditional; pass y, one-hot labels of shape "
+                f"(..., {vae.y_dim}), or bind a class with PriorSource(vae, label=c)"
+            )
+        return vae.prior(y)
+
+    def sample(self, num_samples: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        check_positive_int("num_samples", num_samples)
+        with torch.no_grad():
+            prior = self.distribution(y)
+            return prior.sample() if prior.batch_shape else prior.sample((num_samples,))
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.distribution(y).log_prob(self._check_z(z))
+
+
+class Encodings:
+    """The encoder's posteriors q(z | x_n [, y_n]) on a data set, computed once per fit.
+
+    For an encoder that returns a diagonal Normal, ``loc`` and ``scale`` (N, z_dim) are
+    stored; any other guide (e.g. the flow guide) is kept as the data and re-run when needed.
+
+    Args:
+        vae: the trained model (its ``encoder`` is used).
+        x: data as the model sees them (binarized for a Bernoulli decoder), (N, x_dim).
+        y: one-hot labels (N, y_dim), required for a CVAE and refused for a VAE.
+        label: the class these data belong to, if they are one class (set by
+            :func:`fit_per_class`; binds a conditional prior).
+        batch_size: data per encoder pass.
+    """
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        label: int | None = None,
+        batch_size: int = 10_000,
+    ) -> None:
+        check_data(vae, x, y)
+        self.vae = vae
+        self.x = x
+        self.y = y
+        self.label = label
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        with torch.no_grad():
+            self.diagonal = is_diagonal_normal(self.posterior(0, 1))
+            self.loc: torch.Tensor | None = None
+            self.scale: torch.Tensor | None = None
+            if self.diagonal:
+                parts = [self.posterior(s, s + batch_size) for s in self.starts()]
+                self.loc = torch.cat([q.base_dist.loc for q in parts])
+                self.scale = torch.cat([q.base_dist.scale for q in parts])
+        self._means: torch.Tensor | None = None
+
+    @property
+    def num_data(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def z_dim(self) -> int:
+        return self.vae.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def starts(self) -> range:
+        return range(0, self.num_data, self.batch_size)
+
+    def posterior(self, start: int, stop: int) -> dist.Distribution:
+        """q(z | x_n [, y_n]) for n in [start, stop), batch shape (stop - start,)."""
+        y = None if self.y is None else self.y[start:stop]
+        return self.vae.encoder(self.x[start:stop], y)
+
+    def means(self, num_draws: int = 64, seed: int | None = 0) -> torch.Tensor:
+        """E_q[z | x_n], shape (N, z_dim): ``loc`` for a diagonal Normal, else a Monte Carlo
+        average of ``num_draws`` draws (cached after the first call)."""
+        if self.loc is not None:
+            return self.loc
+        if self._means is None:
+            with torch.no_grad(), seeded(seed, self.device):
+                self._means = torch.cat(
+                    [
+                        self.posterior(s, s + self.batch_size).sample((num_draws,)).mean(0)
+                        for s in self.starts()
+                    ]
+                )
+        return self._means
+
+    def sample(self, draws_per_datum: int = 1, seed: int | None = 0) -> torch.Tensor:
+        """z ~ q(z | x_n), ``draws_per_datum`` per datum: shape (N * draws_per_datum, z_dim).
+
+        The draws are a stratified sample of the aggregate q(z).
+        """
+        check_positive_int("draws_per_datum", draws_per_datum)
+        with torch.no_grad(), seeded(seed, self.device):
+            if self.loc is not None:
+                eps = torch.randn(self.num_data, draws_per_datum, self.z_dim, device=self.device)
+                z = self.loc.unsqueeze(1) + self.scale.unsqueeze(1) * eps
+                return z.reshape(-1, self.z_dim)
+            parts = [
+                self.posterior(s, s + self.batch_size).sample((draws_per_datum,)).transpose(0, 1)
+                for s in self.starts()
+            ]
+            return torch.cat(parts).reshape(-1, self.z_dim)
+
+    def moments(
+        self, draws_per_datum: int = 1, seed: int | None = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (z_dim,) and covariance (z_dim, z_dim) of the aggregate q(z).
+
+        Exact for a diagonal Normal encoder (law of total covariance:
+        Cov[z] = Cov_n[loc_n] + mean_n diag(scale_n^2)); from draws otherwise.
+        """
+        if self.loc is None:
+            z = self.sample(draws_per_datum, seed).double()
+            return z.mean(0), torch.cov(z.T, correction=0).reshape(self.z_dim, self.z_dim)
+        loc = self.loc.double()
+        cov = torch.cov(loc.T, correction=0).reshape(self.z_dim, self.z_dim)
+        return loc.mean(0), cov + torch.diag(self.scale.double().pow(2).mean(0))
+
+
+def check_data(vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` unless ``x`` is (N, x_dim), N >= 1, and ``y`` suits the model."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != vae.x_dim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(
+            f"x must be a tensor of shape (num_data, {vae.x_dim}), got {shape}; "
+            "flatten images with x.reshape(len(x), -1)"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("x holds no data (shape (0, x_dim)); pass at least one datum")
+    if vae.conditional:
+        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0], vae.y_dim):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else y
+            raise ValueError(
+                f"a CVAE needs y, one-hot labels of shape ({x.shape[0]}, {vae.y_dim}), got "
+                f"{shape}; make them with pyrovae.train.one_hot(labels, {vae.y_dim})"
+            )
+    elif y is not None:
+        raise ValueError("y was given for an unconditional VAE; drop it (pass y=None)")
+
+
+class AggregatePosterior(LatentSource):
+    """The exact aggregated posterior q(z) = 1/N sum_n q(z | x_n).
+
+    ``sample`` picks n uniformly and draws from q(z | x_n). ``log_prob`` is a logsumexp
+    over all N components, streamed over chunks of ``chunk_size`` (point, component)
+    pairs. For a diagonal Normal encoder the stored ``loc``/``scale`` are used and the
+    quadratic form is a float64 matrix product (exact to rounding), so a pair costs
+    2 z_dim multiply-adds and one exp. Any other guide (e.g. the IAF flow guide) is
+    evaluated exactly by re-running the encoder on the stored data for each chunk of
+    points (of ``chunk_size / 16`` pairs, as the flow's networks need memory per pair) and
+    scoring ``q(z | x_n).log_prob(z)``; for an autoregressive flow that means inverting it,
+    z_dim network passes per pair: exact but slow, so keep N small (``max_components``)
+    or fit a 'gmm' or 'flow' to draws instead.
+
+    Args:
+        encodings: the posteriors q(z | x_n) (see :class:`Encodings`).
+        max_components: keep a random subset of this many data (seeded by ``seed``).
+        seed: seed of the subset.
+        chunk_size: (point, component) pairs per step of ``log_prob``.
+        name: the source's name.
+    """
+
+    def __init__(
+        self,
+        encodings: Encodings,
+        max_components: int | None = None,
+        seed: int | None = 0,
+        chunk_size: int = 2**22,
+        name: str = "aggregate",
+    ) -> None:
+        super().__init__(encodings.z_dim, name)
+        self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        keep = None
+        if max_components is not None:
+            check_positive_int("max_components", max_components)
+            if max_components < encodings.num_data:
+                with seeded(seed):
+                    keep = torch.randperm(encodings.num_data)[:max_components]
+                keep = keep.to(encodings.device)
+        self.diagonal = encodings.diagonal
+        self._encoder: list[nn.Module] = []
+        if self.diagonal:
+            loc, scale = encodings.loc, encodings.scale
+            if keep is not None:
+                loc, scale = loc[keep], scale[keep]
+            loc, scale = loc.double(), scale.double()
+            precision = scale.pow(-2)
+            self.register_buffer("loc", loc.float())
+            self.register_buffer("scale", scale.float())
+            # log N(z; loc, scale) = [z^2, z] . [-precision / 2, loc precision] + const_n
+            self.register_buffer("_weights", torch.cat([-0.5 * precision, loc * precision], 1).T)
+            self.register_buffer(
+                "_const",
+                -0.5 * (loc.pow(2) * precision).sum(-1)
+                - scale.log().sum(-1)
+                - 0.5 * self.z_dim * LOG_2PI,
+            )
+        else:
+            x, y = encodings.x, encodings.y
+            if keep is not None:
+                x = x[keep]
+                y = None if y is None else y[keep]
+            self.register_buffer("x", x)
+            self.register_buffer("y", y)
+            self._encoder = [encodings.vae.encoder]  # owned by the model
+            self.batch_size = encodings.batch_size
+
+    @property
+    def num_components(self) -> int:
+        return (self.loc if self.diagonal else self.x).shape[0]
+
+    def _posterior(self, idx: torch.Tensor | slice) -> dist.Distribution:
+        y = None if self.y is None else self.y[idx]
+        return self._encoder[0](self.x[idx], y)
+
+    def sample(self, num_samples: int) -> torch.Tensor:
+        check_positive_int("num_samples", num_samples)
+        with torch.no_grad():
+            device = self.loc.device if self.diagonal else self.x.device
+            idx = torch.randint(self.num_components, (num_samples,), device=device)
+            if self.diagonal:
+                return self.loc[idx] + self.scale[idx] * torch.randn_like(self.loc[idx])
+            return self._posterior(idx).sample()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        z = self._check_z(z)
+        flat = z.reshape(-1, self.z_dim)
+        n = self.num_components
+        pairs = self.chunk_size if self.diagonal else max(1, self.chunk_size // 16)
+        rows = max(1, pairs // (n if self.diagonal else min(n, self.batch_size)))
+        out = []
+        for start in range(0, flat.shape[0], rows):
+            chunk = flat[start : start + rows]
+            if self.diagonal:
+                zc = chunk.double()
+                logits = torch.addmm(self._const, torch.cat([zc.pow(2), zc], 1), self._weights)
+                top = logits.amax(-1, keepdim=True)  # an in-place logsumexp over components
+                out.append(logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)))
+            else:
+                out.append(self._generic_logsumexp(chunk))
+        log_q = torch.cat(out) - math.log(n)
+        return log_q.to(z.dtype).reshape(z.shape[:-1])
+
+    def _generic_logsumexp(self, chunk: torch.Tensor) -> torch.Tensor:
+        total = None
+        for start in range(0, self.num_components, self.batch_size):
+            q = self._posterior(slice(start, start + self.batch_size))
+            m = q.batch_shape[0]
+            lp = q.log_prob(chunk.unsqueeze(1).expand(chunk.shape[0], m, self.z_dim))
+            part = torch.logsumexp(lp.double(), dim=-1)
+            total = part if total is None else torch.logaddexp(total, part)
+        return total
+
+
+class GaussianSource(LatentSource):
+    """N(loc, Sigma) with Sigma = diag(scale^2) (``scale``) or L L^T (``scale_tril``)."""
+
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor | None = None,
+        scale_tril: torch.Tensor | None = None,
+        name: str = "gaussian",
+    ) -> None:
+        super().__init__(loc.shape[-1], name)
+        if (scale is None) == (scale_tril is None):
+            raise ValueError("give exactly one of scale (diagonal) or scale_tril (full)")
+        self.register_buffer("loc", loc.float())
+        self.register_buffer("scale", None if scale is None else scale.float())
+        self.register_buffer("scale_tril", None if scale_tril is None else scale_tril.float())
+
+    @classmethod
+    def from_moments(
+        cls,
+        mean: torch.Tensor,
+        cov: torch.Tensor,
+        diagonal: bool,
+        variance_floor: float = VARIANCE_FLOOR,
+        name: str = "gaussian",
+    ) -> GaussianSource:
+        """The Gaussian with this mean and covariance (only its diagonal if ``diagonal``).
+
+        ``variance_floor * I`` is added to the covariance, so that a latent dim the
+        encoder ignores (zero spread of its means) still gives a proper density.
+        """
+        if not variance_floor >= 0:
+            raise ValueError(f"variance_floor must be >= 0, got {variance_floor!r}")
+        eye = torch.eye(cov.shape[-1], dtype=torch.double, device=cov.device)
+        cov = cov.double() + variance_floor * eye
+        if diagonal:
+            return cls(mean, scale=cov.diagonal().sqrt(), name=name)
+        return cls(mean, scale_tril=torch.linalg.cholesky(cov), name=name)
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        if self.scale is not None:
+            return torch.diag(self.scale.pow(2))
+        return self.scale_tril @ self.scale_tril.T
+
+    def distribution(self) -> dist.Distribution:
+        if self.scale is not None:
+            return dist.Normal(self.loc, self.scale).to_event(1)
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
+
+
+class MixtureSource(LatentSource):
+    """sum_c pi_c N(z; loc_c, L_c L_c^T): a Gaussian mixture with full covariances."""
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        locs: torch.Tensor,
+        scale_trils: torch.Tensor,
+        name: str = "gmm",
+    ) -> None:
+        super().__init__(locs.shape[-1], name)
+        self.register_buffer("logits", logits.float())
+        self.register_buffer("locs", locs.float())
+        self.register_buffer("scale_trils", scale_trils.float())
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.logits.softmax(-1)
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        return self.scale_trils @ self.scale_trils.transpose(-1, -2)
+
+    def distribution(self) -> dist.Distribution:
+        components = dist.MultivariateNormal(self.locs, scale_tril=self.scale_trils)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+class FlowSource(LatentSource):
+    """A Real NVP flow: z = loc + scale * f_L o ... o f_1(u), u ~ N(0, I).
+
+    Each f_l is an affine coupling layer (Pyro's ``affine_coupling``: half of the
+    coordinates are scaled and shifted by a network of the other half), with the order of
+    the coordinates reversed between layers; ``loc``/``scale`` standardize the data. For
+    z_dim = 1 the layers are element-wise splines. Density and sampling are one pass each.
+    Density estimation using Real NVP (Dinh et al., 2017), https://arxiv.org/abs/1605.08803
+    """
+
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        num_flows: int = 6,
+        hidden_dims: Sequence[int] | None = None,
+        name: str = "flow",
+    ) -> None:
+        z_dim = loc.shape[-1]
+        super().__init__(z_dim, name)
+        self.num_flows = check_positive_int("num_flows", num_flows)
+        hidden = list(hidden_dims) if hidden_dims is not None else [max(64, 4 * z_dim)] * 2
+        self.register_buffer("loc", loc.float())
+        self.register_buffer("scale", scale.float())
+        self.register_buffer("base_loc", torch.zeros(z_dim, device=loc.device))
+        self.register_buffer("base_scale", torch.ones(z_dim, device=loc.device))
+        self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1, device=loc.device))
+        if z_dim == 1:
+            layers = [T.Spline(1) for _ in range(num_flows)]
+        else:
+            layers = [T.affine_coupling(z_dim, hidden_dims=hidden) for _ in range(num_flows)]
+        self.layers = nn.ModuleList(layers)
+
+    def distribution(self) -> dist.Distribution:
+        transforms: list[Any] = []
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.z_dim > 1:
+                transforms.append(T.Permute(self.reverse))
+            transforms.append(layer)
+        transforms.append(T.AffineTransform(self.loc, self.scale, event_dim=1))
+        base = dist.Normal(self.base_loc, self.base_scale).to_event(1)
+        return dist.TransformedDistribution(base, transforms)
+
+
+# --------------------------------------------------------------------------- fits to draws
+
+
+def fit_gaussian(
+    z: torch.Tensor,
+    diagonal: bool = False,
+    variance_floor: float = VARIANCE_FLOOR,
+    name: str = "gaussian",
+) -> GaussianSource:
+    """Maximum-likelihood Gaussian (full or diagonal covariance) of draws ``z`` (n, z_dim),
+    with ``variance_floor * I`` added to the covariance."""
+    z = _check_samples("z", z).double()
+    cov = torch.cov(z.T, correction=0).reshape(z.shape[1], z.shape[1])
+    return GaussianSource.from_moments(z.mean(0), cov, diagonal, variance_floor, name=name)
+
+
+def _kmeans_pp(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: each new center drawn with probability proportional to D(z)^2."""
+    n = z.shape[0]
+    first = torch.randint(n, (1,), generator=generator, device=z.device)
+    centers = [z[first[0]]]
+    d2 = (z - centers[0]).pow(2).sum(-1)
+    for _ in range(k - 1):
+        cdf = d2.cumsum(0)
+        u = torch.rand(1, generator=generator, device=z.device, dtype=z.dtype) * cdf[-1]
+        idx = int(torch.searchsorted(cdf, u).clamp(max=n - 1))
+        centers.append(z[idx])
+        d2 = torch.minimum(d2, (z - z[idx]).pow(2).sum(-1))
+    return torch.stack(centers)
+
+
+def _component_log_probs(z: torch.Tensor, locs: torch.Tensor, trils: torch.Tensor) -> torch.Tensor:
+    """log N(z_i; loc_c, L_c L_c^T) for every point i and component c: shape (n, C)."""
+    d = z.shape[1]
+    out = []
+    for loc, tril in zip(locs, trils, strict=True):
+        sol = torch.linalg.solve_triangular(tril, (z - loc).T, upper=False)
+        out.append(-0.5 * sol.pow(2).sum(0) - tril.diagonal().log().sum() - 0.5 * d * LOG_2PI)
+    return torch.stack(out, dim=1)
+
+
+def _m_step(
+    z: torch.Tensor, resp: torch.Tensor, floor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n, d = z.shape
+    counts = resp.sum(0) + 10 * torch.finfo(z.dtype).eps
+    locs = (resp.T @ z) / counts[:, None]
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    trils = []
+    for c in range(resp.shape[1]):
+        diff = z - locs[c]
+        cov = (resp[:, c, None] * diff).T @ diff / counts[c] + floor * eye
+        trils.append(torch.linalg.cholesky(cov))
+    return (counts / n).log(), locs, torch.stack(trils)
+
+
+def fit_gaussian_mixture(
+    z: torch.Tensor,
+    num_components: int = 10,
+    covariance_floor: float = 1e-4,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    seed: int = 0,
+    name: str = "gmm",
+) -> MixtureSource:
+    """Gaussian mixture with full covariances fitted to ``z`` (n, z_dim) by EM.
+
+    Initialized by k-means++ seeding (from ``seed``) and one hard assignment; every
+    covariance gets ``covariance_floor * I`` added so no component collapses onto a point.
+    Stops when the mean log-likelihood per point improves by less than ``tol`` nats.
+    Computed in float64 on the device of ``z`` (on one thread on a CPU: see
+    :func:`one_cpu_thread`).
+    """
+    num_components = check_positive_int("num_components", num_components)
+    z = _check_samples("z", z, min_rows=num_components).double()
+    if not covariance_floor > 0:
+        raise ValueError(f"covariance_floor must be positive, got {covariance_floor!r}")
+    check_positive_int("max_iter", max_iter)
+    generator = torch.Generator(device=z.device).manual_seed(seed)
+    with one_cpu_thread(z.device):
+        centers = _kmeans_pp(z, num_components, generator)
+        nearest = torch.cdist(z, centers).argmin(-1)
+        resp = F.one_hot(nearest, num_components).to(z.dtype)
+        log_weights, locs, trils = _m_step(z, resp, covariance_floor)
+        previous = -math.inf
+        for _ in range(max_iter):
+            joint = _component_log_probs(z, locs, trils) + log_weights
+            log_norm = torch.logsumexp(joint, dim=1, keepdim=True)
+            mean_ll = float(log_norm.mean())
+            resp = (joint - log_norm).exp()
+            log_weights, locs, trils = _m_step(z, resp, covariance_floor)
+            if mean_ll - previous < tol:
+                break
+            previous = mean_ll
+    return MixtureSource(log_weights, locs, trils, name=name)
+
+
+def fit_flow(
+    z: torch.Tensor,
+    num_flows: int = 6,
+    hidden_dims: Sequence[int] | None = None,
+    num_steps: int = 400,
+    batch_size: int = 1024,
+    lr: float = 5e-3,
+    seed: int = 0,
+    name: str = "flow",
+) -> FlowSource:
+    """A :class:`FlowSource` fitted to ``z`` (n, z_dim) by maximum likelihood with Adam.
+
+    ``num_steps`` minibatch steps of ``batch_size`` draws, with the learning rate decayed
+    to zero on a cosine schedule. Seeded by ``seed`` (initial weights and minibatches);
+    the global RNG is left as it was. On a CPU it runs on one thread (see
+    :func:`one_cpu_thread`).
+    """
+    z = _check_samples("z", z).float()
+    check_positive_int("num_steps", num_steps)
+    check_positive_int("batch_size", batch_size)
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    scale = z.std(0).clamp_min(1e-6)
+    with seeded(seed, z.device), one_cpu_thread(z.device), torch.enable_grad():
+        source = FlowSource(z.mean(0), scale, num_flows, hidden_dims, name=name).to(z.device)
+        optimizer = torch.optim.Adam(source.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, num_steps)
+        for _ in range(num_steps):
+            idx = torch.randint(z.shape[0], (min(batch_size, z.shape[0]),), device=z.device)
+            loss = -source.log_prob(z[idx]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return source.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _fit_prior(enc: Encodings, seed: int = 0, name: str = "prior") -> LatentSource:
+    return PriorSource(enc.vae, label=enc.label, name=name)
+
+
+def _fit_aggregate(
+    enc: Encodings,
+    max_components: int | None = None,
+    seed: int = 0,
+    chunk_size: int = 2**22,
+    name: str = "aggregate",
+) -> LatentSource:
+    return AggregatePosterior(enc, max_components, seed, chunk_size, name=name)
+
+
+def _fit_gaussian_loc(enc: Encodings, seed: int = 0, name: str = "gaussian-loc") -> LatentSource:
+    return fit_gaussian(enc.means(seed=seed), diagonal=True, name=name)
+
+
+def _fit_moment_gaussian(diagonal: bool, default_name: str) -> Callable[..., LatentSource]:
+    def fit(
+        enc: Encodings, draws_per_datum: int = 1, seed: int = 0, name: str = default_name
+    ) -> LatentSource:
+        mean, cov = enc.moments(draws_per_datum, seed)
+        return GaussianSource.from_moments(mean, cov, diagonal, name=name)
+
+    fit.__doc__ = (
+        f"{'Diagonal' if diagonal else 'Full-covariance'} Gaussian with the moments of q(z)."
+    )
+    return fit
+
+
+def _fit_gmm(
+    enc: Encodings, draws_per_datum: int = 1, seed: int = 0, **kwargs: Any
+) -> LatentSource:
+    return fit_gaussian_mixture(enc.sample(draws_per_datum, seed), seed=seed, **kwargs)
+
+
+def _fit_flow(
+    enc: Encodings, draws_per_datum: int = 1, seed: int = 0, **kwargs: Any
+) -> LatentSource:
+    return fit_flow(enc.sample(draws_per_datum, seed), seed=seed, **kwargs)
+
+
+SOURCES: dict[str, Callable[..., LatentSource]] = {
+    "prior": _fit_prior,
+    "aggregate": _fit_aggregate,
+    "gaussian-loc": _fit_gaussian_loc,
+    "gaussian-z": _fit_moment_gaussian(True, "gaussian-z"),
+    "gaussian-full": _fit_moment_gaussian(False, "gaussian-full"),
+    "gmm": _fit_gmm,
+    "flow": _fit_flow,
+}
+"""Fitting functions by name: ``SOURCES[name](encodings, seed=0, **options) -> LatentSource``.
+
+Every function takes ``seed`` (deterministic fits ignore it) and ``name``."""
+
+
+def fit_source(
+    name: str, vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, **options: Any
+) -> LatentSource:
+    """Fit the source ``name`` (a key of :data:`SOURCES`) to q(z | x_n [, y_n]).
+
+    ``x`` must be the data as the model sees them (binarized for a Bernoulli decoder);
+    ``options`` go to the fitting function (e.g. ``num_components=20`` for 'gmm').
+
+    Example:
+        >>> gmm = fit_source("gmm", vae, x_train, num_components=20)
+        >>> images = vae.generate(64, z=gmm.sample(64))
+    """
+    fit = lookup(SOURCES, name, "latent source")
+    with torch.no_grad():
+        return fit(Encodings(vae, x, y), **options)
+
+
+def fit_sources(
+    names: Iterable[str],
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, LatentSource]:
+    """Fit several sources to one set of encodings (the encoder runs once).
+
+    ``options`` maps a source name to its keyword arguments.
+    """
+    names = list(names)
+    for name in names:
+        lookup(SOURCES, name, "latent source")
+    options = dict(options or {})
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise ValueError(f"options given for {stray}, which are not in names={names}")
+    with torch.no_grad():
+        enc = Encodings(vae, x, y)
+        return {name: SOURCES[name](enc, **options.get(name, {})) for name in names}
+
+
+def fit_per_class(
+    name: str, vae: nn.Module, x: torch.Tensor, labels: torch.Tensor, **options: Any
+) -> dict[int, LatentSource]:
+    """Fit the source ``name`` separately to the data of each class: ``{class: source}``.
+
+    ``labels`` holds integer classes (N,). For a CVAE the encoder is given the one-hot
+    labels; for a conditional prior the 'prior' of class c is p(z | y = c). Used for
+    class-conditional generation from an unconditional VAE and for per-class pictures.
+    """
+    fit = lookup(SOURCES, name, "latent source")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else labels
+        raise ValueError(f"labels must be integer classes of shape ({x.shape[0]},), got {shape}")
+    if labels.is_floating_point():
+        raise ValueError("labels must be integer classes, not floats (one-hot labels?)")
+    sources = {}
+    with torch.no_grad():
+        for c in torch.unique(labels).tolist():
+            mask = labels == c
+            y = F.one_hot(labels[mask], vae.y_dim).float() if vae.conditional else None
+            enc = Encodings(vae, x[mask], y, label=int(c))
+            source = fit(enc, **options)
+            source.name = f"{source.name}[{c}]"
+            sources[int(c)] = source
+    return sources

@@ -1,0 +1,127 @@
+"""Time the importance-sampled log-likelihood against the bare decoder passes it must make.
+
+The estimator draws K particles for each of N data and evaluates the decoder on all N*K
+draws; the decoder's forward pass plus log p(x | z) on the same chunks is the floor. The
+ratio estimator / floor measures everything else (Pyro tracing, the encoder, the guide
+and prior densities, logsumexp, PSIS k-hat). Target: <= 1.3.
+
+    python benchmarks/loglik_speed.py                       # z=50, 400-400 MLP, random init
+    python benchmarks/loglik_speed.py --run-dir runs/z50    # a trained model
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from pyrovae import build_model, load_run
+from pyrovae.analysis.loglik import default_draws_per_pass, estimate_log_likelihood
+from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
+from pyrovae.train import one_hot
+
+
+def decoder_floor(vae, x, y, num_samples: int, draws_per_pass: int) -> None:
+    """The decoder work of the estimator alone: same draws, same chunks, z ~ N(0, I)."""
+    particles = min(num_samples, draws_per_pass)
+    batch = max(1, draws_per_pass // num_samples)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch):
+            xb = x[start : start + batch]
+            yb = None if y is None else y[start : start + batch]
+            for done in range(0, num_samples, particles):
+                k = min(particles, num_samples - done)
+                z = torch.randn(k, xb.shape[0], vae.z_dim, device=x.device)
+                vae.decoder(z, yb).log_prob(xb)
+
+
+def wall_times(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Wall times of each function; the functions take turns in every round, so a load
+    change on a shared machine hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default=None, help="a trained run (default: random init)")
+    parser.add_argument("--data-root", default=None, help="directory holding MNIST/raw")
+    parser.add_argument("--num-data", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--draws-per-pass", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if args.run_dir:
+        vae = load_run(args.run_dir, device=device)
+    else:
+        vae = build_model(z_dim=50, hidden_dims=[400, 400]).to(device).eval()
+    try:
+        test = load_dataset("mnist", root=args.data_root, download=False).test
+        x, labels = test.x[: args.num_data], test.y[: args.num_data]
+        source = "MNIST test"
+    except DataNotFoundError:
+        x = torch.rand(args.num_data, vae.x_dim)
+        labels = torch.randint(10, (args.num_data,))
+        source = "uniform noise (MNIST not found)"
+    x = x.to(device)
+    if getattr(vae.decoder, "binarize", False):
+        x = fixed_binarization(x)
+    y = one_hot(labels.to(device), vae.y_dim) if vae.conditional else None
+    per_pass = args.draws_per_pass or default_draws_per_pass(device)
+    k, n = args.num_samples, x.shape[0]
+    print(
+        f"device {device} ({torch.get_num_threads()} threads), data: {source}, N={n}, K={k}, "
+        f"z_dim={vae.z_dim}, draws/pass={per_pass}, {n * k:,} decoder evaluations"
+    )
+
+    def floor() -> None:
+        decoder_floor(vae, x, y, k, per_pass)
+
+    def estimator(khat: bool) -> Callable[[], object]:
+        return lambda: estimate_log_likelihood(
+            vae, x, y, num_samples=k, draws_per_pass=per_pass, khat=khat
+        )
+
+    floor()  # warm-up (allocator, thread pools, the ArviZ import)
+    estimator(True)()
+    times = wall_times(
+        {"floor": floor, "plain": estimator(False), "khat": estimator(True)}, args.repeats, device
+    )
+    median = {name: statistics.median(t) for name, t in times.items()}
+    best = {name: min(t) for name, t in times.items()}
+    print(f"{'':24}{'median':>8}{'ratio':>8}{'best':>8}{'ratio':>8}   ({args.repeats} repeats)")
+    for name, label in [
+        ("floor", "decoder floor"),
+        ("plain", "estimator, no k-hat"),
+        ("khat", "estimator, PSIS k-hat"),
+    ]:
+        print(
+            f"{label:<24}{median[name]:8.2f}{median[name] / median['floor']:8.2f}"
+            f"{best[name]:8.2f}{best[name] / best['floor']:8.2f}"
+        )
+    print("target: estimator / floor <= 1.3")
+
+
+if __name__ == "__main__":
+    main()

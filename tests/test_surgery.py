@@ -1,0 +1,133 @@
+"""ELBO surgery: avg KL = I(x; z) + KL(q(z) || p(z)), checked on cases with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyrovae import build_model
+from pyrovae.analysis.surgery import elbo_surgery
+from pyrovae.models import VAE, GaussianDecoder, MixturePrior, StandardNormalPrior
+
+X_DIM, Z_DIM = 4, 2
+
+
+class LinearEncoder(nn.Module):
+    """q(z | x) = N(x @ A + c, diag(scale^2)) with a fixed scale: posteriors we can write down."""
+
+    def __init__(self, gain: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.x_dim, self.z_dim, self.y_dim = gain.shape[0], gain.shape[1], 0
+        self.register_buffer("gain", gain)
+        self.register_buffer("offset", offset)
+        self.register_buffer("scale", scale)
+
+    def encode(self, x, y=None):
+        loc = x @ self.gain + self.offset
+        return loc, self.scale.expand_as(loc), loc
+
+    def forward(self, x, y=None):
+        loc, scale, _ = self.encode(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+def linear_vae(gain, offset, scale, prior=None) -> VAE:
+    decoder = GaussianDecoder(Z_DIM, X_DIM, hidden_dims=(), scale="isotropic")
+    return VAE(LinearEncoder(gain, offset, scale), decoder, prior or StandardNormalPrior(Z_DIM))
+
+
+def normal_kl(loc: torch.Tensor, scale: torch.Tensor) -> float:
+    """KL(N(loc, diag(scale^2)) || N(0, I))."""
+    return float(0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum())
+
+
+def test_posteriors_that_ignore_x_have_zero_mutual_information():
+    offset, scale = torch.tensor([0.5, -1.0]), torch.tensor([0.7, 1.3])
+    vae = linear_vae(torch.zeros(X_DIM, Z_DIM), offset, scale)
+    result = elbo_surgery(vae, torch.randn(300, X_DIM), num_marginal=2000)
+    expected = normal_kl(offset, scale)
+    assert result.kl_method == "analytic" and result.avg_kl_stderr == 0.0
+    assert result.avg_kl == pytest.approx(expected, abs=1e-5)
+    # q(z) = q(z | x) exactly, so log q(z) - log q(z | x) = 0 draw by draw
+    assert result.mutual_information_direct == pytest.approx(0.0, abs=1e-5)
+    assert result.marginal_kl == pytest.approx(expected, abs=4 * result.marginal_kl_stderr)
+    assert result.active_units == 0
+    torch.testing.assert_close(result.kl_per_dim.sum().item(), result.avg_kl)
+
+
+def test_separated_posteriors_carry_log_n_nats():
+    # two inputs (100 copies each) far apart with narrow posteriors: q(z) has two separate
+    # modes and I(x; z) = log 2 (the bound log N = log 200 is not reached)
+    x = torch.zeros(200, X_DIM)
+    x[:100, 0], x[100:, 0] = 1.0, -1.0
+    gain = torch.zeros(X_DIM, Z_DIM)
+    gain[0, 0] = 5.0
+    scale = torch.tensor([0.05, 0.05])
+    result = elbo_surgery(linear_vae(gain, torch.zeros(Z_DIM), scale), x)
+    assert result.mi_upper_bound == pytest.approx(math.log(200))
+    assert result.mutual_information_direct == pytest.approx(math.log(2), abs=1e-6)
+    expected_avg = normal_kl(torch.tensor([5.0, 0.0]), scale)
+    assert result.avg_kl == pytest.approx(expected_avg, abs=1e-4)
+    assert result.mutual_information == pytest.approx(
+        math.log(2), abs=4 * result.mutual_information_stderr
+    )
+    assert result.active_units == 1
+    assert result.activity[0] == pytest.approx(25.0 * 200 / 199) and result.activity[1] == 0
+
+
+def test_identity_holds_within_monte_carlo_error():
+    torch.manual_seed(1)
+    gain = torch.randn(X_DIM, Z_DIM)
+    vae = linear_vae(gain, torch.zeros(Z_DIM), torch.tensor([0.3, 0.6]))
+    x = torch.randn(2000, X_DIM)
+    result = elbo_surgery(vae, x, num_marginal=2000)
+    gap = result.avg_kl - result.marginal_kl - result.mutual_information_direct
+    assert abs(gap) < 4 * result.marginal_kl_stderr + 1e-3
+    assert result.mutual_information <= result.mi_upper_bound + 3 * result.marginal_kl_stderr
+    assert result.mutual_information_direct <= result.mi_upper_bound
+    assert result.active_units == 2
+
+
+def test_monte_carlo_kl_agrees_with_the_analytic_one():
+    torch.manual_seed(2)
+    gain, scale = torch.randn(X_DIM, Z_DIM), torch.tensor([0.5, 0.8])
+    x = torch.randn(1000, X_DIM)
+    analytic = elbo_surgery(linear_vae(gain, torch.zeros(Z_DIM), scale), x)
+    # a one-component mixture at 0 with unit scale is N(0, I), but has no registered KL
+    mog = MixturePrior(Z_DIM, num_components=1)
+    with torch.no_grad():
+        mog.locs.zero_()
+    mc = elbo_surgery(linear_vae(gain, torch.zeros(Z_DIM), scale, mog), x, num_particles=20)
+    assert mc.kl_method == "monte-carlo" and mc.kl_per_dim is None
+    assert mc.avg_kl == pytest.approx(analytic.avg_kl, abs=4 * mc.avg_kl_stderr)
+    assert mc.marginal_kl == pytest.approx(analytic.marginal_kl, abs=1e-4)  # same draws
+
+
+def test_cvae_with_conditional_prior_and_serialization():
+    vae = build_model(
+        model="cvae",
+        prior="vamp",
+        num_components=3,
+        x_dim=6,
+        z_dim=2,
+        y_dim=3,
+        hidden_dims=[8],
+        likelihood="gaussian",
+    ).eval()
+    labels = torch.arange(60) % 3
+    y = nn.functional.one_hot(labels, 3).float()
+    result = elbo_surgery(vae, torch.randn(60, 6), y, num_particles=4)
+    assert result.conditional_prior
+    assert result.mi_upper_bound == pytest.approx(math.log(20))  # per class of 20
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["elbo"] == pytest.approx(result.reconstruction - result.avg_kl)
+    assert len(data["activity"]) == 2
+    with pytest.raises(ValueError, match="CVAE needs y"):
+        elbo_surgery(vae, torch.randn(6, 6))
+    with pytest.raises(ValueError, match="num_marginal"):
+        elbo_surgery(vae, torch.randn(6, 6), y[:6], num_marginal=0)
