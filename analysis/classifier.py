@@ -234,9 +234,9 @@ def train_classifier(
     return net
 
 
-def classifier_path(dataset: str = "mnist") -> Path:
+def classifier_path(dataset: str = "mnist", variant: str = "") -> Path:
     """Where the cached classifier for ``dataset`` lives (``$PYROVAE_CACHE`` aware)."""
-    return cache_dir() / "classifier" / f"{dataset}-cnn-v{VERSION}.pt"
+    return cache_dir() / "classifier" / f"{dataset}-cnn-v{VERSION}{variant}.pt"
 
 
 def load_classifier(
@@ -247,6 +247,7 @@ def load_classifier(
     dataset: str = "mnist",
     config: ClassifierConfig | None = None,
     progress: bool = False,
+    subset: int | None = None,
 ) -> MNISTClassifier:
     """The cached classifier for ``dataset``, trained if absent (about 30 s on 2 idle CPU cores).
 
@@ -260,6 +261,9 @@ def load_classifier(
         config: training recipe (default :class:`ClassifierConfig`); a cached file is used
             whatever recipe made it (see ``metadata``), so pass ``retrain=True`` to apply one.
         progress: print one line per training epoch.
+        subset: train on the first ``subset`` training images only, with ``config`` (a
+            small classifier for smoke tests, cached under its own name; check its
+            ``metadata["test_accuracy"]``).
 
     Returns:
         An :class:`MNISTClassifier` in eval mode; ``metadata["test_accuracy"]`` is its
@@ -269,7 +273,11 @@ def load_classifier(
         raise ValueError(
             f"data holds {data.name!r} but dataset={dataset!r}; pass dataset={data.name!r}"
         )
-    path = classifier_path(dataset)
+    variant = ""
+    if subset is not None:
+        epochs = (config or ClassifierConfig()).epochs
+        variant = f"-subset{subset}-epochs{epochs}"
+    path = classifier_path(dataset, variant)
     if path.is_file() and not retrain:
         state = load_checkpoint(path, map_location=device)
         net = MNISTClassifier().to(device)
@@ -278,7 +286,7 @@ def load_classifier(
         return net.eval()
     if data is None:
         data = load_dataset(dataset, root=root)
-    net = train_classifier(data, config, device=device, progress=progress)
+    net = train_classifier(data, config, device=device, subset=subset, progress=progress)
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "metadata": net.metadata,

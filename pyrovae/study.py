@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pyrovae.analysis.classifier import ClassifierConfig, load_classifier, train_classifier
+from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
 from pyrovae.analysis.evaluate import evaluate_run
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
@@ -77,20 +77,22 @@ EVALUATION_SETTINGS = (
 )
 
 
-def _fit_for_figures(vae, data: Splits, names: list[str], num_train: int | None) -> dict:
+def _fit_for_figures(vae, data: Splits, names: list[str], budget: StudyBudget) -> dict:
     """Refit the sources of a saved evaluation (for the sample grids only)."""
     device = next(vae.parameters()).device
+    num_train = budget.num_train
     train_split = data.train.subset(num_train) if num_train else data.train
     x = train_split.x.to(device)
     if getattr(vae.decoder, "binarize", False):
         x = fixed_binarization(x)
     y = one_hot(train_split.y.to(device), vae.y_dim) if vae.conditional else None
-    return fit_sources(names, vae, x, y)
+    options = {"flow": {"num_steps": budget.flow_steps}} if "flow" in names else None
+    return fit_sources(names, vae, x, y, options)
 
 
 def _classifier(data: Splits, quick: bool, device: torch.device):
     if quick:
-        return train_classifier(data, ClassifierConfig(epochs=1), device=device, subset=5000)
+        return load_classifier(data, device=device, config=ClassifierConfig(epochs=1), subset=5000)
     return load_classifier(data, device=device)
 
 
@@ -129,7 +131,7 @@ def report_runs(
         if reuse and saved.is_file() and read_json(saved).get("settings") == settings:
             _log(progress, f"[{i}/{len(run_dirs)}] {run_dir}: reusing evaluation.json")
             evaluation = read_json(saved)
-            sources = _fit_for_figures(vae, data, list(evaluation["sources"]), budget.num_train)
+            sources = _fit_for_figures(vae, data, list(evaluation["sources"]), budget)
         else:
             _log(progress, f"[{i}/{len(run_dirs)}] evaluating {run_dir}")
             evaluation, comparison = evaluate_run(
