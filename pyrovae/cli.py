@@ -527,6 +527,9 @@ def _cmd_study(args: argparse.Namespace) -> None:
         for k in ("epochs", "num_samples", "num_test")
         if getattr(args, k) is not None
     }
+    for key in ("z_dims", "models"):
+        if getattr(args, key) is not None:
+            changes[key] = tuple(dict.fromkeys(getattr(args, key)))  # keep order, drop repeats
     budget = replace(budget, **changes)
     device = resolve_device(args.device)
     data = load_dataset("mnist", args.data_root, device=device)

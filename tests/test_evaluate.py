@@ -84,10 +84,7 @@ def test_evaluate_rejects_bad_arguments(small_vae, capsys):
         main(["evaluate", str(small_vae.run_dir), "--sources", "nope"])
 
 
-@pytest.fixture(scope="module")
-def quick_study(mnist_root, tmp_path_factory):
-    """The whole study on a tiny budget: 6 runs, their evaluations and one report."""
-    out = tmp_path_factory.mktemp("study")
+def _study(out, mnist_root, *extra: str) -> list[str]:
     argv = [
         "study",
         "--quick",
@@ -98,15 +95,23 @@ def quick_study(mnist_root, tmp_path_factory):
         "--device",
         "cpu",
         "--quiet",
+        *extra,
     ]
     assert main(argv) == 0
-    return out, argv
+    return argv
+
+
+@pytest.fixture(scope="module")
+def quick_study(mnist_root, tmp_path_factory):
+    """The study on a tiny budget at z=2: a VAE and a CVAE, their evaluations, one report."""
+    out = tmp_path_factory.mktemp("study")
+    return out, _study(out, mnist_root, "--z-dims", "2")
 
 
 def test_study_quick(quick_study, capsys):
     out, argv = quick_study
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == ["cvae-z10", "cvae-z2", "cvae-z5", "vae-z10", "vae-z2", "vae-z5"]
+    assert runs == ["cvae-z2", "vae-z2"]
     for run in runs:
         evaluation = json.loads((out / "runs" / run / "evaluation.json").read_text())
         assert set(evaluation["sources"]) == set(SOURCES)
@@ -121,8 +126,38 @@ def test_study_quick(quick_study, capsys):
     assert "already trained" in printed and "reusing evaluation.json" in printed
 
 
+@pytest.mark.slow
+def test_study_quick_all_dims(mnist_root, tmp_path):
+    """``pyrovae study --quick`` as it is: z = 2, 5, 10 for VAE and CVAE (a few minutes)."""
+    _study(tmp_path, mnist_root)
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["cvae-z10", "cvae-z2", "cvae-z5", "vae-z10", "vae-z2", "vae-z5"]
+    html = (tmp_path / "report.html").read_text()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', html)) >= 6 * 6
+
+
 def test_study_report_renders(quick_study, chromium):
     out, _ = quick_study
     loaded, total, fetched = chromium.count_images(out / "report.html")
     assert total >= 12 and loaded == total, f"{loaded} of {total} images loaded"
     assert fetched == 0
+
+
+def test_study_flags_set_the_budget(monkeypatch, mnist_root, tmp_path):
+    """--z-dims and --models narrow the study (in order, repeats dropped); others keep FULL."""
+    import pyrovae.study
+
+    seen = {}
+
+    def fake_run_study(out_dir, data, budget, device, seed=0, progress=True):
+        seen.update(out_dir=out_dir, budget=budget, seed=seed)
+        return tmp_path / "report.html"
+
+    monkeypatch.setattr(pyrovae.study, "run_study", fake_run_study)
+    argv = ["study", "--out", str(tmp_path), "--data-root", str(mnist_root), "--device", "cpu"]
+    assert main([*argv, "--z-dims", "5", "2", "5", "--models", "cvae", "--seed", "3"]) == 0
+    budget = seen["budget"]
+    assert budget.z_dims == (5, 2) and budget.models == ("cvae",) and seen["seed"] == 3
+    assert budget.epochs == pyrovae.study.FULL.epochs
+    assert main([*argv, "--quick"]) == 0
+    assert seen["budget"] == pyrovae.study.QUICK
