@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "elbo_per_datum",
+    "make_adam",
     "make_objective",
     "one_hot",
     "resolve_device",
@@ -146,6 +148,24 @@ class _LatentScale(Messenger):
             msg["scale"] = msg["scale"] * self.scale
 
 
+class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
+    """``JitTraceMeanField_ELBO`` that compiles once.
+
+    Pyro 1.9's ``differentiable_loss`` tests for ``_loss_and_surrogate_loss`` but stores
+    its compiled closure as ``_differentiable_loss``, so it builds and traces a new closure
+    at every step (about 4x slower than no JIT). Here the closure is reused for as long as
+    the same model and guide are passed; the closure itself is Pyro's.
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        ids = (id(model), id(guide))
+        compiled = getattr(self, "_differentiable_loss", None)
+        if compiled is None or getattr(self, "_compiled_for", None) != ids:
+            self._compiled_for = ids
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        return compiled(*args, _pyro_model_id=ids[0], _pyro_guide_id=ids[1], **kwargs)
+
+
 def make_objective(config: TrainConfig) -> Any:
     """The Pyro ELBO object (or :class:`~pyrovae.traces.IWAE`) that ``config`` names."""
     k = config.num_particles
@@ -155,7 +175,7 @@ def make_objective(config: TrainConfig) -> Any:
         ("trace", False): Trace_ELBO,
         ("meanfield", False): TraceMeanField_ELBO,
         ("trace", True): JitTrace_ELBO,
-        ("meanfield", True): JitTraceMeanField_ELBO,
+        ("meanfield", True): _JitTraceMeanFieldELBO,
     }[config.elbo, config.jit]
     kwargs: dict[str, Any] = {"num_particles": k, "vectorize_particles": k > 1}
     if k > 1 or config.jit:
@@ -163,6 +183,18 @@ def make_objective(config: TrainConfig) -> Any:
     if config.jit:
         kwargs["ignore_jit_warnings"] = True
     return cls(**kwargs)
+
+
+def make_adam(
+    params: Iterable[torch.nn.Parameter], lr: float, device: torch.device
+) -> torch.optim.Adam:
+    """Adam with the fused kernel on CPU and CUDA (one kernel for all parameters).
+
+    The update is Adam's; the default per-tensor loop costs about 2 ms a step for the
+    default 400-400 VAE on two CPU cores, 15% of the whole step, the fused one a quarter
+    of that.
+    """
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -216,7 +248,7 @@ class Trainer:
         self.val_x = fixed_binarization(self.data.val.x) if self.binarize else self.data.val.x
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.lr)
+        self.optimizer = make_adam(self.vae.parameters(), config.lr, self.device)
         self.objective = make_objective(config)
         self.latent_scale = _LatentScale()
         if config.kl_warmup > 0:

@@ -176,3 +176,18 @@ def test_cuda_without_gpu_is_a_clear_error(mnist, tmp_path):
 def test_jit_training(mnist, tmp_path):
     train(MODEL, small_config(epochs=1, jit=True), mnist, tmp_path, progress=False)
     assert read_metrics(tmp_path)[0]["val_elbo"] < 0
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
+def test_jit_meanfield_compiles_once():
+    """The compiled ELBO is traced on the first step and reused (Pyro 1.9 retraces)."""
+    vae = build_model(ModelConfig(z_dim=3, hidden_dims=[16], x_dim=12))
+    model, guide = vae.model, vae.guide
+    objective = make_objective(TrainConfig(elbo="meanfield", jit=True))
+    x = torch.rand(8, 12).bernoulli()
+    losses = [objective.differentiable_loss(model, guide, x) for _ in range(3)]
+    assert all(torch.isfinite(loss) for loss in losses)
+    compiled = objective._differentiable_loss
+    objective.differentiable_loss(model, guide, x).backward()
+    assert objective._differentiable_loss is compiled and len(compiled.compiled) == 1
+    assert all(p.grad is not None for p in vae.parameters() if p.requires_grad)
