@@ -339,18 +339,26 @@ def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
 
 
 def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    sentences = []
-    for name, entry in sources.items():
-        if _unreliable(entry):
-            fraction = _khat_fraction(entry)
-            share = "" if fraction is None else f" for {100 * fraction:.0f}% of the test data"
-            sentences.append(
-                f"The estimate for {name} is unreliable: PSIS k-hat > {KHAT_THRESHOLD}{share} "
-                "(more than "
-                f"{100 * KHAT_FLAG_FRACTION:.0f}%), so the guide is a poor proposal for this "
-                "source and its log-likelihood is probably an underestimate."
-            )
-    return sentences
+    """One warning naming every source whose k-hat flag is up, with its share of data."""
+    flagged = {name: _khat_fraction(e) for name, e in sources.items() if _unreliable(e)}
+    if not flagged:
+        return []
+    limit = f"(more than {100 * KHAT_FLAG_FRACTION:.0f}%)"
+    if len(flagged) == 1:
+        [(name, fraction)] = flagged.items()
+        share = "" if fraction is None else f" for {100 * fraction:.0f}% of the test data"
+        return [
+            f"The estimate for {name} is unreliable: PSIS k-hat > {KHAT_THRESHOLD}{share} "
+            f"{limit}, so the guide is a poor proposal for this source and its "
+            "log-likelihood is probably an underestimate."
+        ]
+    named = [n if f is None else f"{n} ({100 * f:.0f}%)" for n, f in flagged.items()]
+    return [
+        f"The estimates for {', '.join(named[:-1])} and {named[-1]} are unreliable: PSIS "
+        f"k-hat > {KHAT_THRESHOLD} for that share of the test data {limit}, so the guide is "
+        "a poor proposal for these sources and their log-likelihoods are probably "
+        "underestimates."
+    ]
 
 
 def _check_evaluation(evaluation: Any, where: str = "evaluation") -> Mapping[str, Any]:
@@ -371,8 +379,8 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     prior (significant when more than 2 standard errors), the sources with the best sample
     quality, the importance-sampling gap over the ELBO, ELBO surgery (the share of the KL
     term that is marginal KL(q(z) || p(z)), the rest being mutual information; Hoffman &
-    Johnson, 2016), active units, and a warning for every source whose PSIS k-hat exceeds
-    0.7 on more than 10% of the data. Missing numbers only drop their sentence.
+    Johnson, 2016), active units, and one warning naming every source whose PSIS k-hat
+    exceeds 0.7 on more than 10% of the data. Missing numbers only drop their sentence.
     """
     evaluation = _check_evaluation(evaluation)
     sources = _sources(evaluation)
@@ -456,12 +464,13 @@ def cross_run_conclusions(runs: Sequence[RunReport]) -> list[str]:
             sentences.append(
                 f"Gain of the best source over the prior, in nats: {', '.join(gains)}."
             )
-    flagged = [
-        f"{run.name}: {name}"
-        for run in runs
-        for name, entry in _sources(run.evaluation).items()
-        if _unreliable(entry)
-    ]
+    flagged = []
+    for run in runs:
+        sources = _sources(run.evaluation)
+        names = [name for name, entry in sources.items() if _unreliable(entry)]
+        if names:
+            which = "every source" if len(names) == len(sources) > 1 else ", ".join(names)
+            flagged.append(f"{run.name} ({which})")
     if flagged:
         sentences.append(
             f"Unreliable estimates (k-hat > {KHAT_THRESHOLD} on more than "

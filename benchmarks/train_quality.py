@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=10_000, help="test images for log p(x)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/benchmark-quality")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both models")
     args = parser.parse_args()
 
     data = load_dataset("mnist", args.data_root, device=args.device, download=False)
@@ -48,7 +49,7 @@ def main() -> None:
     if not (Path(args.out) / "checkpoint.pt").exists():
         train(
             ModelConfig(),
-            TrainConfig(epochs=args.epochs, device=args.device, elbo="meanfield"),
+            TrainConfig(epochs=args.epochs, device=args.device, elbo="meanfield", seed=args.seed),
             data,
             args.out,
             progress=False,
@@ -62,7 +63,7 @@ def main() -> None:
     ours_ll_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    plain = train_plain(data.train.x, args.epochs, seed=0)
+    plain = train_plain(data.train.x, args.epochs, seed=args.seed)
     plain_train = time.perf_counter() - start
     torch.manual_seed(1)
     plain_elbo = test_elbo(plain, x_test)
@@ -70,7 +71,7 @@ def main() -> None:
 
     print(
         f"budget: {args.epochs} epochs, batch 128, Adam 1e-3, z=50, hidden 400 400, "
-        f"device {args.device}"
+        f"seed {args.seed}, device {args.device}"
     )
     print(f"{'':<16}{'test ELBO':>12}{f'log p(x) K={args.num_samples}':>22}{'train s':>10}")
     print(

@@ -136,6 +136,9 @@ def test_khat_flag_from_the_evaluation_wins():
     evaluation = _evaluation()
     evaluation["sources"]["gmm"]["khat_flag"] = True
     assert any("estimate for gmm is unreliable" in s for s in conclusions(evaluation))
+    evaluation["sources"]["prior"]["khat_gt_0.7"] = 0.52
+    warnings = [s for s in conclusions(evaluation) if "unreliable" in s]
+    assert len(warnings) == 1 and "estimates for prior (52%) and gmm" in warnings[0]
     best = _first(conclusions(evaluation), "highest held-out")
     assert "k-hat warning" in best
 
@@ -224,6 +227,13 @@ def test_cross_run_conclusions():
 
     large["sources"]["aggregate"]["loglik"] = -90.0
     assert "differs between runs" in " ".join(cross_run_conclusions(runs))
+
+    assert not any("Unreliable" in s for s in cross_run_conclusions(runs))
+    small["sources"]["gmm"]["khat_gt_0.7"] = 0.5
+    for entry in large["sources"].values():
+        entry["khat_gt_0.7"] = 0.9
+    unreliable = _first(cross_run_conclusions(runs), "Unreliable")
+    assert unreliable.endswith("vae-a (gmm), vae-b (every source).")
     with pytest.raises(ValueError, match="non-empty list of RunReport"):
         cross_run_conclusions([])
 
