@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,9 @@ class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
     the same model and guide are passed; the closure itself is Pyro's.
     """
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         ids = (id(model), id(guide))
         compiled = getattr(self, "_differentiable_loss", None)
         if compiled is None or getattr(self, "_compiled_for", None) != ids:
