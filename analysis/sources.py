@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pyro.distributions as dist
@@ -40,6 +41,7 @@ from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
 
 __all__ = [
+    "GaussianMixtureView",
     "LatentSource",
     "PriorSource",
     "AggregatePosterior",
@@ -116,6 +118,71 @@ def is_diagonal_normal(q: dist.Distribution) -> bool:
     )
 
 
+@dataclass
+class GaussianMixtureView:
+    """A density over z written as r(z) = sum_c exp(log_weights_c) N(z; loc_c, Sigma_c).
+
+    Attributes:
+        log_weights: normalized log mixture weights, shape (C,).
+        loc: component means, shape (C, z_dim).
+        scale: component standard deviations (diagonal Sigma_c), shape (C, z_dim), or None.
+        scale_tril: Cholesky factors of full Sigma_c, shape (C, z_dim, z_dim), or None.
+
+    Exactly one of ``scale`` and ``scale_tril`` is set. Used by closed-form answers
+    (:mod:`pyrovae.analysis.exact`) and by source-adapted proposals
+    (:mod:`pyrovae.analysis.proposals`).
+    """
+
+    log_weights: torch.Tensor
+    loc: torch.Tensor
+    scale: torch.Tensor | None = None
+    scale_tril: torch.Tensor | None = None
+
+    @property
+    def num_components(self) -> int:
+        return self.loc.shape[0]
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """Sigma_c, shape (C, z_dim, z_dim)."""
+        if self.scale is not None:
+            return torch.diag_embed(self.scale.pow(2))
+        return self.scale_tril @ self.scale_tril.transpose(-1, -2)
+
+
+def gaussian_mixture_of(d: dist.Distribution) -> GaussianMixtureView | None:
+    """The Gaussian-mixture form of an unbatched distribution over vectors, or None.
+
+    Recognizes a diagonal Normal, a MultivariateNormal and a MixtureSameFamily of either
+    (the 'mog' and 'vamp' priors); anything else, or a distribution with a batch shape
+    (a conditional prior given labels), gives None.
+    """
+    if d.batch_shape != torch.Size() or len(d.event_shape) != 1:
+        return None
+    if is_diagonal_normal(d):
+        base = d.base_dist
+        zero = torch.zeros(1, device=base.loc.device)
+        z_dim = d.event_shape[0]
+        return GaussianMixtureView(
+            zero, base.loc.expand(z_dim)[None], scale=base.scale.expand(z_dim)[None]
+        )
+    if isinstance(d, torch.distributions.MultivariateNormal):
+        zero = torch.zeros(1, device=d.loc.device)
+        return GaussianMixtureView(zero, d.loc[None], scale_tril=d.scale_tril[None])
+    if isinstance(d, torch.distributions.MixtureSameFamily):
+        comp = d.component_distribution
+        log_weights = d.mixture_distribution.logits.log_softmax(-1)
+        if is_diagonal_normal(comp):
+            shape = comp.batch_shape + comp.event_shape
+            base = comp.base_dist
+            return GaussianMixtureView(
+                log_weights, base.loc.expand(shape), scale=base.scale.expand(shape)
+            )
+        if isinstance(comp, torch.distributions.MultivariateNormal):
+            return GaussianMixtureView(log_weights, comp.loc, scale_tril=comp.scale_tril)
+    return None
+
+
 class LatentSource(nn.Module):
     """Base class of a distribution over z with ``sample`` and batched ``log_prob``."""
 
@@ -141,6 +208,14 @@ class LatentSource(nn.Module):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log r(z) for ``z`` of shape (..., z_dim); returns shape (...)."""
         return self.distribution().log_prob(self._check_z(z))
+
+    def gaussian_mixture(self) -> GaussianMixtureView | None:
+        """The source as a Gaussian mixture when it is one (else None), for exact answers
+        and adapted proposals."""
+        try:
+            return gaussian_mixture_of(self.distribution())
+        except NotImplementedError:
+            return None
 
     def _check_z(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.dim() < 1 or z.shape[-1] != self.z_dim:
@@ -192,6 +267,11 @@ class PriorSource(LatentSource):
 
     def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.distribution(y).log_prob(self._check_z(z))
+
+    def gaussian_mixture(self) -> GaussianMixtureView | None:
+        if self.conditional:
+            return None
+        return gaussian_mixture_of(self.distribution())
 
 
 class Encodings:
@@ -392,6 +472,14 @@ class AggregatePosterior(LatentSource):
     @property
     def num_components(self) -> int:
         return (self.loc if self.diagonal else self.x).shape[0]
+
+    def gaussian_mixture(self) -> GaussianMixtureView | None:
+        """N equally weighted diagonal Normals (None for a guide that is not diagonal)."""
+        if not self.diagonal:
+            return None
+        n = self.num_components
+        log_weights = torch.full((n,), -math.log(n), device=self.loc.device)
+        return GaussianMixtureView(log_weights, self.loc, scale=self.scale)
 
     def _posterior(self, idx: torch.Tensor | slice) -> dist.Distribution:
         y = None if self.y is None else self.y[idx]

@@ -14,7 +14,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from pyrovae.nets import check_positive_int
 
-__all__ = ["ImportanceTerms", "importance_terms", "IWAE"]
+__all__ = ["ImportanceTerms", "importance_terms", "score_latents", "IWAE"]
 
 PARTICLE_PLATE = "_pyrovae_particles"
 
@@ -60,6 +60,16 @@ def _per_datum(site: dict[str, Any], shape: torch.Size, data_plate: str) -> torc
         ) from None
 
 
+def _vectorized(fn: Callable[..., Any], num_particles: int) -> Callable[..., Any]:
+    """``fn`` run inside a plate of ``num_particles`` particles at dim -2."""
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2):
+            return fn(*a, **k)
+
+    return wrapped
+
+
 def importance_terms(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -77,18 +87,60 @@ def importance_terms(
     """
     check_positive_int("num_particles", num_particles)
 
-    def vectorized(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*a: Any, **k: Any) -> Any:
-            with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2):
-                return fn(*a, **k)
+    guide_trace = poutine.trace(_vectorized(guide, num_particles)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(
+        poutine.replay(_vectorized(model, num_particles), trace=guide_trace)
+    ).get_trace(*args, **kwargs)
+    return _collect_terms(guide_trace, model_trace, num_particles, data_plate)
 
-        return wrapped
 
-    guide_trace = poutine.trace(vectorized(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(vectorized(model), trace=guide_trace)).get_trace(
-        *args, **kwargs
-    )
-    guide_trace = prune_subsample_sites(guide_trace)
+def score_latents(
+    model: Callable[..., Any],
+    guide: Callable[..., Any] | None,
+    latents: dict[str, torch.Tensor],
+    *args: Any,
+    data_plate: str = "data",
+    **kwargs: Any,
+) -> ImportanceTerms:
+    """Score given latent values under model and guide: log p(x | z), log p(z), log q(z | x).
+
+    ``latents`` maps each latent site to values of shape (K, B, *event_shape), K particles
+    for each of B data (any source of draws: a proposal, an MCMC chain). Model and guide
+    run once, conditioned on those values, inside a plate of size K at dim -2, so the
+    decoder runs once on all K x B values. The values may require grad (for HMC). With
+    ``guide=None`` the guide is not run and ``log_guide`` is zero.
+    """
+    if not latents:
+        raise ValueError("latents is empty; pass {'z': z} with z of shape (K, B, z_dim)")
+    num_particles = next(iter(latents.values())).shape[0]
+    for name, value in latents.items():
+        if value.dim() < 2 or value.shape[0] != num_particles:
+            raise ValueError(
+                f"latents[{name!r}] has shape {tuple(value.shape)}; every value needs shape "
+                f"(num_particles, batch, *event_shape) with num_particles={num_particles}"
+            )
+
+    guide_trace = None
+    if guide is not None:
+        conditioned = poutine.condition(_vectorized(guide, num_particles), data=latents)
+        guide_trace = poutine.trace(conditioned).get_trace(*args, **kwargs)
+    conditioned_model = poutine.condition(_vectorized(model, num_particles), data=latents)
+    model_trace = poutine.trace(conditioned_model).get_trace(*args, **kwargs)
+    return _collect_terms(guide_trace, model_trace, num_particles, data_plate, set(latents))
+
+
+def _collect_terms(
+    guide_trace: poutine.Trace | None,
+    model_trace: poutine.Trace,
+    num_particles: int,
+    data_plate: str,
+    latent_names: set[str] | None = None,
+) -> ImportanceTerms:
+    """Sum per-datum log densities of a model trace (and guide trace) into ImportanceTerms.
+
+    Model sites named in ``latent_names`` (conditioned latents) count as latent; without
+    it, the trace's own ``is_observed`` decides.
+    """
     model_trace = prune_subsample_sites(model_trace)
     batch = None
     for site in model_trace.nodes.values():
@@ -105,16 +157,24 @@ def importance_terms(
         if site["type"] != "sample":
             continue
         lp = _per_datum(site, shape, data_plate)
-        if site["is_observed"]:
+        observed = site["is_observed"]
+        if latent_names is not None and site["name"] in latent_names:
+            observed = False
+            latents[site["name"]] = site["value"]
+        if observed:
             log_likelihood = lp if log_likelihood is None else log_likelihood + lp
         else:
             log_prior = lp if log_prior is None else log_prior + lp
-    for site in guide_trace.nodes.values():
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
-        lp = _per_datum(site, shape, data_plate)
-        log_guide = lp if log_guide is None else log_guide + lp
-        latents[site["name"]] = site["value"]
+    if guide_trace is not None:
+        guide_trace = prune_subsample_sites(guide_trace)
+        for site in guide_trace.nodes.values():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"] and (latent_names is None or site["name"] not in latent_names):
+                continue
+            lp = _per_datum(site, shape, data_plate)
+            log_guide = lp if log_guide is None else log_guide + lp
+            latents[site["name"]] = site["value"]
     if log_likelihood is None:
         raise ValueError("the model has no observed sample site (pass obs=x to pyro.sample)")
     zeros = torch.zeros(shape, dtype=log_likelihood.dtype, device=log_likelihood.device)
