@@ -141,6 +141,7 @@ def compare_sources(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     sources: Mapping[str, LatentSource] | None = None,
     draws_per_pass: int | None = None,
+    proposal: str = "adapted",
     seed: int = 0,
 ) -> SourceComparison:
     """Fit the sources ``names`` on ``train`` and estimate log p_r(x) on ``test``.
@@ -161,7 +162,8 @@ def compare_sources(
         num_train, num_test: use only the first this many of each split.
         options: per-source fitting options, e.g. ``{"gmm": {"num_components": 20}}``.
         sources: already fitted sources to include as they are (fitted names are skipped).
-        draws_per_pass: see :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`.
+        draws_per_pass, proposal: see
+            :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`.
         seed: seeds the fits and the draws (the global RNG is left as it was).
     """
     names = list(names)
@@ -187,6 +189,7 @@ def compare_sources(
         y_test,
         num_samples=num_samples,
         draws_per_pass=draws_per_pass,
+        proposal=proposal,
         seed=seed,
     )
     return SourceComparison(

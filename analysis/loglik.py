@@ -21,9 +21,19 @@ import torch
 from torch import nn
 
 from pyrovae.nets import check_positive_int
-from pyrovae.traces import importance_terms
+from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
 
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
+from .proposals import (
+    DEFAULT_MAX_COMPONENTS,
+    GaussianMixtureProposal,
+    adapted_proposal,
+    guide_gaussian,
+    likelihood_message,
+    prior_gaussian,
+    source_view,
+    uses_guide,
+)
 from .sources import LatentSource, check_data, seeded
 
 __all__ = [
@@ -32,6 +42,7 @@ __all__ = [
     "estimate_source_log_likelihoods",
     "iwae_bound",
     "default_draws_per_pass",
+    "PROPOSALS",
 ]
 
 LATENT_SITE = "z"
@@ -56,6 +67,8 @@ class LogLikelihood:
         log_weights: the log weights, shape (N, K), when asked for; else None.
         iwae: {k: (N,)} unbiased estimates of L_k for the requested k <= K, from the
             K draws split into K // k disjoint groups.
+        proposal: where the draws came from: ``"guide"`` (z ~ q(z | x)) or ``"adapted"``
+            (the defensive mixture of :mod:`pyrovae.analysis.proposals`).
     """
 
     per_datum: torch.Tensor
@@ -64,6 +77,7 @@ class LogLikelihood:
     num_samples: int
     log_weights: torch.Tensor | None = None
     iwae: dict[int, torch.Tensor] = field(default_factory=dict)
+    proposal: str = "guide"
 
     @property
     def num_data(self) -> int:
@@ -142,6 +156,12 @@ def _check_sources(vae: nn.Module, sources: Mapping[str, LatentSource | None]) -
             )
 
 
+PROPOSALS = ("adapted", "separate", "guide")
+"""Proposal strategies of :func:`estimate_source_log_likelihoods`."""
+DEFAULT_DEFENSIVE = 0.2
+"""Share of draws from the guide q(z | x) in the adapted (defensive) mixture."""
+
+
 def estimate_source_log_likelihoods(
     vae: nn.Module,
     x: torch.Tensor,
@@ -154,37 +174,62 @@ def estimate_source_log_likelihoods(
     keep_log_weights: bool = False,
     iwae_particles: Sequence[int] = (),
     seed: int | None = None,
+    proposal: str = "adapted",
+    defensive: float = DEFAULT_DEFENSIVE,
+    max_components: int = DEFAULT_MAX_COMPONENTS,
 ) -> dict[str, LogLikelihood]:
-    """Estimate log p_r(x_n) for every source r from one set of guide draws.
+    """Estimate log p_r(x_n) for every source r by importance sampling.
 
-    The guide and model run through Pyro traces (:func:`pyrovae.traces.importance_terms`),
-    so any model/guide pair with sites ``"z"`` and ``"x"`` in one ``plate("data")`` works:
-    log p(x | z_k) and log q(z_k | x) come from the traces, log r(z_k) from the source. A
-    source given as ``None`` is the model's own prior as the trace scores it. Sources
-    with ``conditional = True`` (a CVAE's conditional prior) get ``log_prob(z, y)``; the
-    others score z alone.
+    ``proposal`` chooses where the K draws per datum come from:
+
+    - ``"adapted"`` (default): one defensive mixture for all sources, g = alpha q(z | x) +
+      (1 - alpha) sum_r g_r(z | x) / S, where g_r is the source-adapted proposal of
+      :mod:`pyrovae.analysis.proposals` (the guide itself for the model's prior) and
+      alpha = ``defensive``. Every draw is weighted by the full mixture density for every
+      source, so one decoder pass serves them all and no source is left without draws.
+    - ``"separate"``: the same, with a mixture alpha q + (1 - alpha) g_r and K draws of
+      its own for each source (S times the decoder passes).
+    - ``"guide"``: z ~ q(z | x) for every source (the plain IWAE estimate; fails for a
+      source narrower than the guide in some direction).
+
+    The guide and model run through Pyro traces (:func:`pyrovae.traces.importance_terms`,
+    :func:`pyrovae.traces.score_latents`), so any model/guide pair with sites ``"z"`` and
+    ``"x"`` in one ``plate("data")`` works: log p(x | z_k) and log q(z_k | x) come from
+    the traces, log r(z_k) from the source. A source given as ``None`` is the model's own
+    prior as the trace scores it. Sources with ``conditional = True`` (a CVAE's
+    conditional prior) get ``log_prob(z, y)`` and the guide as their proposal.
 
     Work is done in passes of about ``draws_per_pass`` (particle, datum) pairs: a batch of
     data with all K particles, or, when K is larger, one datum and a chunk of particles.
-    The encoder runs once per datum and pass, the decoder once per draw. The log weights
-    of one batch (at most max(K, draws_per_pass) per source) are kept for the logsumexp
-    and for PSIS, then dropped unless ``keep_log_weights``.
+    The encoder runs once or twice per datum and pass, the decoder once per draw. The log
+    weights of one batch are kept for the logsumexp and for PSIS, then dropped unless
+    ``keep_log_weights``.
 
     Args:
         vae: the model, on the device of ``x``.
         x: data as the model sees them (binarized for a Bernoulli decoder), (N, x_dim).
         sources: ``{name: source}``; ``None`` means the model's prior.
         y: one-hot labels (N, y_dim) for a CVAE (then log p_r(x | y) is estimated).
-        num_samples: K, draws per datum.
+        num_samples: K, draws per datum (per source with ``"separate"``).
         draws_per_pass: see above; default :func:`default_draws_per_pass`.
         khat: compute PSIS k-hat per datum and source (needs K >= 21 to be defined).
         keep_log_weights: return the (N, K) log weights (N x K x 8 bytes per source).
-        iwae_particles: also estimate L_k for each k in this list.
+        iwae_particles: also estimate L_k for each k in this list (unbiased: every draw
+            is independent, so disjoint groups of k draws give independent L_k).
         seed: seed the draws (the global RNG is restored afterwards); None uses it.
+        proposal: ``"adapted"``, ``"separate"`` or ``"guide"`` (see above).
+        defensive: alpha in (0, 1], the guide's share of the adapted mixture.
+        max_components: components kept per datum in an adapted mixture proposal.
     """
     check_data(vae, x, y)
     _check_sources(vae, sources)
     check_positive_int("num_samples", num_samples)
+    if proposal not in PROPOSALS:
+        raise ValueError(f"proposal must be one of {list(PROPOSALS)}, got {proposal!r}")
+    if not (isinstance(defensive, int | float) and 0 < defensive <= 1):
+        raise ValueError(
+            f"defensive must be a share in (0, 1], got {defensive!r}; 0.2 is a safe choice"
+        )
     for k in iwae_particles:
         check_positive_int("each of iwae_particles", k)
         if k > num_samples:
@@ -196,18 +241,80 @@ def estimate_source_log_likelihoods(
         )
     per_pass = draws_per_pass if draws_per_pass is not None else default_draws_per_pass(device)
     check_positive_int("draws_per_pass", per_pass)
-    particles = min(num_samples, per_pass)
-    batch = max(1, per_pass // num_samples)
+    options = dict(
+        num_samples=num_samples,
+        draws_per_pass=per_pass,
+        khat=khat,
+        keep_log_weights=keep_log_weights,
+        iwae_particles=iwae_particles,
+        seed=seed,
+        defensive=defensive,
+        max_components=max_components,
+    )
+    if proposal == "separate":
+        out = {}
+        for name, source in sources.items():
+            out.update(_estimate(vae, x, y, {name: source}, adapt=True, **options))
+        return out
+    return _estimate(vae, x, y, sources, adapt=proposal == "adapted", **options)
+
+
+def _estimate(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    sources: Mapping[str, LatentSource | None],
+    *,
+    adapt: bool,
+    num_samples: int,
+    draws_per_pass: int,
+    khat: bool,
+    keep_log_weights: bool,
+    iwae_particles: Sequence[int],
+    seed: int | None,
+    defensive: float,
+    max_components: int,
+) -> dict[str, LogLikelihood]:
+    particles = min(num_samples, draws_per_pass)
+    batch = max(1, draws_per_pass // num_samples)
+    label = "adapted" if adapt else "guide"
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
-    with torch.no_grad(), seeded(seed, device):
+    with torch.no_grad(), seeded(seed, x.device):
+        views = {}
+        if adapt and defensive < 1:
+            views = {
+                name: source_view(source, seed=seed or 0)
+                for name, source in sources.items()
+                if not uses_guide(vae, source)
+            }
+        # shares of the mixture: the guide's defensive share plus the share of every
+        # source whose adapted proposal is the guide; the rest split evenly
+        share = (1.0 - defensive) / len(sources) if views else 0.0
+        log_guide_share = math.log(1.0 - share * len(views))
+        log_share = math.log(share) if views else -math.inf
         for start in range(0, x.shape[0], batch):
             xb = x[start : start + batch]
             yb = None if y is None else y[start : start + batch]
+            proposals = {}
+            if views:
+                message = likelihood_message(
+                    guide_gaussian(vae, xb, yb), prior_gaussian(vae, xb, yb)
+                )
+                proposals = {
+                    name: adapted_proposal(message, view, max_components)
+                    for name, view in views.items()
+                }
             chunks: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
             for done in range(0, num_samples, particles):
                 k = min(particles, num_samples - done)
-                terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
-                base = terms.log_likelihood - terms.log_guide
+                if not proposals:
+                    terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
+                    log_proposal = terms.log_guide
+                else:
+                    terms, log_proposal = _mixture_draws(
+                        vae, xb, yb, k, proposals, log_guide_share, log_share
+                    )
+                base = terms.log_likelihood - log_proposal
                 z = terms.latents[LATENT_SITE]
                 for name, source in sources.items():
                     if source is None:
@@ -222,7 +329,29 @@ def estimate_source_log_likelihoods(
                 parts[name].append(
                     _summarize(name, lw, num_samples, khat, keep_log_weights, iwae_particles)
                 )
-    return {name: _collect(parts[name], num_samples) for name in sources}
+    return {name: _collect(parts[name], num_samples, label) for name in sources}
+
+
+def _mixture_draws(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    num_particles: int,
+    proposals: Mapping[str, GaussianMixtureProposal],
+    log_guide_share: float,
+    log_share: float,
+) -> tuple[ImportanceTerms, torch.Tensor]:
+    """K i.i.d. draws per datum from the defensive mixture; their terms and log g(z)."""
+    z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
+    shares = torch.tensor([log_guide_share] + [log_share] * len(proposals), device=z.device).exp()
+    which = torch.multinomial(shares, num_particles * z.shape[1], replacement=True)
+    which = which.reshape(num_particles, z.shape[1], 1)
+    for j, g in enumerate(proposals.values(), start=1):
+        z = torch.where(which == j, g.sample((num_particles,)).to(z.dtype), z)
+    terms = score_latents(vae.model, vae.guide, {LATENT_SITE: z}, x, y)
+    parts = [terms.log_guide.double() + log_guide_share]
+    parts += [g.log_prob(z) + log_share for g in proposals.values()]
+    return terms, torch.logsumexp(torch.stack(parts), 0).to(terms.log_guide.dtype)
 
 
 def _summarize(
@@ -251,7 +380,7 @@ def _summarize(
     return out
 
 
-def _collect(parts: list[dict[str, Any]], num_samples: int) -> LogLikelihood:
+def _collect(parts: list[dict[str, Any]], num_samples: int, proposal: str) -> LogLikelihood:
     def cat(key: str) -> torch.Tensor | None:
         return torch.cat([p[key] for p in parts]) if key in parts[0] else None
 
@@ -263,6 +392,7 @@ def _collect(parts: list[dict[str, Any]], num_samples: int) -> LogLikelihood:
         num_samples=num_samples,
         log_weights=cat("log_weights"),
         iwae=iwae,
+        proposal=proposal,
     )
 
 

@@ -14,7 +14,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from pyrovae.nets import check_positive_int
 
-__all__ = ["ImportanceTerms", "importance_terms", "score_latents", "IWAE"]
+__all__ = ["ImportanceTerms", "importance_terms", "guide_latents", "score_latents", "IWAE"]
 
 PARTICLE_PLATE = "_pyrovae_particles"
 
@@ -92,6 +92,20 @@ def importance_terms(
         poutine.replay(_vectorized(model, num_particles), trace=guide_trace)
     ).get_trace(*args, **kwargs)
     return _collect_terms(guide_trace, model_trace, num_particles, data_plate)
+
+
+def guide_latents(
+    guide: Callable[..., Any], *args: Any, num_particles: int = 1, **kwargs: Any
+) -> dict[str, torch.Tensor]:
+    """Draw ``num_particles`` values of every latent guide site per datum: (K, B, *event)."""
+    check_positive_int("num_particles", num_particles)
+    with torch.no_grad():
+        trace = poutine.trace(_vectorized(guide, num_particles)).get_trace(*args, **kwargs)
+    return {
+        name: site["value"]
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
 
 
 def score_latents(
