@@ -24,12 +24,41 @@ from .diagnostics import KHAT_THRESHOLD
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
 from .sources import SOURCES, LatentSource, fit_sources
 
-__all__ = ["DEFAULT_SOURCES", "KHAT_FLAG_FRACTION", "SourceComparison", "compare_sources"]
+__all__ = [
+    "DEFAULT_SOURCES",
+    "KHAT_FLAG_FRACTION",
+    "KSWEEP",
+    "KSWEEP_TOLERANCE",
+    "SourceComparison",
+    "compare_sources",
+    "ksweep_converged",
+    "model_inputs",
+]
 
 DEFAULT_SOURCES = tuple(SOURCES)
 """Every registered source, in registry order."""
 KHAT_FLAG_FRACTION = 0.1
 """A source is flagged when more than this fraction of test data has k-hat > 0.7."""
+KSWEEP = (1, 10, 100, 1000)
+"""Numbers of draws k at which L_k is reported besides the full K (those below K)."""
+KSWEEP_TOLERANCE = 0.1
+"""An estimate whose mean rose by more than this (nats) over the last 5x or more of draws
+is still rising: unconverged."""
+
+
+def ksweep_converged(sweep: Mapping[int, float], tolerance: float = KSWEEP_TOLERANCE) -> bool:
+    """Whether L_K has stopped rising: L_K - L_k' <= ``tolerance`` for the largest k' <= K/5.
+
+    ``sweep`` maps k to the mean L_k (K, the largest key, is the full estimate). If the
+    bias of L_k falls like 1/k (Burda et al., 2016, for light-tailed weights), a rise of
+    at most ``tolerance`` from k' to K leaves about ``tolerance`` k' / (K - k') to go.
+    With no such k' (K < 5) convergence cannot be shown: False.
+    """
+    total = max(sweep)
+    earlier = [k for k in sweep if 5 * k <= total]
+    if not earlier:
+        return False
+    return sweep[total] - sweep[max(earlier)] <= tolerance
 
 
 @dataclass
@@ -72,21 +101,40 @@ class SourceComparison:
         diff = self.results[name].per_datum - self.results[reference].per_datum
         return float(diff.mean()), float(diff.std() / math.sqrt(diff.numel()))
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """``{name: {"loglik", "stderr", "khat_gt_0.7", "khat_flag", "elbo"}}``, plain values.
+    def ksweep(self, name: str) -> dict[int, float]:
+        """{k: mean L_k} for the sweep points below K (:data:`KSWEEP`) and K itself."""
+        r = self.results[name]
+        sweep = {k: float(v.mean()) for k, v in sorted(r.iwae.items()) if k < r.num_samples}
+        sweep[r.num_samples] = r.mean
+        return sweep
 
-        With a ``"prior"`` source, every other entry also holds ``"vs_prior"`` and
+    @property
+    def unconverged(self) -> list[str]:
+        """Sources whose estimate is still rising in K (see :func:`ksweep_converged`)."""
+        return [name for name in self.results if not ksweep_converged(self.ksweep(name))]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"loglik", "stderr", "khat_gt_0.7", "khat_flag", "elbo", "ksweep",
+        "converged", "proposal"}}``, plain values.
+
+        ``ksweep`` maps str(k) to the mean L_k, for k in :data:`KSWEEP` below K and K
+        itself (all from the same draws); ``converged`` is :func:`ksweep_converged`. With a
+        ``"prior"`` source, every other entry also holds ``"vs_prior"`` and
         ``"vs_prior_stderr"``: the paired difference of :meth:`difference`.
         """
         out: dict[str, dict[str, Any]] = {}
         for name, r in self.results.items():
             fraction = r.khat_fraction(KHAT_THRESHOLD)
+            sweep = self.ksweep(name)
             out[name] = {
                 "loglik": r.mean,
                 "stderr": r.stderr,
                 "khat_gt_0.7": fraction,
                 "khat_flag": bool(fraction > KHAT_FLAG_FRACTION),
                 "elbo": r.elbo_mean,
+                "ksweep": {str(k): v for k, v in sweep.items()},
+                "converged": ksweep_converged(sweep),
+                "proposal": r.proposal,
             }
             if "prior" in self.results and name != "prior":
                 out[name]["vs_prior"], out[name]["vs_prior_stderr"] = self.difference(name)
@@ -105,7 +153,9 @@ class SourceComparison:
             if "prior" in self.results and name != "prior":
                 mean, se = self.difference(name)
                 vs = f"{mean:+.2f} +- {se:.2f}"
-            flag = "  <- unreliable" if name in self.flagged else ""
+            flag = "  <- k-hat: unreliable" if name in self.flagged else ""
+            if name in self.unconverged:
+                flag += "  <- still rising in K"
             lines.append(
                 f"{name:<16}{r.mean:>10.2f}{r.stderr:>8.2f}{vs:>18}"
                 f"{r.khat_fraction(KHAT_THRESHOLD):>8.1%}{flag}"
@@ -113,19 +163,31 @@ class SourceComparison:
         return "\n".join(lines)
 
 
-def _inputs(vae: nn.Module, split: Split, limit: int | None) -> tuple:
+def model_inputs(vae: nn.Module, split: Split, limit: int | None, random_subset: bool) -> tuple:
+    """(x, y) as the model sees them: binarized once for the whole split, then subset.
+
+    A held-out subset (``random_subset``) is the fixed random one of :meth:`Split.sample`;
+    a training subset is the first ``limit`` data.
+    """
     if not isinstance(split, Split):
         raise ValueError(
             f"expected a pyrovae.data.Split (x, y), got {type(split).__name__}; "
             "pass e.g. load_dataset('mnist').test"
         )
-    if limit is not None:
-        split = split.subset(check_positive_int("num_train/num_test", limit))
-    split = split.to(next(vae.parameters()).device)
+    device = next(vae.parameters()).device
     x = split.x
     if getattr(vae.decoder, "binarize", False):
         x = fixed_binarization(x)
-    y = one_hot(split.y, vae.y_dim) if vae.conditional else None
+    labels = split.y
+    if limit is not None:
+        check_positive_int("num_train/num_test", limit)
+        if random_subset:
+            idx = split.sample_indices(limit).to(x.device)
+            x, labels = x[idx], labels[idx]
+        else:
+            x, labels = x[:limit], labels[:limit]
+    x, labels = x.to(device), labels.to(device)
+    y = one_hot(labels, vae.y_dim) if vae.conditional else None
     return x, y
 
 
@@ -159,7 +221,9 @@ def compare_sources(
         test: the held-out split.
         names: keys of :data:`~pyrovae.analysis.sources.SOURCES`.
         num_samples: K, guide draws per test datum.
-        num_train, num_test: use only the first this many of each split.
+        num_train: fit the sources to the first this many training data.
+        num_test: evaluate this many held-out data, a fixed random subset
+            (:meth:`pyrovae.data.Split.sample`), so that any size is representative.
         options: per-source fitting options, e.g. ``{"gmm": {"num_components": 20}}``.
         sources: already fitted sources to include as they are (fitted names are skipped).
         draws_per_pass, proposal: see
@@ -174,8 +238,8 @@ def compare_sources(
     to_fit = [name for name in names if name not in given]
     if not to_fit and not given:
         raise ValueError("names is empty and no sources were given; nothing to compare")
-    x_train, y_train = _inputs(vae, train, num_train)
-    x_test, y_test = _inputs(vae, test, num_test)
+    x_train, y_train = model_inputs(vae, train, num_train, random_subset=False)
+    x_test, y_test = model_inputs(vae, test, num_test, random_subset=True)
     stray = sorted(set(options or {}) - set(to_fit))
     if stray:
         raise ValueError(f"options given for {stray}, which are not sources to fit ({to_fit})")
@@ -190,6 +254,7 @@ def compare_sources(
         num_samples=num_samples,
         draws_per_pass=draws_per_pass,
         proposal=proposal,
+        iwae_particles=[k for k in KSWEEP if k < num_samples],
         seed=seed,
     )
     return SourceComparison(

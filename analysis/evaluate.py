@@ -2,14 +2,20 @@
 
 This is what ``pyrovae evaluate`` runs; the result is a plain JSON-ready dict::
 
-    {"sources": {NAME: {"loglik", "stderr", "khat_gt_0.7", "entropy", "ambiguous",
-                        "coverage_kl", "frechet", ...}},
+    {"sources": {NAME: {"loglik", "stderr", "khat_gt_0.7", "ksweep": {"1": .., "10": ..},
+                        "converged", "ais": {...}, "entropy", "ambiguous", ...}},
+     "bdmc": {"lower", "upper", "gap", "steps", ...},
      "surgery": {...}, "elbo": .., "loglik": .., ...}
+
+The held-out images are a fixed random subset of the split (:meth:`pyrovae.data.Split.sample`);
+the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compared on the
+same images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,15 +26,51 @@ from pyrovae.data import Split, Splits, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
+from .ais import ais_log_likelihood, bdmc
 from .classifier import MNISTClassifier
-from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources
+from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
+from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
 from .sources import SOURCES, LatentSource, PriorSource
 from .surgery import elbo_surgery
 
-__all__ = ["SPLITS", "evaluate_run", "decode_samples", "format_evaluation"]
+__all__ = [
+    "SPLITS",
+    "AISBudget",
+    "evaluate_run",
+    "run_ais",
+    "decode_samples",
+    "format_evaluation",
+]
 
 SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class AISBudget:
+    """What AIS spends in :func:`evaluate_run`.
+
+    Attributes:
+        num_test: held-out images given to AIS (the first of the importance-sampling ones).
+        steps: T, intermediate distributions of the annealing path.
+        chains: C, independent chains per image.
+        leapfrog_steps: leapfrog steps per HMC transition.
+        sources: the sources run through AIS (None: every evaluated source).
+        bdmc_num_data: data simulated from the model for the BDMC gap (0: skip BDMC).
+    """
+
+    num_test: int
+    steps: int = 500
+    chains: int = 16
+    leapfrog_steps: int = 10
+    sources: tuple[str, ...] | None = None
+    bdmc_num_data: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("num_test", "steps", "chains", "leapfrog_steps"):
+            check_positive_int(f"ais {name}", getattr(self, name))
+        if not (isinstance(self.bdmc_num_data, int) and self.bdmc_num_data >= 0):
+            raise ValueError(f"bdmc_num_data must be an integer >= 0, got {self.bdmc_num_data!r}")
 
 
 def _labels_for(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
@@ -67,6 +109,8 @@ def evaluate_run(
     num_quality_samples: int = 1000,
     surgery: bool = True,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    proposal: str = "adapted",
+    ais: AISBudget | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, Any], SourceComparison]:
     """Compare latent sources on held-out data and run ELBO surgery on the training set.
@@ -78,12 +122,18 @@ def evaluate_run(
             evaluated too (it is the model's own log-likelihood).
         num_samples: K, importance samples per held-out datum (shared by all sources).
         split: ``"test"`` or ``"val"``.
-        num_test, num_train: use only the first this many data of each split.
+        num_test: evaluate this many held-out data, a fixed random subset of the split.
+        num_train: fit the sources to the first this many training data.
         classifier: scores decoded samples (:func:`~pyrovae.analysis.classifier.load_classifier`);
             None skips sample quality.
         num_quality_samples: samples decoded from each source for the classifier.
         surgery: run ELBO surgery on the (first ``num_train``) training data.
         options: per-source fitting options, e.g. ``{"flow": {"num_steps": 100}}``.
+        proposal: importance proposal (see
+            :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`).
+        ais: also estimate every source's log-likelihood by AIS on the first
+            ``ais.num_test`` held-out images, and the BDMC gap on simulated data
+            (:class:`AISBudget`); None skips both.
         seed: seeds the fitting, the importance draws and the samples.
 
     Returns:
@@ -104,6 +154,8 @@ def evaluate_run(
         num_samples=num_samples,
         num_train=num_train,
         num_test=num_test,
+        options=options,
+        proposal=proposal,
         seed=seed,
     )
     per_source = comparison.to_dict()
@@ -117,6 +169,8 @@ def evaluate_run(
         "elbo": per_source["prior"]["elbo"],
         "best_source": comparison.best(),
         "unreliable_sources": comparison.flagged,
+        "unconverged_sources": comparison.unconverged,
+        "proposal": proposal,
         "conditional": bool(vae.conditional),
         "sources": per_source,
     }
@@ -127,12 +181,17 @@ def evaluate_run(
         )
     if classifier is not None:
         torch.manual_seed(seed)
-        reference = feature_stats(classifier, held_out.x[:num_test].to(_device(classifier)))
+        images = held_out.sample(num_test).x if num_test else held_out.x
+        reference = feature_stats(classifier, images.to(_device(classifier)))
         for name, source in comparison.sources.items():
             images = decode_samples(vae, source, num_quality_samples)
             quality = sample_quality(classifier, images.to(_device(classifier)), reference)
             per_source[name].update(quality.to_dict())
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
+    if ais is not None:
+        result.update(run_ais(vae, data, comparison, ais, split=split, seed=seed))
+        for name, entry in result.pop("ais").items():
+            per_source[name]["ais"] = entry
     if surgery:
         train = data.train.subset(num_train) if num_train else data.train
         device = next(vae.parameters()).device
@@ -142,6 +201,78 @@ def evaluate_run(
         y = one_hot(train.y.to(device), vae.y_dim) if vae.conditional else None
         result["surgery"] = elbo_surgery(vae, x, y, seed=seed).to_dict()
     return result, comparison
+
+
+def run_ais(
+    vae: nn.Module,
+    data: Splits,
+    comparison: SourceComparison,
+    budget: AISBudget,
+    *,
+    split: str = "test",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and BDMC.
+
+    Returns ``{"ais": {name: {"loglik", "stderr", "is_loglik", "is_stderr", "num_test",
+    "steps", "chains", "acceptance"}}, "bdmc": {...}}``; ``is_loglik`` is the
+    importance-sampling estimate on the same images, so the two can be compared directly.
+    Each source starts from its adapted proposal
+    (:func:`~pyrovae.analysis.proposals.initial_distribution`).
+    """
+    if budget.num_test > comparison.num_test:
+        raise ValueError(
+            f"ais num_test={budget.num_test} exceeds the {comparison.num_test} held-out images "
+            "that importance sampling evaluated; lower it or raise num_test"
+        )
+    names = list(budget.sources) if budget.sources is not None else list(comparison.sources)
+    unknown = sorted(set(names) - set(comparison.sources))
+    if unknown:
+        raise ValueError(
+            f"AIS sources {unknown} were not evaluated; choose from {sorted(comparison.sources)}"
+        )
+    x, y = model_inputs(vae, getattr(data, split), budget.num_test, random_subset=True)
+    out: dict[str, Any] = {"ais": {}}
+    for name in names:
+        source = comparison.sources[name]
+        result = ais_log_likelihood(
+            vae,
+            x,
+            y,
+            source,
+            initial=initial_distribution(vae, source, seed=seed),
+            num_steps=budget.steps,
+            num_chains=budget.chains,
+            leapfrog_steps=budget.leapfrog_steps,
+            seed=seed,
+        )
+        is_part = comparison.results[name].per_datum[: budget.num_test]
+        entry = result.to_dict()
+        entry.update(
+            is_loglik=float(is_part.mean()),
+            is_stderr=float(is_part.std() / is_part.numel() ** 0.5)
+            if is_part.numel() > 1
+            else None,
+            num_test=budget.num_test,
+            steps=budget.steps,
+            chains=budget.chains,
+        )
+        out["ais"][name] = entry
+    if budget.bdmc_num_data:
+        sandwich = bdmc(
+            vae,
+            num_data=budget.bdmc_num_data,
+            num_steps=budget.steps,
+            num_chains=budget.chains,
+            leapfrog_steps=budget.leapfrog_steps,
+            seed=seed,
+        )
+        out["bdmc"] = sandwich.to_dict()
+    return out
+
+
+def _stderr(values: torch.Tensor) -> float | None:
+    return float(values.std() / values.numel() ** 0.5) if values.numel() > 1 else None
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -158,16 +289,21 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
     lines = [
         f"held-out log p(x) on {evaluation.get('num_test')} {evaluation.get('split')} data, "
         f"K={evaluation.get('num_samples')} importance samples "
-        f"(sources fitted on {evaluation.get('num_train')} training data)",
-        f"{'source':<14}{'loglik':>9}{'stderr':>8}{'vs prior':>16}{'k>0.7':>7}"
-        f"{'entropy':>9}{'ambig.':>8}{'cov.KL':>8}{'Frechet':>9}",
+        f"({evaluation.get('proposal', 'guide')} proposal; sources fitted on "
+        f"{evaluation.get('num_train')} training data)",
+        f"{'source':<14}{'loglik':>9}{'stderr':>8}{'vs prior':>16}{'k>0.7':>7}{'conv.':>6}"
+        f"{'AIS':>9}{'IS same':>9}{'entropy':>9}{'ambig.':>8}{'cov.KL':>8}{'Frechet':>9}",
     ]
     for name in sorted(sources, key=lambda n: -sources[n]["loglik"]):
         s = sources[name]
         vs = f"{s['vs_prior']:+.2f}+-{s['vs_prior_stderr']:.2f}" if "vs_prior" in s else ""
         flag = "  <- k-hat: unreliable" if s.get("khat_flag") else ""
+        converged = {True: "yes", False: "no"}.get(s.get("converged"), "-")
+        ais = s.get("ais") or {}
         lines.append(
             f"{name:<14}{s['loglik']:>9.2f}{s['stderr']:>8.2f}{vs:>16}{s['khat_gt_0.7']:>7.1%}"
+            f"{converged:>6}{_fmt(ais.get('loglik'), '.2f'):>9}"
+            f"{_fmt(ais.get('is_loglik'), '.2f'):>9}"
             f"{_fmt(s.get('entropy'), '.3f'):>9}{_fmt(s.get('ambiguous'), '.1%'):>8}"
             f"{_fmt(s.get('coverage_kl'), '.3f'):>8}{_fmt(s.get('frechet'), '.2f'):>9}{flag}"
         )
@@ -175,6 +311,26 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
         f"ELBO {evaluation['elbo']:.2f}, log p(x) {evaluation['loglik']:.2f} "
         f"+- {evaluation['loglik_stderr']:.2f} (prior)"
     )
+    sweep = {name: s["ksweep"] for name, s in sources.items() if s.get("ksweep")}
+    if sweep:
+        ks = sorted({int(k) for v in sweep.values() for k in v})
+        lines.append("L_K by K: " + " ".join(f"{k:>9}" for k in ks))
+        for name, values in sweep.items():
+            row = " ".join(f"{_fmt(values.get(str(k)), '9.2f'):>9}" for k in ks)
+            lines.append(f"  {name:<13}   {row}")
+    ais_run = next((s["ais"] for s in sources.values() if s.get("ais")), None)
+    if ais_run:
+        lines.append(
+            f"AIS: {ais_run['num_test']} images, T={ais_run['steps']}, "
+            f"{ais_run['chains']} chains; 'IS same' is importance sampling on those images"
+        )
+    bdmc_run = evaluation.get("bdmc")
+    if bdmc_run:
+        lines.append(
+            f"BDMC on {bdmc_run.get('num_data')} simulated data, T={bdmc_run['steps']}: "
+            f"lower {bdmc_run['lower']:.2f}, upper {bdmc_run['upper']:.2f}, "
+            f"gap {bdmc_run['gap']:.2f} nats"
+        )
     surgery = evaluation.get("surgery")
     if surgery:
         lines.append(

@@ -40,6 +40,7 @@ source.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,7 @@ __all__ = [
     "adapted_proposal",
     "source_view",
     "uses_guide",
+    "initial_distribution",
 ]
 
 DEFAULT_MAX_COMPONENTS = 256
@@ -199,6 +201,16 @@ class GaussianMixtureProposal(Distribution):
                 - 0.5 * z_dim * math.log(2 * math.pi)
                 + self.logits
             )
+        else:
+            eye = torch.eye(z_dim, dtype=loc.dtype, device=loc.device)
+            inv = torch.linalg.solve_triangular(scale_tril, eye, upper=False)  # L^-1
+            self._whiten = inv.transpose(-1, -2).permute(0, 2, 1, 3).reshape(batch, z_dim, -1)
+            self._white_loc = (inv @ loc.unsqueeze(-1)).squeeze(-1)  # (B, M, D)
+            self._const = (
+                -scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                - 0.5 * z_dim * math.log(2 * math.pi)
+                + self.logits
+            )
 
     @property
     def num_components(self) -> int:
@@ -231,8 +243,11 @@ class GaussianMixtureProposal(Distribution):
             )  # (B, n, M)
             out = torch.logsumexp(logits, -1).transpose(0, 1)
         else:
-            comps = torch.distributions.MultivariateNormal(self.loc, scale_tril=self.scale_tril)
-            out = torch.logsumexp(comps.log_prob(flat.unsqueeze(-2)) + self.logits, -1)
+            # |L^-1 (z - loc)|^2 as one batched product per datum: (B, n, D) @ (B, D, M D)
+            batch, num, z_dim = self.loc.shape
+            white = torch.bmm(flat.transpose(0, 1), self._whiten).reshape(batch, -1, num, z_dim)
+            maha = (white - self._white_loc.unsqueeze(1)).pow(2).sum(-1)  # (B, n, M)
+            out = torch.logsumexp(self._const.unsqueeze(1) - 0.5 * maha, -1).transpose(0, 1)
         return out.reshape(*lead, self.loc.shape[0])
 
 
@@ -331,3 +346,30 @@ def source_view(
     z = source.sample(num_draws)
     fit = fit_gaussian_mixture(z, num_components=min(num_components, num_draws), seed=seed)
     return fit.gaussian_mixture()
+
+
+def initial_distribution(
+    vae: nn.Module,
+    source: LatentSource | None,
+    max_components: int = DEFAULT_MAX_COMPONENTS,
+    seed: int = 0,
+) -> Callable[[torch.Tensor, torch.Tensor | None], Distribution]:
+    """A start for annealing toward p(x | z) r(z): ``(x, y) -> Distribution`` per datum.
+
+    The adapted proposal of ``source`` (see the module docstring), or, for the model's own
+    prior and for conditional sources, the guide's diagonal Gaussian (exact for a diagonal
+    Normal guide, moment-matched otherwise). Closed-form Gaussians: sampling and density
+    need no guide pass, and the density is differentiable in z.
+    """
+    view = None if uses_guide(vae, source) else source_view(source, seed=seed)
+
+    def initial(x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        guide = guide_gaussian(vae, x, y)
+        if view is None:
+            return torch.distributions.Independent(
+                torch.distributions.Normal(guide.loc, guide.scale), 1
+            )
+        message = likelihood_message(guide, prior_gaussian(vae, x, y))
+        return adapted_proposal(message, view, max_components)
+
+    return initial

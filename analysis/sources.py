@@ -506,6 +506,9 @@ class AggregatePosterior(LatentSource):
             if self.diagonal:
                 zc = chunk.double()
                 logits = torch.addmm(self._const, torch.cat([zc.pow(2), zc], 1), self._weights)
+                if torch.is_grad_enabled() and logits.requires_grad:  # HMC needs d/dz
+                    out.append(torch.logsumexp(logits, -1))
+                    continue
                 top = logits.amax(-1, keepdim=True)  # an in-place logsumexp over components
                 out.append(logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)))
             else:

@@ -309,7 +309,8 @@ def _add_evaluate(sub: Any) -> None:
         help="held-out log-likelihood and sample quality of every latent source",
         description="Fit latent sources (prior, aggregated posterior, Gaussian fits, GMM, flow) "
         "on the training set, estimate the held-out log-likelihood of the decoder paired with "
-        "each (importance sampling with shared guide draws, PSIS k-hat), score decoded samples "
+        "each (importance sampling from proposals adapted to each source, L_K at K = 1, 10, "
+        "100, 1000 and K, PSIS k-hat; optionally AIS and BDMC), score decoded samples "
         "with an MNIST classifier, and run ELBO surgery. Prints a table and writes JSON.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -333,7 +334,59 @@ def _add_evaluate(sub: Any) -> None:
         "--num-test",
         type=_positive_int,
         metavar="N",
-        help="evaluate only the first N held-out images (default: all)",
+        help="evaluate N held-out images, a fixed random subset (default: all)",
+    )
+    p.add_argument(
+        "--proposal",
+        choices=["adapted", "separate", "guide"],
+        default="adapted",
+        help="importance proposal: a defensive mixture of the guide and a proposal adapted "
+        "to each source, shared by all sources (adapted, default), one such mixture per "
+        "source (separate), or the guide alone (guide)",
+    )
+    p.add_argument(
+        "--ais-num-test",
+        type=_positive_int,
+        metavar="N",
+        help="also run AIS for every source on the first N of the held-out images, and BDMC "
+        "on data simulated from the model (default: no AIS)",
+    )
+    p.add_argument(
+        "--ais-steps",
+        type=_positive_int,
+        default=500,
+        metavar="T",
+        help="AIS intermediate distributions (default: 500)",
+    )
+    p.add_argument(
+        "--ais-chains",
+        type=_positive_int,
+        default=16,
+        metavar="C",
+        help="AIS chains per image (default: 16)",
+    )
+    p.add_argument(
+        "--ais-leapfrog",
+        type=_positive_int,
+        default=10,
+        metavar="L",
+        help="leapfrog steps per HMC transition of AIS (default: 10)",
+    )
+    p.add_argument(
+        "--ais-sources",
+        nargs="+",
+        choices=list(SOURCES),
+        metavar="NAME",
+        help="run AIS for these sources only (default: every evaluated source; the exact "
+        "aggregate costs a density over all training encodings per leapfrog step)",
+    )
+    p.add_argument(
+        "--bdmc-num-data",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="data simulated from the model for the BDMC gap, with --ais-num-test "
+        "(default: 100; 0 skips BDMC)",
     )
     p.add_argument(
         "--num-train",
@@ -377,7 +430,7 @@ def _load_for_analysis(run_dir: str, args: argparse.Namespace, checkpoint: str =
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from pyrovae.analysis.classifier import load_classifier
-    from pyrovae.analysis.evaluate import evaluate_run, format_evaluation
+    from pyrovae.analysis.evaluate import AISBudget, evaluate_run, format_evaluation
     from pyrovae.checkpoint import write_json
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
@@ -392,6 +445,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                 "pass --no-quality"
             )
         classifier = load_classifier(data, device=device, progress=True)
+    ais = None
+    if args.ais_num_test:
+        held_out = args.num_test or len(getattr(data, args.split))
+        if args.ais_num_test > held_out:
+            raise CommandError(
+                f"--ais-num-test {args.ais_num_test} exceeds the {held_out} held-out images "
+                "evaluated; lower it or raise --num-test"
+            )
+        missing = sorted(set(args.ais_sources or ()) - {"prior", *args.sources})
+        if missing:
+            raise CommandError(
+                f"--ais-sources names {missing}, which --sources does not evaluate; add them "
+                "to --sources or drop them"
+            )
+        ais = AISBudget(
+            num_test=args.ais_num_test,
+            steps=args.ais_steps,
+            chains=args.ais_chains,
+            leapfrog_steps=args.ais_leapfrog,
+            sources=tuple(args.ais_sources) if args.ais_sources else None,
+            bdmc_num_data=args.bdmc_num_data,
+        )
+    elif args.ais_sources:
+        raise CommandError("--ais-sources needs --ais-num-test N")
     evaluation, _ = evaluate_run(
         vae,
         data,
@@ -402,6 +479,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         num_train=args.num_train,
         classifier=classifier,
         num_quality_samples=args.num_quality_samples,
+        proposal=args.proposal,
+        ais=ais,
         seed=args.seed,
     )
     evaluation["settings"] = {
@@ -409,6 +488,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         "num_test": args.num_test,
         "num_train": args.num_train,
         "num_quality_samples": args.num_quality_samples,
+        "proposal": args.proposal,
+        "ais_num_test": args.ais_num_test,
+        "ais_steps": args.ais_steps if ais else None,
+        "ais_chains": args.ais_chains if ais else None,
+        "ais_leapfrog": args.ais_leapfrog if ais else None,
     }
     print(format_evaluation(evaluation))
     write_json(out, evaluation)

@@ -39,6 +39,8 @@ RAW_FILES = (
 NUM_TRAIN = 50_000
 SPLIT_SEED = 0
 BINARIZE_SEED = 1234
+SUBSET_SEED = 2024
+"""Seed of the fixed random order in which :meth:`Split.sample` picks held-out data."""
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -70,7 +72,25 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
     def subset(self, n: int) -> Split:
+        """The first ``n`` data."""
         return Split(self.x[:n], self.y[:n])
+
+    def sample_indices(self, n: int, seed: int = SUBSET_SEED) -> torch.Tensor:
+        """Indices of a fixed random subset of ``n`` data (all of them for n >= len).
+
+        The first ``n`` of one seeded permutation, so a smaller subset lies inside a
+        larger one (the images given to AIS are among those given to importance sampling).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return order[: min(n, len(self))].to(self.x.device)
+
+    def sample(self, n: int, seed: int = SUBSET_SEED) -> Split:
+        """A fixed random subset of ``n`` data (see :meth:`sample_indices`), not the first n,
+        which are not representative of a whole MNIST split."""
+        idx = self.sample_indices(n, seed)
+        return Split(self.x[idx], self.y[idx])
 
 
 @dataclass
