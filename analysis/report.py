@@ -40,6 +40,7 @@ from pyrovae.checkpoint import atomic_write_text
 
 from .compare import KHAT_FLAG_FRACTION
 from .diagnostics import KHAT_THRESHOLD
+from .evidence import evidence_sentences, judge
 from .surgery import ACTIVITY_THRESHOLD
 
 __all__ = [
@@ -221,6 +222,18 @@ def _significance(diff: float, se: float | None, paired: bool) -> str:
 # ------------------------------------------------------------------------- conclusions
 
 
+def _evidence_clause(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -> str:
+    """'; it holds under AIS (...)' or '; whether it holds is undetermined: ...'."""
+    verdict = judge(sources, a, b)
+    if not verdict.established:
+        return f"; whether {a} and {b} differ at all is undetermined: {verdict.basis}"
+    if verdict.basis == "AIS":
+        return (
+            f"; it holds under AIS ({_signed(verdict.difference)} \u00b1 {verdict.stderr:.2f} nats)"
+        )
+    return f"; it rests on {verdict.basis}"
+
+
 def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     logliks = {name: _finite(entry.get("loglik")) for name, entry in sources.items()}
     ranked = sorted((v, k) for k, v in logliks.items() if v is not None)
@@ -237,7 +250,7 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         return [
             f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
             f"{_signed(diff)} nats over the prior ({logliks[PRIOR]:.2f}); the difference is "
-            f"{_significance(diff, se, paired)}{caveat}."
+            f"{_significance(diff, se, paired)}{_evidence_clause(sources, best, PRIOR)}{caveat}."
         ]
     runner_value, runner = ranked[-2]
     if best == PRIOR:
@@ -246,7 +259,8 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"Drawing z from the prior itself gives the highest held-out log-likelihood, "
             f"{value} nats; the "
             f"best fitted source, {runner}, is {abs(diff):.2f} nats lower, "
-            f"{_significance(diff, se, paired)}{caveat}."
+            f"{_significance(diff, se, paired)}{_evidence_clause(sources, PRIOR, runner)}"
+            f"{caveat}."
         ]
     runner_se = _finite(sources[runner].get("stderr"))
     se = None if best_se is None or runner_se is None else math.hypot(best_se, runner_se)
@@ -255,7 +269,7 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
         f"{diff:.2f} nats over "
         f"the runner-up {runner} (no prior source to compare with); the difference is "
-        f"{_significance(diff, se, False)}{caveat}."
+        f"{_significance(diff, se, False)}{_evidence_clause(sources, best, runner)}{caveat}."
     ]
 
 
@@ -379,8 +393,12 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     prior (significant when more than 2 standard errors), the sources with the best sample
     quality, the importance-sampling gap over the ELBO, ELBO surgery (the share of the KL
     term that is marginal KL(q(z) || p(z)), the rest being mutual information; Hoffman &
-    Johnson, 2016), active units, and one warning naming every source whose PSIS k-hat
-    exceeds 0.7 on more than 10% of the data. Missing numbers only drop their sentence.
+    Johnson, 2016), active units, one warning naming every source whose PSIS k-hat
+    exceeds 0.7 on more than 10% of the data, and the evidence behind the numbers
+    (sources still rising in K, IS against AIS, the BDMC gap). A difference between two
+    sources is claimed only when it holds under AIS or both importance-sampling estimates
+    converged in K (:func:`~pyrovae.analysis.evidence.judge`); otherwise the sentence says
+    it is undetermined. Missing numbers only drop their sentence.
     """
     evaluation = _check_evaluation(evaluation)
     sources = _sources(evaluation)
@@ -390,6 +408,7 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
         *_gap_sentence(evaluation),
         *_surgery_sentences(_mapping(evaluation.get("surgery"))),
         *_khat_sentences(sources),
+        *evidence_sentences(evaluation),
     ]
 
 
@@ -585,6 +604,16 @@ def _cell(text: str, numeric: bool = True, best: bool = False) -> str:
     return f'<td class="{classes}">{_e(text)}</td>' if classes else f"<td>{_e(text)}</td>"
 
 
+def _column_value(key: str, entry: Mapping[str, Any]) -> float | None:
+    if key == "khat":
+        return _khat_fraction(entry)
+    if key == "ais":
+        return _finite(_mapping(entry.get("ais")).get("loglik"))
+    if key == "converged":
+        return None
+    return _finite(entry.get(key))
+
+
 def _sources_html(evaluation: Mapping[str, Any]) -> str:
     sources = _sources(evaluation)
     if not sources:
@@ -592,19 +621,15 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
     has_prior = PRIOR in sources
     columns: list[tuple[str, str, bool, Any]] = [
         ("loglik", "log p(x) \u00b1 stderr [nats]", True, None),
+        ("converged", "converged in K", False, None),
+        ("ais", "AIS \u00b1 stderr [nats]", True, None),
         ("khat", f"k-hat > {KHAT_THRESHOLD}", False, _pct),
         ("entropy", "entropy [nats]", False, _fmt),
         ("ambiguous", "ambiguous", False, _pct),
         ("coverage_kl", "coverage KL [nats]", False, _fmt),
         ("frechet", "Frechet", False, _fmt),
     ]
-    value = {
-        key: {
-            n: (_khat_fraction(e) if key == "khat" else _finite(e.get(key)))
-            for n, e in sources.items()
-        }
-        for key, *_ in columns
-    }
+    value = {key: {n: _column_value(key, e) for n, e in sources.items()} for key, *_ in columns}
     best = {key: set(_best(value[key], highest)) for key, _, highest, _ in columns}
     header = [("source", False)] + [(label, True) for _, label, _, _ in columns]
     if has_prior:
@@ -624,6 +649,17 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
                 if has_prior:
                     diff = _prior_difference(sources, name) if name != PRIOR else None
                     cells.append(_cell(DASH if diff is None else _signed(diff[0])))
+            elif key == "converged":
+                converged = entry.get("converged")
+                cells.append(_cell({True: "yes", False: "still rising"}.get(converged, DASH)))
+            elif key == "ais":
+                ais = _mapping(entry.get("ais"))
+                text = _fmt(_finite(ais.get("loglik")))
+                if _finite(ais.get("stderr")) is not None:
+                    text += f" \u00b1 {ais['stderr']:.2f}"
+                if _finite(ais.get("is_loglik")) is not None:
+                    text += f" (IS {ais['is_loglik']:.2f})"
+                cells.append(_cell(text if ais else DASH, best=name in best[key]))
             else:
                 cells.append(_cell(fmt(value[key][name]), best=name in best[key]))
         attr = ' class="unreliable"' if flagged else ""
@@ -634,10 +670,22 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
     if split:
         context.append(f"{_e(split)} split")
     if k is not None:
-        context.append(f"K = {int(k)} importance samples per datum from the guide")
+        proposal = evaluation.get("proposal", "guide")
+        context.append(
+            f"K = {int(k)} importance samples per datum from the "
+            + ("guide" if proposal == "guide" else f"{_e(proposal)} defensive mixture")
+        )
+    ais_entry = next((_mapping(e.get("ais")) for e in sources.values() if e.get("ais")), {})
+    if ais_entry:
+        context.append(
+            f"AIS on {ais_entry.get('num_test')} of those images with "
+            f"{ais_entry.get('steps')} steps and {ais_entry.get('chains')} chains (IS on the "
+            "same images in brackets)"
+        )
     note = (
         f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
-        "(highest log-likelihood, lowest otherwise). Rows marked unreliable have PSIS "
+        "(highest log-likelihood, lowest otherwise). Converged in K: L_K rose by at most "
+        "0.1 nats over the last 5x or more of draws. Rows marked unreliable have PSIS "
         f"k-hat &gt; {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
         "Sample quality is read by an MNIST classifier: entropy and ambiguous "
         "(max probability &lt; 0.5) measure legibility, coverage KL the evenness of classes."

@@ -14,6 +14,7 @@ from pyrovae.data import Splits
 from pyrovae.train import one_hot
 
 from . import figures as F
+from .evidence import plot_ksweep
 from .report import RunReport
 from .sources import LatentSource, fit_per_class
 from .surgery import ACTIVITY_THRESHOLD
@@ -85,6 +86,8 @@ def run_figures(
         )
     if scores:
         figs["Held-out log-likelihood per latent source"] = F.plot_loglik(scores)
+        if any(isinstance(e, Mapping) and e.get("ksweep") for e in scores.values()):
+            figs["L_K against K per latent source (AIS as diamonds)"] = plot_ksweep(scores)
     surgery = (evaluation or {}).get("surgery") or {}
     if surgery.get("kl_per_dim"):
         figs["KL per latent dimension"] = F.plot_kl_per_dim(surgery["kl_per_dim"])

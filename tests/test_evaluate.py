@@ -39,8 +39,16 @@ def test_evaluate_cli(small_vae, mnist_root, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["sources"]) == set(SOURCES)
     for name, entry in result["sources"].items():
-        assert {"loglik", "stderr", "khat_gt_0.7"} <= set(entry), name
+        assert {"loglik", "stderr", "khat_gt_0.7", "converged", "proposal"} <= set(entry), name
         assert entry["loglik"] < 0 and entry["stderr"] > 0
+        # L_K at K = 1, 10 and the full K = 16, from the same draws; L_16 is the estimate
+        assert set(entry["ksweep"]) == {"1", "10", "16"}, name
+        assert entry["ksweep"]["16"] == entry["loglik"]
+        assert entry["ksweep"]["1"] <= entry["ksweep"]["16"] + 1e-9
+        assert entry["converged"] is (entry["ksweep"]["16"] - entry["ksweep"]["1"] <= 0.1)
+        assert "ais" not in entry
+    assert result["proposal"] == "adapted" and "bdmc" not in result
+    assert set(result["unconverged_sources"]) <= set(SOURCES)
     assert result["loglik"] == result["sources"]["prior"]["loglik"]
     # the importance-sampled log-likelihood is above the ELBO (on average over data)
     assert result["loglik"] > result["elbo"]
@@ -50,6 +58,35 @@ def test_evaluate_cli(small_vae, mnist_root, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "aggregate" in printed and f"wrote {out}" in printed
+
+
+def test_evaluate_cli_with_ais_and_bdmc(small_vae, mnist_root, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["evaluate", str(small_vae.run_dir), "--num-samples", "30", "--num-test", "20"]
+    args += ["--num-train", "1000", "--no-quality", "--sources", "gaussian-z", "gaussian-loc"]
+    args += ["--ais-num-test", "4", "--ais-steps", "8", "--ais-chains", "3"]
+    args += ["--ais-leapfrog", "2", "--bdmc-num-data", "3", "--ais-sources", "prior"]
+    args += ["gaussian-loc", "--data-root", str(mnist_root), "--device", "cpu"]
+    assert main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    sources = result["sources"]
+    assert "ais" not in sources["gaussian-z"]
+    for name in ("prior", "gaussian-loc"):
+        ais = sources[name]["ais"]
+        assert (ais["num_test"], ais["steps"], ais["chains"]) == (4, 8, 3), name
+        assert ais["loglik"] < 0 and ais["is_loglik"] < 0
+    bdmc = result["bdmc"]
+    assert bdmc["lower"] <= bdmc["upper"] + 1e-9 and bdmc["gap"] == pytest.approx(
+        bdmc["upper"] - bdmc["lower"]
+    )
+    assert bdmc["steps"] == 8
+    printed = capsys.readouterr().out
+    assert "BDMC" in printed and "AIS: 4 images, T=8, 3 chains" in printed
+    # AIS on more images than importance sampling evaluated is refused, in one line
+    code = main([*args[:-4], "--ais-num-test", "50", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--ais-num-test 50 exceeds the 20 held-out images" in err
 
 
 def test_evaluate_with_quality_scores(small_cvae, mnist, tmp_path):

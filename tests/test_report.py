@@ -196,7 +196,7 @@ def test_missing_fields_do_not_crash(evaluation, tmp_path):
 def test_none_sources_is_dash_in_table():
     text = render_report([RunReport("r", evaluation={"sources": {"gmm": {"loglik": None}}})])
     row = re.search(r"<tr><td>gmm</td>(.*?)</tr>", text).group(1)
-    assert row.count("\u2014") == 6  # every value column (no prior: no "vs prior" column)
+    assert row.count("\u2014") == 8  # every value column (no prior: no "vs prior" column)
 
 
 def test_conclusions_reject_non_dict():

@@ -1,0 +1,222 @@
+"""What stands behind a log-likelihood comparison: AIS, convergence in K, or nothing yet.
+
+The report may say "source A beats source B" only with evidence. In order of strength:
+
+1. **AIS** (annealed importance sampling) estimates of both sources on the same images,
+   whose difference exceeds twice its standard error; the BDMC gap says how far AIS at
+   that number of steps can be from log p(x) on data like these.
+2. **Converged importance sampling**: the estimates of both sources have stopped rising
+   in K (:func:`~pyrovae.analysis.compare.ksweep_converged`) and their paired difference
+   exceeds twice its standard error.
+3. Otherwise the comparison is **undetermined**: an importance-sampling estimate that is
+   still rising in K is a lower bound whose bias may be larger than the difference.
+
+Sandwiching the marginal likelihood using bidirectional Monte Carlo (Grosse et al., 2015),
+https://arxiv.org/abs/1511.02543
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "AIS_AGREEMENT",
+    "BDMC_TRUSTED_GAP",
+    "Evidence",
+    "judge",
+    "evidence_sentences",
+    "plot_ksweep",
+]
+
+AIS_AGREEMENT = 1.0
+"""IS and AIS means within this many nats count as agreeing."""
+BDMC_TRUSTED_GAP = 1.0
+"""A BDMC gap (nats) below which AIS at that number of steps is trusted."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The verdict on log p_a(x) - log p_b(x).
+
+    Attributes:
+        established: the sign of the difference is shown (by AIS or converged IS).
+        difference: the difference the verdict rests on (nats per datum).
+        stderr: its standard error (None when unknown).
+        basis: ``"AIS"``, ``"converged importance sampling"``, or why it is undetermined.
+    """
+
+    established: bool
+    difference: float | None
+    stderr: float | None
+    basis: str
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _entry(sources: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    entry = sources.get(name)
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def _ais(entry: Mapping[str, Any]) -> tuple[float, float] | None:
+    ais = entry.get("ais")
+    if not isinstance(ais, Mapping):
+        return None
+    value, se = _num(ais.get("loglik")), _num(ais.get("stderr"))
+    return None if value is None or se is None else (value, se)
+
+
+def _is_difference(sources: Mapping[str, Any], a: str, b: str) -> tuple[float, float | None]:
+    ea, eb = _entry(sources, a), _entry(sources, b)
+    if b == "prior" and _num(ea.get("vs_prior")) is not None:
+        return float(ea["vs_prior"]), _num(ea.get("vs_prior_stderr"))
+    la, lb = _num(ea.get("loglik")), _num(eb.get("loglik"))
+    if la is None or lb is None:
+        return math.nan, None
+    sa, sb = _num(ea.get("stderr")), _num(eb.get("stderr"))
+    return la - lb, None if sa is None or sb is None else math.hypot(sa, sb)
+
+
+def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
+    """Whether ``a`` differs from ``b`` in held-out log-likelihood, and on what evidence.
+
+    ``sources`` is the ``"sources"`` dict of an evaluation (see
+    :func:`~pyrovae.analysis.evaluate.evaluate_run`). AIS on both sources decides when it
+    is there; otherwise importance sampling decides only if both estimates converged in K.
+    """
+    ea, eb = _entry(sources, a), _entry(sources, b)
+    ais_a, ais_b = _ais(ea), _ais(eb)
+    if ais_a is not None and ais_b is not None:
+        diff, se = ais_a[0] - ais_b[0], math.hypot(ais_a[1], ais_b[1])
+        if abs(diff) > 2 * se:
+            return Evidence(True, diff, se, "AIS")
+        return Evidence(False, diff, se, f"under AIS the difference is within 2 x {se:.2f}")
+    diff, se = _is_difference(sources, a, b)
+    rising = [n for n, e in ((a, ea), (b, eb)) if e.get("converged") is False]
+    unknown = [n for n, e in ((a, ea), (b, eb)) if "converged" not in e]
+    if rising:
+        names = " and ".join(rising)
+        verb = "is" if len(rising) == 1 else "are"
+        return Evidence(
+            False, diff, se, f"the estimate for {names} {verb} still rising in K and no AIS was run"
+        )
+    if unknown:
+        return Evidence(False, diff, se, "convergence in K was not recorded and no AIS was run")
+    if se is not None and math.isfinite(diff) and abs(diff) > 2 * se:
+        return Evidence(True, diff, se, "converged importance sampling")
+    return Evidence(False, diff, se, "importance sampling puts it within 2 standard errors")
+
+
+def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
+    """Plain-language findings on the evidence: IS against AIS, convergence in K, BDMC."""
+    sources = evaluation.get("sources")
+    if not isinstance(sources, Mapping):
+        return []
+    out = []
+    entries = {n: e for n, e in sources.items() if isinstance(e, Mapping)}
+    rising = [n for n, e in entries.items() if e.get("converged") is False]
+    if rising:
+        out.append(
+            f"Still rising in K (L_K grew by more than 0.1 nats over the last 5x or more of "
+            f"draws, so these are lower bounds that have not converged): {', '.join(rising)}."
+        )
+    agree, disagree = [], []
+    ais_meta: Mapping[str, Any] = {}
+    for name, entry in entries.items():
+        ais = entry.get("ais")
+        if not isinstance(ais, Mapping):
+            continue
+        ais_meta = ais
+        value, is_value = _num(ais.get("loglik")), _num(ais.get("is_loglik"))
+        if value is None or is_value is None:
+            continue
+        if abs(value - is_value) <= AIS_AGREEMENT:
+            agree.append(name)
+        else:
+            disagree.append(f"{name} (IS {is_value:.2f}, AIS {value:.2f})")
+    if agree or disagree:
+        budget = (
+            f"AIS ({ais_meta.get('steps')} steps, {ais_meta.get('chains')} chains, "
+            f"{ais_meta.get('num_test')} images)"
+        )
+        parts = []
+        if agree:
+            parts.append(
+                f"agrees with importance sampling within {AIS_AGREEMENT:g} nat for "
+                f"{', '.join(agree)}"
+            )
+        if disagree:
+            parts.append(f"differs by more for {', '.join(disagree)}")
+        out.append(f"{budget} {'; it '.join(parts)}.")
+    bdmc = evaluation.get("bdmc")
+    if isinstance(bdmc, Mapping) and _num(bdmc.get("gap")) is not None:
+        gap = float(bdmc["gap"])
+        verdict = (
+            "small enough to trust AIS at this number of steps"
+            if gap < BDMC_TRUSTED_GAP
+            else "too large to trust AIS at this number of steps: raise it"
+        )
+        out.append(
+            f"BDMC on {bdmc.get('num_data')} data simulated from the model brackets log p(x) "
+            f"between {_num(bdmc.get('lower')):.2f} and {_num(bdmc.get('upper')):.2f} nats "
+            f"at {bdmc.get('steps')} steps: a gap of {gap:.2f} nats, {verdict}."
+        )
+    return out
+
+
+def plot_ksweep(sources: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """L_K against K (log scale) per source, from the ``"ksweep"`` entries of an evaluation.
+
+    An AIS estimate, where present, is drawn as a diamond to the right of the last K; a
+    source still rising in K is marked in its legend entry.
+    """
+    rows = {
+        name: entry["ksweep"]
+        for name, entry in sources.items()
+        if isinstance(entry, Mapping) and isinstance(entry.get("ksweep"), Mapping)
+    }
+    if not rows:
+        raise ValueError(
+            "no source has a 'ksweep' entry; evaluate the run again with this version "
+            "(pyrovae evaluate) to record L_K for K = 1, 10, 100, 1000"
+        )
+    fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    top = 1
+    for i, (name, sweep) in enumerate(rows.items()):
+        ks = sorted(int(k) for k in sweep)
+        values = [float(sweep[str(k)]) for k in ks]
+        top = max(top, ks[-1])
+        label = name + ("  (still rising)" if sources[name].get("converged") is False else "")
+        (line,) = ax.plot(ks, values, marker="o", ms=4, lw=1.5, label=label, color=f"C{i % 10}")
+        ais = _ais(sources[name])
+        if ais is not None:
+            ax.errorbar(
+                [ks[-1] * 2.5], [ais[0]], yerr=[ais[1]], fmt="D", color=line.get_color(), ms=5
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("K, importance samples per datum (diamonds: AIS)")
+    ax.set_ylabel("L_K [nats per datum]")
+    ax.set_xlim(0.7, top * 4)
+    values = [float(v) for sweep in rows.values() for v in sweep.values()]
+    finite = np.array([v for v in values if math.isfinite(v)])
+    if finite.size:
+        hi = float(finite.max())
+        lo = max(float(finite.min()), hi - 25.0)  # keep a very poor L_1 from flattening it
+        ax.set_ylim(lo - 0.5, hi + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Convergence of the importance-sampling estimate in K")
+    return fig

@@ -1,0 +1,104 @@
+"""The evidence behind a comparison: AIS first, then converged importance sampling."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyrovae.analysis.evidence import evidence_sentences, judge, plot_ksweep
+from pyrovae.analysis.report import conclusions
+
+
+def _entry(loglik, converged=True, vs_prior=None, ais=None, stderr=0.4):
+    entry = {"loglik": loglik, "stderr": stderr, "converged": converged}
+    entry["ksweep"] = {"1": loglik - 5.0, "10": loglik - 1.0, "100": loglik - 0.05}
+    entry["ksweep"]["1000"] = loglik
+    if vs_prior is not None:
+        entry["vs_prior"], entry["vs_prior_stderr"] = vs_prior
+    if ais is not None:
+        entry["ais"] = {
+            "loglik": ais[0],
+            "stderr": ais[1],
+            "is_loglik": loglik,
+            "num_test": 200,
+            "steps": 500,
+            "chains": 16,
+        }
+    return entry
+
+
+def test_converged_importance_sampling_decides_a_paired_difference():
+    sources = {"prior": _entry(-100.0), "gmm": _entry(-99.0, vs_prior=(1.0, 0.1))}
+    verdict = judge(sources, "gmm")
+    assert verdict.established and verdict.basis == "converged importance sampling"
+    assert (verdict.difference, verdict.stderr) == (1.0, 0.1)
+    sources["gmm"]["vs_prior"] = 0.15  # within 2 paired standard errors
+    assert not judge(sources, "gmm").established
+
+
+def test_a_rising_estimate_leaves_the_comparison_undetermined():
+    sources = {"prior": _entry(-100.0), "aggregate": _entry(-96.0, converged=False)}
+    verdict = judge(sources, "aggregate")
+    assert not verdict.established
+    assert "aggregate is still rising in K" in verdict.basis
+    legacy = {"prior": {"loglik": -100.0, "stderr": 0.1}, "gmm": {"loglik": -90.0, "stderr": 0.1}}
+    assert "not recorded" in judge(legacy, "gmm").basis
+
+
+def test_ais_overrides_importance_sampling():
+    # IS is still rising for both, but AIS separates them by far more than 2 standard errors
+    sources = {
+        "prior": _entry(-100.0, converged=False, ais=(-99.0, 0.3)),
+        "gmm": _entry(-99.0, converged=False, ais=(-97.0, 0.3)),
+    }
+    verdict = judge(sources, "gmm")
+    assert verdict.established and verdict.basis == "AIS"
+    assert verdict.difference == pytest.approx(2.0)
+    sources["gmm"]["ais"]["loglik"] = -98.8  # 0.2 apart, SE 0.42: no difference shown
+    assert not judge(sources, "gmm").established
+
+
+def test_report_sentence_says_undetermined_when_evidence_is_missing():
+    sources = {
+        "prior": _entry(-100.0),
+        "aggregate": _entry(-97.0, converged=False, vs_prior=(3.0, 0.2)),
+    }
+    best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
+    assert "from aggregate gives" in best and "so significant" in best
+    assert "undetermined: the estimate for aggregate is still rising in K" in best
+    sources["aggregate"]["converged"] = True
+    best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
+    assert "undetermined" not in best and "converged importance sampling" in best
+
+
+def test_evidence_sentences_report_ais_agreement_and_bdmc():
+    sources = {
+        "prior": _entry(-100.0, ais=(-99.6, 0.3)),
+        "gaussian-loc": _entry(-104.0, converged=False, ais=(-101.0, 0.3)),
+    }
+    evaluation = {
+        "sources": sources,
+        "bdmc": {"lower": -88.4, "upper": -88.1, "gap": 0.3, "steps": 500, "num_data": 100},
+    }
+    sentences = evidence_sentences(evaluation)
+    assert any(s.startswith("Still rising in K") and "gaussian-loc" in s for s in sentences)
+    ais = next(s for s in sentences if s.startswith("AIS (500 steps, 16 chains, 200 images)"))
+    assert "within 1 nat for prior" in ais and "gaussian-loc (IS -104.00, AIS -101.00)" in ais
+    bdmc = next(s for s in sentences if s.startswith("BDMC"))
+    assert "gap of 0.30 nats, small enough to trust AIS" in bdmc
+    evaluation["bdmc"]["gap"] = 2.5
+    assert "too large" in evidence_sentences(evaluation)[-1]
+    assert evidence_sentences({}) == []
+
+
+def test_ksweep_figure():
+    sources = {
+        "prior": _entry(-100.0, ais=(-99.6, 0.3)),
+        "aggregate": _entry(-96.0, converged=False),
+    }
+    fig = plot_ksweep(sources)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["prior", "aggregate  (still rising)"]
+    with pytest.raises(ValueError, match="ksweep"):
+        plot_ksweep({"prior": {"loglik": -1.0}})
