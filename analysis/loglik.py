@@ -345,9 +345,13 @@ def _mixture_draws(
     z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
     shares = torch.tensor([log_guide_share] + [log_share] * len(proposals), device=z.device).exp()
     which = torch.multinomial(shares, num_particles * z.shape[1], replacement=True)
-    which = which.reshape(num_particles, z.shape[1], 1)
+    which = which.reshape(num_particles, z.shape[1])
+    z = z.clone()
     for j, g in enumerate(proposals.values(), start=1):
-        z = torch.where(which == j, g.sample((num_particles,)).to(z.dtype), z)
+        picked = which == j
+        rows = picked.nonzero()[:, 1]  # the datum of every (draw, datum) pair from g
+        if rows.numel():
+            z[picked] = g.sample_rows(rows).to(z.dtype)
     terms = score_latents(vae.model, vae.guide, {LATENT_SITE: z}, x, y)
     parts = [terms.log_guide.double() + log_guide_share]
     parts += [g.log_prob(z) + log_share for g in proposals.values()]

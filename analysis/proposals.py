@@ -216,6 +216,22 @@ class GaussianMixtureProposal(Distribution):
     def num_components(self) -> int:
         return self.loc.shape[1]
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mixture mean per datum, (B, D)."""
+        return (self.logits.exp().unsqueeze(-1) * self.loc).sum(-2)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Per-dim mixture variance (the diagonal of the covariance) per datum, (B, D)."""
+        weights = self.logits.exp().unsqueeze(-1)
+        if self.scale is not None:
+            within = self.scale.pow(2)
+        else:
+            within = self.scale_tril.pow(2).sum(-1)
+        second = (weights * (within + self.loc.pow(2))).sum(-2)
+        return (second - self.mean.pow(2)).clamp_min(0.0)
+
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Draws of shape (*sample_shape, B, D)."""
         shape = torch.Size(sample_shape)
@@ -230,6 +246,20 @@ class GaussianMixtureProposal(Distribution):
             else:
                 z = loc + (self.scale_tril[rows, idx] @ eps.unsqueeze(-1)).squeeze(-1)
             return z.reshape(*shape, *self.batch_shape, *self.event_shape)
+
+    def sample_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """One draw from the mixture of datum ``rows[i]`` for each i: shape (len(rows), D).
+
+        Cheaper than :meth:`sample` when only some (draw, datum) pairs need a value.
+        """
+        with torch.no_grad():
+            logits = self.logits[rows]
+            idx = torch.distributions.Categorical(logits=logits).sample()
+            loc = self.loc[rows, idx]
+            eps = torch.randn_like(loc)
+            if self.scale is not None:
+                return loc + self.scale[rows, idx] * eps
+            return loc + (self.scale_tril[rows, idx] @ eps.unsqueeze(-1)).squeeze(-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """log g(z) for z of shape (..., B, D): shape (...)."""

@@ -145,6 +145,9 @@ def test_mixture_proposal_density_and_draws():
     )
     torch.testing.assert_close(g.log_prob(z), reference.log_prob(z))
     torch.testing.assert_close(full.log_prob(z), reference.log_prob(z))
+    for mixture in (g, full):
+        torch.testing.assert_close(mixture.mean, reference.mean)
+        torch.testing.assert_close(mixture.variance, reference.variance)
     draws = g.sample((20000,))
     assert draws.shape == (20000, 3, 2)
     torch.testing.assert_close(draws.mean(0), reference.mean, atol=0.05, rtol=0)
