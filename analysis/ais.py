@@ -497,17 +497,17 @@ class AISResult:
             return math.nan
         return float(self.per_datum.std() / math.sqrt(self.num_data))
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int]:
         """Scalar summary: ``loglik``, ``stderr``, ``acceptance``, ``steps``, ``chains``,
         ``leapfrog_steps``, ``num_data``."""
         return {
             "loglik": self.mean,
             "stderr": self.stderr,
             "acceptance": float(self.acceptance),
-            "steps": float(self.num_steps),
-            "chains": float(self.num_chains),
-            "leapfrog_steps": float(self.leapfrog_steps),
-            "num_data": float(self.num_data),
+            "steps": int(self.num_steps),
+            "chains": int(self.num_chains),
+            "leapfrog_steps": int(self.leapfrog_steps),
+            "num_data": int(self.num_data),
         }
 
 
@@ -872,15 +872,16 @@ class BDMCResult:
         gaps = self.upper_per_datum - self.lower_per_datum
         return float(gaps.std() / math.sqrt(self.num_data))
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int]:
         """Scalar summary: ``lower``, ``upper``, ``gap``, ``steps``, ``chains``, ``num_data``."""
         return {
             "lower": self.lower,
             "upper": self.upper,
             "gap": self.gap,
-            "steps": float(self.num_steps),
-            "chains": float(self.num_chains),
-            "num_data": float(self.num_data),
+            "gap_stderr": self.gap_stderr,
+            "steps": int(self.num_steps),
+            "chains": int(self.num_chains),
+            "num_data": int(self.num_data),
         }
 
 

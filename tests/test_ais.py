@@ -318,7 +318,7 @@ def test_bdmc_sandwiches_the_exact_marginal_and_the_gap_shrinks(ppca):
         margin = 2 * math.hypot(results[shorter].gap_stderr, results[longer].gap_stderr)
         assert g1 < g0 - margin, (shorter, g0, longer, g1)
     summary = final.to_dict()
-    assert set(summary) == {"lower", "upper", "gap", "steps", "chains", "num_data"}
+    assert set(summary) == {"lower", "upper", "gap", "gap_stderr", "steps", "chains", "num_data"}
     assert summary["steps"] == 50 and summary["chains"] == 8 and summary["num_data"] == 64
     assert summary["gap"] == pytest.approx(summary["upper"] - summary["lower"])
 
@@ -352,7 +352,8 @@ def test_result_summaries_are_plain():
         leapfrog_steps=4,
     )
     summary = result.to_dict()
-    assert all(type(v) is float for v in summary.values())
+    counts = {"steps", "chains", "leapfrog_steps", "num_data"}
+    assert all(type(v) is (int if k in counts else float) for k, v in summary.items())
     assert summary["loglik"] == pytest.approx(math.log(2.0) / 2)
     assert summary["steps"] == 3 and summary["chains"] == 2
     bd = BDMCResult(
@@ -371,9 +372,10 @@ def test_result_summaries_are_plain():
         "lower": -3.0,
         "upper": -2.0,
         "gap": 1.0,
-        "steps": 3.0,
-        "chains": 2.0,
-        "num_data": 2.0,
+        "gap_stderr": 0.0,
+        "steps": 3,
+        "chains": 2,
+        "num_data": 2,
     }
 
 

@@ -51,3 +51,19 @@ def test_missing_data_error(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"unknown dataset 'cifar'; valid names are"):
         load_dataset("cifar")
+
+
+def test_random_subsets_are_fixed_nested_and_representative(mnist):
+    test = mnist.test
+    small, large = test.sample_indices(200), test.sample_indices(2000)
+    assert torch.equal(large[:200], small)  # the AIS images are among the IS images
+    assert torch.equal(test.sample_indices(200), small)  # fixed
+    assert len(set(large.tolist())) == 2000 and int(large.max()) < len(test)
+    assert not torch.equal(small.sort().values, torch.arange(200))  # not the first 200
+    # every digit appears about as often as in the whole split
+    counts = torch.bincount(test.sample(2000).y, minlength=10).double() / 2000
+    whole = torch.bincount(test.y, minlength=10).double() / len(test)
+    assert (counts - whole).abs().max() < 0.03
+    assert len(test.sample(50_000)) == len(test)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        test.sample(0)
