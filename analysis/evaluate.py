@@ -29,6 +29,7 @@ from pyrovae.train import one_hot
 from .ais import ais_log_likelihood, bdmc
 from .classifier import MNISTClassifier
 from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
+from .memorization import memorization
 from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
 from .sources import SOURCES, LatentSource, PriorSource
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 SPLITS = ("test", "val")
+SURGERY_SUBSET_FACTOR = 10
+"""ELBO surgery is repeated on the first 1/10 of the training data (see evaluate_run)."""
+MEMORIZATION_TEST = 1000
+"""Held-out images whose nearest-training-image distances are the memorization reference."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,13 @@ def evaluate_run(
         num_test: evaluate this many held-out data, a fixed random subset of the split.
         num_train: fit the sources to the first this many training data.
         classifier: scores decoded samples (:func:`~pyrovae.analysis.classifier.load_classifier`);
-            None skips sample quality.
+            None skips sample quality and the memorization check (the distance of each
+            sample to its nearest training image against that of held-out images,
+            :func:`~pyrovae.analysis.memorization.memorization`).
         num_quality_samples: samples decoded from each source for the classifier.
-        surgery: run ELBO surgery on the (first ``num_train``) training data.
+        surgery: run ELBO surgery on the (first ``num_train``) training data, and again on
+            the first tenth of them (``"surgery_subset"``): where I(x; z) is near log N,
+            the split into I(x; z) and KL(q(z) || p(z)) depends on N.
         options: per-source fitting options, e.g. ``{"flow": {"num_steps": 100}}``.
         proposal: importance proposal (see
             :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`).
@@ -181,12 +190,16 @@ def evaluate_run(
         )
     if classifier is not None:
         torch.manual_seed(seed)
-        images = held_out.sample(num_test).x if num_test else held_out.x
-        reference = feature_stats(classifier, images.to(_device(classifier)))
+        real = held_out.sample(num_test).x if num_test else held_out.x
+        reference = feature_stats(classifier, real.to(_device(classifier)))
+        train_images = data.train.subset(num_train).x if num_train else data.train.x
+        real = real[:MEMORIZATION_TEST]
         for name, source in comparison.sources.items():
             images = decode_samples(vae, source, num_quality_samples)
             quality = sample_quality(classifier, images.to(_device(classifier)), reference)
             per_source[name].update(quality.to_dict())
+            copies = memorization(images, train_images.to(images.device), real.to(images.device))
+            per_source[name]["memorization"] = copies.to_dict()
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
     if ais is not None:
         result.update(run_ais(vae, data, comparison, ais, split=split, seed=seed))
@@ -200,6 +213,13 @@ def evaluate_run(
             x = fixed_binarization(x)
         y = one_hot(train.y.to(device), vae.y_dim) if vae.conditional else None
         result["surgery"] = elbo_surgery(vae, x, y, seed=seed).to_dict()
+        # where I(x; z) is near its bound log N, KL(q(z) || p(z)) = avg KL - I depends on
+        # N itself: repeat the split on a tenth of the data to show how much
+        small = len(x) // SURGERY_SUBSET_FACTOR
+        if small >= 2:
+            part = elbo_surgery(vae, x[:small], None if y is None else y[:small], seed=seed)
+            keys = ("num_data", "avg_kl", "marginal_kl", "mutual_information", "mi_upper_bound")
+            result["surgery_subset"] = {key: part.to_dict()[key] for key in keys}
     return result, comparison
 
 

@@ -4,7 +4,9 @@ For generated images x_1..x_N and the classifier's probabilities p_i = p(class |
 
 - entropy: (1/N) sum_i H(p_i), H(p) = -sum_c p_c log p_c, in nats (0 for a sure
   classification, log 10 = 2.303 for a uniform one). Lower is more legible.
-- ambiguous: fraction of samples with max_c p_ic < 0.5.
+- ambiguous: fraction of samples with max_c p_ic < 0.5, with its 95% Wilson score
+  interval (a binomial proportion of N samples; Wilson, 1927): two sources whose
+  difference is within binomial error are not different.
 - coverage_kl: KL(h || U) = sum_c h_c log(10 h_c), where h is the histogram of the
   *hard* labels argmax_c p_ic and U is uniform over the 10 classes. 0 when every class is
   generated equally often, log 10 when a single class is. Hard labels are used so that
@@ -39,6 +41,7 @@ __all__ = [
     "gaussian_frechet_distance",
     "predictive_entropy",
     "sample_quality",
+    "wilson_interval",
 ]
 
 AMBIGUOUS_THRESHOLD = 0.5
@@ -84,9 +87,28 @@ class SampleQuality:
     num_reference: int
 
     def to_dict(self) -> dict[str, float]:
-        """The four scalar scores, ready to merge into a per-source results dict."""
+        """The four scalar scores, the 95% interval of ``ambiguous`` (``ambiguous_low``,
+        ``ambiguous_high``) and ``num_quality_samples``, ready to merge into a per-source
+        results dict."""
         d = asdict(self)
-        return {k: float(d[k]) for k in ("entropy", "ambiguous", "coverage_kl", "frechet")}
+        out = {k: float(d[k]) for k in ("entropy", "ambiguous", "coverage_kl", "frechet")}
+        out["ambiguous_low"], out["ambiguous_high"] = wilson_interval(
+            self.ambiguous, self.num_samples
+        )
+        out["num_quality_samples"] = self.num_samples
+        return out
+
+
+def wilson_interval(fraction: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion ``fraction`` of ``n`` trials
+    (95% for z = 1.96): (c - h, c + h) with c = (p + z^2/2n) / (1 + z^2/n) and
+    h = z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2/n)."""
+    if not 0 <= fraction <= 1 or n < 1:
+        raise ValueError(f"need 0 <= fraction <= 1 and n >= 1, got {fraction!r} and {n!r}")
+    denom = 1 + z * z / n
+    centre = (fraction + z * z / (2 * n)) / denom
+    half = z * math.sqrt(fraction * (1 - fraction) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _check_probs(probs: torch.Tensor, name: str = "probs") -> torch.Tensor:

@@ -273,14 +273,38 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _within_binomial_error(
+    sources: Mapping[str, Mapping[str, Any]], best: str, values: Mapping[str, float | None]
+) -> bool:
+    """Whether the 95% Wilson intervals of the best and the runner-up share of ambiguous
+    samples overlap (False when the intervals were not recorded)."""
+    others = sorted((v, n) for n, v in values.items() if v is not None and n != best)
+    if not others:
+        return False
+    runner = others[0][1]
+    low = _finite(sources[runner].get("ambiguous_low"))
+    high = _finite(sources[best].get("ambiguous_high"))
+    if low is None or high is None:
+        return False
+    return low <= high
+
+
 def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     wins: dict[str, list[str]] = {}
+    ties: list[str] = []
     for key, label in _QUALITY:
         values = {name: _finite(entry.get(key)) for name, entry in sources.items()}
         best = _best(values, highest=False)
         if not best:
             continue
         fmt = _pct if key == "ambiguous" else _fmt
+        if key == "ambiguous" and _within_binomial_error(sources, best[0], values):
+            ties.append(
+                f"No source gives clearly fewer ambiguous samples: the best, {best[0]} "
+                f"({fmt(values[best[0]])}), lies within the binomial error of the runner-up "
+                "(their 95% intervals overlap)."
+            )
+            continue
         unit = " nats" if key in ("entropy", "coverage_kl") else ""
         text = f"{label} ({fmt(values[best[0]])}{unit}"
         if PRIOR in values and values[PRIOR] is not None and PRIOR not in best:
@@ -291,7 +315,7 @@ def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for names, items in wins.items():
         listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         sentences.append(f"Drawing z from {names} gives {listed}.")
-    return sentences
+    return sentences + ties
 
 
 def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
@@ -337,6 +361,32 @@ def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
                 text += f"; the other {inactive} carry no information about x (collapsed)"
             sentences.append(text + ".")
     return sentences
+
+
+def _surgery_n_sentence(evaluation: Mapping[str, Any]) -> list[str]:
+    """The split at two data-set sizes: KL(q(z) || p(z)) = avg KL - I(x; z) depends on N
+    where I(x; z) is near its bound log N."""
+    full, part = _mapping(evaluation.get("surgery")), _mapping(evaluation.get("surgery_subset"))
+    values = [
+        _finite(d.get(k))
+        for d in (full, part)
+        for k in ("num_data", "marginal_kl", "mutual_information", "mi_upper_bound")
+    ]
+    if any(v is None for v in values):
+        return []
+    n1, kl1, mi1, b1, n2, kl2, mi2, b2 = values
+    near = max(mi1 / b1 if b1 > 0 else 0.0, mi2 / b2 if b2 > 0 else 0.0)
+    verdict = (
+        "I(x; z) is near log N, so this split depends on N and KL(q(z) || p(z)) is not a "
+        "property of the model alone"
+        if near > 0.9
+        else "I(x; z) stays well below log N, so the split hardly depends on N"
+    )
+    return [
+        f"On N = {int(n1)} training images KL(q(z) || p(z)) = {kl1:.2f} and I(x; z) = "
+        f"{mi1:.2f} nats (log N = {b1:.2f}); on N = {int(n2)}, {kl2:.2f} and {mi2:.2f} "
+        f"(log N = {b2:.2f}): {verdict}."
+    ]
 
 
 def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
@@ -407,6 +457,7 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
         *_quality_sentences(sources),
         *_gap_sentence(evaluation),
         *_surgery_sentences(_mapping(evaluation.get("surgery"))),
+        *_surgery_n_sentence(evaluation),
         *_khat_sentences(sources),
         *evidence_sentences(evaluation),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -52,6 +53,8 @@ def test_evaluate_cli(small_vae, mnist_root, tmp_path, capsys):
     assert result["loglik"] == result["sources"]["prior"]["loglik"]
     # the importance-sampled log-likelihood is above the ELBO (on average over data)
     assert result["loglik"] > result["elbo"]
+    subset = result["surgery_subset"]
+    assert subset["num_data"] == 200 and subset["mi_upper_bound"] == pytest.approx(math.log(200))
     surgery = result["surgery"]
     assert surgery["avg_kl"] == pytest.approx(
         surgery["mutual_information"] + surgery["marginal_kl"], abs=1e-6
@@ -109,6 +112,10 @@ def test_evaluate_with_quality_scores(small_cvae, mnist, tmp_path):
     for entry in result["sources"].values():
         assert QUALITY_KEYS <= set(entry)
         assert 0 <= entry["ambiguous"] <= 1 and entry["frechet"] >= 0
+        assert entry["ambiguous_low"] <= entry["ambiguous"] <= entry["ambiguous_high"]
+        copies = entry["memorization"]
+        assert (copies["num_samples"], copies["num_train"]) == (50, 1000)
+        assert 0 <= copies["near_copy_fraction"] <= 1 and copies["test_median"] > 0
     assert result["conditional"] and "true label" in result["note"]
     assert "gaussian-z" in format_evaluation(result)
 

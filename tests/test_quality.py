@@ -133,8 +133,18 @@ def test_real_images_score_as_legible(classifier, mnist):
     noise = sample_quality(classifier, torch.rand(1000, 784), reference)
     assert noise.frechet > 10 * q.frechet
     d = q.to_dict()
-    assert set(d) == {"entropy", "ambiguous", "coverage_kl", "frechet"}
-    assert all(isinstance(v, float) for v in d.values())
+    assert set(d) == {
+        "entropy",
+        "ambiguous",
+        "coverage_kl",
+        "frechet",
+        "ambiguous_low",
+        "ambiguous_high",
+        "num_quality_samples",
+    }
+    assert d["ambiguous_low"] <= d["ambiguous"] <= d["ambiguous_high"]
+    assert all(isinstance(v, float) for k, v in d.items() if k != "num_quality_samples")
+    assert d["num_quality_samples"] == q.num_samples
 
 
 def test_precomputed_reference_gives_the_same_scores(classifier, mnist):
@@ -153,3 +163,15 @@ def test_sample_checks(classifier):
         sample_quality(classifier, torch.rand(10, 784) * 2, reference)
     with pytest.raises(ValueError, match=r"shape \(N, 784\) with N >= 2"):
         sample_quality(classifier, torch.rand(10, 28, 28), reference)
+
+
+def test_wilson_interval():
+    from pyrovae.analysis.quality import wilson_interval
+
+    low, high = wilson_interval(0.1, 1000)
+    # 100 of 1000: centre (0.1 + z^2/2n) / (1 + z^2/n) = 0.10153, half-width 0.01862
+    assert low == pytest.approx(0.08291, abs=1e-5) and high == pytest.approx(0.12015, abs=1e-5)
+    low, high = wilson_interval(0.0, 50)
+    assert low == 0.0 and 0.05 < high < 0.09  # never the empty interval of a zero count
+    with pytest.raises(ValueError, match="fraction"):
+        wilson_interval(1.5, 10)

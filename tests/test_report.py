@@ -339,3 +339,37 @@ def test_report_renders_in_chromium(tmp_path, chromium):
     pixels = imread(shot)
     assert pixels.shape[:2] == (1400, 1000)
     assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+
+
+def test_ambiguous_winner_needs_to_be_outside_binomial_error():
+    evaluation = _evaluation()
+    sentences = conclusions(evaluation)
+    assert any("the least ambiguous samples" in s for s in sentences)  # no intervals: as is
+    for name, share in [("prior", 0.25), ("aggregate", 0.10), ("gmm", 0.12)]:
+        entry = evaluation["sources"][name]
+        entry["ambiguous"] = share
+        entry["ambiguous_low"], entry["ambiguous_high"] = share - 0.03, share + 0.03
+    sentences = conclusions(evaluation)
+    assert not any("the least ambiguous samples" in s for s in sentences)
+    tie = _first(sentences, "No source gives clearly fewer ambiguous samples")
+    assert "aggregate (10.0%)" in tie
+    evaluation["sources"]["gmm"].update(ambiguous=0.2, ambiguous_low=0.17, ambiguous_high=0.23)
+    assert any("the least ambiguous samples" in s for s in conclusions(evaluation))
+
+
+def test_surgery_at_two_data_set_sizes():
+    evaluation = _evaluation()
+    assert not any("On N =" in s for s in conclusions(evaluation))
+    evaluation["surgery_subset"] = {
+        "num_data": 5000,
+        "avg_kl": 8.0,
+        "marginal_kl": 0.5,
+        "mutual_information": 7.5,
+        "mi_upper_bound": math.log(5000),
+    }
+    sentence = _first(conclusions(evaluation), "On N =")
+    assert "N = 50000" in sentence and "on N = 5000, 0.50 and 7.50" in sentence
+    assert "depends on N" in sentence  # I = 7.5 of log 5000 = 8.5: near the bound
+    evaluation["surgery_subset"]["mutual_information"] = 2.0
+    evaluation["surgery"]["mutual_information"] = 2.0
+    assert "hardly depends on N" in _first(conclusions(evaluation), "On N =")
