@@ -484,6 +484,44 @@ def _run_label(run: RunReport) -> str:
     return run.name if z_dim is None or f"z{z_dim}" in run.name else f"{run.name} (z_dim {z_dim})"
 
 
+_SEED_SUFFIX = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
+
+
+def _seed_spread_sentences(runs: Sequence[RunReport]) -> list[str]:
+    """For runs named ``CONFIG-sN`` (one per seed), the spread of the numbers between seeds."""
+    groups: dict[str, list[RunReport]] = {}
+    for run in runs:
+        match = _SEED_SUFFIX.match(run.name)
+        if match:
+            groups.setdefault(match["config"], []).append(run)
+    sentences = []
+    for config, members in groups.items():
+        if len(members) < 2:
+            continue
+        logliks = [_model_loglik(r.evaluation) for r in members]
+        gains = []
+        for r in members:
+            best = _best_source(r.evaluation)
+            sources = _sources(r.evaluation)
+            if best is not None and best[0] != PRIOR and PRIOR in sources:
+                diff = _prior_difference(sources, best[0])
+                gains.append(f"{best[0]} {_signed(diff[0])}" if diff else best[0])
+            elif best is not None:
+                gains.append(best[0])
+        finite = [v for v in logliks if v is not None]
+        if len(finite) < 2:
+            continue
+        text = (
+            f"Across {len(members)} seeds of {config}, log p(x) under the trained prior spans "
+            f"{min(finite):.2f} to {max(finite):.2f} nats (a spread of "
+            f"{max(finite) - min(finite):.2f})"
+        )
+        if gains:
+            text += f"; the best source and its gain over the prior per seed: {', '.join(gains)}"
+        sentences.append(text + ".")
+    return sentences
+
+
 def cross_run_conclusions(runs: Sequence[RunReport]) -> list[str]:
     """Findings across runs: the best model log-likelihood, and whether one source wins them all.
 
@@ -534,6 +572,7 @@ def cross_run_conclusions(runs: Sequence[RunReport]) -> list[str]:
             sentences.append(
                 f"Gain of the best source over the prior, in nats: {', '.join(gains)}."
             )
+    sentences += _seed_spread_sentences(runs)
     flagged = []
     for run in runs:
         sources = _sources(run.evaluation)

@@ -553,6 +553,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _add_study(sub: Any) -> None:
+    from pyrovae.models import PRIORS
     from pyrovae.study import FULL
 
     p = sub.add_parser(
@@ -592,6 +593,28 @@ def _add_study(sub: Any) -> None:
     p.add_argument(
         "--models", nargs="+", choices=["vae", "cvae"], help="models (default: vae cvae)"
     )
+    p.add_argument(
+        "--priors",
+        nargs="+",
+        choices=list(PRIORS),
+        metavar="PRIOR",
+        help=f"priors trained with each model, of {', '.join(PRIORS)} (default: normal)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_non_negative_int,
+        nargs="+",
+        metavar="N",
+        help="train every configuration with each of these seeds (runs named ...-sN)",
+    )
+    p.add_argument(
+        "--ais-num-test",
+        type=_positive_int,
+        metavar="N",
+        help="also run AIS and BDMC on N of the test images of every run (default: no AIS)",
+    )
+    p.add_argument("--ais-steps", type=_positive_int, metavar="T", help="AIS steps (500)")
+    p.add_argument("--ais-chains", type=_positive_int, metavar="C", help="AIS chains (16)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
     _add_data_flags(p)
@@ -608,10 +631,10 @@ def _cmd_study(args: argparse.Namespace) -> None:
     budget = QUICK if args.quick else FULL
     changes = {
         k: getattr(args, k)
-        for k in ("epochs", "num_samples", "num_test")
+        for k in ("epochs", "num_samples", "num_test", "ais_num_test", "ais_steps", "ais_chains")
         if getattr(args, k) is not None
     }
-    for key in ("z_dims", "models"):
+    for key in ("z_dims", "models", "priors", "seeds"):
         if getattr(args, key) is not None:
             changes[key] = tuple(dict.fromkeys(getattr(args, key)))  # keep order, drop repeats
     budget = replace(budget, **changes)

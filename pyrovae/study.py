@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
-from pyrovae.analysis.evaluate import evaluate_run
+from pyrovae.analysis.evaluate import AISBudget, evaluate_run
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
 from pyrovae.analysis.sources import fit_sources
@@ -20,7 +20,7 @@ from pyrovae.data import Splits, fixed_binarization
 from pyrovae.runs import load_run, read_metrics
 from pyrovae.train import TrainConfig, one_hot, train
 
-__all__ = ["StudyBudget", "FULL", "QUICK", "run_study", "report_runs"]
+__all__ = ["StudyBudget", "FULL", "QUICK", "run_study", "report_runs", "run_dir_name"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,14 @@ class StudyBudget:
         flow_steps: optimizer steps of the flow fitted to the latent codes.
         z_dims: latent dimensions of the study.
         models: ``"vae"`` and/or ``"cvae"``.
+        priors: priors trained with each model (keys of ``pyrovae.models.PRIORS``), so that
+            priors learned in training and sources fitted afterwards meet on the same
+            test images.
+        seeds: training seeds of each configuration (None: the ``seed`` of
+            :func:`run_study`); with several, the report states the spread between them.
+        ais_num_test: also run AIS (and BDMC) on this many of the test images (None: no AIS).
+        ais_steps, ais_chains: the AIS budget (see
+            :class:`~pyrovae.analysis.evaluate.AISBudget`).
     """
 
     epochs: int = 30
@@ -55,6 +63,11 @@ class StudyBudget:
     flow_steps: int = 400
     z_dims: tuple[int, ...] = (2, 5, 10)
     models: tuple[str, ...] = ("vae", "cvae")
+    priors: tuple[str, ...] = ("normal",)
+    seeds: tuple[int, ...] | None = None
+    ais_num_test: int | None = None
+    ais_steps: int = 500
+    ais_chains: int = 16
 
 
 FULL = StudyBudget()
@@ -76,7 +89,22 @@ EVALUATION_SETTINGS = (
     "num_train",
     "num_quality_samples",
     "flow_steps",
+    "ais_num_test",
+    "ais_steps",
+    "ais_chains",
 )
+
+
+def run_dir_name(model: str, z_dim: int, prior: str = "normal", seed: int | None = None) -> str:
+    """``vae-z10``, ``vae-z10-vamp``, ``cvae-z5-mog-s1``: the study's name for a run."""
+    name = f"{model}-z{z_dim}" + ("" if prior == "normal" else f"-{prior}")
+    return name if seed is None else f"{name}-s{seed}"
+
+
+def _ais_budget(budget: StudyBudget) -> AISBudget | None:
+    if budget.ais_num_test is None:
+        return None
+    return AISBudget(num_test=budget.ais_num_test, steps=budget.ais_steps, chains=budget.ais_chains)
 
 
 def _fit_for_figures(vae, data: Splits, names: list[str], budget: StudyBudget) -> dict:
@@ -145,13 +173,16 @@ def report_runs(
                 classifier=classifier,
                 num_quality_samples=budget.num_quality_samples,
                 options={"flow": {"num_steps": budget.flow_steps}},
+                ais=_ais_budget(budget),
             )
             evaluation["settings"] = settings
             write_json(saved, evaluation)
             sources = comparison.sources
         _log(progress, f"    {time.perf_counter() - start:.0f} s; drawing figures")
         reports.append(
-            build_run_report(vae, data, evaluation, out_dir / "figures", sources, classifier)
+            build_run_report(
+                vae, data, evaluation, out_dir / "figures", sources, classifier, name=run_dir.name
+            )
         )
     path = write_report(reports, out_dir, title=title)
     _log(progress, f"wrote {path}")
@@ -173,32 +204,40 @@ def run_study(
     """
     out_dir = Path(out_dir)
     run_dirs = []
-    total = len(budget.models) * len(budget.z_dims)
-    for model in budget.models:
-        for z_dim in budget.z_dims:
-            run_dir = out_dir / "runs" / f"{model}-z{z_dim}"
-            run_dirs.append(run_dir)
-            done = [row["epoch"] for row in read_metrics(run_dir)] if run_dir.is_dir() else []
-            if done and done[-1] >= budget.epochs:
-                _log(progress, f"[{len(run_dirs)}/{total}] {run_dir.name}: already trained")
-                continue
-            resume = (run_dir / "checkpoint.pt").is_file()
-            _log(
-                progress,
-                f"[{len(run_dirs)}/{total}] training {run_dir.name} "
-                f"({budget.epochs} epochs{', resumed' if resume else ''})",
-            )
-            model_config = ModelConfig(
-                model=model, z_dim=z_dim, hidden_dims=list(budget.hidden_dims)
-            )
-            train_config = TrainConfig(
-                epochs=budget.epochs,
-                subset=budget.subset,
-                seed=seed,
-                device=str(device),
-                elbo="meanfield",
-                dataset=data.name,
-            )
-            train(model_config, train_config, data, run_dir, resume=resume, progress=progress)
+    seeds = budget.seeds if budget.seeds is not None else (seed,)
+    suffix = len(seeds) > 1 or seeds[0] != seed  # keep the plain names of a one-seed study
+    configs = [
+        (model, prior, z_dim, run_seed)
+        for model in budget.models
+        for prior in budget.priors
+        for z_dim in budget.z_dims
+        for run_seed in seeds
+    ]
+    for model, prior, z_dim, run_seed in configs:
+        name = run_dir_name(model, z_dim, prior, run_seed if suffix else None)
+        run_dir = out_dir / "runs" / name
+        run_dirs.append(run_dir)
+        done = [row["epoch"] for row in read_metrics(run_dir)] if run_dir.is_dir() else []
+        if done and done[-1] >= budget.epochs:
+            _log(progress, f"[{len(run_dirs)}/{len(configs)}] {name}: already trained")
+            continue
+        resume = (run_dir / "checkpoint.pt").is_file()
+        _log(
+            progress,
+            f"[{len(run_dirs)}/{len(configs)}] training {name} "
+            f"({budget.epochs} epochs{', resumed' if resume else ''})",
+        )
+        model_config = ModelConfig(
+            model=model, z_dim=z_dim, prior=prior, hidden_dims=list(budget.hidden_dims)
+        )
+        train_config = TrainConfig(
+            epochs=budget.epochs,
+            subset=budget.subset,
+            seed=run_seed,
+            device=str(device),
+            elbo="meanfield",
+            dataset=data.name,
+        )
+        train(model_config, train_config, data, run_dir, resume=resume, progress=progress)
     title = f"pyrovae latent-space study ({budget.epochs} epochs)"
     return report_runs(run_dirs, data, out_dir, budget, device, title=title, progress=progress)

@@ -205,3 +205,38 @@ def test_study_flags_set_the_budget(monkeypatch, mnist_root, tmp_path):
     assert budget.epochs == pyrovae.study.FULL.epochs
     assert main([*argv, "--quick"]) == 0
     assert seen["budget"] == pyrovae.study.QUICK
+    extra = ["--priors", "vamp", "normal", "--seeds", "0", "1", "--ais-num-test", "50"]
+    assert main([*argv, *extra, "--ais-steps", "100"]) == 0
+    budget = seen["budget"]
+    assert budget.priors == ("vamp", "normal") and budget.seeds == (0, 1)
+    assert (budget.ais_num_test, budget.ais_steps, budget.ais_chains) == (50, 100, 16)
+    with pytest.raises(SystemExit):
+        main([*argv, "--priors", "gaussian"])
+
+
+def test_study_run_names():
+    from pyrovae.study import run_dir_name
+
+    assert run_dir_name("vae", 10) == "vae-z10"
+    assert run_dir_name("cvae", 5, "mog", 1) == "cvae-z5-mog-s1"
+
+
+@pytest.mark.slow
+def test_study_quick_with_priors_and_seeds(mnist_root, tmp_path):
+    """Trained flexible priors and two seeds: one run each, every one evaluated and reported."""
+    _study(
+        tmp_path,
+        mnist_root,
+        *["--models", "vae", "--z-dims", "2", "--priors", "normal", "mog"],
+        *["--seeds", "0", "1", "--ais-num-test", "5", "--ais-steps", "5", "--ais-chains", "2"],
+    )
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["vae-z2-mog-s0", "vae-z2-mog-s1", "vae-z2-s0", "vae-z2-s1"]
+    for run in runs:
+        config = json.loads((tmp_path / "runs" / run / "config.json").read_text())
+        assert config["model"]["prior"] == ("mog" if "mog" in run else "normal")
+        assert config["train"]["seed"] == int(run[-1])
+        evaluation = json.loads((tmp_path / "runs" / run / "evaluation.json").read_text())
+        assert evaluation["sources"]["prior"]["ais"]["num_test"] == 5 and "bdmc" in evaluation
+    html = (tmp_path / "report.html").read_text()
+    assert all(run in html for run in runs)

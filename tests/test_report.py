@@ -373,3 +373,15 @@ def test_surgery_at_two_data_set_sizes():
     evaluation["surgery_subset"]["mutual_information"] = 2.0
     evaluation["surgery"]["mutual_information"] = 2.0
     assert "hardly depends on N" in _first(conclusions(evaluation), "On N =")
+
+
+def test_spread_between_seeds_is_stated():
+    a, b = _evaluation(), _evaluation()
+    b["sources"]["prior"]["loglik"] = -101.0
+    b["loglik"] = -101.0
+    runs = [RunReport("vae-z2-s0", evaluation=a), RunReport("vae-z2-s1", evaluation=b)]
+    sentence = _first(cross_run_conclusions(runs), "Across 2 seeds")
+    assert "of vae-z2" in sentence and "-101.00 to -100.00 nats (a spread of 1.00)" in sentence
+    assert "gmm +2.50, gmm +3.50" in sentence
+    single = [RunReport("vae-z2", evaluation=a), RunReport("vae-z5", evaluation=b)]
+    assert not any("seeds" in s for s in cross_run_conclusions(single))
