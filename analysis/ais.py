@@ -68,7 +68,7 @@ from torch.nn import functional as F
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import score_latents
 
-from .loglik import default_draws_per_pass
+from .loglik import PerDatumEstimate, default_draws_per_pass
 from .sources import LatentSource, check_data, is_diagonal_normal, seeded
 
 __all__ = [
@@ -457,7 +457,7 @@ def anneal(
 
 
 @dataclass
-class AISResult:
+class AISResult(PerDatumEstimate):
     """Per-datum AIS estimates of log p_r(x_n) (float64, on the CPU).
 
     Attributes:
@@ -480,22 +480,6 @@ class AISResult:
     num_steps: int
     num_chains: int
     leapfrog_steps: int
-
-    @property
-    def num_data(self) -> int:
-        return self.per_datum.shape[0]
-
-    @property
-    def mean(self) -> float:
-        """Mean of the per-datum estimates (nats per datum)."""
-        return float(self.per_datum.mean())
-
-    @property
-    def stderr(self) -> float:
-        """Standard error of :attr:`mean` over the data, std / sqrt(N) (NaN for N = 1)."""
-        if self.num_data < 2:
-            return math.nan
-        return float(self.per_datum.std() / math.sqrt(self.num_data))
 
     def to_dict(self) -> dict[str, float | int]:
         """Scalar summary: ``loglik``, ``stderr``, ``acceptance``, ``steps``, ``chains``,

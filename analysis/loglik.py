@@ -1,13 +1,16 @@
-"""Importance-sampled log-likelihood log p(x) of a VAE/CVAE, under its prior or any latent source.
+"""Importance-sampled log-likelihood log p_r(x) of a VAE/CVAE, under its prior or any latent source.
 
-With K draws z_k ~ q(z | x) from the guide, the estimate for a latent source r is
+With K draws z_k from a proposal g(z | x), the estimate for a latent source r is
 
-    log p_r(x) ~= log 1/K sum_k p(x | z_k) r(z_k) / q(z_k | x),
+    log p_r(x) ~= log 1/K sum_k p(x | z_k) r(z_k) / g(z_k | x),
 
-the importance-weighted (IWAE) bound L_K, which rises to log p_r(x) as K grows. With r
-the model's prior it is the usual held-out log-likelihood (for a CVAE, log p(x | y)).
-The draws, the guide densities and the decoder pass are shared by every source.
-Importance Weighted Autoencoders (Burda et al., 2016), https://arxiv.org/abs/1509.00519
+which is the importance-weighted (IWAE) bound L_K for g = q(z | x): in expectation a lower
+bound, rising to log p_r(x) as K grows. With r the model's prior it is the usual
+held-out log-likelihood (for a CVAE, log p(x | y)). By default g is the defensive mixture
+of the guide and a proposal adapted to every source (:mod:`pyrovae.analysis.proposals`):
+one set of draws and decoder passes serves every source, and each source has draws where
+its own posterior p_r(z | x) lives. Importance Weighted Autoencoders (Burda et al., 2016),
+https://arxiv.org/abs/1509.00519
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .proposals import (
 from .sources import LatentSource, check_data, seeded
 
 __all__ = [
+    "PerDatumEstimate",
     "LogLikelihood",
     "estimate_log_likelihood",
     "estimate_source_log_likelihoods",
@@ -53,8 +57,31 @@ def default_draws_per_pass(device: torch.device | str) -> int:
     return 2**16 if torch.device(device).type == "cuda" else 2**14
 
 
+class PerDatumEstimate:
+    """Summaries of per-datum estimates ``self.per_datum`` (N,), shared by the results of
+    importance sampling and AIS."""
+
+    per_datum: torch.Tensor
+
+    @property
+    def num_data(self) -> int:
+        return self.per_datum.shape[0]
+
+    @property
+    def mean(self) -> float:
+        """Mean of the per-datum estimates (nats per datum)."""
+        return float(self.per_datum.mean())
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of :attr:`mean` over the data, std / sqrt(N) (NaN for N = 1)."""
+        if self.num_data < 2:
+            return math.nan
+        return float(self.per_datum.std() / math.sqrt(self.num_data))
+
+
 @dataclass
-class LogLikelihood:
+class LogLikelihood(PerDatumEstimate):
     """Per-datum importance-sampling results for one latent source (float64, on the CPU).
 
     Attributes:
@@ -78,22 +105,6 @@ class LogLikelihood:
     log_weights: torch.Tensor | None = None
     iwae: dict[int, torch.Tensor] = field(default_factory=dict)
     proposal: str = "guide"
-
-    @property
-    def num_data(self) -> int:
-        return self.per_datum.shape[0]
-
-    @property
-    def mean(self) -> float:
-        """Mean of the per-datum estimates (nats per datum)."""
-        return float(self.per_datum.mean())
-
-    @property
-    def stderr(self) -> float:
-        """Standard error of :attr:`mean` over the data, std / sqrt(N) (NaN for N = 1)."""
-        if self.num_data < 2:
-            return math.nan
-        return float(self.per_datum.std() / math.sqrt(self.num_data))
 
     @property
     def elbo_mean(self) -> float:
@@ -226,7 +237,9 @@ def estimate_source_log_likelihoods(
     check_positive_int("num_samples", num_samples)
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {list(PROPOSALS)}, got {proposal!r}")
-    if not (isinstance(defensive, int | float) and 0 < defensive <= 1):
+    if isinstance(defensive, bool) or not (
+        isinstance(defensive, int | float) and 0 < defensive <= 1
+    ):
         raise ValueError(
             f"defensive must be a share in (0, 1], got {defensive!r}; 0.2 is a safe choice"
         )

@@ -1,9 +1,11 @@
-"""A plain PyTorch VAE of the same shape as pyrovae's default, the reference for benchmarks."""
+"""A plain PyTorch VAE of the same shape as pyrovae's default, the reference for benchmarks,
+and the interleaved timer the benchmarks share."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -86,3 +88,21 @@ def train_plain(x: torch.Tensor, epochs: int, seed: int = 0, **kwargs) -> PlainV
     for _ in range(epochs):
         train_epoch(model, opt, x)
     return model
+
+
+def wall_times(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Wall times of each function; the functions take turns in every round, so a load
+    change on a shared machine hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times

@@ -18,8 +18,6 @@ import argparse
 import shlex
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +27,9 @@ from pyrovae.analysis.ais import ais_log_likelihood
 from pyrovae.analysis.loglik import default_draws_per_pass
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 from pyrovae.train import one_hot
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import wall_times  # noqa: E402
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -44,24 +45,6 @@ def decoder_floor(vae, x, y, num_chains: int, batch_size: int, passes: int) -> N
             for _ in range(passes):
                 log_lik = vae.decoder(z, yb).log_prob(xb).sum()
                 torch.autograd.grad(log_lik, z)
-
-
-def wall_times(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Wall times of each function; the functions take turns in every round, so a load
-    change on a shared machine hits them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def load_data(vae, args: argparse.Namespace, device: torch.device):

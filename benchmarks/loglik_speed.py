@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -30,6 +31,9 @@ from pyrovae.analysis.loglik import (
 from pyrovae.analysis.sources import fit_sources
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 from pyrovae.train import one_hot
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import wall_times  # noqa: E402
 
 
 def decoder_floor(vae, x, y, num_samples: int, draws_per_pass: int) -> None:
@@ -44,24 +48,6 @@ def decoder_floor(vae, x, y, num_samples: int, draws_per_pass: int) -> None:
                 k = min(particles, num_samples - done)
                 z = torch.randn(k, xb.shape[0], vae.z_dim, device=x.device)
                 vae.decoder(z, yb).log_prob(xb)
-
-
-def wall_times(
-    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Wall times of each function; the functions take turns in every round, so a load
-    change on a shared machine hits them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
