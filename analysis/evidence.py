@@ -128,9 +128,14 @@ def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
     entries = {n: e for n, e in sources.items() if isinstance(e, Mapping)}
     rising = [n for n, e in entries.items() if e.get("converged") is False]
     if rising:
+        named = []
+        for name in rising:
+            left = _num(entries[name].get("ksweep_remaining"))
+            named.append(name if left is None else f"{name} (about {left:.2f} nats to go)")
         out.append(
             f"Still rising in K (L_K grew by more than 0.1 nats over the last 5x or more of "
-            f"draws, so these are lower bounds that have not converged): {', '.join(rising)}."
+            f"draws, so these are lower bounds that have not converged; what is left is a "
+            f"geometric extrapolation of the last rises): {', '.join(named)}."
         )
     agree, disagree = [], []
     ais_meta: Mapping[str, Any] = {}

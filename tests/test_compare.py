@@ -108,3 +108,17 @@ def test_compare_rejects_unknown_sources(small_vae, mnist):
         compare_sources(small_vae, mnist.train, mnist.test, ["prior"], options={"gmm": {}})
     with pytest.raises(ValueError, match="Split"):
         compare_sources(small_vae, mnist.train.x, mnist.test, names=["prior"])
+
+
+def test_ksweep_convergence_and_extrapolation():
+    from pyrovae.analysis.compare import ksweep_converged, ksweep_remaining
+
+    # a bias of 2 / sqrt(k): rises shrink by 10^-0.5 per decade
+    sweep = {k: -90.0 - 2.0 / math.sqrt(k) for k in (1, 10, 100, 1000)}
+    assert not ksweep_converged(sweep)  # rose 0.13 over the last decade
+    assert ksweep_remaining(sweep) == pytest.approx(2.0 / math.sqrt(1000), rel=1e-9)
+    flat = {1: -95.0, 10: -94.0, 100: -93.95, 1000: -93.94}
+    assert ksweep_converged(flat) and ksweep_remaining(flat) == pytest.approx(0.01 * 0.2 / 0.8)
+    assert not ksweep_converged({1: -95.0, 4: -94.0})  # no point 5x below K
+    assert ksweep_remaining({1: -95.0, 10: -94.0}) is None
+    assert ksweep_remaining({1: -95.0, 10: -94.0, 5000: -93.0}) is None  # unequal factors

@@ -79,8 +79,10 @@ def test_evidence_sentences_report_ais_agreement_and_bdmc():
         "sources": sources,
         "bdmc": {"lower": -88.4, "upper": -88.1, "gap": 0.3, "steps": 500, "num_data": 100},
     }
+    sources["gaussian-loc"]["ksweep_remaining"] = 0.42
     sentences = evidence_sentences(evaluation)
-    assert any(s.startswith("Still rising in K") and "gaussian-loc" in s for s in sentences)
+    rising = next(s for s in sentences if s.startswith("Still rising in K"))
+    assert "gaussian-loc (about 0.42 nats to go)" in rising
     ais = next(s for s in sentences if s.startswith("AIS (500 steps, 16 chains, 200 images)"))
     assert "within 1 nat for prior" in ais and "gaussian-loc (IS -104.00, AIS -101.00)" in ais
     bdmc = next(s for s in sentences if s.startswith("BDMC"))
