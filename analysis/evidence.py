@@ -107,11 +107,12 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
     rising = [n for n, e in ((a, ea), (b, eb)) if e.get("converged") is False]
     unknown = [n for n, e in ((a, ea), (b, eb)) if "converged" not in e]
     if rising:
-        names = " and ".join(rising)
-        verb = "is" if len(rising) == 1 else "are"
-        return Evidence(
-            False, diff, se, f"the estimate for {names} {verb} still rising in K and no AIS was run"
+        subject = (
+            f"the estimate for {rising[0]} is"
+            if len(rising) == 1
+            else f"the estimates for {' and '.join(rising)} are"
         )
+        return Evidence(False, diff, se, f"{subject} still rising in K and no AIS was run")
     if unknown:
         return Evidence(False, diff, se, "convergence in K was not recorded and no AIS was run")
     if se is not None and math.isfinite(diff) and abs(diff) > 2 * se:

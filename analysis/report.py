@@ -226,7 +226,7 @@ def _evidence_clause(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -
     """'; it holds under AIS (...)' or '; whether it holds is undetermined: ...'."""
     verdict = judge(sources, a, b)
     if not verdict.established:
-        return f"; whether {a} and {b} differ at all is undetermined: {verdict.basis}"
+        return f"; but the comparison of {a} and {b} is undetermined: {verdict.basis}"
     if verdict.basis == "AIS":
         return (
             f"; it holds under AIS ({_signed(verdict.difference)} \u00b1 {verdict.stderr:.2f} nats)"
@@ -413,14 +413,14 @@ def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         share = "" if fraction is None else f" for {100 * fraction:.0f}% of the test data"
         return [
             f"The estimate for {name} is unreliable: PSIS k-hat > {KHAT_THRESHOLD}{share} "
-            f"{limit}, so the guide is a poor proposal for this source and its "
+            f"{limit}, so the importance weights are heavy-tailed for this source and its "
             "log-likelihood is probably an underestimate."
         ]
     named = [n if f is None else f"{n} ({100 * f:.0f}%)" for n, f in flagged.items()]
     return [
         f"The estimates for {', '.join(named[:-1])} and {named[-1]} are unreliable: PSIS "
-        f"k-hat > {KHAT_THRESHOLD} for that share of the test data {limit}, so the guide is "
-        "a poor proposal for these sources and their log-likelihoods are probably "
+        f"k-hat > {KHAT_THRESHOLD} for that share of the test data {limit}, so the importance "
+        "weights are heavy-tailed for these sources and their log-likelihoods are probably "
         "underestimates."
     ]
 

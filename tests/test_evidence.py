@@ -64,7 +64,8 @@ def test_report_sentence_says_undetermined_when_evidence_is_missing():
     }
     best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
     assert "from aggregate gives" in best and "so significant" in best
-    assert "undetermined: the estimate for aggregate is still rising in K" in best
+    assert "the comparison of aggregate and prior is undetermined: the estimate for " in best
+    assert "aggregate is still rising in K" in best
     sources["aggregate"]["converged"] = True
     best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
     assert "undetermined" not in best and "converged importance sampling" in best
