@@ -235,8 +235,9 @@ def run_ais(
     """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and BDMC.
 
     Returns ``{"ais": {name: {"loglik", "stderr", "is_loglik", "is_stderr", "num_test",
-    "steps", "chains", "acceptance"}}, "bdmc": {...}}``; ``is_loglik`` is the
-    importance-sampling estimate on the same images, so the two can be compared directly.
+    "steps", "chains", "acceptance", "per_datum"}}, "bdmc": {...}}``; ``is_loglik`` is
+    the importance-sampling estimate on the same images, so the two can be compared
+    directly, and ``per_datum`` lets two sources be compared image by image (paired).
     Each source starts from its adapted proposal
     (:func:`~pyrovae.analysis.proposals.initial_distribution`).
     """
@@ -270,12 +271,11 @@ def run_ais(
         entry = result.to_dict()
         entry.update(
             is_loglik=float(is_part.mean()),
-            is_stderr=float(is_part.std() / is_part.numel() ** 0.5)
-            if is_part.numel() > 1
-            else None,
+            is_stderr=_stderr(is_part),
             num_test=budget.num_test,
             steps=budget.steps,
             chains=budget.chains,
+            per_datum=result.per_datum.tolist(),
         )
         out["ais"][name] = entry
     if budget.bdmc_num_data:

@@ -3,8 +3,8 @@
 The report may say "source A beats source B" only with evidence. In order of strength:
 
 1. **AIS** (annealed importance sampling) estimates of both sources on the same images,
-   whose difference exceeds twice its standard error; the BDMC gap says how far AIS at
-   that number of steps can be from log p(x) on data like these.
+   whose difference exceeds twice its standard error (paired image by image); the BDMC
+   gap says how far AIS at that number of steps can be from log p(x) on data like these.
 2. **Converged importance sampling**: the estimates of both sources have stopped rising
    in K (:func:`~pyrovae.analysis.compare.ksweep_converged`) and their paired difference
    exceeds twice its standard error.
@@ -78,6 +78,19 @@ def _ais(entry: Mapping[str, Any]) -> tuple[float, float] | None:
     return None if value is None or se is None else (value, se)
 
 
+def _ais_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
+    """AIS mean difference and its standard error: paired image by image when both hold
+    ``per_datum`` values for the same images, else the two errors combined."""
+    pa, pb = a.get("per_datum"), b.get("per_datum")
+    if isinstance(pa, list) and isinstance(pb, list) and len(pa) == len(pb) > 1:
+        diffs = np.asarray(pa, dtype=float) - np.asarray(pb, dtype=float)
+        if np.isfinite(diffs).all():
+            return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
+    return float(a["loglik"]) - float(b["loglik"]), math.hypot(
+        float(a["stderr"]), float(b["stderr"])
+    )
+
+
 def _is_difference(sources: Mapping[str, Any], a: str, b: str) -> tuple[float, float | None]:
     ea, eb = _entry(sources, a), _entry(sources, b)
     if b == "prior" and _num(ea.get("vs_prior")) is not None:
@@ -99,7 +112,7 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
     ea, eb = _entry(sources, a), _entry(sources, b)
     ais_a, ais_b = _ais(ea), _ais(eb)
     if ais_a is not None and ais_b is not None:
-        diff, se = ais_a[0] - ais_b[0], math.hypot(ais_a[1], ais_b[1])
+        diff, se = _ais_difference(ea["ais"], eb["ais"])
         if abs(diff) > 2 * se:
             return Evidence(True, diff, se, "AIS")
         return Evidence(False, diff, se, f"under AIS the difference is within 2 x {se:.2f}")

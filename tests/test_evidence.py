@@ -55,6 +55,13 @@ def test_ais_overrides_importance_sampling():
     assert verdict.difference == pytest.approx(2.0)
     sources["gmm"]["ais"]["loglik"] = -98.8  # 0.2 apart, SE 0.42: no difference shown
     assert not judge(sources, "gmm").established
+    # paired image by image, a small but steady difference is shown even with a large
+    # spread between images
+    sources["prior"]["ais"].update(loglik=-100.0, stderr=5.0, per_datum=[-90.0, -110.0, -100.0])
+    sources["gmm"]["ais"].update(loglik=-99.5, stderr=5.0, per_datum=[-89.6, -109.4, -99.5])
+    verdict = judge(sources, "gmm")
+    assert verdict.established and verdict.difference == pytest.approx(0.5)
+    assert verdict.stderr == pytest.approx(0.1 / 3**0.5)
 
 
 def test_report_sentence_says_undetermined_when_evidence_is_missing():
