@@ -193,8 +193,9 @@ class SourceComparison:
 def model_inputs(vae: nn.Module, split: Split, limit: int | None, random_subset: bool) -> tuple:
     """(x, y) as the model sees them: binarized once for the whole split, then subset.
 
-    A held-out subset (``random_subset``) is the fixed random one of :meth:`Split.sample`;
-    a training subset is the first ``limit`` data.
+    Held-out data (``random_subset``) come in the fixed random order of
+    :meth:`Split.sample` (the first ``limit`` of it, or all); training data are the first
+    ``limit``.
     """
     if not isinstance(split, Split):
         raise ValueError(
@@ -208,11 +209,11 @@ def model_inputs(vae: nn.Module, split: Split, limit: int | None, random_subset:
     labels = split.y
     if limit is not None:
         check_positive_int("num_train/num_test", limit)
-        if random_subset:
-            idx = split.sample_indices(limit).to(x.device)
-            x, labels = x[idx], labels[idx]
-        else:
-            x, labels = x[:limit], labels[:limit]
+    if random_subset:  # the fixed random order even for all data, so that its prefixes
+        idx = split.sample_indices(limit or len(split)).to(x.device)  # are the AIS images
+        x, labels = x[idx], labels[idx]
+    elif limit is not None:
+        x, labels = x[:limit], labels[:limit]
     x, labels = x.to(device), labels.to(device)
     y = one_hot(labels, vae.y_dim) if vae.conditional else None
     return x, y

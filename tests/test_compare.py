@@ -122,3 +122,21 @@ def test_ksweep_convergence_and_extrapolation():
     assert not ksweep_converged({1: -95.0, 4: -94.0})  # no point 5x below K
     assert ksweep_remaining({1: -95.0, 10: -94.0}) is None
     assert ksweep_remaining({1: -95.0, 10: -94.0, 5000: -93.0}) is None  # unequal factors
+
+
+def test_held_out_inputs_share_one_random_order():
+    """Any number of held-out images is a prefix of one fixed random order: the AIS images
+    are the first of the importance-sampling ones, also when IS takes the whole split."""
+    from pyrovae import build_model
+    from pyrovae.analysis.compare import model_inputs
+    from pyrovae.data import Split
+
+    vae = build_model(z_dim=2, hidden_dims=[8])
+    split = Split(torch.rand(300, 784), torch.randint(10, (300,)))
+    everything, _ = model_inputs(vae, split, None, random_subset=True)
+    some, _ = model_inputs(vae, split, 40, random_subset=True)
+    torch.testing.assert_close(everything[:40], some)
+    binarized = fixed_binarization(split.x)
+    torch.testing.assert_close(everything, binarized[split.sample_indices(300)])
+    first, _ = model_inputs(vae, split, 40, random_subset=False)
+    torch.testing.assert_close(first, binarized[:40])
