@@ -202,9 +202,11 @@ def evaluate_run(
             per_source[name]["memorization"] = copies.to_dict()
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
     if ais is not None:
-        result.update(run_ais(vae, data, comparison, ais, split=split, seed=seed))
-        for name, entry in result.pop("ais").items():
+        annealed = run_ais(vae, data, comparison, ais, split=split, seed=seed)
+        for name, entry in annealed["ais"].items():
             per_source[name]["ais"] = entry
+        if "bdmc" in annealed:
+            result["bdmc"] = annealed["bdmc"]
     if surgery:
         train = data.train.subset(num_train) if num_train else data.train
         device = next(vae.parameters()).device
@@ -219,7 +221,7 @@ def evaluate_run(
         if small >= 2:
             part = elbo_surgery(vae, x[:small], None if y is None else y[:small], seed=seed)
             keys = ("num_data", "avg_kl", "marginal_kl", "mutual_information", "mi_upper_bound")
-            result["surgery_subset"] = {key: part.to_dict()[key] for key in keys}
+            result["surgery_subset"] = {key: getattr(part, key) for key in keys}
     return result, comparison
 
 

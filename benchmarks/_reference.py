@@ -106,3 +106,14 @@ def wall_times(
                 torch.cuda.synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def benchmark_model(run_dir: str | None, device: torch.device) -> nn.Module:
+    """The run at ``run_dir``, or a freshly built VAE of the core configuration (z=50,
+    hidden 400 400, random weights), in eval mode on ``device``; seeds torch with 0."""
+    from pyrovae import build_model, load_run
+
+    torch.manual_seed(0)
+    if run_dir:
+        return load_run(run_dir, device=device)
+    return build_model(z_dim=50, hidden_dims=[400, 400]).to(device).eval()

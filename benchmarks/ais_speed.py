@@ -22,14 +22,13 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import build_model, load_run
 from pyrovae.analysis.ais import ais_log_likelihood
 from pyrovae.analysis.loglik import default_draws_per_pass
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 from pyrovae.train import one_hot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _reference import wall_times  # noqa: E402
+from _reference import benchmark_model, wall_times  # noqa: E402
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -82,11 +81,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    if args.run_dir:
-        vae = load_run(args.run_dir, device=device)
-    else:
-        vae = build_model(z_dim=50, hidden_dims=[400, 400]).to(device).eval()
+    vae = benchmark_model(args.run_dir, device)
     x, y, source = load_data(vae, args, device)
     n, c, t, lf = x.shape[0], args.num_chains, args.num_steps, args.leapfrog_steps
     batch = args.batch_size or max(1, default_draws_per_pass(device) // c)

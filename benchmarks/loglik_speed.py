@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import build_model, load_run
 from pyrovae.analysis.loglik import (
     default_draws_per_pass,
     estimate_log_likelihood,
@@ -33,7 +32,7 @@ from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 from pyrovae.train import one_hot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _reference import wall_times  # noqa: E402
+from _reference import benchmark_model, wall_times  # noqa: E402
 
 
 def decoder_floor(vae, x, y, num_samples: int, draws_per_pass: int) -> None:
@@ -65,11 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    if args.run_dir:
-        vae = load_run(args.run_dir, device=device)
-    else:
-        vae = build_model(z_dim=50, hidden_dims=[400, 400]).to(device).eval()
+    vae = benchmark_model(args.run_dir, device)
     try:
         data = load_dataset("mnist", root=args.data_root, download=False)
         test = data.test.sample(args.num_data)
