@@ -628,6 +628,7 @@ class FlowSource(LatentSource):
         super().__init__(z_dim, name)
         self.num_flows = check_positive_int("num_flows", num_flows)
         hidden = list(hidden_dims) if hidden_dims is not None else [max(64, 4 * z_dim)] * 2
+        self.hidden_dims = tuple(hidden)
         self.register_buffer("loc", loc.float())
         self.register_buffer("scale", scale.float())
         self.register_buffer("base_loc", torch.zeros(z_dim, device=loc.device))
