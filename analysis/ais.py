@@ -68,7 +68,7 @@ from torch.nn import functional as F
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import score_latents
 
-from .loglik import PerDatumEstimate, default_draws_per_pass
+from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_bar
 from .sources import LatentSource, check_data, is_diagonal_normal, seeded
 
 __all__ = [
@@ -343,6 +343,7 @@ def anneal(
     step_schedule: torch.Tensor | None = None,
     record_step_sizes: bool = False,
     inverse_mass: torch.Tensor | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> AnnealResult:
     """Run AIS along log f_t = (1 - beta_t) log g + beta_t log_target for C chains per datum.
 
@@ -375,6 +376,7 @@ def anneal(
             ((T - 1) C B floats).
         inverse_mass: diagonal inverse mass matrix (per-dim variances), broadcastable to
             (C, B, D); None is the identity.
+        on_step: called after each of the T steps (e.g. to advance a progress bar).
     """
     if not isinstance(initial, Distribution):
         raise ValueError(
@@ -423,6 +425,8 @@ def anneal(
         if delta != 0.0:
             log_weights += delta * (point.log_target - point.log_initial).double()
         if t == num_steps:
+            if on_step is not None:
+                on_step()
             break  # a last transition would not change the weights
         eps = step if step_schedule is None else step_schedule[t - 1]
         if record_step_sizes:
@@ -435,6 +439,8 @@ def anneal(
             signal = accept_prob if adapt_per_chain else accept_prob.mean(0, keepdim=True)
             factor = torch.exp(adapt_rate * (signal - target_accept))
             step = (step * factor).clamp(MIN_STEP_SIZE, MAX_STEP_SIZE)
+        if on_step is not None:
+            on_step()
     num_transitions = num_steps - 1
     acceptance = accept_sum / num_transitions if num_transitions else accept_sum + math.nan
     if step_schedule is None:
@@ -628,6 +634,7 @@ def _run_batches(
     z_start: torch.Tensor | None = None,
     replay: Sequence[torch.Tensor | None] | None = None,
     record: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
     """AIS over data batches of ``cfg.batch_size``.
 
@@ -666,6 +673,7 @@ def _run_batches(
             step_schedule=schedule,
             record_step_sizes=record,
             inverse_mass=_initial_variance(g) if cfg.precondition else None,
+            on_step=on_step,
         )
         parts.append(result.log_weights.T.cpu())
         histories.append(result.step_history)
@@ -743,6 +751,7 @@ def ais_log_likelihood(
     precondition: bool = True,
     batch_size: int | None = None,
     seed: int | None = None,
+    progress: bool = True,
 ) -> AISResult:
     """AIS estimate of log p_r(x_n) = log int p(x_n | z) r(z) dz for every datum.
 
@@ -783,6 +792,8 @@ def ais_log_likelihood(
         batch_size: data per pass (C x batch_size chains at once); default
             :func:`~pyrovae.analysis.loglik.default_draws_per_pass` / C.
         seed: seed the run (the global RNG is restored afterwards); None uses it.
+        progress: show a progress bar over the annealing steps of every data batch on
+            stderr (the results are the same either way).
     """
     check_data(vae, x, y)
     device = _model_device(vae, x)
@@ -799,9 +810,23 @@ def ais_log_likelihood(
         batch_size,
         device,
     )
-    with torch.no_grad(), seeded(seed, device):
-        log_weights, accept, _ = _run_batches(vae, x, y, source, initial, cfg)
+    num_data = x.shape[0]
+    desc = f"AIS log p(x), {_source_label(source)}: {plural(num_data, 'image')}, {num_steps} steps"
+    total = _num_batches(num_data, cfg) * num_steps
+    with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
+        log_weights, accept, _ = _run_batches(vae, x, y, source, initial, cfg, on_step=bar.update)
     return _ais_result(log_weights, accept, cfg)
+
+
+def _source_label(source: LatentSource | None) -> str:
+    """How a progress bar names a source: its ``name``, or "prior" for None."""
+    if source is None:
+        return "prior"
+    return str(getattr(source, "name", None) or type(source).__name__)
+
+
+def _num_batches(num_data: int, cfg: _RunConfig) -> int:
+    return -(-num_data // cfg.batch_size)
 
 
 # --------------------------------------------------------------------------- BDMC
@@ -908,6 +933,7 @@ def bdmc(
     initial: InitialFn | None = None,
     batch_size: int | None = None,
     seed: int | None = 0,
+    progress: bool = True,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo: sandwich log p_r(x) on data simulated from the model.
 
@@ -925,6 +951,9 @@ def bdmc(
     f_t-invariant kernel and the upper bound holds exactly in expectation; the two runs
     also use the same kernels, as the sandwich assumes. Memory: (T - 1) C floats per
     datum of a batch for the recorded step sizes.
+
+    ``progress`` shows one bar on stderr over the steps of both runs (the results are the
+    same either way).
     """
     check_positive_int("num_data", num_data)
     device = next(vae.parameters()).device
@@ -941,13 +970,18 @@ def bdmc(
         batch_size,
         device,
     )
-    with torch.no_grad(), seeded(seed, device):
+    desc = (
+        f"BDMC, {_source_label(source)}: {num_data} simulated data, {num_steps} steps "
+        "forward + reverse"
+    )
+    total = 2 * _num_batches(num_data, cfg) * num_steps
+    with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
         x, y, z = _simulate(vae, source, num_data, device)
         forward_weights, forward_accept, steps = _run_batches(
-            vae, x, y, source, initial, cfg, record=True
+            vae, x, y, source, initial, cfg, record=True, on_step=bar.update
         )
         reverse_weights, reverse_accept, _ = _run_batches(
-            vae, x, y, source, initial, cfg, z_start=z, replay=steps
+            vae, x, y, source, initial, cfg, z_start=z, replay=steps, on_step=bar.update
         )
     forward = _ais_result(forward_weights, forward_accept, cfg)
     reverse = _ais_result(reverse_weights, reverse_accept, cfg)

@@ -12,18 +12,20 @@ rising in K; PSIS k-hat flags the data for which the weights are heavy-tailed.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+from tqdm import tqdm
 
 from pyrovae.data import Split, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
 from .diagnostics import KHAT_THRESHOLD
-from .loglik import LogLikelihood, estimate_source_log_likelihoods
+from .loglik import LogLikelihood, estimate_source_log_likelihoods, plural
 from .sources import SOURCES, LatentSource, fit_sources
 
 __all__ = [
@@ -233,6 +235,7 @@ def compare_sources(
     draws_per_pass: int | None = None,
     proposal: str = "adapted",
     seed: int = 0,
+    progress: bool = True,
 ) -> SourceComparison:
     """Fit the sources ``names`` on ``train`` and estimate log p_r(x) on ``test``.
 
@@ -257,6 +260,8 @@ def compare_sources(
         draws_per_pass, proposal: see
             :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`.
         seed: seeds the fits and the draws (the global RNG is left as it was).
+        progress: write a line on stderr before the sources are fitted, then show a bar
+            over the test data (the results are the same either way).
     """
     names = list(names)
     unknown = sorted(set(names) - set(SOURCES))
@@ -272,6 +277,12 @@ def compare_sources(
     if stray:
         raise ValueError(f"options given for {stray}, which are not sources to fit ({to_fit})")
     options = {name: {"seed": seed, **(options or {}).get(name, {})} for name in to_fit}
+    if to_fit and progress:
+        tqdm.write(
+            f"fitting {plural(len(to_fit), 'source')} ({', '.join(to_fit)}) to "
+            f"{plural(x_train.shape[0], 'training encoding')}",
+            file=sys.stderr,
+        )
     fitted = fit_sources(to_fit, vae, x_train, y_train, options=options) if to_fit else {}
     fitted.update(given)
     results = estimate_source_log_likelihoods(
@@ -284,6 +295,7 @@ def compare_sources(
         proposal=proposal,
         iwae_particles=[k for k in KSWEEP if k < num_samples],
         seed=seed,
+        progress=progress,
     )
     return SourceComparison(
         results=results,

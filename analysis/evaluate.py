@@ -117,6 +117,7 @@ def evaluate_run(
     proposal: str = "adapted",
     ais: AISBudget | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], SourceComparison]:
     """Compare latent sources on held-out data and run ELBO surgery on the training set.
 
@@ -144,6 +145,8 @@ def evaluate_run(
             ``ais.num_test`` held-out images, and the BDMC gap on simulated data
             (:class:`AISBudget`); None skips both.
         seed: seeds the fitting, the importance draws and the samples.
+        progress: show progress on stderr while sources are fitted and scored, and during
+            AIS and BDMC (the results are the same either way).
 
     Returns:
         The JSON-ready evaluation dict and the :class:`SourceComparison` (with the fitted
@@ -166,6 +169,7 @@ def evaluate_run(
         options=options,
         proposal=proposal,
         seed=seed,
+        progress=progress,
     )
     per_source = comparison.to_dict()
     result: dict[str, Any] = {
@@ -202,7 +206,7 @@ def evaluate_run(
             per_source[name]["memorization"] = copies.to_dict()
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
     if ais is not None:
-        annealed = run_ais(vae, data, comparison, ais, split=split, seed=seed)
+        annealed = run_ais(vae, data, comparison, ais, split=split, seed=seed, progress=progress)
         for name, entry in annealed["ais"].items():
             per_source[name]["ais"] = entry
         if "bdmc" in annealed:
@@ -233,6 +237,7 @@ def run_ais(
     *,
     split: str = "test",
     seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and BDMC.
 
@@ -241,7 +246,8 @@ def run_ais(
     the importance-sampling estimate on the same images, so the two can be compared
     directly, and ``per_datum`` lets two sources be compared image by image (paired).
     Each source starts from its adapted proposal
-    (:func:`~pyrovae.analysis.proposals.initial_distribution`).
+    (:func:`~pyrovae.analysis.proposals.initial_distribution`). ``progress`` shows a bar
+    on stderr over the annealing steps of each run (the results are the same either way).
     """
     if budget.num_test > comparison.num_test:
         raise ValueError(
@@ -268,6 +274,7 @@ def run_ais(
             num_chains=budget.chains,
             leapfrog_steps=budget.leapfrog_steps,
             seed=seed,
+            progress=progress,
         )
         is_part = comparison.results[name].per_datum[: budget.num_test]
         entry = result.to_dict()
@@ -288,6 +295,7 @@ def run_ais(
             num_chains=budget.chains,
             leapfrog_steps=budget.leapfrog_steps,
             seed=seed,
+            progress=progress,
         )
         out["bdmc"] = sandwich.to_dict()
     return out

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
@@ -50,6 +51,20 @@ __all__ = [
 ]
 
 LATENT_SITE = "z"
+
+
+def progress_bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
+    """A tqdm bar on stderr in the style of :mod:`pyrovae.train`; ``progress=False`` hides it.
+
+    The bar only counts: it draws no random numbers, so results do not depend on it. It
+    is left on screen when done (none of these bars is nested in another).
+    """
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 source"``, ``"3 sources"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def default_draws_per_pass(device: torch.device | str) -> int:
@@ -188,6 +203,7 @@ def estimate_source_log_likelihoods(
     proposal: str = "adapted",
     defensive: float = DEFAULT_DEFENSIVE,
     max_components: int = DEFAULT_MAX_COMPONENTS,
+    progress: bool = True,
 ) -> dict[str, LogLikelihood]:
     """Estimate log p_r(x_n) for every source r by importance sampling.
 
@@ -231,6 +247,8 @@ def estimate_source_log_likelihoods(
         proposal: ``"adapted"``, ``"separate"`` or ``"guide"`` (see above).
         defensive: alpha in (0, 1], the guide's share of the adapted mixture.
         max_components: components kept per datum in an adapted mixture proposal.
+        progress: show a progress bar over the data on stderr (the results are the same
+            either way).
     """
     check_data(vae, x, y)
     _check_sources(vae, sources)
@@ -264,12 +282,18 @@ def estimate_source_log_likelihoods(
         defensive=defensive,
         max_components=max_components,
     )
+    num_data = x.shape[0]
+    desc = f"log p(x): {plural(len(sources), 'source')}, {plural(num_data, 'image')}"
     if proposal == "separate":
-        out = {}
-        for name, source in sources.items():
-            out.update(_estimate(vae, x, y, {name: source}, adapt=True, **options))
-        return out
-    return _estimate(vae, x, y, sources, adapt=proposal == "adapted", **options)
+        desc += ", separate draws"
+    total = num_data * (len(sources) if proposal == "separate" else 1)
+    with progress_bar(total, desc, "image", progress) as bar:
+        if proposal == "separate":
+            out = {}
+            for name, source in sources.items():
+                out.update(_estimate(vae, x, y, {name: source}, adapt=True, bar=bar, **options))
+            return out
+        return _estimate(vae, x, y, sources, adapt=proposal == "adapted", bar=bar, **options)
 
 
 def _estimate(
@@ -287,6 +311,7 @@ def _estimate(
     seed: int | None,
     defensive: float,
     max_components: int,
+    bar: tqdm,
 ) -> dict[str, LogLikelihood]:
     particles = min(num_samples, draws_per_pass)
     batch = max(1, draws_per_pass // num_samples)
@@ -342,6 +367,7 @@ def _estimate(
                 parts[name].append(
                     _summarize(name, lw, num_samples, khat, keep_log_weights, iwae_particles)
                 )
+            bar.update(xb.shape[0])
     return {name: _collect(parts[name], num_samples, label) for name in sources}
 
 
@@ -419,7 +445,8 @@ def estimate_log_likelihood(
     """Estimate log p(x_n) (log p(x_n | y_n) for a CVAE) under the model's own prior.
 
     Keyword arguments as :func:`estimate_source_log_likelihoods` (``num_samples=1000``,
-    ``draws_per_pass``, ``khat``, ``keep_log_weights``, ``iwae_particles``, ``seed``).
+    ``draws_per_pass``, ``khat``, ``keep_log_weights``, ``iwae_particles``, ``seed``,
+    ``progress=True``).
 
     Example:
         >>> result = estimate_log_likelihood(vae, fixed_binarization(test.x), num_samples=5000)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -94,12 +96,51 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, num_samples: int, y: torch.Tensor | None = None, z: torch.Tensor | None = None
+        self,
+        num_samples: int,
+        y: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        source: Any = None,
     ) -> torch.Tensor:
-        """Decoder means for ``z`` (drawn from the prior when not given), shape (n, x_dim)."""
-        if z is None:
-            z = self.prior(y).sample(() if y is not None else (num_samples,))
-        return self.decoder.mean(z, y)
+        """Decoder means for ``z``, shape (n, x_dim).
+
+        ``z`` is drawn, when not given, from ``source``: a latent source (see
+        :mod:`pyrovae.analysis.sources`) or the name of one saved with the run
+        (``RUN/sources/NAME.pt``, see :func:`pyrovae.analysis.source_store.load_sources`);
+        from the prior when neither is given.
+        """
+        return self.decoder.mean(self._latents(num_samples, y, z, source), y)
+
+    def _latents(
+        self, num_samples: int, y: torch.Tensor | None, z: torch.Tensor | None, source: Any
+    ) -> torch.Tensor:
+        if z is not None:
+            if source is not None:
+                raise ValueError("give z or source, not both")
+            return z
+        if source is None:
+            prior = self.prior(y)
+            return prior.sample() if prior.batch_shape else prior.sample((num_samples,))
+        if isinstance(source, str):
+            run_dir = getattr(self, "run_dir", None)
+            if run_dir is None:
+                raise ValueError(
+                    f"source={source!r} names a source saved with a run, but this model was "
+                    "not loaded with pyrovae.load_run; pass a fitted source instead "
+                    "(pyrovae.analysis.sources.fit_source)"
+                )
+            from pyrovae.analysis.source_store import load_source, source_path
+
+            source = load_source(source_path(run_dir, source), self)
+        if not hasattr(source, "sample"):
+            raise ValueError(
+                f"source must be a latent source with sample(n) or a saved source's name, "
+                f"got {type(source).__name__}"
+            )
+        device = next(self.parameters()).device
+        if getattr(source, "conditional", False):
+            return source.sample(num_samples, y=y).to(device)
+        return source.sample(num_samples).to(device)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,11 +182,12 @@ class CVAE(VAE):
 
     @torch.no_grad()
     def generate(
-        self, num_samples: int, y: torch.Tensor | None = None, z: torch.Tensor | None = None
+        self,
+        num_samples: int,
+        y: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        source: Any = None,
     ) -> torch.Tensor:
         if y is None or y.dim() != 2 or y.shape[-1] != self.y_dim:
             raise ValueError(f"a CVAE generates given y: one-hot labels of shape (n, {self.y_dim})")
-        if z is None:
-            prior = self.prior(y)
-            z = prior.sample() if prior.batch_shape else prior.sample((y.shape[0],))
-        return self.decoder.mean(z, y)
+        return self.decoder.mean(self._latents(y.shape[0], y, z, source), y)

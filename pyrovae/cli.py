@@ -1,4 +1,8 @@
-"""The ``pyrovae`` command line: train, sample, evaluate, report and study."""
+"""The ``pyrovae`` command line: train, sample, fit-sources, evaluate, report and study.
+
+Parsing needs only :mod:`pyrovae.settings` (no torch), so a bad flag is answered at once;
+torch, Pyro and the library are imported by the command that runs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
+
+from pyrovae.settings import (
+    CHECKPOINT_NAMES,
+    DATASET_NAMES,
+    ELBO_NAMES,
+    FULL,
+    GUIDE_NAMES,
+    LIKELIHOOD_NAMES,
+    MODEL_NAMES,
+    PRIOR_NAMES,
+    PROPOSAL_NAMES,
+    QUICK,
+    SOURCE_NAMES,
+    SPLIT_NAMES,
+    EvaluationSettings,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -79,11 +99,6 @@ def _positive_float(text: str) -> float:
 
 
 def _add_train(sub: Any) -> None:
-    from pyrovae.data import DATASETS
-    from pyrovae.guides import GUIDES
-    from pyrovae.models import LIKELIHOODS, PRIORS
-    from pyrovae.train import ELBOS
-
     p = sub.add_parser(
         "train",
         help="train a VAE or CVAE with SVI and write a run directory",
@@ -91,18 +106,18 @@ def _add_train(sub: Any) -> None:
         "checkpoint.pt and best.pt to --out.",
     )
     # Defaults are None so that --resume can tell which flags were given.
-    p.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: mnist)")
+    p.add_argument("--dataset", choices=sorted(DATASET_NAMES), help="dataset (default: mnist)")
     p.add_argument(
         "--data-root",
         metavar="DIR",
         help="directory holding MNIST/raw/ (default: $PYROVAE_DATA or the cache)",
     )
-    p.add_argument("--model", choices=["vae", "cvae"], help="model (default: vae)")
-    p.add_argument("--prior", choices=sorted(PRIORS), help="prior p(z) (default: normal)")
-    p.add_argument("--guide", choices=sorted(GUIDES), help="guide q(z|x) (default: diagonal)")
+    p.add_argument("--model", choices=MODEL_NAMES, help="model (default: vae)")
+    p.add_argument("--prior", choices=sorted(PRIOR_NAMES), help="prior p(z) (default: normal)")
+    p.add_argument("--guide", choices=sorted(GUIDE_NAMES), help="guide q(z|x) (default: diagonal)")
     p.add_argument(
         "--likelihood",
-        choices=sorted(LIKELIHOODS),
+        choices=sorted(LIKELIHOOD_NAMES),
         help="likelihood p(x|z) (default: bernoulli, on dynamically binarized pixels)",
     )
     p.add_argument(
@@ -136,7 +151,7 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument(
         "--elbo",
-        choices=ELBOS,
+        choices=ELBO_NAMES,
         help="objective: trace (Trace_ELBO), meanfield (TraceMeanField_ELBO, analytic "
         "KL), iwae (importance-weighted bound) (default: meanfield)",
     )
@@ -236,57 +251,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         )
 
 
-def _add_sample(sub: Any) -> None:
-    p = sub.add_parser(
-        "sample",
-        help="decode samples from the prior of a trained run",
-        description="Decode samples drawn from the prior of a run (for a CVAE, of one digit, "
-        "or rows of every digit when --label is omitted). Writes a grid for .png, an array "
-        "of shape (n, 28, 28) with values in [0, 1] (the decoder's mean) for .npy.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--label", type=_non_negative_int, metavar="D", help="digit (CVAE only)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .png or .npy")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.set_defaults(func=_cmd_sample)
-
-
-def _cmd_sample(args: argparse.Namespace) -> None:
-    import pyro
-    import torch
-
-    from pyrovae.images import IMAGE_SUFFIXES, save_images
-    from pyrovae.runs import load_run
-    from pyrovae.train import one_hot
-
-    if Path(args.out).suffix not in IMAGE_SUFFIXES:
-        raise CommandError(f"--out must end in .png or .npy, got {args.out!r}")
-    vae = load_run(args.run_dir, checkpoint=args.checkpoint)
-    pyro.set_rng_seed(args.seed)
-    y = None
-    if vae.conditional:
-        if args.label is not None and args.label >= vae.y_dim:
-            raise CommandError(f"--label must be in 0..{vae.y_dim - 1}, got {args.label}")
-        labels = (
-            torch.full((args.n,), args.label, dtype=torch.long)
-            if args.label is not None
-            else torch.arange(args.n) % vae.y_dim
-        )
-        y = one_hot(labels, vae.y_dim)
-    elif args.label is not None:
-        raise CommandError(
-            f"--label {args.label} was given but {args.run_dir} holds an unconditional VAE; "
-            "drop --label, or train with --model cvae"
-        )
-    images = vae.generate(args.n, y=y)
-    nrow = vae.y_dim if (vae.conditional and args.label is None) else None
-    path = save_images(images, args.out, nrow=nrow)
-    print(f"wrote {args.n} samples to {path}")
-
-
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root",
         metavar="DIR",
@@ -300,36 +265,212 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_evaluate(sub: Any) -> None:
-    from pyrovae.analysis.evaluate import SPLITS
-    from pyrovae.analysis.sources import SOURCES
+def _add_checkpoint_flag(p: argparse.ArgumentParser, default: str | None = "best") -> None:
+    p.add_argument(
+        "--checkpoint",
+        choices=CHECKPOINT_NAMES,
+        default=default,
+        help="weights to load: best (best validation ELBO) or last (default: best)",
+    )
 
+
+def _add_sample(sub: Any) -> None:
     p = sub.add_parser(
-        "evaluate",
-        help="held-out log-likelihood and sample quality of every latent source",
-        description="Fit latent sources (prior, aggregated posterior, Gaussian fits, GMM, flow) "
-        "on the training set, estimate the held-out log-likelihood of the decoder paired with "
-        "each (importance sampling from proposals adapted to each source, L_K at K = 1, 10, "
-        "100, 1000 and K, PSIS k-hat; optionally AIS and BDMC), score decoded samples "
-        "with an MNIST classifier, and run ELBO surgery. Prints a table and writes JSON.",
+        "sample",
+        help="decode samples from the prior or any fitted latent source of a run",
+        description="Decode samples of z drawn from the prior of a run, or from any latent "
+        "source fitted to its encodings (--source; fitted and saved to RUN/sources/ the first "
+        "time). A CVAE decodes given --label D, or labels 0..9 cycling along each row of the "
+        "grid (so each column is one digit) when --label is omitted. Writes a grid for .png, "
+        "an array of shape (n, 28, 28) with values in [0, 1] (the decoder's mean) for .npy.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
+    p.add_argument(
+        "--source",
+        choices=SOURCE_NAMES,
+        default="prior",
+        metavar="NAME",
+        help=f"where z comes from, one of {', '.join(SOURCE_NAMES)} (default: prior)",
+    )
+    p.add_argument(
+        "--label",
+        type=_non_negative_int,
+        metavar="D",
+        help="digit: the CVAE's label; for a VAE, z from the source fitted to digit D's "
+        "encodings (implies --per-class)",
+    )
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="z of digit D from the source fitted to the encodings of digit D alone "
+        "(RUN/sources/NAME.per-class.pt) instead of to all digits",
+    )
+    p.add_argument(
+        "--num-train",
+        type=_positive_int,
+        metavar="N",
+        help="when the source must be fitted: fit it to the first N training images (default: all)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="output .png or .npy")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    _add_checkpoint_flag(p)
+    _add_device_flags(p)
+    p.set_defaults(func=_cmd_sample)
+
+
+def _sample_labels(vae: Any, args: argparse.Namespace) -> Any:
+    """Integer labels of the samples (None for a VAE sampled without digits)."""
+    import torch
+
+    classes = vae.y_dim if vae.conditional else 10
+    if args.label is not None and args.label >= classes:
+        raise CommandError(f"--label must be in 0..{classes - 1}, got {args.label}")
+    if not (vae.conditional or args.per_class or args.label is not None):
+        return None
+    if args.label is not None:
+        return torch.full((args.n,), args.label, dtype=torch.long)
+    return torch.arange(args.n) % classes
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    import pyro
+
+    from pyrovae.analysis.source_store import sample_latents, saved_or_fit
+    from pyrovae.images import IMAGE_SUFFIXES, save_images
+    from pyrovae.runs import load_run
+    from pyrovae.train import one_hot, resolve_device
+
+    if Path(args.out).suffix not in IMAGE_SUFFIXES:
+        raise CommandError(f"--out must end in .png or .npy, got {args.out!r}")
+    device = resolve_device(args.device)
+    vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+    per_class = args.per_class or (not vae.conditional and args.label is not None)
+    if not vae.conditional and per_class and args.source == "prior":
+        raise CommandError(
+            f"--label {args.label} was given but {args.run_dir} holds an unconditional VAE; "
+            "drop --label, or train with --model cvae"
+            if args.label is not None
+            else "--per-class with --source prior: the prior of a VAE knows no digits; "
+            "pick a fitted source, e.g. --source gmm"
+        )
+    labels = _sample_labels(vae, args)
+    pyro.set_rng_seed(args.seed)
+    y = one_hot(labels.to(device), vae.y_dim) if vae.conditional else None
+    if args.source == "prior" and not per_class:
+        images = vae.generate(args.n, y=y)
+    else:
+        source = saved_or_fit(
+            args.run_dir,
+            vae,
+            args.source,
+            lambda: _load_data(args.run_dir, args, device),
+            per_class=per_class,
+            num_train=args.num_train,
+        )
+        pyro.set_rng_seed(args.seed)
+        z = sample_latents(source, args.n, labels, vae)
+        images = vae.generate(args.n, y=y, z=z)
+    nrow = 10 if labels is not None and args.label is None else None
+    path = save_images(images, args.out, nrow=nrow)
+    where = f"{args.source}{' (per class)' if per_class else ''}"
+    print(f"wrote {args.n} samples from {where} to {path}")
+
+
+def _load_data(run_dir: str, args: argparse.Namespace, device: Any) -> Any:
+    from pyrovae.data import load_dataset
+    from pyrovae.runs import read_config
+
+    config = read_config(run_dir)
+    return load_dataset(config.train.dataset, args.data_root or config.train.data_root, device)
+
+
+def _add_fit_sources(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit-sources",
+        help="fit latent sources to a run's encodings and save them with the run",
+        description="Fit latent sources (prior, aggregated posterior, Gaussian fits, GMM, "
+        "flow) to the encoder's posteriors on the training images and save each to "
+        "RUN/sources/NAME.pt (tensors only, with the options it was fitted with), as "
+        "`pyrovae evaluate` does; `pyrovae sample --source NAME` and "
+        "pyrovae.analysis.source_store.load_sources(RUN) read them back.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
+        "--sources",
+        nargs="+",
+        choices=SOURCE_NAMES,
+        default=list(SOURCE_NAMES),
+        metavar="NAME",
+        help=f"sources to fit (default: all of {', '.join(SOURCE_NAMES)})",
+    )
+    p.add_argument(
+        "--num-train",
+        type=_positive_int,
+        metavar="N",
+        help="fit to the first N training images (default: all 50,000)",
+    )
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="also fit each source to each digit's encodings (RUN/sources/NAME.per-class.pt)",
+    )
+    p.add_argument(
+        "--flow-steps",
+        type=_positive_int,
+        default=EvaluationSettings.flow_steps,
+        metavar="N",
+        help=f"optimizer steps of the flow (default: {EvaluationSettings.flow_steps})",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    _add_checkpoint_flag(p)
+    _add_device_flags(p)
+    p.set_defaults(func=_cmd_fit_sources)
+
+
+def _cmd_fit_sources(args: argparse.Namespace) -> None:
+    from pyrovae.analysis.source_store import fit_run_per_class, fit_run_sources, source_path
+    from pyrovae.runs import load_run
+    from pyrovae.train import resolve_device
+
+    device = resolve_device(args.device)
+    vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+    data = _load_data(args.run_dir, args, device)
+    names = list(dict.fromkeys(args.sources))
+    options = {"flow": {"num_steps": args.flow_steps}} if "flow" in names else {}
+    kwargs = {"num_train": args.num_train, "seed": args.seed, "run_dir": args.run_dir}
+    fit_run_sources(vae, data.train, names, options=options, **kwargs)
+    for name in names:
+        print(f"wrote {source_path(args.run_dir, name)}")
+    if args.per_class:
+        for name in names:
+            fit_run_per_class(vae, data.train, name, options=options.get(name), **kwargs)
+            print(f"wrote {source_path(args.run_dir, name, per_class=True)}")
+
+
+_DEFAULTS = EvaluationSettings()
+
+
+def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
+    """The settings of an evaluation (:class:`pyrovae.settings.EvaluationSettings`).
+
+    Every default is None here, so that ``report`` can tell which were asked for; the
+    defaults shown are those of the settings."""
+    d = _DEFAULTS
+    p.add_argument(
         "--num-samples",
         type=_positive_int,
-        default=1000,
         metavar="K",
-        help="importance samples per held-out datum (default: 1000)",
+        help=f"importance samples per held-out datum (default: {d.num_samples})",
     )
     p.add_argument(
         "--sources",
         nargs="+",
-        choices=list(SOURCES),
-        default=list(SOURCES),
+        choices=SOURCE_NAMES,
         metavar="NAME",
-        help=f"latent sources (default: all of {', '.join(SOURCES)})",
+        help=f"latent sources (default: all of {', '.join(SOURCE_NAMES)})",
     )
-    p.add_argument("--split", choices=SPLITS, default="test", help="held-out split (default: test)")
+    p.add_argument("--split", choices=SPLIT_NAMES, help="held-out split (default: test)")
     p.add_argument(
         "--num-test",
         type=_positive_int,
@@ -338,8 +479,7 @@ def _add_evaluate(sub: Any) -> None:
     )
     p.add_argument(
         "--proposal",
-        choices=["adapted", "separate", "guide"],
-        default="adapted",
+        choices=PROPOSAL_NAMES,
         help="importance proposal: a defensive mixture of the guide and a proposal adapted "
         "to each source, shared by all sources (adapted, default), one such mixture per "
         "source (separate), or the guide alone (guide)",
@@ -354,28 +494,25 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument(
         "--ais-steps",
         type=_positive_int,
-        default=500,
         metavar="T",
-        help="AIS intermediate distributions (default: 500)",
+        help=f"AIS intermediate distributions (default: {d.ais_steps})",
     )
     p.add_argument(
         "--ais-chains",
         type=_positive_int,
-        default=16,
         metavar="C",
-        help="AIS chains per image (default: 16)",
+        help=f"AIS chains per image (default: {d.ais_chains})",
     )
     p.add_argument(
         "--ais-leapfrog",
         type=_positive_int,
-        default=10,
         metavar="L",
-        help="leapfrog steps per HMC transition of AIS (default: 10)",
+        help=f"leapfrog steps per HMC transition of AIS (default: {d.ais_leapfrog})",
     )
     p.add_argument(
         "--ais-sources",
         nargs="+",
-        choices=list(SOURCES),
+        choices=SOURCE_NAMES,
         metavar="NAME",
         help="run AIS for these sources only (default: every evaluated source; the exact "
         "aggregate costs a density over all training encodings per leapfrog step)",
@@ -383,10 +520,9 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument(
         "--bdmc-num-data",
         type=_non_negative_int,
-        default=100,
         metavar="N",
         help="data simulated from the model for the BDMC gap, with --ais-num-test "
-        "(default: 100; 0 skips BDMC)",
+        f"(default: {d.bdmc_num_data}; 0 skips BDMC)",
     )
     p.add_argument(
         "--num-train",
@@ -395,167 +531,173 @@ def _add_evaluate(sub: Any) -> None:
         help="fit the sources to the first N training images (default: all 50,000)",
     )
     p.add_argument(
+        "--flow-steps",
+        type=_positive_int,
+        metavar="N",
+        help=f"optimizer steps of the flow source (default: {d.flow_steps})",
+    )
+    p.add_argument(
         "--num-quality-samples",
         type=_positive_int,
-        default=1000,
         metavar="N",
-        help="decoded samples per source scored by the classifier (default: 1000)",
+        help=f"decoded samples per source scored by the classifier (default: "
+        f"{d.num_quality_samples})",
     )
     p.add_argument(
-        "--no-quality", action="store_true", help="skip the classifier-based sample-quality scores"
+        "--no-quality",
+        dest="quality",
+        action="store_false",
+        default=None,
+        help="skip the classifier-based sample-quality scores",
     )
-    p.add_argument(
-        "--out",
-        metavar="FILE.json",
-        help="where to write the JSON (default: RUN_DIR/evaluation.json)",
-    )
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    _add_data_flags(p)
-    p.set_defaults(func=_cmd_evaluate)
+    p.add_argument("--seed", type=_non_negative_int, help="random seed (default: 0)")
+    _add_checkpoint_flag(p, default=None)
 
 
-def _load_for_analysis(run_dir: str, args: argparse.Namespace, checkpoint: str = "best"):
-    from pyrovae.data import load_dataset
-    from pyrovae.runs import load_run, read_config
-    from pyrovae.train import resolve_device
-
-    device = resolve_device(args.device)
-    config = read_config(run_dir)
-    vae = load_run(run_dir, device=device, checkpoint=checkpoint)
-    root = args.data_root or config.train.data_root
-    data = load_dataset(config.train.dataset, root, device=device)
-    return vae, data, device
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from pyrovae.analysis.classifier import load_classifier
-    from pyrovae.analysis.evaluate import AISBudget, evaluate_run, format_evaluation
-    from pyrovae.checkpoint import write_json
-
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
-    if out.suffix != ".json":
-        raise CommandError(f"--out must end in .json, got {str(out)!r}")
-    vae, data, device = _load_for_analysis(args.run_dir, args, args.checkpoint)
-    classifier = None
-    if not args.no_quality:
-        if data.name != "mnist":
-            raise CommandError(
-                f"sample quality needs the MNIST classifier, but the run uses {data.name}; "
-                "pass --no-quality"
-            )
-        classifier = load_classifier(data, device=device, progress=True)
-    ais = None
-    if args.ais_num_test:
-        held_out = args.num_test or len(getattr(data, args.split))
-        if args.ais_num_test > held_out:
-            raise CommandError(
-                f"--ais-num-test {args.ais_num_test} exceeds the {held_out} held-out images "
-                "evaluated; lower it or raise --num-test"
-            )
-        missing = sorted(set(args.ais_sources or ()) - {"prior", *args.sources})
+def _settings(args: argparse.Namespace) -> tuple[EvaluationSettings, set[str]]:
+    """The evaluation settings of the flags, and the names of those given."""
+    asked = {f for f in _DEFAULTS.to_dict() if getattr(args, f, None) is not None}
+    kwargs: dict[str, Any] = {f: getattr(args, f) for f in asked}
+    for key in ("sources", "ais_sources"):
+        if key in kwargs:
+            kwargs[key] = tuple(dict.fromkeys(kwargs[key]))
+    if args.ais_num_test is None:
+        ais_only = sorted(asked & {"ais_steps", "ais_chains", "ais_leapfrog", "ais_sources"})
+        if ais_only:
+            flags = ", ".join("--" + k.replace("_", "-") for k in ais_only)
+            raise CommandError(f"{flags} need --ais-num-test N")
+    settings = EvaluationSettings(**kwargs)
+    if settings.ais_sources is not None:
+        missing = sorted(set(settings.ais_sources) - set(settings.sources))
         if missing:
             raise CommandError(
                 f"--ais-sources names {missing}, which --sources does not evaluate; add them "
                 "to --sources or drop them"
             )
-        ais = AISBudget(
-            num_test=args.ais_num_test,
-            steps=args.ais_steps,
-            chains=args.ais_chains,
-            leapfrog_steps=args.ais_leapfrog,
-            sources=tuple(args.ais_sources) if args.ais_sources else None,
-            bdmc_num_data=args.bdmc_num_data,
+    return settings, asked
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="held-out log-likelihood and sample quality of every latent source",
+        description="Fit latent sources (prior, aggregated posterior, Gaussian fits, GMM, flow) "
+        "on the training set, estimate the held-out log-likelihood of the decoder paired with "
+        "each (importance sampling from proposals adapted to each source, L_K at K = 1, 10, "
+        "100, 1000 and K, PSIS k-hat; optionally AIS and BDMC), score decoded samples "
+        "with an MNIST classifier, and run ELBO surgery. Prints a table, writes JSON and "
+        "saves the fitted sources to RUN_DIR/sources/.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_evaluation_flags(p)
+    p.add_argument(
+        "--out",
+        metavar="FILE.json",
+        help="where to write the JSON (default: RUN_DIR/evaluation.json)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device_flags(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _classifier_for(data: Any, settings: EvaluationSettings, device: Any) -> Any:
+    if not settings.quality:
+        return None
+    from pyrovae.analysis.classifier import load_classifier
+
+    if data.name != "mnist":
+        raise CommandError(
+            f"sample quality needs the MNIST classifier, but the run uses {data.name}; "
+            "pass --no-quality"
         )
-    elif args.ais_sources:
-        raise CommandError("--ais-sources needs --ais-num-test N")
-    evaluation, _ = evaluate_run(
-        vae,
-        data,
-        sources=args.sources,
-        num_samples=args.num_samples,
-        split=args.split,
-        num_test=args.num_test,
-        num_train=args.num_train,
-        classifier=classifier,
-        num_quality_samples=args.num_quality_samples,
-        proposal=args.proposal,
-        ais=ais,
-        seed=args.seed,
+    return load_classifier(data, device=device, progress=True)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from pyrovae.analysis.evaluate import format_evaluation
+    from pyrovae.analysis.evaluation_runs import evaluate_with
+    from pyrovae.checkpoint import write_json
+    from pyrovae.runs import load_run
+    from pyrovae.train import resolve_device
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    if out.suffix != ".json":
+        raise CommandError(f"--out must end in .json, got {str(out)!r}")
+    settings, _ = _settings(args)
+    device = resolve_device(args.device)
+    vae = load_run(args.run_dir, device=device, checkpoint=settings.checkpoint)
+    data = _load_data(args.run_dir, args, device)
+    if settings.ais_num_test:
+        size = len(getattr(data, settings.split))
+        held_out = min(settings.num_test or size, size)
+        if settings.ais_num_test > held_out:
+            raise CommandError(
+                f"--ais-num-test {settings.ais_num_test} exceeds the {held_out} held-out "
+                "images evaluated; lower it or raise --num-test"
+            )
+    classifier = _classifier_for(data, settings, device)
+    evaluation, _ = evaluate_with(
+        vae, data, settings, classifier, run_dir=args.run_dir, progress=not args.quiet
     )
-    evaluation["settings"] = {
-        "num_samples": args.num_samples,
-        "num_test": args.num_test,
-        "num_train": args.num_train,
-        "num_quality_samples": args.num_quality_samples,
-        "proposal": args.proposal,
-        "ais_num_test": args.ais_num_test,
-        "ais_steps": args.ais_steps if ais else None,
-        "ais_chains": args.ais_chains if ais else None,
-        "ais_leapfrog": args.ais_leapfrog if ais else None,
-    }
     print(format_evaluation(evaluation))
+    replaced = out.is_file()
     write_json(out, evaluation)
-    print(f"wrote {out}")
-
-
-def _budget_flags(p: argparse.ArgumentParser, defaults: Any) -> None:
-    p.add_argument(
-        "--num-samples",
-        type=_positive_int,
-        default=defaults.num_samples,
-        metavar="K",
-        help=f"importance samples per datum (default: {defaults.num_samples})",
-    )
-    p.add_argument(
-        "--num-test",
-        type=_positive_int,
-        default=defaults.num_test,
-        metavar="N",
-        help=f"held-out test images evaluated (default: {defaults.num_test})",
+    print(
+        f"{'replaced' if replaced else 'wrote'} {out}; sources saved to "
+        f"{Path(args.run_dir) / 'sources'}"
     )
 
 
 def _add_report(sub: Any) -> None:
-    from pyrovae.study import FULL
-
     p = sub.add_parser(
         "report",
         help="figures and a self-contained report.html for one or more runs",
-        description="Evaluate each run (or reuse its evaluation.json when made with the same "
-        "settings), draw the figures as PNG and write one self-contained report.html.",
+        description="Draw the figures of each run as PNG and write one self-contained "
+        "report.html. A run's evaluation.json is reused when the settings given here (the "
+        "same flags as `pyrovae evaluate`) match its own; a run without one is evaluated. "
+        "When they differ, report names each difference and stops, unless --reevaluate.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    _budget_flags(p, FULL)
+    _add_evaluation_flags(p)
     p.add_argument(
-        "--no-reuse", action="store_true", help="evaluate again even when evaluation.json exists"
+        "--reevaluate",
+        action="store_true",
+        help="evaluate again and replace evaluation.json when its settings differ",
     )
-    _add_data_flags(p)
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    _add_device_flags(p)
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from dataclasses import replace
-
     from pyrovae.runs import read_config
-    from pyrovae.study import FULL, report_runs
+    from pyrovae.study import report_runs
+    from pyrovae.train import resolve_device
 
+    settings, asked = _settings(args)
     configs = [read_config(run) for run in args.run_dirs]
     datasets = {c.train.dataset for c in configs}
-    if datasets != {"mnist"}:
-        raise CommandError(f"report needs MNIST runs (for the classifier), got {sorted(datasets)}")
-    _, data, device = _load_for_analysis(args.run_dirs[0], args)
-    budget = replace(FULL, num_samples=args.num_samples, num_test=args.num_test)
+    if settings.quality and datasets != {"mnist"}:
+        raise CommandError(
+            f"report needs MNIST runs (for the classifier), got {sorted(datasets)}; "
+            "pass --no-quality"
+        )
+    device = resolve_device(args.device)
+    data = _load_data(args.run_dirs[0], args, device)
     report_runs(
-        [Path(r) for r in args.run_dirs], data, args.out, budget, device, reuse=not args.no_reuse
+        [Path(r) for r in args.run_dirs],
+        data,
+        args.out,
+        settings,
+        device,
+        asked=asked,
+        reevaluate=args.reevaluate,
+        progress=not args.quiet,
     )
 
 
 def _add_study(sub: Any) -> None:
-    from pyrovae.models import PRIORS
-    from pyrovae.study import FULL
-
     p = sub.add_parser(
         "study",
         help="train VAE and CVAE at z=2,5,10, evaluate them and write the report",
@@ -590,15 +732,13 @@ def _add_study(sub: Any) -> None:
         metavar="N",
         help="latent dimensions (default: 2 5 10)",
     )
-    p.add_argument(
-        "--models", nargs="+", choices=["vae", "cvae"], help="models (default: vae cvae)"
-    )
+    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models (default: vae cvae)")
     p.add_argument(
         "--priors",
         nargs="+",
-        choices=list(PRIORS),
+        choices=PRIOR_NAMES,
         metavar="PRIOR",
-        help=f"priors trained with each model, of {', '.join(PRIORS)} (default: normal)",
+        help=f"priors trained with each model, of {', '.join(PRIOR_NAMES)} (default: normal)",
     )
     p.add_argument(
         "--seeds",
@@ -617,7 +757,7 @@ def _add_study(sub: Any) -> None:
     p.add_argument("--ais-chains", type=_positive_int, metavar="C", help="AIS chains (16)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
-    _add_data_flags(p)
+    _add_device_flags(p)
     p.set_defaults(func=_cmd_study)
 
 
@@ -625,7 +765,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from pyrovae.data import load_dataset
-    from pyrovae.study import FULL, QUICK, run_study
+    from pyrovae.study import run_study
     from pyrovae.train import resolve_device
 
     budget = QUICK if args.quick else FULL
@@ -660,33 +800,54 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: list[Callable[[Any], None]] = [
     _add_train,
     _add_sample,
+    _add_fit_sources,
     _add_evaluate,
     _add_report,
     _add_study,
 ]
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind and how to go on."""
+    if args.command == "train":
+        out = Path(args.out)
+        if (out / "checkpoint.pt").is_file():
+            return (
+                f"interrupted; {out / 'checkpoint.pt'} holds the last finished epoch: continue "
+                f"with `pyrovae train --out {out} --resume` (add --epochs N to change the "
+                "total)"
+            )
+        return "interrupted before the first epoch finished; nothing to resume"
+    if args.command == "study":
+        return (
+            "interrupted; run the same command again to continue (finished runs are kept, "
+            "an unfinished one resumes from its checkpoint)"
+        )
+    return "interrupted; files are written whole or not at all, so nothing was left half-done"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyrovae`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pyrovae.data import DataNotFoundError
-    from pyrovae.train import NonFiniteLossError
-
     try:
-        args.func(args)
-    except (
-        CommandError,
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        DataNotFoundError,
-        NonFiniteLossError,
-    ) as err:
-        print(f"pyrovae {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        from pyrovae.data import DataNotFoundError
+        from pyrovae.train import NonFiniteLossError
+
+        try:
+            args.func(args)
+        except (
+            CommandError,
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            DataNotFoundError,
+            NonFiniteLossError,
+        ) as err:
+            print(f"pyrovae {args.command}: error: {err}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
-        print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
+        print(f"pyrovae {args.command}: {_interrupted(args)}", file=sys.stderr)
         return 130
     return 0
 

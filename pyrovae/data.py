@@ -13,6 +13,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -102,6 +103,9 @@ class Splits:
     test: Split
     name: str
     num_classes: int = 10
+    root: Path | None = None
+    """The absolute directory whose ``MNIST/raw/`` (or ``FashionMNIST/raw/``) files were
+    read, e.g. to record in a run's config; None for splits built by hand."""
 
     def to(self, device: torch.device | str) -> Splits:
         return Splits(
@@ -110,6 +114,7 @@ class Splits:
             self.test.to(device),
             self.name,
             self.num_classes,
+            self.root,
         )
 
 
@@ -154,39 +159,111 @@ def _prepare_raw(root: Path, folder_name: str, md5s: dict[str, str]) -> Path | N
     return target_root
 
 
-def _not_found(dataset: str, roots: list[Path], reason: str) -> DataNotFoundError:
+def _not_found(
+    dataset: str, roots: list[Path], reason: str, explicit: bool = False
+) -> DataNotFoundError:
     folder = DATASETS[dataset]
     where = ", ".join(str(r / folder / "raw") for r in roots)
     files = ", ".join(f"{f}.gz" for f in RAW_FILES)
+    other = ", or omit --data-root to use $PYROVAE_DATA or the cache" if explicit else ""
     return DataNotFoundError(
         f"{dataset} not found: looked in {where} ({reason}). Put the four files {files} "
-        f"into DIR/{folder}/raw/ and pass --data-root DIR (or set PYROVAE_DATA=DIR); "
+        f"into DIR/{folder}/raw/ and pass --data-root DIR (or set PYROVAE_DATA=DIR){other}; "
         "when online, the files are downloaded there automatically"
     )
 
 
-def _read(dataset: str, root: Path | None, download: bool):
+def _missing_root(dataset: str, root: Path) -> DataNotFoundError:
+    shown = repr(str(root))
+    if not root.is_absolute():
+        shown += f" ({os.path.abspath(root)})"
+    return DataNotFoundError(
+        f"data root {shown} does not exist; pass the directory that holds "
+        f"{DATASETS[dataset]}/raw/, or omit --data-root to use $PYROVAE_DATA or the cache"
+    )
+
+
+def _cause(err: BaseException) -> str:
+    """``Type: message`` of an exception on one line (the type alone if it says nothing)."""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def _fetch(url: str, folder: Path, filename: str, md5: str | None) -> None:
+    """Download ``url`` to ``folder / filename``, checked against ``md5``."""
+    from torchvision.datasets.utils import download_url
+
+    download_url(url, str(folder), filename=filename, md5=md5)
+
+
+def _download(dataset: str, root: Path, cls: Any) -> None:
+    """Download the dataset's archives into ``root/<Folder>/raw/``, trying every mirror.
+
+    Each file goes to a temporary name first, so a failed download leaves nothing that
+    would pass for the file. Raises :class:`DataNotFoundError` naming the file, the URLs
+    tried and why each failed.
+    """
+    folder = DATASETS[dataset]
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for filename, md5 in cls.resources:
+        if (raw / filename).exists():
+            continue
+        tried = []
+        for mirror in cls.mirrors:
+            url = f"{mirror}{filename}"
+            part = f".{filename}.part"
+            try:
+                _fetch(url, raw, part, md5)
+            except Exception as err:  # URLError, HTTPError, OSError, RuntimeError (md5), ...
+                (raw / part).unlink(missing_ok=True)
+                tried.append(f"{url} ({_cause(err)})")
+                continue
+            os.replace(raw / part, raw / filename)
+            break
+        else:
+            files = ", ".join(f"{f}.gz" for f in RAW_FILES)
+            raise DataNotFoundError(
+                f"downloading {filename} failed: tried {'; '.join(tried)}. Put the four files "
+                f"{files} into {root}/{folder}/raw/ by hand, or set PYROVAE_DATA=DIR to a "
+                f"directory holding {folder}/raw/"
+            )
+
+
+def _read(dataset: str, root: Path | None, download: bool) -> tuple[Any, Any, Path]:
+    """The train and test sets and the root whose raw files they were read from.
+
+    An explicit ``root`` is the only place looked in; without one, ``$PYROVAE_DATA`` (or
+    the default root) and then the cache.
+    """
     from torchvision import datasets
 
     cls = getattr(datasets, DATASETS[dataset])
     folder = DATASETS[dataset]
-    candidates = [root] if root is not None else [default_data_root()]
-    for candidate in candidates + [cache_dir() / "data"]:
+    if root is not None:
+        if not root.exists():
+            raise _missing_root(dataset, root)
+        candidates = [root]
+        searched = [root]
+    else:
+        candidates = [default_data_root()]
+        searched = list(dict.fromkeys([default_data_root(), cache_dir() / "data"]))
+    for candidate in searched:
         ready = _prepare_raw(candidate, folder, dict(cls.resources))
         if ready is not None:
-            return cls(str(ready), train=True, download=False), cls(
-                str(ready), train=False, download=False
-            )
+            return _open(cls, ready) + (candidate.resolve(),)
     if not download:
-        raise _not_found(dataset, candidates, "download=False")
+        raise _not_found(dataset, candidates, "download=False", explicit=root is not None)
     target = candidates[0] if _writable_or_creatable(candidates[0]) else cache_dir() / "data"
-    try:
-        return cls(str(target), train=True, download=True), cls(
-            str(target), train=False, download=True
-        )
-    except Exception as err:  # torchvision raises RuntimeError/URLError when offline
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _not_found(dataset, candidates, f"download failed: {first_line}") from None
+    _download(dataset, target, cls)
+    ready = _prepare_raw(target, folder, dict(cls.resources))
+    if ready is None:
+        raise _not_found(dataset, [target], "incomplete after download", root is not None)
+    return _open(cls, ready) + (target.resolve(),)
+
+
+def _open(cls: Any, root: Path) -> tuple[Any, Any]:
+    return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
 
 
 def _writable_or_creatable(path: Path) -> bool:
@@ -206,8 +283,14 @@ def load_dataset(
     Args:
         dataset: ``"mnist"`` or ``"fashion-mnist"``.
         root: a directory holding ``MNIST/raw/`` (default: ``$PYROVAE_DATA`` or the cache).
+            Given explicitly, it is the only place looked in: a root that does not exist,
+            or that lacks the files while ``download`` is off, raises
+            :class:`DataNotFoundError`.
         device: where the tensors live (the training device).
         download: try to download when the files are absent.
+
+    The returned :class:`Splits` record in ``root`` the absolute directory the files were
+    read from.
 
     The 50,000/10,000 train/validation split of the official training set uses a fixed
     permutation (seed 0); the official 10,000 test images are the test split.
@@ -217,7 +300,7 @@ def load_dataset(
     root_path = Path(root).expanduser() if root is not None else None
     if root_path is not None and root_path.exists() and not root_path.is_dir():
         raise ValueError(f"data root {str(root_path)!r} is not a directory; pass --data-root DIR")
-    train_set, test_set = _read(dataset, root_path, download)
+    train_set, test_set, source_root = _read(dataset, root_path, download)
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         x = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
@@ -232,6 +315,7 @@ def load_dataset(
         val=Split(x[val_idx], y[val_idx]),
         test=Split(x_test, y_test),
         name=dataset,
+        root=source_root,
     )
     return splits.to(device)
 

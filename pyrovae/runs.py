@@ -60,7 +60,9 @@ def load_run(
         checkpoint: ``"best"`` (best validation ELBO; the default) or ``"last"``.
 
     The returned model carries ``model.config`` (its :class:`ModelConfig`),
-    ``model.run_config`` (:class:`RunConfig`) and ``model.run_dir``.
+    ``model.run_config`` (:class:`RunConfig`), ``model.run_dir`` and
+    ``model.checkpoint_name`` (the file loaded: ``best.pt``, or ``checkpoint.pt`` for
+    ``"last"`` and for a run without a best).
     """
     names = {"best": "best.pt", "last": "checkpoint.pt"}
     if checkpoint not in names:
@@ -75,4 +77,5 @@ def load_run(
     vae.load_state_dict(state["model"])
     vae.run_config = config
     vae.run_dir = path
+    vae.checkpoint_name = file.name
     return vae.to(device).eval()

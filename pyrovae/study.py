@@ -3,121 +3,28 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
-from pyrovae.analysis.evaluate import AISBudget, evaluate_run
+from pyrovae.analysis.evaluation_runs import reuse_or_evaluate
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
-from pyrovae.analysis.sources import fit_sources
 from pyrovae.build import ModelConfig
-from pyrovae.checkpoint import read_json, write_json
-from pyrovae.data import Splits, fixed_binarization
+from pyrovae.data import Splits
 from pyrovae.runs import load_run, read_metrics
-from pyrovae.train import TrainConfig, one_hot, train
+from pyrovae.settings import FULL, QUICK, EvaluationSettings, StudyBudget
+from pyrovae.train import TrainConfig, train
 
 __all__ = ["StudyBudget", "FULL", "QUICK", "run_study", "report_runs", "run_dir_name"]
-
-
-@dataclass(frozen=True)
-class StudyBudget:
-    """How much training and evaluation each model of the study gets.
-
-    Attributes:
-        epochs: training epochs of every model.
-        subset: training examples used (None: all 50,000).
-        hidden_dims: encoder widths (the decoder mirrors them).
-        num_samples: K, importance samples per held-out datum.
-        num_test: held-out test images evaluated (None: all 10,000). The exact aggregated
-            posterior costs num_samples x num_test x (training images) Gaussian densities,
-            about 6 ns each on two CPU cores: some 10 minutes a model for the defaults.
-        num_train: training images the latent sources are fitted to (None: all).
-        num_quality_samples: decoded samples per source scored by the classifier.
-        quick_classifier: train a small throw-away classifier on 5,000 images instead of
-            the cached full one (for smoke tests only; its accuracy is reported).
-        flow_steps: optimizer steps of the flow fitted to the latent codes.
-        z_dims: latent dimensions of the study.
-        models: ``"vae"`` and/or ``"cvae"``.
-        priors: priors trained with each model (keys of ``pyrovae.models.PRIORS``), so that
-            priors learned in training and sources fitted afterwards meet on the same
-            test images.
-        seeds: training seeds of each configuration (None: the ``seed`` of
-            :func:`run_study`); with several, the report states the spread between them.
-        ais_num_test: also run AIS (and BDMC) on this many of the test images (None: no AIS).
-        ais_steps, ais_chains: the AIS budget (see
-            :class:`~pyrovae.analysis.evaluate.AISBudget`).
-    """
-
-    epochs: int = 30
-    subset: int | None = None
-    hidden_dims: tuple[int, ...] = (400, 400)
-    num_samples: int = 1000
-    num_test: int | None = 2000
-    num_train: int | None = None
-    num_quality_samples: int = 1000
-    quick_classifier: bool = False
-    flow_steps: int = 400
-    z_dims: tuple[int, ...] = (2, 5, 10)
-    models: tuple[str, ...] = ("vae", "cvae")
-    priors: tuple[str, ...] = ("normal",)
-    seeds: tuple[int, ...] | None = None
-    ais_num_test: int | None = None
-    ais_steps: int = 500
-    ais_chains: int = 16
-
-
-FULL = StudyBudget()
-QUICK = StudyBudget(
-    epochs=1,
-    subset=2000,
-    hidden_dims=(128,),
-    num_samples=20,
-    num_test=200,
-    num_train=2000,
-    num_quality_samples=100,
-    quick_classifier=True,
-)
-
-
-EVALUATION_SETTINGS = (
-    "num_samples",
-    "num_test",
-    "num_train",
-    "num_quality_samples",
-    "flow_steps",
-    "ais_num_test",
-    "ais_steps",
-    "ais_chains",
-)
 
 
 def run_dir_name(model: str, z_dim: int, prior: str = "normal", seed: int | None = None) -> str:
     """``vae-z10``, ``vae-z10-vamp``, ``cvae-z5-mog-s1``: the study's name for a run."""
     name = f"{model}-z{z_dim}" + ("" if prior == "normal" else f"-{prior}")
     return name if seed is None else f"{name}-s{seed}"
-
-
-def _ais_budget(budget: StudyBudget) -> AISBudget | None:
-    if budget.ais_num_test is None:
-        return None
-    return AISBudget(num_test=budget.ais_num_test, steps=budget.ais_steps, chains=budget.ais_chains)
-
-
-def _fit_for_figures(vae, data: Splits, names: list[str], budget: StudyBudget) -> dict:
-    """Refit the sources of a saved evaluation (for the sample grids only)."""
-    device = next(vae.parameters()).device
-    num_train = budget.num_train
-    train_split = data.train.subset(num_train) if num_train else data.train
-    x = train_split.x.to(device)
-    if getattr(vae.decoder, "binarize", False):
-        x = fixed_binarization(x)
-    y = one_hot(train_split.y.to(device), vae.y_dim) if vae.conditional else None
-    options = {"flow": {"num_steps": budget.flow_steps}} if "flow" in names else None
-    return fit_sources(names, vae, x, y, options)
 
 
 def _classifier(data: Splits, quick: bool, device: torch.device):
@@ -135,49 +42,48 @@ def report_runs(
     run_dirs: list[Path],
     data: Splits,
     out_dir: str | Path,
-    budget: StudyBudget = FULL,
+    settings: EvaluationSettings | None = None,
     device: torch.device | str = "cpu",
     title: str = "pyrovae report",
-    reuse: bool = True,
+    *,
+    asked: set[str] | None = None,
+    reevaluate: bool = False,
     progress: bool = True,
     classifier: Any = None,
+    quick_classifier: bool = False,
 ) -> Path:
     """Evaluate each run (or reuse its ``evaluation.json``), draw its figures, write the report.
 
+    A saved evaluation is reused when its settings match ``settings`` (only the names in
+    ``asked`` are compared when given); when they differ it is replaced only with
+    ``reevaluate``, else :class:`~pyrovae.analysis.evaluation_runs.EvaluationMismatchError`
+    names the differences (see :func:`~pyrovae.analysis.evaluation_runs.reuse_or_evaluate`).
+    The sources for the figures are those saved with the run when they fit.
     Returns the path of ``report.html``.
     """
+    settings = settings or EvaluationSettings()
     device = torch.device(device)
     out_dir = Path(out_dir)
-    if classifier is None:
+    if classifier is None and settings.quality:
         _log(progress, "loading the sample-quality classifier (trained once, then cached)")
-        classifier = _classifier(data, budget.quick_classifier, device)
+        classifier = _classifier(data, quick_classifier, device)
     reports = []
     for i, run_dir in enumerate(run_dirs, 1):
         run_dir = Path(run_dir)
-        vae = load_run(run_dir, device=device)
-        saved = run_dir / "evaluation.json"
-        settings = {k: v for k, v in asdict(budget).items() if k in EVALUATION_SETTINGS}
+        vae = load_run(run_dir, device=device, checkpoint=settings.checkpoint)
         start = time.perf_counter()
-        if reuse and saved.is_file() and read_json(saved).get("settings") == settings:
-            _log(progress, f"[{i}/{len(run_dirs)}] {run_dir}: reusing evaluation.json")
-            evaluation = read_json(saved)
-            sources = _fit_for_figures(vae, data, list(evaluation["sources"]), budget)
-        else:
-            _log(progress, f"[{i}/{len(run_dirs)}] evaluating {run_dir}")
-            evaluation, comparison = evaluate_run(
-                vae,
-                data,
-                num_samples=budget.num_samples,
-                num_test=budget.num_test,
-                num_train=budget.num_train,
-                classifier=classifier,
-                num_quality_samples=budget.num_quality_samples,
-                options={"flow": {"num_steps": budget.flow_steps}},
-                ais=_ais_budget(budget),
-            )
-            evaluation["settings"] = settings
-            write_json(saved, evaluation)
-            sources = comparison.sources
+        _log(progress, f"[{i}/{len(run_dirs)}] {run_dir}")
+        evaluation, sources = reuse_or_evaluate(
+            run_dir,
+            vae,
+            data,
+            settings,
+            asked=asked,
+            reevaluate=reevaluate,
+            classifier=classifier,
+            progress=progress,
+            log=lambda message: _log(progress, message),
+        )
         _log(progress, f"    {time.perf_counter() - start:.0f} s; drawing figures")
         reports.append(
             build_run_report(
@@ -240,4 +146,14 @@ def run_study(
         )
         train(model_config, train_config, data, run_dir, resume=resume, progress=progress)
     title = f"pyrovae latent-space study ({budget.epochs} epochs)"
-    return report_runs(run_dirs, data, out_dir, budget, device, title=title, progress=progress)
+    return report_runs(
+        run_dirs,
+        data,
+        out_dir,
+        budget.evaluation_settings(),
+        device,
+        title=title,
+        reevaluate=True,
+        progress=progress,
+        quick_classifier=budget.quick_classifier,
+    )

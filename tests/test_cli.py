@@ -150,3 +150,113 @@ def test_resume_rejects_new_settings(run_dirs, capsys):
     vae, _ = run_dirs
     code = main(["train", "--out", str(vae), "--resume", "--z-dim", "5"])
     one_line_error(capsys, code, "drop --z-dim")
+
+
+FIT_FAST = ["--num-train", "2000", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["vae", "cvae"])
+def test_sample_from_fitted_sources(run_dirs, tmp_path, capsys, which):
+    """--source fits and saves the source once; the saved one reloads bit-identically."""
+    run = run_dirs[which]
+    for name in ("gmm", "aggregate"):
+        out = tmp_path / f"{name}.npy"
+        argv = ["sample", str(run), "--source", name, "--n", "20", "--out", str(out), *FIT_FAST]
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        assert (run / "sources" / f"{name}.pt").is_file()
+        first = np.load(out)
+        assert main(argv) == 0  # now from the saved file
+        again = capsys.readouterr().out
+        assert "fitting" in printed or "using" in printed
+        assert "using" in again and "fitting" not in again
+        assert np.array_equal(first, np.load(out))
+        assert first.shape == (20, 28, 28) and 0 <= first.min() and first.max() <= 1
+    png = tmp_path / "g.png"
+    assert main(["sample", str(run), "--source", "gmm", "--n", "64", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_one_digit_from_a_vae(run_dirs, tmp_path, capsys):
+    """A VAE's --label D draws z from the source fitted to digit D's encodings."""
+    vae, _ = run_dirs
+    out = tmp_path / "threes.npy"
+    argv = ["sample", str(vae), "--source", "gaussian-z", "--label", "3", "--n", "8"]
+    assert main([*argv, "--out", str(out), *FIT_FAST]) == 0
+    assert (vae / "sources" / "gaussian-z.per-class.pt").is_file()
+    assert "per class" in capsys.readouterr().out
+    assert np.load(out).shape == (8, 28, 28)
+    code = main(["sample", str(vae), "--per-class", "--out", str(tmp_path / "p.png")])
+    one_line_error(capsys, code, "the prior of a VAE knows no digits")
+
+
+def test_fit_sources_command(run_dirs, capsys):
+    from pyrovae.analysis.source_store import load_sources
+    from pyrovae.runs import load_run
+
+    vae, _ = run_dirs
+    argv = ["fit-sources", str(vae), "--sources", "gaussian-full", "gmm", *FIT_FAST]
+    assert main(argv) == 0
+    assert "gaussian-full.pt" in capsys.readouterr().out
+    model = load_run(vae)
+    sources = load_sources(vae, model, ["gaussian-full", "gmm"])
+    assert sources["gmm"].fitted_with["num_train"] == 2000
+    assert sources["gmm"].fitted_with["checkpoint"] == "best.pt"
+
+
+EVAL_TINY = [
+    *["--sources", "gaussian-z", "--num-samples", "5", "--num-test", "20"],
+    *["--num-train", "500", "--no-quality", "--device", "cpu"],
+]
+
+
+def test_report_reuses_a_matching_evaluation(run_dirs, tmp_path, capsys):
+    vae, _ = run_dirs
+    assert main(["evaluate", str(vae), *EVAL_TINY, "--quiet"]) == 0
+    written = (vae / "evaluation.json").read_text()
+    capsys.readouterr()
+    report = ["report", str(vae), "--out", str(tmp_path / "r"), *EVAL_TINY]
+    assert main(report) == 0
+    assert "reusing evaluation.json" in capsys.readouterr().out
+    assert (vae / "evaluation.json").read_text() == written
+    assert (tmp_path / "r" / "report.html").is_file()
+    # other settings: refused, each difference named, the file untouched
+    changed = [a if a != "20" else "30" for a in report]
+    code = main(changed)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "num_test: saved 20, asked 30" in err and "--reevaluate" in err
+    assert (vae / "evaluation.json").read_text() == written
+    assert main([*changed, "--reevaluate"]) == 0
+    assert "replacing" in capsys.readouterr().out
+    assert '"num_test": 30' in (vae / "evaluation.json").read_text()
+
+
+def test_bad_flags_answer_within_a_second():
+    """Argument errors are answered before torch and Pyro are imported."""
+    import subprocess
+    import sys
+    import time
+
+    times = []
+    for argv in (["train", "--z-dim", "0", "--out", "x"], ["sample", "RUN", "--source", "vamp"]):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "pyrovae", *argv], capture_output=True)
+        times.append(time.perf_counter() - start)
+        assert done.returncode == 2 and b"Traceback" not in done.stderr
+    assert min(times) < 1.0, times  # generous: parsing alone takes about 50 ms
+
+
+def test_interrupt_says_how_to_resume(run_dirs, monkeypatch, capsys):
+    import importlib
+
+    vae, _ = run_dirs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("pyrovae.train"), "train", interrupted)
+    code = main(["train", "--out", str(vae), "--resume", "--quiet"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert f"pyrovae train --out {vae} --resume" in err and err.count("\n") == 1

@@ -67,3 +67,75 @@ def test_random_subsets_are_fixed_nested_and_representative(mnist):
     assert len(test.sample(50_000)) == len(test)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         test.sample(0)
+
+
+def test_missing_explicit_root_is_an_error(tmp_path, monkeypatch, mnist_root):
+    # the data are available through $PYROVAE_DATA, but an explicit root is not replaced
+    monkeypatch.setenv("PYROVAE_DATA", str(mnist_root))
+    missing = tmp_path / "no-such-dir"
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset("mnist", root=missing, download=True)
+    message = str(info.value)
+    assert message.count("\n") == 0
+    assert f"data root '{missing}' does not exist" in message
+    assert "MNIST/raw/" in message and "omit --data-root" in message
+    assert not missing.exists()
+    monkeypatch.chdir(tmp_path)  # a relative root is shown with its absolute path
+    with pytest.raises(DataNotFoundError, match=r"data root 'no-such-dir' \(/"):
+        load_dataset("mnist", root="no-such-dir")
+
+
+def test_explicit_root_without_files_does_not_fall_back(tmp_path, monkeypatch, mnist_root):
+    monkeypatch.setenv("PYROVAE_DATA", str(mnist_root))
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset("mnist", root=tmp_path, download=False)
+    message = str(info.value)
+    assert message.count("\n") == 0
+    assert str(tmp_path / "MNIST" / "raw") in message and str(mnist_root) not in message
+    assert "omit --data-root" in message
+
+
+def test_dataset_records_its_root(mnist, mnist_root, monkeypatch):
+    assert mnist.root == mnist_root.resolve() and mnist.root.is_absolute()
+    assert mnist.to("cpu").root == mnist.root
+    monkeypatch.setenv("PYROVAE_DATA", str(mnist_root))
+    assert load_dataset("mnist", download=False).root == mnist_root.resolve()
+
+
+def test_download_error_names_file_urls_and_cause(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from torchvision.datasets import MNIST
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # torchvision's downloader
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset("mnist", root=root, download=True)
+    message = str(info.value)
+    assert message.count("\n") == 0
+    assert message.startswith("downloading train-images-idx3-ubyte.gz failed: tried ")
+    for mirror in MNIST.mirrors:
+        assert f"{mirror}train-images-idx3-ubyte.gz" in message
+    cause = "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>"
+    assert cause in message
+    assert f"into {root}/MNIST/raw/" in message and "PYROVAE_DATA" in message
+    assert list((root / "MNIST" / "raw").iterdir()) == []  # no partial files left
+
+
+def test_download_error_without_message_names_the_type(tmp_path, monkeypatch):
+    import pyrovae.data
+
+    def fail(url, folder, filename, md5):
+        raise RuntimeError()
+
+    monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pyrovae.data, "_fetch", fail)
+    with pytest.raises(DataNotFoundError, match=r"\.gz \(RuntimeError\)"):
+        load_dataset("fashion-mnist", root=tmp_path, download=True)

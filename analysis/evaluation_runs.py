@@ -1,0 +1,196 @@
+"""One evaluation per run, reused: evaluate with settings, keep the fitted sources, reuse
+``evaluation.json`` when its settings match what is asked, and never overwrite it unasked.
+
+``pyrovae evaluate``, ``pyrovae report`` and the study all go through :func:`evaluate_with`
+(and :func:`reuse_or_evaluate`), so an evaluation written by one is recognised by the
+others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pyrovae.checkpoint import read_json, write_json
+from pyrovae.data import Splits
+from pyrovae.settings import EvaluationSettings
+
+from .classifier import MNISTClassifier
+from .evaluate import AISBudget, evaluate_run
+from .source_store import (
+    StaleSourceError,
+    fit_record,
+    fit_run_sources,
+    load_sources,
+    save_sources,
+    saved_source_names,
+)
+from .sources import LatentSource
+
+__all__ = [
+    "EvaluationMismatchError",
+    "ais_budget",
+    "fitting_options",
+    "evaluate_with",
+    "reuse_or_evaluate",
+    "sources_for",
+]
+
+
+class EvaluationMismatchError(ValueError):
+    """A saved evaluation was made with other settings than those asked for."""
+
+
+def ais_budget(settings: EvaluationSettings) -> AISBudget | None:
+    """The AIS part of ``settings`` (None when AIS is off)."""
+    if settings.ais_num_test is None:
+        return None
+    return AISBudget(
+        num_test=settings.ais_num_test,
+        steps=settings.ais_steps,
+        chains=settings.ais_chains,
+        leapfrog_steps=settings.ais_leapfrog,
+        sources=settings.ais_sources,
+        bdmc_num_data=settings.bdmc_num_data,
+    )
+
+
+def fitting_options(settings: EvaluationSettings) -> dict[str, dict[str, Any]]:
+    """Per-source fitting options that the settings decide (the flow's optimizer steps)."""
+    return {"flow": {"num_steps": settings.flow_steps}} if "flow" in settings.sources else {}
+
+
+def evaluate_with(
+    vae: nn.Module,
+    data: Splits,
+    settings: EvaluationSettings,
+    classifier: MNISTClassifier | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, LatentSource]]:
+    """:func:`~pyrovae.analysis.evaluate.evaluate_run` with ``settings``.
+
+    The evaluation carries ``settings.to_dict()`` under ``"settings"``; with ``run_dir``
+    the fitted sources are saved to ``run_dir/sources/`` (see
+    :mod:`~pyrovae.analysis.source_store`). Returns the evaluation and the sources.
+    """
+    if settings.quality and classifier is None:
+        raise ValueError("settings ask for sample quality but no classifier was given")
+    options = fitting_options(settings)
+    evaluation, comparison = evaluate_run(
+        vae,
+        data,
+        sources=settings.sources,
+        num_samples=settings.num_samples,
+        split=settings.split,
+        num_test=settings.num_test,
+        num_train=settings.num_train,
+        classifier=classifier if settings.quality else None,
+        num_quality_samples=settings.num_quality_samples,
+        options=options,
+        proposal=settings.proposal,
+        ais=ais_budget(settings),
+        seed=settings.seed,
+        progress=progress,
+    )
+    evaluation["settings"] = settings.to_dict()
+    if run_dir is not None:
+        record = fit_record(vae, comparison.num_train, settings.seed, per_class=False)
+        opts = {n: {"seed": settings.seed, **options.get(n, {})} for n in comparison.sources}
+        save_sources(run_dir, comparison.sources, vae, record, opts)
+    return evaluation, dict(comparison.sources)
+
+
+def sources_for(
+    run_dir: str | Path,
+    vae: nn.Module,
+    data: Splits,
+    names: list[str],
+    settings: EvaluationSettings,
+    log: Callable[[str], None] = print,
+) -> dict[str, LatentSource]:
+    """The sources ``names`` of a run: loaded from ``run_dir/sources/`` when saved for these
+    weights and these fitting settings, else fitted (and saved) as an evaluation would."""
+    saved = set(saved_source_names(run_dir))
+    out: dict[str, LatentSource] = {}
+    num_train = min(settings.num_train or len(data.train), len(data.train))
+    options = fitting_options(settings)
+    for name in (n for n in names if n in saved):
+        try:
+            source = load_sources(run_dir, vae, [name])[name]
+        except StaleSourceError as err:
+            log(f"    {err}; refitting")
+            continue
+        record = getattr(source, "fitted_with", {})
+        expected = {"seed": settings.seed, **options.get(name, {})}
+        if record.get("num_train") == num_train and record.get("options") == expected:
+            out[name] = source
+    missing = [name for name in names if name not in out]
+    if missing:
+        log(f"    fitting {', '.join(missing)} (not saved with the run yet)")
+        out.update(
+            fit_run_sources(
+                vae,
+                data.train,
+                missing,
+                num_train=settings.num_train,
+                seed=settings.seed,
+                options={k: v for k, v in options.items() if k in missing},
+                run_dir=run_dir,
+            )
+        )
+    return {name: out[name] for name in names}
+
+
+def reuse_or_evaluate(
+    run_dir: str | Path,
+    vae: nn.Module,
+    data: Splits,
+    settings: EvaluationSettings,
+    *,
+    asked: set[str] | None = None,
+    reevaluate: bool = False,
+    classifier: MNISTClassifier | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], dict[str, LatentSource]]:
+    """``run_dir/evaluation.json`` when its settings match, else a new evaluation.
+
+    Args:
+        asked: the settings the caller asked for explicitly (None: all of them); only
+            these are compared with the saved ones.
+        reevaluate: evaluate again (and replace the file) when the saved settings differ;
+            without it a difference raises :class:`EvaluationMismatchError` naming each
+            setting with both values.
+
+    Returns the evaluation and its sources (loaded from the run, or fitted for figures).
+    """
+    path = Path(run_dir) / "evaluation.json"
+    if path.is_file():
+        saved = read_json(path)
+        diffs = settings.differences(saved.get("settings"), asked)
+        if not diffs:
+            log("    reusing evaluation.json (its settings match what was asked)")
+            stored = saved["settings"]
+            fit = EvaluationSettings(
+                sources=tuple(saved["sources"]),
+                num_train=stored.get("num_train"),
+                seed=stored.get("seed", settings.seed),
+                flow_steps=stored.get("flow_steps", settings.flow_steps),
+            )
+            return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
+        if not reevaluate:
+            raise EvaluationMismatchError(
+                f"{path} was made with other settings ({'; '.join(diffs)}); pass "
+                "--reevaluate to replace it, or ask for its settings"
+            )
+        log(f"    replacing {path}: {'; '.join(diffs)}")
+    else:
+        log(f"    evaluating {run_dir} (no evaluation.json yet)")
+    evaluation, sources = evaluate_with(vae, data, settings, classifier, run_dir, progress)
+    write_json(path, evaluation)
+    log(f"    wrote {path}")
+    return evaluation, sources

@@ -1,0 +1,464 @@
+"""Fitted latent sources kept with their run: ``RUN/sources/NAME.pt``, tensors only.
+
+A source file holds the source's class, its constructor settings, its tensors (the
+``state_dict``), the options it was fitted with and a fingerprint of the model weights
+whose encoder it was fitted to; it is read with ``torch.load(weights_only=True)``, so it
+can never run code. Loading rebuilds the source and loads the same tensors, so a reloaded
+source samples and scores bit-identically. A file whose fingerprint differs from the
+model's (the run was trained further, or another checkpoint is loaded) is refused as
+stale rather than silently used.
+
+Per-class fits (one source per digit, :func:`~pyrovae.analysis.sources.fit_per_class`)
+live in ``RUN/sources/NAME.per-class.pt``.
+
+Example:
+    >>> vae = pyrovae.load_run("runs/vae")
+    >>> sources = load_sources("runs/vae", vae)      # what `pyrovae evaluate` saved
+    >>> images = vae.generate(64, source=sources["gmm"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from pyrovae.checkpoint import load_checkpoint, save_checkpoint
+
+from .compare import model_inputs
+from .sources import (
+    SOURCES,
+    AggregatePosterior,
+    FlowSource,
+    GaussianSource,
+    LatentSource,
+    MixtureSource,
+    PriorSource,
+    fit_per_class,
+    fit_sources,
+)
+
+__all__ = [
+    "FORMAT",
+    "StaleSourceError",
+    "model_fingerprint",
+    "source_path",
+    "source_state",
+    "source_from_state",
+    "save_source",
+    "load_source",
+    "save_sources",
+    "load_sources",
+    "saved_source_names",
+    "fit_record",
+    "fit_run_sources",
+    "fit_run_per_class",
+    "saved_or_fit",
+    "sample_latents",
+]
+
+FORMAT = 1
+"""Version of the source file layout."""
+PER_CLASS_SUFFIX = ".per-class"
+
+
+class StaleSourceError(ValueError):
+    """A saved source was fitted to other model weights than the ones loaded."""
+
+
+def model_fingerprint(vae: nn.Module) -> str:
+    """SHA-256 of the model's weights (every tensor of its ``state_dict``, in key order)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(vae.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def source_path(run_dir: str | Path, name: str, per_class: bool = False) -> Path:
+    """``RUN/sources/NAME.pt`` (``NAME.per-class.pt`` for per-class fits)."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown latent source {name!r}; valid names are {sorted(SOURCES)}")
+    return Path(run_dir) / "sources" / f"{name}{PER_CLASS_SUFFIX if per_class else ''}.pt"
+
+
+# --------------------------------------------------------------------------- one source
+
+
+def _pack_x(x: torch.Tensor) -> dict[str, Any]:
+    """Binary data are stored as uint8 (exact, a quarter of the bytes)."""
+    if bool(((x == 0) | (x == 1)).all()):
+        return {"x_uint8": x.to(torch.uint8).cpu()}
+    return {"x": x.cpu()}
+
+
+def source_state(source: LatentSource) -> dict[str, Any]:
+    """The source as plain data: ``{"kind", "name", "z_dim", "init", "tensors"}``."""
+    kind = type(source).__name__
+    init: dict[str, Any] = {}
+    tensors = {k: v.detach().cpu() for k, v in source.state_dict().items()}
+    if isinstance(source, PriorSource):
+        init = {"label": source.label}
+    elif isinstance(source, AggregatePosterior):
+        init = {"diagonal": source.diagonal, "chunk_size": source.chunk_size}
+        if not source.diagonal:
+            tensors = _pack_x(source.x)
+            if source.y is not None:
+                tensors["y"] = source.y.cpu()
+            init["batch_size"] = source.batch_size
+    elif isinstance(source, FlowSource):
+        init = {"num_flows": source.num_flows, "hidden_dims": list(source.hidden_dims)}
+    elif not isinstance(source, GaussianSource | MixtureSource):
+        raise ValueError(
+            f"cannot save a {kind}: saving knows PriorSource, AggregatePosterior, "
+            "GaussianSource, MixtureSource and FlowSource"
+        )
+    return {
+        "kind": kind,
+        "name": source.name,
+        "z_dim": source.z_dim,
+        "init": init,
+        "tensors": tensors,
+    }
+
+
+def _aggregate_from_state(state: Mapping[str, Any], vae: nn.Module) -> AggregatePosterior:
+    init, tensors = state["init"], state["tensors"]
+    if init["diagonal"]:
+        fake = SimpleNamespace(
+            diagonal=True,
+            loc=tensors["loc"],
+            scale=tensors["scale"],
+            z_dim=state["z_dim"],
+            num_data=tensors["loc"].shape[0],
+        )
+    else:
+        x = tensors["x_uint8"].float() if "x_uint8" in tensors else tensors["x"]
+        fake = SimpleNamespace(
+            diagonal=False,
+            x=x,
+            y=tensors.get("y"),
+            vae=vae,
+            batch_size=init["batch_size"],
+            z_dim=state["z_dim"],
+            num_data=x.shape[0],
+        )
+    source = AggregatePosterior(fake, chunk_size=init["chunk_size"], name=state["name"])
+    if init["diagonal"]:  # the derived buffers exactly as they were saved
+        source.load_state_dict(tensors)
+    return source
+
+
+def source_from_state(state: Mapping[str, Any], vae: nn.Module | None = None) -> LatentSource:
+    """Rebuild a source from :func:`source_state` (``vae`` for 'prior' and a flow-guide
+    aggregate, which use the model's own prior and encoder). Returned on the CPU."""
+    kind, tensors, init = state["kind"], state["tensors"], state["init"]
+    if (
+        kind in ("PriorSource", "AggregatePosterior")
+        and vae is None
+        and (kind == "PriorSource" or not init["diagonal"])
+    ):
+        raise ValueError(f"rebuilding a {kind} needs the model: pass vae")
+    name = state["name"]
+    if kind == "PriorSource":
+        return PriorSource(vae, label=init["label"], name=name)
+    if kind == "AggregatePosterior":
+        return _aggregate_from_state(state, vae)
+    if kind == "GaussianSource":
+        return GaussianSource(
+            tensors["loc"],
+            scale=tensors.get("scale"),
+            scale_tril=tensors.get("scale_tril"),
+            name=name,
+        )
+    if kind == "MixtureSource":
+        return MixtureSource(tensors["logits"], tensors["locs"], tensors["scale_trils"], name=name)
+    if kind == "FlowSource":
+        source = FlowSource(
+            tensors["loc"], tensors["scale"], init["num_flows"], init["hidden_dims"], name=name
+        )
+        source.load_state_dict(tensors)
+        return source.eval().requires_grad_(False)
+    raise ValueError(f"unknown source kind {kind!r} in a saved source")
+
+
+def _file_state(
+    sources: LatentSource | Mapping[int, LatentSource],
+    vae: nn.Module,
+    fitted_with: Mapping[str, Any],
+) -> dict[str, Any]:
+    if isinstance(sources, LatentSource):
+        body: dict[str, Any] = {"source": source_state(sources)}
+    else:
+        body = {"per_class": {int(c): source_state(s) for c, s in sources.items()}}
+    return {
+        "format": FORMAT,
+        "model_fingerprint": model_fingerprint(vae),
+        "fitted_with": dict(fitted_with),
+        **body,
+    }
+
+
+def save_source(
+    path: str | Path,
+    source: LatentSource | Mapping[int, LatentSource],
+    vae: nn.Module,
+    fitted_with: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``source`` (or per-class sources ``{class: source}``) atomically to ``path``.
+
+    ``fitted_with`` records how it was fitted (e.g. ``{"num_train": 50000, "seed": 0,
+    "options": {...}}``); plain numbers, strings, lists and dicts only.
+    """
+    path = Path(path)
+    save_checkpoint(path, _file_state(source, vae, fitted_with or {}))
+    return path
+
+
+def _read(path: Path, vae: nn.Module | None) -> dict[str, Any]:
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a pyrovae source file of format {FORMAT}; delete it and "
+            "refit (pyrovae fit-sources RUN)"
+        )
+    if vae is not None and state["model_fingerprint"] != model_fingerprint(vae):
+        raise StaleSourceError(
+            f"{str(path)!r} was fitted to other model weights than those loaded (another "
+            "checkpoint, or the run was trained further); refit it with "
+            "`pyrovae fit-sources RUN`"
+        )
+    return state
+
+
+def load_source(
+    path: str | Path, vae: nn.Module | None = None
+) -> LatentSource | dict[int, LatentSource]:
+    """Read a file of :func:`save_source`, on the model's device when ``vae`` is given.
+
+    With ``vae`` the file's fingerprint must match the model's weights
+    (:class:`StaleSourceError` otherwise). The result carries ``fitted_with``.
+    """
+    path = Path(path)
+    state = _read(path, vae)
+    device = next(vae.parameters()).device if vae is not None else torch.device("cpu")
+    if "per_class" in state:
+        out: dict[int, LatentSource] = {}
+        for c, entry in state["per_class"].items():
+            out[int(c)] = source_from_state(entry, vae).to(device)
+            out[int(c)].fitted_with = state["fitted_with"]
+        return out
+    source = source_from_state(state["source"], vae).to(device)
+    source.fitted_with = state["fitted_with"]
+    return source
+
+
+def saved_source_names(run_dir: str | Path) -> list[str]:
+    """Names of the (pooled) sources saved in ``RUN/sources/``."""
+    folder = Path(run_dir) / "sources"
+    if not folder.is_dir():
+        return []
+    names = [p.name[:-3] for p in folder.glob("*.pt") if PER_CLASS_SUFFIX not in p.name]
+    return sorted(n for n in names if n in SOURCES)
+
+
+def save_sources(
+    run_dir: str | Path,
+    sources: Mapping[str, LatentSource],
+    vae: nn.Module,
+    fitted_with: Mapping[str, Any] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Path]:
+    """Save each source of ``{name: source}`` to ``RUN/sources/NAME.pt``.
+
+    ``fitted_with`` is recorded in every file, with ``options[name]`` under ``"options"``.
+    """
+    paths = []
+    for name, source in sources.items():
+        record = {**(fitted_with or {}), "options": dict((options or {}).get(name, {}))}
+        paths.append(save_source(source_path(run_dir, name), source, vae, record))
+    return paths
+
+
+def load_sources(
+    run_dir: str | Path,
+    vae: nn.Module | None = None,
+    names: Iterable[str] | None = None,
+    checkpoint: str = "best",
+) -> dict[str, LatentSource]:
+    """The sources saved with a run, ``{name: source}``, ready to sample from.
+
+    Args:
+        run_dir: the run directory (``pyrovae evaluate`` and ``pyrovae fit-sources`` save
+            into ``RUN/sources/``).
+        vae: the model the sources belong to (default: ``load_run(run_dir, checkpoint)``);
+            every file must have been fitted to its weights.
+        names: load only these (default: every saved source); a missing one is an error.
+        checkpoint: which weights to load when ``vae`` is not given.
+    """
+    if vae is None:
+        from pyrovae.runs import load_run
+
+        vae = load_run(run_dir, checkpoint=checkpoint)
+    saved = saved_source_names(run_dir)
+    wanted = list(names) if names is not None else saved
+    missing = [n for n in wanted if n not in saved]
+    if missing:
+        raise FileNotFoundError(
+            f"no saved source {missing} in {str(Path(run_dir) / 'sources')!r} (saved: "
+            f"{saved or 'none'}); fit them with `pyrovae fit-sources {run_dir} --sources "
+            f"{' '.join(missing)}`"
+        )
+    return {name: load_source(source_path(run_dir, name), vae) for name in wanted}
+
+
+# --------------------------------------------------------------------------- fitting for a run
+
+
+def fit_record(vae: nn.Module, num_train: int, seed: int, per_class: bool) -> dict[str, Any]:
+    """What a saved source records of its fit (its options are added per source)."""
+    return {
+        "num_train": int(num_train),
+        "seed": int(seed),
+        "per_class": per_class,
+        "checkpoint": getattr(vae, "checkpoint_name", None),
+    }
+
+
+def _check_slug(name: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z-]*", name):
+        raise ValueError(f"source name {name!r} is not a plain name")
+    return name
+
+
+def fit_run_sources(
+    vae: nn.Module,
+    train: Any,
+    names: Iterable[str],
+    *,
+    num_train: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    run_dir: str | Path | None = None,
+) -> dict[str, LatentSource]:
+    """Fit sources exactly as :func:`~pyrovae.analysis.compare.compare_sources` does (the
+    first ``num_train`` training data, binarized once, seeded by ``seed``) and, with
+    ``run_dir``, save them there."""
+    names = [_check_slug(n) for n in names]
+    x, y = model_inputs(vae, train, num_train, random_subset=False)
+    opts = {name: {"seed": seed, **(options or {}).get(name, {})} for name in names}
+    sources = fit_sources(names, vae, x, y, options=opts)
+    if run_dir is not None:
+        save_sources(run_dir, sources, vae, fit_record(vae, x.shape[0], seed, False), opts)
+    return sources
+
+
+def fit_run_per_class(
+    vae: nn.Module,
+    train: Any,
+    name: str,
+    *,
+    num_train: int | None = None,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    run_dir: str | Path | None = None,
+) -> dict[int, LatentSource]:
+    """Fit ``name`` separately to each class's encodings (``{class: source}``) and, with
+    ``run_dir``, save them to ``RUN/sources/NAME.per-class.pt``."""
+    x, _ = model_inputs(vae, train, num_train, random_subset=False)
+    labels = (train.y if num_train is None else train.y[:num_train]).to(x.device)
+    opts = {"seed": seed, **(options or {})}
+    sources = fit_per_class(_check_slug(name), vae, x, labels, **opts)
+    if run_dir is not None:
+        record = {**fit_record(vae, x.shape[0], seed, True), "options": opts}
+        save_source(source_path(run_dir, name, per_class=True), sources, vae, record)
+    return sources
+
+
+def saved_or_fit(
+    run_dir: str | Path,
+    vae: nn.Module,
+    name: str,
+    load_data: Callable[[], Any],
+    *,
+    per_class: bool = False,
+    num_train: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> LatentSource | dict[int, LatentSource]:
+    """The source ``name`` of a run: the saved one when it belongs to these weights (and,
+    with ``num_train``, was fitted to that many images), else fitted now and saved.
+
+    ``load_data()`` returns the run's :class:`~pyrovae.data.Splits`; it is called only when
+    a fit is needed.
+    """
+    path = source_path(run_dir, name, per_class)
+    reason = "not saved with the run yet"
+    if path.is_file():
+        try:
+            source = load_source(path, vae)
+        except StaleSourceError:
+            reason = "the saved one belongs to other weights"
+        else:
+            record = next(iter(source.values())) if isinstance(source, dict) else source
+            fitted = record.fitted_with.get("num_train")
+            if num_train is None or fitted == num_train:
+                log(f"using {path} (fitted to {fitted} training images)")
+                return source
+            reason = f"the saved one was fitted to {fitted} images"
+    data = load_data()
+    count = min(num_train or len(data.train), len(data.train))
+    what = f"{name}{' per class' if per_class else ''}"
+    log(f"fitting {what} to the encodings of {count} training images ({reason}); saving {path}")
+    if per_class:
+        return fit_run_per_class(
+            vae, data.train, name, num_train=num_train, seed=seed, run_dir=run_dir
+        )
+    return fit_run_sources(
+        vae, data.train, [name], num_train=num_train, seed=seed, run_dir=run_dir
+    )[name]
+
+
+def sample_latents(
+    source: LatentSource | Mapping[int, LatentSource],
+    num_samples: int,
+    labels: torch.Tensor | None = None,
+    vae: nn.Module | None = None,
+) -> torch.Tensor:
+    """``num_samples`` draws of z, shape (n, z_dim), on the model's device.
+
+    ``source`` is one source, or per-class sources ``{class: source}`` (then draw i comes
+    from the source of ``labels[i]``). A conditional prior is sampled given the one-hot
+    ``labels``.
+    """
+    device = next(vae.parameters()).device if vae is not None else None
+    if labels is not None and tuple(labels.shape) != (num_samples,):
+        raise ValueError(f"labels must have shape ({num_samples},), got {tuple(labels.shape)}")
+    if isinstance(source, Mapping):
+        if labels is None:
+            raise ValueError("per-class sources need labels: one class per draw")
+        missing = sorted(set(labels.tolist()) - set(source))
+        if missing:
+            raise ValueError(f"no per-class source for classes {missing}; fitted: {sorted(source)}")
+        z = None
+        for c in sorted(set(labels.tolist())):
+            rows = (labels == c).nonzero().squeeze(-1)
+            draws = source[c].sample(rows.numel())
+            if z is None:
+                z = torch.empty(num_samples, draws.shape[-1], device=draws.device)
+            z[rows.to(draws.device)] = draws
+        return z.to(device) if device is not None else z
+    if getattr(source, "conditional", False):
+        if labels is None or vae is None:
+            raise ValueError("a conditional prior needs labels and the model")
+        y = torch.nn.functional.one_hot(labels.to(device), vae.y_dim).float()
+        return source.sample(num_samples, y=y)
+    z = source.sample(num_samples)
+    return z.to(device) if device is not None else z

@@ -1,0 +1,204 @@
+"""Names and budgets as plain data, importable without torch (the command line parses with them).
+
+The registries themselves (``pyrovae.models.PRIORS``, ``pyrovae.analysis.sources.SOURCES``,
+...) hold classes and functions; the tuples here are their keys, kept equal to them by the
+tests, so that ``pyrovae --help`` and argument errors need no heavy import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = [
+    "DATASET_NAMES",
+    "MODEL_NAMES",
+    "PRIOR_NAMES",
+    "GUIDE_NAMES",
+    "LIKELIHOOD_NAMES",
+    "ELBO_NAMES",
+    "SOURCE_NAMES",
+    "SPLIT_NAMES",
+    "PROPOSAL_NAMES",
+    "CHECKPOINT_NAMES",
+    "EvaluationSettings",
+    "StudyBudget",
+    "FULL",
+    "QUICK",
+]
+
+DATASET_NAMES = ("mnist", "fashion-mnist")
+MODEL_NAMES = ("vae", "cvae")
+PRIOR_NAMES = ("normal", "mog", "vamp", "flow")
+GUIDE_NAMES = ("diagonal", "flow")
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
+ELBO_NAMES = ("trace", "meanfield", "iwae")
+SOURCE_NAMES = (
+    "prior",
+    "aggregate",
+    "gaussian-loc",
+    "gaussian-z",
+    "gaussian-full",
+    "gmm",
+    "flow",
+)
+SPLIT_NAMES = ("test", "val")
+PROPOSAL_NAMES = ("adapted", "separate", "guide")
+CHECKPOINT_NAMES = ("best", "last")
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Everything that decides an evaluation's numbers; stored as ``evaluation["settings"]``.
+
+    Two evaluations with equal settings of the same weights give the same numbers, so a
+    saved ``evaluation.json`` can be reused when the settings asked for match its own
+    (:meth:`differences`). Field meanings are those of ``pyrovae evaluate``.
+    """
+
+    sources: tuple[str, ...] = SOURCE_NAMES
+    split: str = "test"
+    num_samples: int = 1000
+    num_test: int | None = None
+    num_train: int | None = None
+    proposal: str = "adapted"
+    quality: bool = True
+    num_quality_samples: int = 1000
+    flow_steps: int = 400
+    seed: int = 0
+    checkpoint: str = "best"
+    ais_num_test: int | None = None
+    ais_steps: int = 500
+    ais_chains: int = 16
+    ais_leapfrog: int = 10
+    ais_sources: tuple[str, ...] | None = None
+    bdmc_num_data: int = 100
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(SOURCE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; valid names are {list(SOURCE_NAMES)}")
+        # 'prior' is always evaluated (it is the model's own log-likelihood)
+        ordered = tuple(n for n in SOURCE_NAMES if n in {"prior", *self.sources})
+        object.__setattr__(self, "sources", ordered)
+        if self.ais_sources is not None:
+            object.__setattr__(self, "ais_sources", tuple(sorted(set(self.ais_sources))))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists). The AIS fields are None when AIS is off, the
+        quality sample count when quality is off, so that unused settings never differ."""
+        out = asdict(self)
+        for key in ("sources", "ais_sources"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        if self.ais_num_test is None:
+            for key in ("ais_steps", "ais_chains", "ais_leapfrog", "ais_sources", "bdmc_num_data"):
+                out[key] = None
+        if not self.quality:
+            out["num_quality_samples"] = None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationSettings:
+        """The settings of a stored dict (missing keys take their defaults)."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names and v is not None}
+        for key in ("sources", "ais_sources"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if data.get("ais_num_test") is None:
+            for key in ("ais_steps", "ais_chains", "ais_leapfrog", "bdmc_num_data"):
+                kwargs.pop(key, None)
+        return cls(**kwargs)
+
+    def differences(
+        self, saved: Mapping[str, Any] | None, keys: set[str] | None = None
+    ) -> list[str]:
+        """``"name: saved A, asked B"`` for each setting (of ``keys``, default all) in which
+        a stored settings dict differs from these; a key the dict lacks always differs."""
+        if not isinstance(saved, Mapping):
+            return ["settings: none stored (written by an older pyrovae)"]
+        mine = self.to_dict()
+        out = []
+        for key, value in mine.items():
+            if keys is not None and key not in keys:
+                continue
+            if key not in saved:
+                out.append(f"{key}: not stored, asked {value!r}")
+            elif saved[key] != value:
+                out.append(f"{key}: saved {saved[key]!r}, asked {value!r}")
+        return out
+
+
+@dataclass(frozen=True)
+class StudyBudget:
+    """How much training and evaluation each model of the study gets.
+
+    Attributes:
+        epochs: training epochs of every model.
+        subset: training examples used (None: all 50,000).
+        hidden_dims: encoder widths (the decoder mirrors them).
+        num_samples: K, importance samples per held-out datum.
+        num_test: held-out test images evaluated (None: all 10,000). The exact aggregated
+            posterior costs num_samples x num_test x (training images) Gaussian densities,
+            about 6 ns each on two CPU cores: some 10 minutes a model for the defaults.
+        num_train: training images the latent sources are fitted to (None: all).
+        num_quality_samples: decoded samples per source scored by the classifier.
+        quick_classifier: train a small throw-away classifier on 5,000 images instead of
+            the cached full one (for smoke tests only; its accuracy is reported).
+        flow_steps: optimizer steps of the flow fitted to the latent codes.
+        z_dims: latent dimensions of the study.
+        models: ``"vae"`` and/or ``"cvae"``.
+        priors: priors trained with each model (keys of ``pyrovae.models.PRIORS``), so that
+            priors learned in training and sources fitted afterwards meet on the same
+            test images.
+        seeds: training seeds of each configuration (None: the ``seed`` of
+            :func:`~pyrovae.study.run_study`); with several, the report states the spread.
+        ais_num_test: also run AIS (and BDMC) on this many of the test images (None: no AIS).
+        ais_steps, ais_chains: the AIS budget (see
+            :class:`~pyrovae.analysis.evaluate.AISBudget`).
+    """
+
+    epochs: int = 30
+    subset: int | None = None
+    hidden_dims: tuple[int, ...] = (400, 400)
+    num_samples: int = 1000
+    num_test: int | None = 2000
+    num_train: int | None = None
+    num_quality_samples: int = 1000
+    quick_classifier: bool = False
+    flow_steps: int = 400
+    z_dims: tuple[int, ...] = (2, 5, 10)
+    models: tuple[str, ...] = MODEL_NAMES
+    priors: tuple[str, ...] = ("normal",)
+    seeds: tuple[int, ...] | None = None
+    ais_num_test: int | None = None
+    ais_steps: int = 500
+    ais_chains: int = 16
+
+    def evaluation_settings(self) -> EvaluationSettings:
+        """What each run of the study is evaluated with."""
+        return EvaluationSettings(
+            num_samples=self.num_samples,
+            num_test=self.num_test,
+            num_train=self.num_train,
+            num_quality_samples=self.num_quality_samples,
+            flow_steps=self.flow_steps,
+            ais_num_test=self.ais_num_test,
+            ais_steps=self.ais_steps,
+            ais_chains=self.ais_chains,
+        )
+
+
+FULL = StudyBudget()
+QUICK = StudyBudget(
+    epochs=1,
+    subset=2000,
+    hidden_dims=(128,),
+    num_samples=20,
+    num_test=200,
+    num_train=2000,
+    num_quality_samples=100,
+    quick_classifier=True,
+)
