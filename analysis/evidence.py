@@ -7,7 +7,7 @@ The report may say "source A beats source B" only with evidence. In order of str
    gap says how far AIS at that number of steps can be from log p(x) on data like these.
 2. **Converged importance sampling**: the estimates of both sources have stopped rising
    in K (:func:`~pyrovae.analysis.compare.ksweep_converged`) and their paired difference
-   exceeds twice its standard error.
+   exceeds 1.96 standard errors.
 3. Otherwise the comparison is **undetermined**: an importance-sampling estimate that is
    still rising in K is a lower bound whose bias may be larger than the difference.
 
@@ -28,7 +28,9 @@ from matplotlib.figure import Figure
 __all__ = [
     "AIS_AGREEMENT",
     "BDMC_TRUSTED_GAP",
+    "Z95",
     "Evidence",
+    "ais_difference",
     "judge",
     "evidence_sentences",
     "plot_ksweep",
@@ -38,6 +40,8 @@ AIS_AGREEMENT = 1.0
 """IS and AIS means within this many nats count as agreeing."""
 BDMC_TRUSTED_GAP = 1.0
 """A BDMC gap (nats) below which AIS at that number of steps is trusted."""
+Z95 = 1.96
+"""A difference d with standard error s is shown when |d| > Z95 * s (two-sided 95%)."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,13 @@ def _ais(entry: Mapping[str, Any]) -> tuple[float, float] | None:
     return None if value is None or se is None else (value, se)
 
 
-def _ais_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
-    """AIS mean difference and its standard error: paired image by image when both hold
-    ``per_datum`` values for the same images, else the two errors combined."""
+def ais_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
+    """AIS mean difference of two ``"ais"`` entries and its standard error.
+
+    Paired image by image when both hold ``per_datum`` lists of the same length n > 1:
+    d_i = a_i - b_i, mean(d) and sd(d) / sqrt(n). Otherwise
+    loglik_a - loglik_b with sqrt(stderr_a^2 + stderr_b^2), as if independent.
+    """
     pa, pb = a.get("per_datum"), b.get("per_datum")
     if isinstance(pa, list) and isinstance(pb, list) and len(pa) == len(pb) > 1:
         diffs = np.asarray(pa, dtype=float) - np.asarray(pb, dtype=float)
@@ -112,10 +120,10 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
     ea, eb = _entry(sources, a), _entry(sources, b)
     ais_a, ais_b = _ais(ea), _ais(eb)
     if ais_a is not None and ais_b is not None:
-        diff, se = _ais_difference(ea["ais"], eb["ais"])
-        if abs(diff) > 2 * se:
+        diff, se = ais_difference(ea["ais"], eb["ais"])
+        if abs(diff) > Z95 * se:
             return Evidence(True, diff, se, "AIS")
-        return Evidence(False, diff, se, f"under AIS the difference is within 2 x {se:.2f}")
+        return Evidence(False, diff, se, f"under AIS the difference is within {Z95} x {se:.2f}")
     diff, se = _is_difference(sources, a, b)
     rising = [n for n, e in ((a, ea), (b, eb)) if e.get("converged") is False]
     unknown = [n for n, e in ((a, ea), (b, eb)) if "converged" not in e]
@@ -128,9 +136,9 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
         return Evidence(False, diff, se, f"{subject} still rising in K and no AIS was run")
     if unknown:
         return Evidence(False, diff, se, "convergence in K was not recorded and no AIS was run")
-    if se is not None and math.isfinite(diff) and abs(diff) > 2 * se:
+    if se is not None and math.isfinite(diff) and abs(diff) > Z95 * se:
         return Evidence(True, diff, se, "converged importance sampling")
-    return Evidence(False, diff, se, "importance sampling puts it within 2 standard errors")
+    return Evidence(False, diff, se, f"importance sampling puts it within {Z95} standard errors")
 
 
 def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:

@@ -24,7 +24,13 @@ from pyrovae.models import VAE, GaussianDecoder, StandardNormalPrior
 
 from .sources import GaussianMixtureView, LatentSource
 
-__all__ = ["LinearGaussianEncoder", "ppca_vae", "ppca_log_marginal", "ppca_posterior"]
+__all__ = [
+    "LinearGaussianEncoder",
+    "ppca_vae",
+    "ppca_log_marginal",
+    "ppca_posterior",
+    "ppca_elbo",
+]
 
 
 class LinearGaussianEncoder(nn.Module):
@@ -169,3 +175,27 @@ def ppca_log_marginal(
         lp = comps.log_prob(x.unsqueeze(1)) + log_weights[start : start + step]
         out = torch.logaddexp(out, torch.logsumexp(lp, dim=1))
     return out
+
+
+def ppca_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Exact ELBO of the guide under the prior N(0, I), float64 (N,):
+    ELBO(x) = log p(x) - KL(q(z | x) || p(z | x)), both Gaussian (any diagonal guide whose
+    ``encoder.encode`` gives loc and scale, e.g. :func:`ppca_vae` with ``widen``/``shift``).
+    """
+    w, b, s = _decoder_parts(vae)
+    gain, offset, post_cov = ppca_posterior(w, b, float(s))
+    x64 = x.detach().double().cpu()
+    post_mean = x64 @ gain.T + offset
+    with torch.no_grad():
+        loc, scale, _ = vae.encoder.encode(x.to(next(vae.decoder.parameters()).device))
+    loc, var = loc.double().cpu(), scale.double().cpu().pow(2)
+    precision = torch.linalg.inv(post_cov)
+    diff = post_mean - loc
+    kl = 0.5 * (
+        (precision.diagonal() * var).sum(-1)
+        + ((diff @ precision) * diff).sum(-1)
+        - w.shape[1]
+        + torch.logdet(post_cov)
+        - var.log().sum(-1)
+    )
+    return ppca_log_marginal(vae, x) - kl

@@ -43,6 +43,8 @@ from torch.nn import functional as F
 
 from pyrovae.checkpoint import atomic_write_bytes
 
+from .evidence import Z95, ais_difference
+
 __all__ = [
     "LatentSourceLike",
     "class_gaussians",
@@ -58,6 +60,7 @@ __all__ = [
     "plot_samples",
     "plot_training_curves",
     "plot_traversal",
+    "robust_limits",
     "save_figure",
 ]
 
@@ -1259,7 +1262,10 @@ def plot_class_samples(
 
 
 def plot_training_curves(metrics_rows: Sequence[Mapping[str, float]]) -> Figure:
-    """Train and validation ELBO (nats per datum) per epoch, from ``pyrovae.read_metrics``.
+    """Training and validation ELBO (nats per datum) per epoch, from ``pyrovae.read_metrics``.
+
+    The training ELBO is the running average over the epoch's minibatches (with that
+    epoch's KL weight); the validation ELBO is computed on the validation split after it.
 
     The best validation epoch is marked; when the KL weight changes over training (KL
     warm-up) it is drawn on a second y axis.
@@ -1310,59 +1316,222 @@ def plot_training_curves(metrics_rows: Sequence[Mapping[str, float]]) -> Figure:
     return fig
 
 
-def plot_loglik(results: Mapping[str, Mapping[str, float]]) -> Figure:
-    """Held-out log-likelihood per latent source, with +-1 standard-error bars.
+@dataclass(frozen=True)
+class _DiffRow:
+    """One row of :func:`plot_loglik`: a difference to the reference and its 95% half-width."""
 
-    ``results`` maps a source name to a dict with ``"loglik"`` (nats per datum) and
-    optionally ``"stderr"`` and ``"khat_gt_0.7"`` (fraction of data with PSIS k-hat above
-    0.7, flagged next to the bar). The best source is highlighted. The bars start at a
-    common baseline below the smallest value (log-likelihoods are large negative numbers
-    whose differences matter), so compare the bar ends and the printed values.
+    name: str
+    diff: float
+    half: float | None  # Z95 * stderr, None when no standard error is known
+    ais_diff: float | None
+    ais_half: float | None
+    notes: tuple[str, ...]
+    unreliable: bool
+    reference: bool
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None or isinstance(value, bool | str):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _ais_pair(entry: Mapping[str, Any], ref: Mapping[str, Any]) -> tuple[float, float] | None:
+    """AIS difference to the reference (paired by image where possible), or None."""
+    a, b = entry.get("ais"), ref.get("ais")
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+        return None
+    keys = ("loglik", "stderr")
+    if any(_finite_or_none(d.get(k)) is None for d in (a, b) for k in keys):
+        return None
+    return ais_difference(a, b)
+
+
+def _loglik_rows(results: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[_DiffRow]]:
+    """The reference ("prior", else the first source) and one row per source."""
+    for name, entry in results.items():
+        if not isinstance(entry, Mapping) or "loglik" not in entry:
+            raise ValueError(f"results[{name!r}] must be a dict with a 'loglik' entry")
+        value, stderr = _finite_or_none(entry["loglik"]), entry.get("stderr")
+        bad_se = stderr is not None and not (_finite_or_none(stderr) is not None and stderr >= 0)
+        if value is None or bad_se:
+            raise ValueError(
+                f"results[{name!r}] has loglik={entry['loglik']} and stderr={stderr}; "
+                "loglik must be finite and stderr non-negative"
+            )
+    ref_name = "prior" if "prior" in results else next(iter(results))
+    ref = results[ref_name]
+    rows = []
+    for name, entry in results.items():
+        is_ref = name == ref_name
+        paired = _finite_or_none(entry.get("vs_prior")) if ref_name == "prior" else None
+        if is_ref:
+            diff, se = 0.0, 0.0
+        elif paired is not None:
+            diff, se = paired, _finite_or_none(entry.get("vs_prior_stderr"))
+        else:
+            diff = float(entry["loglik"]) - float(ref["loglik"])
+            sa, sb = _finite_or_none(entry.get("stderr")), _finite_or_none(ref.get("stderr"))
+            se = None if sa is None or sb is None else math.hypot(sa, sb)
+        ais = _ais_pair(entry, ref)
+        if is_ref and ais is not None:
+            ais = (0.0, 0.0)
+        notes = []
+        fraction = _finite_or_none(entry.get("khat_gt_0.7"))
+        if fraction:
+            notes.append(f"k̂>0.7: {fraction:.0%}")
+        elif entry.get("khat_flag") is True:
+            notes.append("k̂ flag")
+        if entry.get("converged") is False:
+            notes.append("rising in K")
+        rows.append(
+            _DiffRow(
+                name=str(name),
+                diff=diff,
+                half=None if se is None else Z95 * se,
+                ais_diff=None if ais is None else ais[0],
+                ais_half=None if ais is None else Z95 * ais[1],
+                notes=tuple(notes),
+                unreliable=entry.get("khat_flag") is True or entry.get("converged") is False,
+                reference=is_ref,
+            )
+        )
+    return ref_name, rows
+
+
+def robust_limits(
+    centres: Sequence[float],
+    halves: Sequence[float],
+    factor: float = 4.0,
+    floor: float = 0.5,
+) -> tuple[float, float]:
+    """Axis limits for differences ``centres`` +- ``halves`` that one wild row cannot stretch.
+
+    With extents e_i = |c_i| + h_i and the lower median m of the e_i, rows with
+    |c_i| <= B = max(floor, factor * m) are in range; the limits span 0 and every in-range
+    row with its error bar (each side at most 1.5 B), 10% more on a side where rows lie
+    beyond, padded by 6% and widened to at least ``floor``. Rows outside the limits are
+    for the caller to draw as clipped.
+    """
+    c = np.asarray(centres, dtype=np.float64)
+    h = np.asarray(halves, dtype=np.float64)
+    if c.size == 0:
+        return -floor / 2, floor / 2
+    extent = np.sort(np.abs(c) + h)
+    bound = max(floor, factor * float(extent[(extent.size - 1) // 2]))
+    inside = np.abs(c) <= bound
+    lo = min(0.0, float((c - h)[inside].min(initial=0.0)))
+    hi = max(0.0, float((c + h)[inside].max(initial=0.0)))
+    lo, hi = max(lo, -1.5 * bound), min(hi, 1.5 * bound)
+    width = max(hi - lo, floor)
+    if (c < lo).any():  # room for the triangles of clipped rows
+        lo -= 0.1 * width
+    if (c > hi).any():
+        hi += 0.1 * width
+    pad = 0.06 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < floor:
+        widen = (floor - (hi - lo)) / 2
+        lo, hi = lo - widen, hi + widen
+    return lo, hi
+
+
+def _pm(diff: float, half: float | None) -> str:
+    return f"{diff:+.2f} ± " + ("?" if half is None else f"{half:.2f}")
+
+
+def plot_loglik(results: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Each source's held-out log-likelihood as a difference to the prior, with 95% bars.
+
+    ``results`` is the ``"sources"`` dict of an evaluation: per source ``"loglik"`` and
+    ``"stderr"`` (nats per datum) and, from a paired comparison, ``"vs_prior"`` and
+    ``"vs_prior_stderr"``; optionally ``"khat_gt_0.7"``, ``"khat_flag"``, ``"converged"``
+    and ``"ais"``. A row shows d = log p_source(x) - log p_prior(x) +- 1.96 SE (the paired
+    error where recorded, else sqrt(SE_a^2 + SE_prior^2)), and where both the source and
+    the prior have AIS results, the AIS difference as a diamond (paired image by image
+    when both hold ``per_datum``; :func:`~pyrovae.analysis.evidence.ais_difference`). The
+    prior is the zero line (without a ``"prior"`` source, the first source is). A row
+    is green or red only where |d| > 1.96 SE; hollow markers are unreliable estimates
+    (k-hat flag, or still rising in K). The axis follows the robust spread of the rows
+    (:func:`robust_limits`); a row beyond it is drawn as a triangle at the edge and its
+    value is written next to the row.
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError(
             "results must be a non-empty dict {source name: {'loglik': ..., 'stderr': ...}}"
         )
-    names, values, errors, flags = [], [], [], []
-    for name, entry in results.items():
-        if not isinstance(entry, Mapping) or "loglik" not in entry:
-            raise ValueError(f"results[{name!r}] must be a dict with a 'loglik' entry")
-        value = float(entry["loglik"])
-        stderr = float(entry.get("stderr", 0.0))
-        if not math.isfinite(value) or not (stderr >= 0):
-            raise ValueError(
-                f"results[{name!r}] has loglik={value} and stderr={stderr}; "
-                "loglik must be finite and stderr non-negative"
-            )
-        names.append(str(name))
-        values.append(value)
-        errors.append(stderr)
-        flags.append(float(entry.get("khat_gt_0.7", 0.0)))
-    v = np.array(values)
-    e = np.array(errors)
-    best = int(np.argmax(v))
-    lo = float((v - e).min())
-    hi = float((v + e).max())
-    width = max(hi - lo, 1.0)
-    base = lo - 0.35 * width
-    fig = _new_figure(7.0, 0.45 * len(names) + 1.4)
+    ref_name, rows = _loglik_rows(results)
+    points = [(r.diff, r.half or 0.0) for r in rows if not r.reference]
+    points += [(r.ais_diff, r.ais_half or 0.0) for r in rows if r.ais_diff is not None]
+    lo, hi = robust_limits([p[0] for p in points], [p[1] for p in points])
+    has_ais = any(r.ais_diff is not None for r in rows)
+    fig = _new_figure(8.0, 0.55 * len(rows) + 1.9)
     ax = fig.subplots()
-    ypos = np.arange(len(names))
-    colours = ["tab:orange" if i == best else "tab:blue" for i in range(len(names))]
-    ax.barh(ypos, v - base, left=base, xerr=e, color=colours, alpha=0.85, capsize=3, height=0.6)
-    for i in range(len(names)):
-        text = f"{v[i]:.2f} ± {e[i]:.2f}"
-        if i == best:
-            text += "  (best)"
-        if flags[i] > 0:
-            text += f"  k̂>0.7: {flags[i]:.0%}"
-        ax.text(v[i] + e[i] + 0.02 * width, ypos[i], text, va="center", fontsize=8)
-    ax.set_yticks(ypos, names)
-    ax.invert_yaxis()
-    ax.set_xlim(base, hi + 0.75 * width)
-    ax.set_xlabel("held-out log-likelihood (nats per datum; higher is better)")
-    ax.set_title("decoder log-likelihood by latent source", fontsize=10)
+    ax.axvline(0.0, color=_PRIOR_COLOUR, linewidth=1.2, zorder=1)
+    label_at = ax.get_yaxis_transform()  # x in axes fractions, y in data
+    span = hi - lo
+
+    def draw(y: float, diff: float, half: float | None, marker: str, row: _DiffRow) -> bool:
+        """One point with its bar, or a triangle at the edge; True when clipped."""
+        if row.reference:
+            colour = _PRIOR_COLOUR
+        elif half is not None and abs(diff) > half:  # shown beyond 1.96 SE
+            colour = "tab:green" if diff > 0 else "tab:red"
+        else:
+            colour = "0.45"
+        face = "white" if row.unreliable else colour
+        if lo <= diff <= hi:
+            ax.errorbar(
+                [diff],
+                [y],
+                xerr=None if not half else [[half], [half]],
+                fmt=marker,
+                color=colour,
+                mfc=face,
+                ms=6,
+                capsize=3,
+                zorder=3,
+            )
+            return False
+        edge, arrow = (hi - 0.02 * span, ">") if diff > hi else (lo + 0.02 * span, "<")
+        ax.plot([edge], [y], marker=arrow, ms=9, color=colour, mfc=face, gid="clipped", zorder=3)
+        return True
+
+    for i, row in enumerate(rows):
+        clipped = draw(i, row.diff, row.half, "o", row)
+        if row.reference:
+            text = "reference"
+        else:
+            text = _pm(row.diff, row.half) + (" (off scale)" if clipped else "")
+        text = "  ".join([text, *row.notes])
+        ax.text(1.02, i, text, transform=label_at, va="center", fontsize=8)
+        if row.ais_diff is not None and not row.reference:
+            clipped = draw(i + 0.3, row.ais_diff, row.ais_half, "D", row)
+            text = "AIS " + _pm(row.ais_diff, row.ais_half) + (" (off scale)" if clipped else "")
+            ax.text(1.02, i + 0.3, text, transform=label_at, va="center", fontsize=7, color="0.3")
+    ax.set_yticks(np.arange(len(rows)), [r.name for r in rows])
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # first source on top
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel(f"held-out log-likelihood minus {ref_name}'s (nats per datum; > 0: better)")
+    ax.set_title(f"held-out log-likelihood relative to {ref_name} (bars: ±1.96 SE)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
+    handles = [
+        Line2D([], [], color=_PRIOR_COLOUR, linewidth=1.2, label=f"{ref_name} (0)"),
+        Line2D([], [], color="0.45", marker="o", linestyle="", label="importance sampling"),
+    ]
+    if has_ais:
+        handles.append(Line2D([], [], color="0.45", marker="D", linestyle="", label="AIS"))
+    if any(r.unreliable for r in rows):
+        handles.append(
+            Line2D([], [], color="0.45", marker="o", mfc="white", linestyle="", label="unreliable")
+        )
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8
+    )
     return fig
 
 

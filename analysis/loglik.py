@@ -102,8 +102,10 @@ class LogLikelihood(PerDatumEstimate):
     Attributes:
         per_datum: log p_hat(x_n) = log 1/K sum_k w_nk, shape (N,). In expectation a lower
             bound on log p(x_n) (the IWAE bound L_K), tight as K grows.
-        elbo: 1/K sum_k log w_nk, shape (N,): a K-draw Monte Carlo estimate of the ELBO
-            (with the source in place of the prior).
+        elbo: a K-draw Monte Carlo estimate of the guide's ELBO with the source in place of
+            the prior, E_q[log p(x_n | z) r(z) - log q(z | x_n)], shape (N,): the mean log
+            weight for draws from the guide, reweighted by q/g for any other proposal g
+            (the ELBO of q, not L_1 of g).
         khat: PSIS k-hat of the N rows of weights (see :func:`psis_khat`), or None.
         num_samples: K, the draws per datum.
         log_weights: the log weights, shape (N, K), when asked for; else None.
@@ -343,16 +345,21 @@ def _estimate(
                     for name, view in views.items()
                 }
             chunks: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
+            guide_ratios: list[torch.Tensor] = []
+            guide_draws: list[torch.Tensor] = []
             for done in range(0, num_samples, particles):
                 k = min(particles, num_samples - done)
                 if not proposals:
                     terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
                     log_proposal = terms.log_guide
+                    from_guide = torch.ones_like(log_proposal, dtype=torch.bool)
                 else:
-                    terms, log_proposal = _mixture_draws(
+                    terms, log_proposal, from_guide = _mixture_draws(
                         vae, xb, yb, k, proposals, log_guide_share, log_share
                     )
                 base = terms.log_likelihood - log_proposal
+                guide_ratios.append(terms.log_guide - log_proposal)  # log q/g
+                guide_draws.append(from_guide)
                 z = terms.latents[LATENT_SITE]
                 for name, source in sources.items():
                     if source is None:
@@ -362,10 +369,13 @@ def _estimate(
                     else:
                         log_r = source.log_prob(z)
                     chunks[name].append(base + log_r)
+            log_q_over_g = torch.cat(guide_ratios).T.double()  # (B, K)
+            from_guide = torch.cat(guide_draws).T  # (B, K)
             for name in sources:
                 lw = torch.cat(chunks[name]).T.double()  # (B, K)
+                elbo = _guide_elbo(lw, log_q_over_g, from_guide)
                 parts[name].append(
-                    _summarize(name, lw, num_samples, khat, keep_log_weights, iwae_particles)
+                    _summarize(name, lw, elbo, num_samples, khat, keep_log_weights, iwae_particles)
                 )
             bar.update(xb.shape[0])
     return {name: _collect(parts[name], num_samples, label) for name in sources}
@@ -380,7 +390,8 @@ def _mixture_draws(
     log_guide_share: float,
     log_share: float,
 ) -> tuple[ImportanceTerms, torch.Tensor]:
-    """K i.i.d. draws per datum from the defensive mixture; their terms and log g(z)."""
+    """K i.i.d. draws per datum from the defensive mixture: their terms, log g(z), and which
+    of them came from the guide's component (shape (K, B))."""
     z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
     shares = torch.tensor([log_guide_share] + [log_share] * len(proposals), device=z.device).exp()
     which = torch.multinomial(shares, num_particles * z.shape[1], replacement=True)
@@ -394,12 +405,14 @@ def _mixture_draws(
     terms = score_latents(vae.model, vae.guide, {LATENT_SITE: z}, x, y)
     parts = [terms.log_guide.double() + log_guide_share]
     parts += [g.log_prob(z) + log_share for g in proposals.values()]
-    return terms, torch.logsumexp(torch.stack(parts), 0).to(terms.log_guide.dtype)
+    log_mixture = torch.logsumexp(torch.stack(parts), 0).to(terms.log_guide.dtype)
+    return terms, log_mixture, which == 0
 
 
 def _summarize(
     name: str,
     lw: torch.Tensor,
+    elbo: torch.Tensor,
     num_samples: int,
     khat: bool,
     keep: bool,
@@ -413,7 +426,7 @@ def _summarize(
         )
     out = {
         "per_datum": (torch.logsumexp(lw, dim=1) - math.log(num_samples)).cpu(),
-        "elbo": lw.mean(1).cpu(),
+        "elbo": elbo.cpu(),
     }
     if khat:
         out["khat"] = psis_khat(lw)
@@ -421,6 +434,24 @@ def _summarize(
         out["log_weights"] = lw.cpu()
     out["iwae"] = {k: iwae_bound(lw, k).cpu() for k in iwae_particles}
     return out
+
+
+def _guide_elbo(
+    lw: torch.Tensor, log_q_over_g: torch.Tensor, from_guide: torch.Tensor
+) -> torch.Tensor:
+    """The ELBO of the guide, E_q[log p(x | z) r(z) - log q(z | x)], per datum (B,).
+
+    With log w_k = log p(x | z_k) r(z_k) / g(z_k), the integrand is log w_k + log (g/q)(z_k).
+    It is averaged over the draws that the mixture took from its guide component (draws
+    z ~ q exactly; all of them when g = q). A datum without such a draw (only possible
+    for small K) takes the importance-reweighted mean 1/K sum_k (q/g)(z_k) [integrand],
+    unbiased too: q/g <= 1/alpha in the defensive mixture.
+    """
+    integrand = lw - log_q_over_g
+    count = from_guide.sum(1)
+    direct = torch.where(from_guide, integrand, 0.0).sum(1) / count.clamp_min(1)
+    reweighted = (log_q_over_g.exp() * integrand).mean(1)
+    return torch.where(count > 0, direct, reweighted)
 
 
 def _collect(parts: list[dict[str, Any]], num_samples: int, proposal: str) -> LogLikelihood:

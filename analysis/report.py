@@ -31,7 +31,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from pyrovae.checkpoint import atomic_write_text
 
 from .compare import KHAT_FLAG_FRACTION
 from .diagnostics import KHAT_THRESHOLD
-from .evidence import evidence_sentences, judge
+from .evidence import Z95, ais_difference, evidence_sentences, judge
+from .quality import wilson_interval
 from .surgery import ACTIVITY_THRESHOLD
 
 __all__ = [
@@ -62,13 +63,21 @@ DASH = "\u2014"
 ELLIPSIS = " \u2026"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Sample-quality columns: key, label in sentences, lower is better (all of them are).
+# Sample-quality columns: key, superlative and comparative in sentences; lower is better.
 _QUALITY = (
-    ("ambiguous", "the least ambiguous samples"),
-    ("entropy", "the lowest classifier entropy"),
-    ("coverage_kl", "the most even class coverage"),
-    ("frechet", "the lowest Frechet distance to test images"),
+    ("ambiguous", "the least ambiguous samples", "fewer ambiguous samples"),
+    ("entropy", "the lowest classifier entropy", "lower classifier entropy"),
+    ("coverage_kl", "the most even class coverage", "more even class coverage"),
+    ("frechet", "the lowest Frechet distance to test images", "lower Frechet distances"),
 )
+_ROUNDING = 0.005
+"""Half the last digit shown (2 decimals): smaller differences are not claimed."""
+
+ADVICE = (
+    "raise K (--num-samples), train with the flow guide (--guide flow), or run AIS "
+    "(pyrovae evaluate RUN_DIR --ais-num-test N)"
+)
+"""What to do when every log-likelihood estimate is flagged."""
 
 
 @dataclass
@@ -210,13 +219,80 @@ def _prior_difference(
     return a - b, se, False
 
 
-def _significance(diff: float, se: float | None, paired: bool) -> str:
+def _beyond(diff: float, se: float | None) -> bool:
+    """Whether a difference is shown: |diff| > Z95 * se, and never below the rounding
+    shown (which is also the only test when no standard error is known)."""
+    return abs(diff) > max(_ROUNDING, 0.0 if se is None else Z95 * se)
+
+
+def _pair(
+    sources: Mapping[str, Mapping[str, Any]], a: str, b: str
+) -> tuple[float, float | None, bool] | None:
+    """log p_a(x) - log p_b(x), its standard error and whether that error is paired.
+
+    Against the prior this is :func:`_prior_difference`. Between two other sources the
+    covariance is not recorded: with paired differences d_a, d_b to the prior (errors
+    s_a, s_b), a - b = d_a - d_b has an error of at most s_a + s_b (Cauchy-Schwarz, for
+    any correlation), and sqrt(se_a^2 + se_b^2) is the error of independent estimates
+    (an overstatement for estimates on the same data); the smaller of the two is used.
+    """
+    if b == PRIOR:
+        return _prior_difference(sources, a)
+    if a == PRIOR:
+        out = _prior_difference(sources, b)
+        return None if out is None else (-out[0], out[1], out[2])
+    la, lb = _finite(sources[a].get("loglik")), _finite(sources[b].get("loglik"))
+    if la is None or lb is None:
+        return None
+    sa, sb = _finite(sources[a].get("stderr")), _finite(sources[b].get("stderr"))
+    combined = None if sa is None or sb is None else math.hypot(sa, sb)
+    da, db = _prior_difference(sources, a), _prior_difference(sources, b)
+    if da is not None and db is not None and da[2] and db[2]:
+        bound = da[1] + db[1]
+        if combined is None or bound < combined:
+            return da[0] - db[0], bound, True
+    return la - lb, combined, False
+
+
+def _leading(sources: Mapping[str, Mapping[str, Any]]) -> tuple[list[tuple[float, str]], list[str]]:
+    """Sources by held-out log-likelihood (highest first) and the leading group: the
+    leader and every source whose difference to it is not shown (:func:`_beyond`)."""
+    ranked = sorted(
+        ((v, n) for n, e in sources.items() if (v := _finite(e.get("loglik"))) is not None),
+        key=lambda t: -t[0],
+    )
+    if not ranked:
+        return [], []
+    leader = ranked[0][1]
+    tied = [leader]
+    for _, name in ranked[1:]:
+        diff = _pair(sources, leader, name)
+        if diff is None or not _beyond(diff[0], diff[1]):
+            tied.append(name)
+    return ranked, tied
+
+
+def _listing(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _significance(diff: float, se: float | None, paired: bool, other: str = "the prior") -> str:
     if se is None:
         return "no standard error was recorded, so its significance is unknown"
     kind = "paired" if paired else "both errors combined"
-    if abs(diff) <= 2 * se:
-        return f"within 2 standard errors ({se:.2f}, {kind}), so not significant"
-    return f"more than 2 standard errors ({se:.2f}, {kind}), so significant"
+    if not _beyond(diff, se):
+        return (
+            f"within {Z95} standard errors ({se:.2f}, {kind}), so not significant: "
+            f"indistinguishable from {other}"
+        )
+    return f"more than {Z95} standard errors ({se:.2f}, {kind}), so significant"
+
+
+def _flagged(entry: Mapping[str, Any]) -> bool:
+    """Unreliable by k-hat, or still rising in K."""
+    return _unreliable(entry) or entry.get("converged") is False
 
 
 # ------------------------------------------------------------------------- conclusions
@@ -234,25 +310,66 @@ def _evidence_clause(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -
     return f"; it rests on {verdict.basis}"
 
 
+def _versus_prior(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    """'gmm +2.50 nats over the prior, <significance>' (or '... below the prior ...')."""
+    diff, se, paired = _prior_difference(sources, name) or (math.nan, None, False)
+    if not math.isfinite(diff):
+        return f"{name}: no difference to the prior could be computed"
+    where = f"{_signed(diff)} nats over" if diff >= 0 else f"{-diff:.2f} nats below"
+    return f"{name} {where} the prior, {_significance(diff, se, paired)}"
+
+
 def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    logliks = {name: _finite(entry.get("loglik")) for name, entry in sources.items()}
-    ranked = sorted((v, k) for k, v in logliks.items() if v is not None)
+    """The leading source(s) by held-out log-likelihood, and how they compare with the prior.
+
+    A single best source is named only when its difference to every other source is
+    shown (:func:`_beyond`); otherwise the leading group is listed as tied.
+    """
+    ranked, tied = _leading(sources)
     if not ranked:
         return []
-    best_value, best = ranked[-1]
+    best_value, best = ranked[0]
     best_se = _finite(sources[best].get("stderr"))
     value = f"{best_value:.2f}" + ("" if best_se is None else f" \u00b1 {best_se:.2f}")
-    caveat = " (but see the k-hat warning below)" if _unreliable(sources[best]) else ""
+    caveat = (
+        " (but see the k-hat warning below)" if any(_unreliable(sources[n]) for n in tied) else ""
+    )
     if len(ranked) == 1:
         return [f"Only the source {best} has a held-out log-likelihood: {value} nats{caveat}."]
-    if PRIOR in logliks and logliks[PRIOR] is not None and best != PRIOR:
+    prior = _finite(sources.get(PRIOR, {}).get("loglik"))
+    if len(tied) > 1:
+        listed = []
+        for name in tied:
+            se = _finite(sources[name].get("stderr"))
+            loglik = float(sources[name]["loglik"])
+            listed.append(
+                f"{name} ({loglik:.2f}" + ("" if se is None else f" \u00b1 {se:.2f}") + ")"
+            )
+        text = (
+            f"The leading sources are tied: {_listing(listed)} lie within {Z95} standard errors "
+            "of the highest held-out log-likelihood, so none of them is the best"
+        )
+        others = [n for n in tied if n != PRIOR]
+        if prior is not None and others:
+            text += f"; against the prior ({prior:.2f}): " + "; ".join(
+                _versus_prior(sources, n) for n in others
+            )
+            text += _evidence_clause(sources, others[0], PRIOR)
+        return [text + caveat + "."]
+    runner_value, runner = ranked[1]
+    if prior is not None and best != PRIOR:
         diff, se, paired = _prior_difference(sources, best) or (best_value, None, False)
-        return [
+        text = (
             f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
-            f"{_signed(diff)} nats over the prior ({logliks[PRIOR]:.2f}); the difference is "
-            f"{_significance(diff, se, paired)}{_evidence_clause(sources, best, PRIOR)}{caveat}."
-        ]
-    runner_value, runner = ranked[-2]
+            f"{_signed(diff)} nats over the prior ({prior:.2f}); the difference is "
+            f"{_significance(diff, se, paired)}"
+        )
+        if runner != PRIOR:
+            margin, margin_se, bound = _pair(sources, best, runner) or (0.0, None, False)
+            kind = "bounded by the paired errors" if bound else "both errors combined"
+            beyond = "" if margin_se is None else f", beyond {Z95} x {margin_se:.2f} ({kind})"
+            text += f", and {margin:.2f} nats above the runner-up {runner}{beyond}"
+        return [text + _evidence_clause(sources, best, PRIOR) + caveat + "."]
     if best == PRIOR:
         diff, se, paired = _prior_difference(sources, runner) or (runner_value, None, False)
         return [
@@ -262,59 +379,94 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"{_significance(diff, se, paired)}{_evidence_clause(sources, PRIOR, runner)}"
             f"{caveat}."
         ]
-    runner_se = _finite(sources[runner].get("stderr"))
-    se = None if best_se is None or runner_se is None else math.hypot(best_se, runner_se)
-    diff = best_value - runner_value
+    diff, se, _ = _pair(sources, best, runner) or (best_value - runner_value, None, False)
     return [
         f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
         f"{diff:.2f} nats over "
         f"the runner-up {runner} (no prior source to compare with); the difference is "
-        f"{_significance(diff, se, False)}{_evidence_clause(sources, best, runner)}{caveat}."
+        f"{_significance(diff, se, False, runner)}{_evidence_clause(sources, best, runner)}"
+        f"{caveat}."
     ]
 
 
-def _within_binomial_error(
-    sources: Mapping[str, Mapping[str, Any]], best: str, values: Mapping[str, float | None]
-) -> bool:
-    """Whether the 95% Wilson intervals of the best and the runner-up share of ambiguous
-    samples overlap (False when the intervals were not recorded)."""
-    others = sorted((v, n) for n, v in values.items() if v is not None and n != best)
-    if not others:
-        return False
-    runner = others[0][1]
-    low = _finite(sources[runner].get("ambiguous_low"))
-    high = _finite(sources[best].get("ambiguous_high"))
-    if low is None or high is None:
-        return False
-    return low <= high
+def _quality_text(key: str, value: float | None) -> str:
+    if key == "ambiguous":
+        return _pct(value)
+    return _fmt(value) + (" nats" if key in ("entropy", "coverage_kl") else "")
+
+
+def _interval(entry: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """The 95% interval of a share of samples: recorded, or Wilson's from the count."""
+    if key != "ambiguous":
+        return None
+    low, high = _finite(entry.get("ambiguous_low")), _finite(entry.get("ambiguous_high"))
+    if low is not None and high is not None:
+        return low, high
+    value, n = _finite(entry.get("ambiguous")), _finite(entry.get("num_quality_samples"))
+    if value is None or n is None or n < 1 or not 0 <= value <= 1:
+        return None
+    return wilson_interval(value, int(n))
+
+
+def _quality_leaders(
+    sources: Mapping[str, Mapping[str, Any]], key: str
+) -> tuple[list[str], str] | None:
+    """The lowest value of ``key`` and every source indistinguishable from it, and why.
+
+    Two sources are indistinguishable when their 95% intervals overlap (shares of
+    ambiguous samples), or, without intervals, when they are equal as shown. None for
+    fewer than two values.
+    """
+    values = {n: _finite(e.get(key)) for n, e in sources.items()}
+    values = {n: v for n, v in values.items() if v is not None}
+    if len(values) < 2:
+        return None
+    best = min(values, key=lambda n: values[n])
+    leaders, reasons = [best], set()
+    best_interval = _interval(sources[best], key)
+    for name in sorted(values, key=lambda n: values[n]):
+        if name == best:
+            continue
+        interval = _interval(sources[name], key)
+        if interval is not None and best_interval is not None:
+            if interval[0] <= best_interval[1]:
+                leaders.append(name)
+                reasons.add("their 95% intervals overlap")
+        elif _quality_text(key, values[name]) == _quality_text(key, values[best]):
+            leaders.append(name)
+            reasons.add("equal at the precision shown")
+    return leaders, " or ".join(sorted(reasons))
 
 
 def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The source with the best sample quality per score, or the tie when there is none."""
     wins: dict[str, list[str]] = {}
     ties: list[str] = []
-    for key, label in _QUALITY:
-        values = {name: _finite(entry.get(key)) for name, entry in sources.items()}
-        best = _best(values, highest=False)
-        if not best:
+    for key, label, comparative in _QUALITY:
+        found = _quality_leaders(sources, key)
+        if found is None:
             continue
-        fmt = _pct if key == "ambiguous" else _fmt
-        if key == "ambiguous" and _within_binomial_error(sources, best[0], values):
-            ties.append(
-                f"No source gives clearly fewer ambiguous samples: the best, {best[0]} "
-                f"({fmt(values[best[0]])}), lies within the binomial error of the runner-up "
-                "(their 95% intervals overlap)."
-            )
+        leaders, reason = found
+        shown = {n: _quality_text(key, _finite(sources[n].get(key))) for n in leaders}
+        prior = _finite(sources.get(PRIOR, {}).get(key))
+        prior_text = "" if prior is None else f"; prior {_quality_text(key, prior)}"
+        if len(leaders) > 1:
+            listed = _listing([f"{n} ({shown[n]})" for n in leaders])
+            if PRIOR in leaders:
+                ties.append(
+                    f"No source gives clearly {comparative} than the prior: {listed} are "
+                    f"tied ({reason})."
+                )
+            else:
+                ties.append(
+                    f"No source gives clearly {comparative}: the leading sources {listed} "
+                    f"are tied ({reason}){prior_text}."
+                )
             continue
-        unit = " nats" if key in ("entropy", "coverage_kl") else ""
-        text = f"{label} ({fmt(values[best[0]])}{unit}"
-        if PRIOR in values and values[PRIOR] is not None and PRIOR not in best:
-            text += f"; prior {fmt(values[PRIOR])}"
-        text += ")"
-        wins.setdefault(" and ".join(best), []).append(text)
-    sentences = []
-    for names, items in wins.items():
-        listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-        sentences.append(f"Drawing z from {names} gives {listed}.")
+        [best] = leaders
+        text = f"{label} ({shown[best]}" + ("" if best == PRIOR else prior_text) + ")"
+        wins.setdefault(best, []).append(text)
+    sentences = [f"Drawing z from {n} gives {_listing(items)}." for n, items in wins.items()]
     return sentences + ties
 
 
@@ -332,14 +484,15 @@ def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
         bound_text = "" if bound is None else f", at most log N = {bound:.2f} nats"
         mi_value = avg - marginal if mi is None else mi
         sentences.append(
-            f"ELBO surgery: {100 * share:.0f}% of the KL term ({avg:.2f} nats) is the marginal "
+            f"ELBO surgery {_training_label(surgery)}: {100 * share:.0f}% of the KL term "
+            f"({avg:.2f} nats) is the marginal "
             f"{marginal_name} = {marginal:.2f} nats; the rest, {mi_value:.2f} nats, is the "
             f"mutual information {mi_name}{bound_text}."
         )
         marginal_se = _finite(surgery.get("marginal_kl_stderr"))
-        if marginal_se is not None and marginal_se > 0 and marginal <= 2 * marginal_se:
+        if marginal_se is not None and marginal_se > 0 and marginal <= Z95 * marginal_se:
             sentences.append(
-                f"The marginal KL is within 2 standard errors ({marginal_se:.2f}) of 0: "
+                f"The marginal KL is within {Z95} standard errors ({marginal_se:.2f}) of 0: "
                 "q(z) cannot be told apart from the prior at this Monte Carlo precision."
             )
     elif mi is not None:
@@ -389,6 +542,26 @@ def _surgery_n_sentence(evaluation: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _count(value: Any) -> str | None:
+    n = _finite(value)
+    return None if n is None else f"{int(n):,}"
+
+
+def _heldout_label(evaluation: Mapping[str, Any]) -> str:
+    """The data of the held-out numbers: '500 test images', 'the val split' or 'held-out data'."""
+    split, n = evaluation.get("split"), _count(evaluation.get("num_test"))
+    split = split if isinstance(split, str) and split else None
+    if n is not None:
+        return f"{n} {split or 'held-out'} images"
+    return f"the {split} split" if split else "held-out data"
+
+
+def _training_label(surgery: Mapping[str, Any]) -> str:
+    """'on 50,000 training images' (or 'on the training data') for ELBO surgery."""
+    n = _count(surgery.get("num_data"))
+    return "on the training data" if n is None else f"on {n} training images"
+
+
 def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
     elbo, loglik = _finite(evaluation.get("elbo")), _finite(evaluation.get("loglik"))
     if elbo is None or loglik is None:
@@ -396,9 +569,25 @@ def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
     k = _finite(evaluation.get("num_samples"))
     draws = "" if k is None else f" with K = {int(k)} draws"
     return [
-        f"The importance-sampled log p(x){draws}, {loglik:.2f} nats, lies "
-        f"{loglik - elbo:.2f} nats above the ELBO ({elbo:.2f}); the gap is the average "
-        "KL(q(z|x) || p(z|x)) of the guide."
+        f"The importance-sampled log p(x) on {_heldout_label(evaluation)}{draws}, "
+        f"{loglik:.2f} nats, lies {loglik - elbo:.2f} nats above the ELBO ({elbo:.2f}, on the "
+        "same images); the gap is the average KL(q(z|x) || p(z|x)) of the guide."
+    ]
+
+
+def _advice_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What to do when every log-likelihood estimate is unreliable or still rising in K."""
+    rows = [e for e in sources.values() if _finite(e.get("loglik")) is not None]
+    if not rows or not all(_flagged(e) for e in rows):
+        return []
+    if all(_finite(_mapping(e.get("ais")).get("loglik")) is not None for e in rows):
+        todo = "compare the sources by their AIS estimates instead, or raise K (--num-samples)"
+    else:
+        todo = ADVICE
+    return [
+        "Every held-out log-likelihood estimate here is unreliable (PSIS k-hat flag) or "
+        "still rising in K, so no comparison between these sources can be trusted; to "
+        f"settle it, {todo}."
     ]
 
 
@@ -440,14 +629,17 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     """Plain-language findings computed from one run's ``pyrovae evaluate`` numbers.
 
     In order: the source with the highest held-out log-likelihood and its margin over the
-    prior (significant when more than 2 standard errors), the sources with the best sample
-    quality, the importance-sampling gap over the ELBO, ELBO surgery (the share of the KL
-    term that is marginal KL(q(z) || p(z)), the rest being mutual information; Hoffman &
-    Johnson, 2016), active units, one warning naming every source whose PSIS k-hat
-    exceeds 0.7 on more than 10% of the data, and the evidence behind the numbers
-    (sources still rising in K, IS against AIS, the BDMC gap). A difference between two
-    sources is claimed only when it holds under AIS or both importance-sampling estimates
-    converged in K (:func:`~pyrovae.analysis.evidence.judge`); otherwise the sentence says
+    prior (significant when |d| > 1.96 standard errors), or the leading sources listed as
+    tied when the leader does not beat the runner-up by that much; per sample-quality
+    score the best source, or the tie (overlapping 95% intervals, or equal as shown); the
+    importance-sampling gap over the ELBO on the same held-out images; ELBO surgery on
+    the training data (the share of the KL term that is marginal KL(q(z) || p(z)), the
+    rest being mutual information; Hoffman & Johnson, 2016); active units; one warning
+    naming every source whose PSIS k-hat exceeds 0.7 on more than 10% of the data, and
+    what to do when every source is flagged; the evidence behind the numbers (sources
+    still rising in K, IS against AIS, the BDMC gap). A difference between two sources is
+    claimed only when it holds under AIS or both importance-sampling estimates converged
+    in K (:func:`~pyrovae.analysis.evidence.judge`); otherwise the sentence says
     it is undetermined. Missing numbers only drop their sentence.
     """
     evaluation = _check_evaluation(evaluation)
@@ -459,17 +651,18 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
         *_surgery_sentences(_mapping(evaluation.get("surgery"))),
         *_surgery_n_sentence(evaluation),
         *_khat_sentences(sources),
+        *_advice_sentences(sources),
         *evidence_sentences(evaluation),
     ]
 
 
-def _best_source(evaluation: Mapping[str, Any]) -> tuple[str, float] | None:
-    logliks = {n: _finite(e.get("loglik")) for n, e in _sources(evaluation).items()}
-    finite = [(v, n) for n, v in logliks.items() if v is not None]
-    if not finite:
+def _best_source(evaluation: Mapping[str, Any]) -> tuple[str, float, list[str]] | None:
+    """The leading source, its log-likelihood, and the leading group it is tied with."""
+    ranked, tied = _leading(_sources(evaluation))
+    if not ranked:
         return None
-    value, name = max(finite)
-    return name, value
+    value, name = ranked[0]
+    return name, value, tied
 
 
 def _model_loglik(evaluation: Mapping[str, Any]) -> float | None:
@@ -477,6 +670,29 @@ def _model_loglik(evaluation: Mapping[str, Any]) -> float | None:
     if value is None:
         value = _finite(_sources(evaluation).get(PRIOR, {}).get("loglik"))
     return value
+
+
+def _model_loglik_se(evaluation: Mapping[str, Any]) -> float | None:
+    value = _finite(evaluation.get("loglik_stderr"))
+    if value is None:
+        value = _finite(_sources(evaluation).get(PRIOR, {}).get("stderr"))
+    return value
+
+
+def _gain(evaluation: Mapping[str, Any]) -> tuple[str, float, float | None] | None:
+    """The leading source of a run, its difference to the prior and that difference's
+    standard error (None without a prior or a leading source other than the prior)."""
+    best, sources = _best_source(evaluation), _sources(evaluation)
+    if best is None or best[0] == PRIOR or PRIOR not in sources:
+        return None
+    diff = _prior_difference(sources, best[0])
+    return None if diff is None else (best[0], diff[0], diff[1])
+
+
+def _gain_text(diff: float, se: float | None, interval: bool = True) -> str:
+    """'+2.50 \u00b1 1.11' (the 95% half-width), with '(no difference)' when within it."""
+    text = _signed(diff) + ("" if se is None or not interval else f" \u00b1 {Z95 * se:.2f}")
+    return text + ("" if _beyond(diff, se) else " (no difference)")
 
 
 def _run_label(run: RunReport) -> str:
@@ -501,11 +717,9 @@ def _seed_spread_sentences(runs: Sequence[RunReport]) -> list[str]:
         logliks = [_model_loglik(r.evaluation) for r in members]
         gains = []
         for r in members:
-            best = _best_source(r.evaluation)
-            sources = _sources(r.evaluation)
-            if best is not None and best[0] != PRIOR and PRIOR in sources:
-                diff = _prior_difference(sources, best[0])
-                gains.append(f"{best[0]} {_signed(diff[0])}" if diff else best[0])
+            best, gain = _best_source(r.evaluation), _gain(r.evaluation)
+            if gain is not None:
+                gains.append(f"{gain[0]} {_gain_text(gain[1], gain[2], interval=False)}")
             elif best is not None:
                 gains.append(best[0])
         finite = [v for v in logliks if v is not None]
@@ -517,73 +731,146 @@ def _seed_spread_sentences(runs: Sequence[RunReport]) -> list[str]:
             f"{max(finite) - min(finite):.2f})"
         )
         if gains:
-            text += f"; the best source and its gain over the prior per seed: {', '.join(gains)}"
+            text += f"; the leading source and its gain over the prior per seed: {', '.join(gains)}"
         sentences.append(text + ".")
     return sentences
+
+
+def _tied_with_leader(
+    items: Sequence[tuple[str, float, float | None]],
+    pair: Callable[[str, str], tuple[float, float | None] | None] | None = None,
+) -> list[str]:
+    """Labels of ``items`` (label, value, stderr) whose difference to the highest value is
+    not shown; ``pair(a, b)`` may give a better (diff, se) for two labels, else the errors
+    are combined as if independent."""
+    ranked = sorted(items, key=lambda t: -t[1])
+    top_label, top, top_se = ranked[0]
+    tied = [top_label]
+    for label, value, se in ranked[1:]:
+        found = pair(top_label, label) if pair is not None else None
+        if found is None:
+            combined = None if top_se is None or se is None else math.hypot(top_se, se)
+            found = (top - value, combined)
+        if not _beyond(*found):
+            tied.append(label)
+    return tied
 
 
 def cross_run_conclusions(runs: Sequence[RunReport]) -> list[str]:
     """Findings across runs: the best model log-likelihood, and whether one source wins them all.
 
-    Log-likelihoods of runs on different data or splits are not comparable; the sentences
-    assume the runs were evaluated alike.
+    A run or source is called the best only when it beats every other beyond 1.96
+    standard errors (runs: their errors combined as independent); otherwise the leaders
+    are listed as tied. Log-likelihoods of runs on different data or splits are not
+    comparable; the sentences assume the runs were evaluated alike.
     """
     runs = _check_runs(runs)
     sentences = []
     models = {run.name: _model_loglik(run.evaluation) for run in runs}
-    best = _best(models, highest=True)
-    if best:
-        order = sorted((v, n) for n, v in models.items() if v is not None)
-        text = (
-            f"{' and '.join(best)} has the best held-out log-likelihood under its own prior "
-            f"({models[best[0]]:.2f} nats)"
-        )
+    known = [(r.name, models[r.name], _model_loglik_se(r.evaluation)) for r in runs]
+    known = [t for t in known if t[1] is not None]
+    if len(known) >= 2:
+        tied = _tied_with_leader(known)
+        order = sorted((v, n) for n, v, _ in known)
         worst_value, worst = order[0]
-        if worst not in best:
-            text += f", {models[best[0]] - worst_value:.2f} nats above {worst}"
+        top = models[tied[0]]
+        if len(tied) == 1:
+            text = (
+                f"{tied[0]} has the best held-out log-likelihood under its own prior "
+                f"({top:.2f} nats), {top - worst_value:.2f} nats above {worst}"
+            )
+        else:
+            listed = _listing([f"{n} ({models[n]:.2f})" for n in tied])
+            text = (
+                "No run has clearly the best held-out log-likelihood under its own prior: "
+                f"{listed} are tied within {Z95} standard errors"
+            )
+            if worst not in tied:
+                text += f", all above {worst} ({worst_value:.2f})"
         sentences.append(text + ".")
     winners = {run.name: _best_source(run.evaluation) for run in runs}
     found = {name: w for name, w in winners.items() if w is not None}
     if found:
-        overall = max(found.items(), key=lambda item: item[1][1])
-        sentences.append(
-            f"Over all runs and sources, the highest held-out log-likelihood is "
-            f"{overall[1][1]:.2f} nats, from {overall[1][0]} in {overall[0]}."
-        )
+        items, runs_by_label = [], {}
+        for run in runs:
+            sources = _sources(run.evaluation)
+            for source, entry in sources.items():
+                value = _finite(entry.get("loglik"))
+                if value is not None:
+                    label = f"{source} in {run.name}"
+                    runs_by_label[label] = (run.name, source, sources)
+                    items.append((label, value, _finite(entry.get("stderr"))))
+
+        def same_run(a: str, b: str) -> tuple[float, float | None] | None:
+            (ra, sa, sources), (rb, sb, _) = runs_by_label[a], runs_by_label[b]
+            diff = _pair(sources, sa, sb) if ra == rb else None
+            return None if diff is None else diff[:2]
+
+        tied = _tied_with_leader(items, same_run)
+        values = {label: value for label, value, _ in items}
+        if len(tied) == 1:
+            sentences.append(
+                f"Over all runs and sources, the highest held-out log-likelihood is "
+                f"{values[tied[0]]:.2f} nats, from {tied[0]}."
+            )
+        else:
+            listed = _listing([f"{values[t]:.2f} nats from {t}" for t in tied])
+            sentences.append(
+                f"Over all runs and sources, the highest held-out log-likelihoods are tied "
+                f"within {Z95} standard errors: {listed}."
+            )
     if len(found) >= 2:
         labels = {run.name: _run_label(run) for run in runs}
         names = {w[0] for w in found.values()}
+        unclear = {n: [t for t in w[2] if t != w[0]] for n, w in found.items() if len(w[2]) > 1}
         if len(names) == 1:
-            sentences.append(
-                f"The best source is {names.pop()} in every run "
-                f"({', '.join(labels[n] for n in found)})."
-            )
+            name = names.pop()
+            text = f"{', '.join(labels[n] for n in found)}"
+            if not unclear:
+                sentences.append(f"The best source is {name} in every run ({text}).")
+            else:
+                where = _listing([labels[n] for n in unclear])
+                ties = _listing([f"{_listing(t)} in {labels[n]}" for n, t in unclear.items()])
+                sentences.append(
+                    f"The leading source is {name} in every run ({text}), but it is not a "
+                    f"clear best source in {where}: it is tied within {Z95} standard errors "
+                    f"with {ties}."
+                )
         else:
-            listed = "; ".join(f"{labels[n]}: {w[0]}" for n, w in found.items())
-            sentences.append(f"The best source differs between runs ({listed}).")
+            listed = "; ".join(
+                f"{labels[n]}: " + (f"{_listing(w[2])} (tied)" if len(w[2]) > 1 else w[0])
+                for n, w in found.items()
+            )
+            sentences.append(f"The leading source differs between runs ({listed}).")
         gains = []
         for run in runs:
-            sources = _sources(run.evaluation)
-            if run.name in found and PRIOR in sources:
-                diff = _prior_difference(sources, found[run.name][0])
-                if diff is not None:
-                    gains.append(f"{labels[run.name]} {_signed(diff[0])}")
+            gain = _gain(run.evaluation)
+            if gain is not None:
+                gains.append(f"{labels[run.name]} {_gain_text(gain[1], gain[2])}")
         if len(gains) >= 2:
             sentences.append(
-                f"Gain of the best source over the prior, in nats: {', '.join(gains)}."
+                "Gain of the leading source over the prior, in nats (\u00b1 1.96 standard "
+                f"errors): {', '.join(gains)}."
             )
     sentences += _seed_spread_sentences(runs)
-    flagged = []
+    flagged, all_flagged = [], []
     for run in runs:
         sources = _sources(run.evaluation)
         names = [name for name, entry in sources.items() if _unreliable(entry)]
         if names:
             which = "every source" if len(names) == len(sources) > 1 else ", ".join(names)
             flagged.append(f"{run.name} ({which})")
+        if _advice_sentences(sources):
+            all_flagged.append(run.name)
     if flagged:
         sentences.append(
             f"Unreliable estimates (k-hat > {KHAT_THRESHOLD} on more than "
             f"{100 * KHAT_FLAG_FRACTION:.0f}% of data): {', '.join(flagged)}."
+        )
+    if all_flagged:
+        sentences.append(
+            f"In {_listing(all_flagged)} every source is flagged (k-hat or still rising in "
+            f"K), so no comparison between its sources can be trusted; to settle it, {ADVICE}."
         )
     return sentences
 
@@ -704,6 +991,20 @@ def _column_value(key: str, entry: Mapping[str, Any]) -> float | None:
     return _finite(entry.get(key))
 
 
+def _ais_leaders(sources: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The highest AIS estimate and those whose (paired) AIS difference to it is not shown."""
+    ais = {n: _mapping(e.get("ais")) for n, e in sources.items()}
+    ais = {
+        n: a
+        for n, a in ais.items()
+        if _finite(a.get("loglik")) is not None and _finite(a.get("stderr")) is not None
+    }
+    if len(ais) < 2:
+        return set()
+    top = max(ais, key=lambda n: ais[n]["loglik"])
+    return {n for n in ais if n == top or not _beyond(*ais_difference(ais[top], ais[n]))}
+
+
 def _sources_html(evaluation: Mapping[str, Any]) -> str:
     sources = _sources(evaluation)
     if not sources:
@@ -721,6 +1022,12 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
     ]
     value = {key: {n: _column_value(key, e) for n, e in sources.items()} for key, *_ in columns}
     best = {key: set(_best(value[key], highest)) for key, _, highest, _ in columns}
+    ranked, tied = _leading(sources)
+    best["loglik"] = set(tied) if len(ranked) >= 2 else set()
+    best["ais"] = _ais_leaders(sources)
+    for key, *_ in _QUALITY:
+        found = _quality_leaders(sources, key)
+        best[key] = set() if found is None else set(found[0])
     header = [("source", False)] + [(label, True) for _, label, _, _ in columns]
     if has_prior:
         header.insert(2, ("vs prior [nats]", True))
@@ -755,10 +1062,9 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
         attr = ' class="unreliable"' if flagged else ""
         rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
     k = _finite(evaluation.get("num_samples"))
-    split = evaluation.get("split")
     context = []
-    if split:
-        context.append(f"{_e(split)} split")
+    if evaluation.get("split") or _finite(evaluation.get("num_test")) is not None:
+        context.append(f"On {_e(_heldout_label(evaluation))}")
     if k is not None:
         proposal = evaluation.get("proposal", "guide")
         context.append(
@@ -774,7 +1080,9 @@ def _sources_html(evaluation: Mapping[str, Any]) -> str:
         )
     note = (
         f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
-        "(highest log-likelihood, lowest otherwise). Converged in K: L_K rose by at most "
+        "(highest log-likelihood, lowest otherwise), with every value indistinguishable "
+        f"from it (within {Z95} standard errors, overlapping 95% intervals, or equal as "
+        "shown). Converged in K: L_K rose by at most "
         "0.1 nats over the last 5x or more of draws. Rows marked unreliable have PSIS "
         f"k-hat &gt; {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
         "Sample quality is read by an MNIST classifier: entropy and ambiguous "
@@ -826,7 +1134,12 @@ def _surgery_html(surgery: Mapping[str, Any]) -> str:
         active_text += f" of {z_dim}"
     marginal = "KL(q(z|y) || p(z|y)), per class" if conditional else "KL(q(z) || p(z))"
     rows_data = [
-        ("ELBO", _fmt(surgery.get("elbo")), "", "reconstruction \u2212 average KL"),
+        (
+            f"ELBO {_training_label(surgery)} (surgery)",
+            _fmt(surgery.get("elbo")),
+            "",
+            "reconstruction \u2212 average KL",
+        ),
         ("reconstruction", _fmt(surgery.get("reconstruction")), "", "E_q[log p(x | z)]"),
         (
             "average KL",
@@ -860,7 +1173,7 @@ def _surgery_html(surgery: Mapping[str, Any]) -> str:
         )
     header = [("quantity", False), ("nats", True), ("share of KL", True), ("meaning", False)]
     n = _finite(surgery.get("num_data"))
-    note = "" if n is None else f'<p class="note">On N = {int(n)} data.</p>'
+    note = "" if n is None else f'<p class="note">On N = {int(n):,} training images.</p>'
     return _table(header, rows, "surgery") + note
 
 
@@ -876,10 +1189,10 @@ def _metrics_html(metrics: Sequence[Mapping[str, Any]] | None) -> str:
     total = sum(known) if known else None
     summary = [
         ("epochs", str(last.get("epoch", len(rows)))),
-        ("final train ELBO", _fmt(last.get("train_elbo"))),
-        ("final validation ELBO", _fmt(last.get("val_elbo"))),
+        ("training ELBO (last epoch, running average)", _fmt(last.get("train_elbo"))),
+        ("validation ELBO (last epoch, validation split)", _fmt(last.get("val_elbo"))),
         (
-            "best validation ELBO",
+            "best validation ELBO (validation split)",
             DASH if not val else f"{max(val)[0]:.2f} (epoch {max(val, key=lambda t: t[0])[1]})",
         ),
         ("training time", DASH if total is None else f"{total:.1f} s"),
@@ -944,12 +1257,14 @@ def _run_html(index: int, run: RunReport, images: Sequence[tuple[str, str, int, 
 
 
 def _summary_html(runs: Sequence[RunReport]) -> str:
+    held_out = {_heldout_label(run.evaluation) for run in runs}
+    elbo = f"ELBO, {held_out.pop()}" if len(held_out) == 1 else "ELBO, held-out images"
     header = [
         ("run", False),
         ("z_dim", True),
-        ("ELBO", True),
+        (elbo, True),
         ("log p(x)", True),
-        ("best source", False),
+        ("leading source", False),
         ("its log p(x)", True),
         ("vs prior", True),
         ("active units", True),
@@ -959,11 +1274,10 @@ def _summary_html(runs: Sequence[RunReport]) -> str:
     rows = []
     for index, run in enumerate(runs):
         evaluation = run.evaluation
-        best = _best_source(evaluation)
-        sources = _sources(evaluation)
-        diff = None
-        if best is not None and best[0] != PRIOR and PRIOR in sources:
-            diff = _prior_difference(sources, best[0])
+        best, gain = _best_source(evaluation), _gain(evaluation)
+        leader = DASH
+        if best is not None:
+            leader = best[0] if len(best[2]) == 1 else f"{', '.join(best[2])} (tied)"
         z_dim = _z_dim(run)
         active = _finite(_mapping(evaluation.get("surgery")).get("active_units"))
         link = f'<td><a href="#{_anchor(index, run.name)}">{_e(run.name)}</a></td>'
@@ -973,17 +1287,19 @@ def _summary_html(runs: Sequence[RunReport]) -> str:
             + _cell(DASH if z_dim is None else str(z_dim))
             + _cell(_fmt(evaluation.get("elbo")))
             + _cell(_fmt(model[run.name]), best=run.name in best_model)
-            + _cell(DASH if best is None else best[0], numeric=False)
+            + _cell(leader, numeric=False)
             + _cell(DASH if best is None else f"{best[1]:.2f}")
-            + _cell(DASH if diff is None else _signed(diff[0]))
+            + _cell(DASH if gain is None else _gain_text(gain[1], gain[2]))
             + _cell(DASH if active is None else str(int(active)))
             + "</tr>"
         )
     return (
         "<section><h2>Summary across runs</h2>"
         f"{_findings(cross_run_conclusions(runs))}{_table(header, rows, 'summary')}"
-        '<p class="note">log p(x): held-out log-likelihood with the model\'s own prior; '
-        "best source: the latent source with the highest held-out log-likelihood.</p>"
+        '<p class="note">ELBO and log p(x): on the evaluated held-out images, with the '
+        "model's own prior; leading source: the latent source with the highest held-out "
+        f"log-likelihood, with those within {Z95} standard errors of it as tied; vs prior: "
+        "its difference to the prior \u00b1 1.96 standard errors.</p>"
         "</section>"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,11 @@ from .report import RunReport
 from .sources import LatentSource, fit_per_class
 from .surgery import ACTIVITY_THRESHOLD
 
-__all__ = ["run_figures", "build_run_report", "run_name"]
+__all__ = ["run_figures", "build_run_report", "run_name", "figure_filename", "slug"]
+
+SLUG_LENGTH = 40
+"""Most characters of the title part of a figure's file name."""
+_TRAILING = frozenset("a an and as at by for from in of on per the to with".split())
 
 
 def run_name(vae: nn.Module) -> str:
@@ -27,6 +33,33 @@ def run_name(vae: nn.Module) -> str:
     cfg = vae.config
     name = f"{cfg.model}-z{cfg.z_dim}"
     return name if cfg.prior == "normal" else f"{name}-{cfg.prior}"
+
+
+def slug(title: str, max_length: int = SLUG_LENGTH) -> str:
+    """``title`` as lower-case ASCII words joined by single hyphens, cut at a word boundary.
+
+    Accents are dropped (NFKD), every run of other characters becomes one hyphen, and
+    words are kept while the slug fits in ``max_length`` (a cut slug does not end in a
+    word such as "of" or "the"); a first word that is longer on its own is cut. An empty
+    result is ``"figure"``.
+    """
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_title.lower())
+    kept: list[str] = []
+    for word in words:
+        if len("-".join([*kept, word])) > max_length:
+            while len(kept) > 1 and kept[-1] in _TRAILING:  # cut: drop a dangling "of the"
+                kept.pop()
+            break
+        kept.append(word)
+    if not kept and words:
+        kept = [words[0][:max_length]]
+    return "-".join(kept) or "figure"
+
+
+def figure_filename(index: int, title: str, max_length: int = SLUG_LENGTH) -> str:
+    """``NN-slug.png``: the figure's place in the report (unique) and :func:`slug` of its title."""
+    return f"{index:02d}-{slug(title, max_length)}.png"
 
 
 def run_figures(
@@ -85,7 +118,7 @@ def run_figures(
             F.plot_class_samples(vae, per_class, classifier=classifier)
         )
     if scores:
-        figs["Held-out log-likelihood per latent source"] = F.plot_loglik(scores)
+        figs["Held-out log-likelihood relative to the prior"] = F.plot_loglik(scores)
         if any(isinstance(e, Mapping) and e.get("ksweep") for e in scores.values()):
             figs["L_K against K per latent source (AIS as diamonds)"] = plot_ksweep(scores)
     surgery = (evaluation or {}).get("surgery") or {}
@@ -123,8 +156,7 @@ def build_run_report(
     folder = Path(out_dir) / name
     paths: dict[str, Path] = {}
     for i, (title, fig) in enumerate(figures.items()):
-        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:48]
-        paths[title] = F.save_figure(fig, folder / f"{i:02d}-{slug}.png")
+        paths[title] = F.save_figure(fig, folder / figure_filename(i, title))
     cfg = vae.config
     description = (
         f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and {cfg.likelihood} "

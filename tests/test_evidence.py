@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyrovae.analysis.evidence import evidence_sentences, judge, plot_ksweep
+from pyrovae.analysis.evidence import Z95, ais_difference, evidence_sentences, judge, plot_ksweep
 from pyrovae.analysis.report import conclusions
 
 
@@ -33,6 +33,24 @@ def test_converged_importance_sampling_decides_a_paired_difference():
     assert (verdict.difference, verdict.stderr) == (1.0, 0.1)
     sources["gmm"]["vs_prior"] = 0.15  # within 2 paired standard errors
     assert not judge(sources, "gmm").established
+
+
+def test_the_threshold_is_1_96_standard_errors():
+    sources = {"prior": _entry(-100.0), "gmm": _entry(-99.8, vs_prior=(0.198, 0.1))}
+    assert Z95 == 1.96 and judge(sources, "gmm").established  # 1.98 standard errors
+    sources["gmm"]["vs_prior"] = 0.19
+    verdict = judge(sources, "gmm")
+    assert not verdict.established and "within 1.96 standard errors" in verdict.basis
+
+
+def test_ais_difference_pairs_images_when_it_can():
+    a = {"loglik": -99.5, "stderr": 5.0, "per_datum": [-89.6, -109.4, -99.5]}
+    b = {"loglik": -100.0, "stderr": 5.0, "per_datum": [-90.0, -110.0, -100.0]}
+    diff, se = ais_difference(a, b)
+    assert diff == pytest.approx(0.5) and se == pytest.approx(0.1 / 3**0.5)
+    del b["per_datum"]
+    diff, se = ais_difference(a, b)
+    assert diff == pytest.approx(0.5) and se == pytest.approx(5.0 * 2**0.5)
 
 
 def test_a_rising_estimate_leaves_the_comparison_undetermined():

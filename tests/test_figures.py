@@ -313,24 +313,92 @@ def test_training_curves(tmp_path):
         F.plot_training_curves([])
 
 
-def test_loglik_bars(tmp_path):
+def _marker_x(ax, marker: str) -> list[float]:
+    """x of every data point drawn with ``marker`` (error-bar points and clipped triangles)."""
+    return [
+        float(line.get_xdata()[0])
+        for line in ax.lines
+        if line.get_marker() == marker and len(line.get_xdata()) == 1
+    ]
+
+
+def test_loglik_differences(tmp_path):
     results = {
         "prior": {"loglik": -160.3, "stderr": 0.5, "khat_gt_0.7": 0.02},
         "aggregate": {"loglik": -158.1, "stderr": 0.4},
-        "flow": {"loglik": -158.4, "stderr": 0.4},
+        "flow": {"loglik": -158.4, "stderr": 0.4, "vs_prior": 1.9, "vs_prior_stderr": 1.5},
     }
     fig = F.plot_loglik(results)
-    (ax,) = fig.axes
-    bars = ax.patches
-    assert len(bars) == 3
-    colours = [tuple(b.get_facecolor()[:3]) for b in bars]
-    assert colours[1] != colours[0] and colours[0] == colours[2]  # the best stands out
-    texts = [t.get_text() for t in ax.texts]
-    assert "(best)" in texts[1] and "k̂>0.7: 2%" in texts[0]
+    ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(results)
+    # differences to the prior, the prior itself at 0 (and the zero line)
+    assert _marker_x(ax, "o") == pytest.approx([0.0, 2.2, 1.9])
+    assert any(list(line.get_xdata()) == [0.0, 0.0] for line in ax.lines)
+    texts = [t.get_text() for t in ax.texts]
+    half = 1.96 * np.hypot(0.4, 0.5)  # no paired error for aggregate: both combined
+    assert texts[0] == "reference  k̂>0.7: 2%"
+    assert texts[1] == f"+2.20 ± {half:.2f}" and texts[2] == f"+1.90 ± {1.96 * 1.5:.2f}"
+    # green only where the difference is beyond 1.96 standard errors
+    colours = {
+        round(float(line.get_xdata()[0]), 2): matplotlib.colors.to_hex(line.get_color())
+        for line in ax.lines
+        if line.get_marker() == "o" and len(line.get_xdata()) == 1
+    }
+    assert colours[2.2] == matplotlib.colors.to_hex("tab:green")
+    assert colours[1.9] == matplotlib.colors.to_hex("0.45")
+    lo, hi = ax.get_xlim()
+    assert lo < 0 < 2.2 + half < hi < 10
+    assert "relative to prior" in ax.get_title()
     assert_png(fig, tmp_path / "loglik.png")
     with pytest.raises(ValueError, match="results\\['x'\\] must be a dict with a 'loglik'"):
         F.plot_loglik({"x": {"stderr": 1.0}})
+
+
+def test_loglik_wild_row_is_clipped_and_ais_is_paired():
+    ais = {"loglik": -99.0, "stderr": 5.0, "per_datum": [-89.0, -109.0, -99.0]}
+    results = {
+        "prior": {"loglik": -100.0, "stderr": 0.5, "ais": ais},
+        "aggregate": {
+            "loglik": -98.0,
+            "stderr": 0.5,
+            "vs_prior": 2.0,
+            "vs_prior_stderr": 0.2,
+            "ais": {"loglik": -98.5, "stderr": 5.0, "per_datum": [-88.4, -108.6, -98.5]},
+        },
+        "gmm": {"loglik": -99.0, "stderr": 0.5, "vs_prior": 1.0, "vs_prior_stderr": 0.3},
+        "flow": {"loglik": -99.5, "stderr": 0.5, "vs_prior": 0.5, "vs_prior_stderr": 0.3},
+        "gaussian-loc": {
+            "loglik": -2100.0,
+            "stderr": 40.0,
+            "vs_prior": -2000.0,
+            "vs_prior_stderr": 40.0,
+            "converged": False,
+        },
+    }
+    fig = F.plot_loglik(results)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert -10 < lo < 0 and 2.4 < hi < 10  # not stretched to -2000
+    clipped = [a for a in ax.get_children() if a.get_gid() == "clipped"]
+    assert len(clipped) == 1 and clipped[0].get_marker() == "<"
+    assert lo <= float(clipped[0].get_xdata()[0]) <= lo + 0.05 * (hi - lo)
+    texts = [t.get_text() for t in ax.texts]
+    assert f"-2000.00 ± {1.96 * 40:.2f} (off scale)  rising in K" in texts
+    # AIS paired image by image: differences 0.6, 0.4, 0.5 -> 0.5 +- 0.1 / sqrt(3)
+    (diamond,) = _marker_x(ax, "D")
+    assert diamond == pytest.approx(0.5)
+    assert f"AIS +0.50 ± {1.96 * 0.1 / np.sqrt(3):.2f}" in texts
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["prior (0)", "importance sampling", "AIS", "unreliable"]
+
+
+def test_robust_limits():
+    lo, hi = F.robust_limits([1.0, 2.0, 1.5, -500.0], [0.2, 0.2, 0.2, 10.0])
+    assert -2 < lo < 0 < 2.2 < hi < 3
+    lo, hi = F.robust_limits([0.01, 0.02], [0.01, 0.01])
+    assert hi - lo == pytest.approx(0.5)  # the floor
+    lo, hi = F.robust_limits([3.0, 5.0], [0.5, 0.5])
+    assert lo < 0 and hi > 5.5  # both rows in range: nothing is clipped
 
 
 def test_kl_per_dim(tmp_path):
@@ -355,3 +423,24 @@ def test_save_figure_checks(tmp_path):
         F.save_figure(fig, tmp_path / "kl")
     with pytest.raises(ValueError, match="fig must be a matplotlib Figure"):
         F.save_figure("not a figure", tmp_path / "x.png")
+
+
+def test_run_report_saves_whole_word_file_names(small_vae, monkeypatch, tmp_path):
+    from pyrovae.analysis import run_report
+
+    titles = [
+        "Reconstructions (test inputs above, reconstructions below)",
+        "Held-out log-likelihood relative to the prior",
+    ]
+    monkeypatch.setattr(
+        run_report,
+        "run_figures",
+        lambda *args, **kwargs: {t: F.plot_kl_per_dim([1.0, 2.0]) for t in titles},
+    )
+    report = run_report.build_run_report(small_vae, None, {}, tmp_path, name="run")
+    names = [p.name for p in report.figures.values()]
+    assert names == [
+        "00-reconstructions-test-inputs-above.png",
+        "01-held-out-log-likelihood-relative.png",
+    ]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == names

@@ -77,11 +77,19 @@ def _png(path: Path, color: str = "C0") -> Path:
 def test_conclusions_names_best_source_and_significance():
     sentences = conclusions(_evaluation())
     best = _first(sentences, "highest held-out log-likelihood")
-    assert "from gmm gives" in best
+    # gmm leads aggregate by 1.00 nats, within 1.96 x 0.57: tied, no best is named
+    assert "from gmm gives" not in best and "The leading sources are tied" in best
+    assert "gmm (-97.50 \u00b1 0.40) and aggregate (-98.50 \u00b1 0.40)" in best
     assert "+2.50 nats over the prior" in best
     assert "so significant" in best and "not significant" not in best
     # both standard errors combined: sqrt(0.4^2 + 0.4^2)
     assert f"{math.hypot(0.4, 0.4):.2f}" in best
+
+    evaluation = _evaluation()
+    evaluation["sources"]["aggregate"]["loglik"] = -99.0  # now 1.50 behind gmm: beaten
+    best = _first(conclusions(evaluation), "highest held-out log-likelihood")
+    assert "from gmm gives" in best and "+2.50 nats over the prior" in best
+    assert "so significant" in best and "1.50 nats above the runner-up aggregate" in best
 
 
 def test_conclusions_follow_the_numbers():
@@ -93,7 +101,9 @@ def test_conclusions_follow_the_numbers():
     evaluation["sources"]["gmm"]["loglik"] = -99.5  # 0.5 over the prior, SE 0.57
     evaluation["sources"]["aggregate"]["loglik"] = -99.6
     best = _first(conclusions(evaluation), "highest held-out")
-    assert "from gmm gives" in best and "+0.50 nats" in best and "not significant" in best
+    assert "from gmm gives" not in best and "tied" in best  # all three within error
+    assert "+0.50 nats" in best and "not significant" in best
+    assert "gmm +0.50 nats over the prior" in best and "indistinguishable from the prior" in best
 
     evaluation["sources"]["gmm"]["vs_prior"] = 0.5  # a paired difference is more precise
     evaluation["sources"]["gmm"]["vs_prior_stderr"] = 0.1
@@ -385,3 +395,190 @@ def test_spread_between_seeds_is_stated():
     assert "gmm +2.50, gmm +3.50" in sentence
     single = [RunReport("vae-z2", evaluation=a), RunReport("vae-z5", evaluation=b)]
     assert not any("seeds" in s for s in cross_run_conclusions(single))
+
+
+# ------------------------------------------------------------ never overstate a finding
+
+
+def test_equal_coverage_is_a_tie_not_a_most_even_claim():
+    evaluation = _evaluation()
+    evaluation["sources"]["prior"]["coverage_kl"] = 0.012  # "0.01" as shown, like flow's
+    evaluation["sources"]["aggregate"]["coverage_kl"] = 0.011
+    sentences = conclusions(evaluation)
+    assert not any("the most even class coverage" in s for s in sentences)
+    tie = _first(sentences, "more even class coverage")
+    assert tie.startswith("No source gives clearly more even class coverage than the prior")
+    assert "aggregate (0.01 nats) and prior (0.01 nats) are tied" in tie
+    assert "equal at the precision shown" in tie
+
+    evaluation["sources"]["prior"]["coverage_kl"] = 0.08
+    evaluation["sources"]["gmm"]["coverage_kl"] = 0.014  # tied with aggregate, not the prior
+    tie = _first(conclusions(evaluation), "more even class coverage")
+    assert "the leading sources aggregate (0.01 nats) and gmm (0.01 nats) are tied" in tie
+    assert tie.endswith("prior 0.08 nats.")
+
+
+def test_ambiguous_intervals_from_the_number_of_samples():
+    evaluation = _evaluation()
+    for name, share in [("prior", 0.25), ("aggregate", 0.10), ("gmm", 0.11)]:
+        evaluation["sources"][name].update(ambiguous=share, num_quality_samples=100)
+    sentences = conclusions(evaluation)
+    assert not any("the least ambiguous samples" in s for s in sentences)
+    assert "their 95% intervals overlap" in _first(sentences, "fewer ambiguous samples")
+    for entry in evaluation["sources"].values():
+        entry["num_quality_samples"] = 100_000  # intervals of +-0.2%: 10% beats 11%
+    assert any("the least ambiguous samples (10.0%" in s for s in conclusions(evaluation))
+
+
+def test_difference_within_error_is_no_difference():
+    evaluation = _evaluation()
+    evaluation["sources"]["aggregate"]["loglik"] = -110.0
+    evaluation["sources"]["gmm"].update(loglik=-99.7, vs_prior=0.3, vs_prior_stderr=0.2)
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "from gmm gives" not in best and "The leading sources are tied" in best
+    assert "gmm +0.30 nats over the prior" in best
+    assert "not significant: indistinguishable from the prior" in best
+    assert "so significant" not in best
+
+    runs = [RunReport("a", evaluation=evaluation), RunReport("b", evaluation=_evaluation())]
+    gain = _first(cross_run_conclusions(runs), "Gain")
+    assert f"a (z_dim 4) +0.30 \u00b1 {1.96 * 0.2:.2f} (no difference)" in gain
+    assert gain.endswith(f"b (z_dim 4) +2.50 \u00b1 {1.96 * math.hypot(0.4, 0.4):.2f}.")
+
+
+def test_clear_difference_is_still_a_finding():
+    evaluation = _evaluation()
+    for entry in evaluation["sources"].values():
+        entry["stderr"] = 0.1
+    evaluation["sources"]["gmm"].update(vs_prior=2.5, vs_prior_stderr=0.1)
+    sentences = conclusions(evaluation)
+    best = _first(sentences, "highest held-out")
+    assert best.startswith("Drawing z from gmm gives the highest held-out log-likelihood")
+    assert "+2.50 nats over the prior" in best and "so significant" in best
+    assert "1.00 nats above the runner-up aggregate" in best and "tied" not in best
+    assert "the most even class coverage (0.02 nats; prior 0.08 nats)" in " ".join(sentences)
+    assert not any("No source gives clearly" in s for s in sentences)
+
+
+def test_every_estimate_flagged_gives_advice():
+    evaluation = _evaluation()
+    assert not any("--num-samples" in s for s in conclusions(evaluation))
+    evaluation["sources"]["prior"]["khat_flag"] = True
+    evaluation["sources"]["gmm"]["khat_flag"] = True
+    evaluation["sources"]["aggregate"]["converged"] = False
+    advice = _first(conclusions(evaluation), "--num-samples")
+    assert "no comparison between these sources can be trusted" in advice
+    assert "--guide flow" in advice and "--ais-num-test N" in advice
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert '<li class="warn">Every held-out log-likelihood estimate here is unreliable' in text
+
+    runs = [RunReport("r", evaluation=evaluation), RunReport("s", evaluation=_evaluation())]
+    advice = _first(cross_run_conclusions(runs), "--num-samples")
+    assert advice.startswith("In r every source is flagged")
+
+    evaluation["sources"]["aggregate"]["converged"] = True  # one trustworthy row: no advice
+    assert not any("--num-samples" in s for s in conclusions(evaluation))
+
+
+def test_cross_run_ties_are_not_a_best_run():
+    a, b = _evaluation(), _evaluation()
+    b["loglik"] = b["sources"]["prior"]["loglik"] = -99.5  # 0.5 above, within 1.96 x 0.57
+    runs = [RunReport("vae-a", evaluation=a), RunReport("vae-b", evaluation=b)]
+    first = cross_run_conclusions(runs)[0]
+    assert first.startswith("No run has clearly the best held-out log-likelihood")
+    assert "vae-b (-99.50) and vae-a (-100.00) are tied" in first
+    consistent = _first(cross_run_conclusions(runs), "best source")
+    assert "not a clear best source in vae-a (z_dim 4) and vae-b (z_dim 4)" in consistent
+    assert "tied within 1.96 standard errors with aggregate in vae-a (z_dim 4)" in consistent
+
+
+def test_table_bolds_every_value_tied_with_the_best():
+    text = render_report([RunReport("r", evaluation=_evaluation())])
+    assert '<td class="n best">-97.50 \u00b1 0.40</td>' in text
+    assert '<td class="n best">-98.50 \u00b1 0.40</td>' in text  # tied with gmm
+    assert '<td class="n">-100.00 \u00b1 0.40</td>' in text  # beaten by gmm
+
+
+# ------------------------------------------------------- every ELBO says on what data
+
+
+def test_every_elbo_names_its_data():
+    evaluation = _evaluation()
+    evaluation["num_test"] = 500
+    gap = _first(conclusions(evaluation), "above the ELBO")
+    assert "log p(x) on 500 test images with K = 1000 draws" in gap
+    assert "ELBO (-104.00, on the same images)" in gap
+    surgery = _first(conclusions(evaluation), "ELBO surgery")
+    assert surgery.startswith("ELBO surgery on 50,000 training images:")
+
+    metrics = [{"epoch": 1, "train_elbo": -110.0, "val_elbo": -109.0}]
+    text = render_report(
+        [
+            RunReport("a", evaluation=evaluation, metrics=metrics),
+            RunReport("b", evaluation=evaluation),
+        ]
+    )
+    assert "<td>ELBO on 50,000 training images (surgery)</td>" in text
+    assert "<td>training ELBO (last epoch, running average)</td>" in text
+    assert "<td>validation ELBO (last epoch, validation split)</td>" in text
+    assert "<td>best validation ELBO (validation split)</td>" in text
+    assert '<th class="n">ELBO, 500 test images</th>' in text
+    assert "On 500 test images; K = 1000" in text
+    assert ">ELBO<" not in text and "final train ELBO" not in text
+
+
+# ----------------------------------------------------------------- figure file names
+
+
+@pytest.mark.parametrize(
+    "title, name",
+    [
+        (
+            "Reconstructions (test inputs above, reconstructions below)",
+            "01-reconstructions-test-inputs-above.png",
+        ),
+        ("CVAE: style of digit 9 around z = 0", "01-cvae-style-of-digit-9-around-z-0.png"),
+        (
+            "Held-out log-likelihood relative to the prior",
+            "01-held-out-log-likelihood-relative.png",
+        ),
+        ("L_K against K  --  AIS", "01-l-k-against-k-ais.png"),
+        ("Échantillons à partir du prior", "01-echantillons-a-partir-du-prior.png"),
+        ("***", "01-figure.png"),
+        ("x" * 60, "01-" + "x" * 40 + ".png"),
+    ],
+)
+def test_figure_file_names_are_whole_words(title, name):
+    from pyrovae.analysis.run_report import SLUG_LENGTH, figure_filename
+
+    out = figure_filename(1, title)
+    assert out == name
+    stem = out.removesuffix(".png").split("-", 1)[1]
+    assert len(stem) <= SLUG_LENGTH and "--" not in stem and not stem.endswith("-")
+    assert re.fullmatch(r"[a-z0-9-]+", stem)
+
+
+def test_figure_file_names_are_unique_and_numbered():
+    from pyrovae.analysis.run_report import figure_filename
+
+    titles = ["Samples from each latent source", "Samples from each latent source (again)"]
+    names = [figure_filename(i, t, max_length=20) for i, t in enumerate(titles)]
+    assert names == ["00-samples-from-each.png", "01-samples-from-each.png"]
+    assert len(set(names)) == 2
+
+
+def test_paired_errors_bound_the_difference_between_two_sources():
+    # large spread between images (stderr 3.5) but tight paired differences to the prior:
+    # se(gmm - flow) <= 0.1 + 0.1, so 2.00 nats apart is beyond 1.96 standard errors
+    evaluation = _evaluation()
+    del evaluation["sources"]["aggregate"]
+    for entry in evaluation["sources"].values():
+        entry["stderr"] = 3.5
+    evaluation["sources"]["gmm"].update(loglik=-95.0, vs_prior=5.0, vs_prior_stderr=0.1)
+    evaluation["sources"]["flow"] = _source(-97.0, stderr=3.5)
+    evaluation["sources"]["flow"].update(vs_prior=3.0, vs_prior_stderr=0.1)
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert best.startswith("Drawing z from gmm gives the highest")
+    assert "2.00 nats above the runner-up flow, beyond 1.96 x 0.20 (bounded by the paired" in best
+    evaluation["sources"]["flow"].update(loglik=-95.3, vs_prior=4.7)  # 0.30 apart: tied
+    assert "The leading sources are tied" in _first(conclusions(evaluation), "highest held-out")
