@@ -12,20 +12,18 @@ rising in K; PSIS k-hat flags the data for which the weights are heavy-tailed.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
-from tqdm import tqdm
 
 from pyrovae.data import Split, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
 from .diagnostics import KHAT_THRESHOLD
-from .loglik import LogLikelihood, estimate_source_log_likelihoods, plural
+from .loglik import LogLikelihood, estimate_source_log_likelihoods
 from .sources import SOURCES, LatentSource, fit_sources
 
 __all__ = [
@@ -277,13 +275,11 @@ def compare_sources(
     if stray:
         raise ValueError(f"options given for {stray}, which are not sources to fit ({to_fit})")
     options = {name: {"seed": seed, **(options or {}).get(name, {})} for name in to_fit}
-    if to_fit and progress:
-        tqdm.write(
-            f"fitting {plural(len(to_fit), 'source')} ({', '.join(to_fit)}) to "
-            f"{plural(x_train.shape[0], 'training encoding')}",
-            file=sys.stderr,
-        )
-    fitted = fit_sources(to_fit, vae, x_train, y_train, options=options) if to_fit else {}
+    fitted = (
+        fit_sources(to_fit, vae, x_train, y_train, options=options, progress=progress)
+        if to_fit
+        else {}
+    )
     fitted.update(given)
     results = estimate_source_log_likelihoods(
         vae,

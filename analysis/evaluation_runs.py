@@ -33,6 +33,8 @@ from .sources import LatentSource
 __all__ = [
     "EvaluationMismatchError",
     "ais_budget",
+    "check_reusable",
+    "saved_differences",
     "fitting_options",
     "evaluate_with",
     "reuse_or_evaluate",
@@ -145,6 +147,37 @@ def sources_for(
     return {name: out[name] for name in names}
 
 
+def saved_differences(
+    run_dir: str | Path, settings: EvaluationSettings, asked: set[str] | None = None
+) -> list[str] | None:
+    """How ``run_dir/evaluation.json``'s settings differ from ``settings`` (only the names in
+    ``asked`` when given): ``[]`` when they match, None when there is no such file."""
+    path = Path(run_dir) / "evaluation.json"
+    if not path.is_file():
+        return None
+    return settings.differences(read_json(path).get("settings"), asked)
+
+
+def check_reusable(
+    run_dir: str | Path,
+    settings: EvaluationSettings,
+    asked: set[str] | None = None,
+    reevaluate: bool = False,
+) -> None:
+    """Raise :class:`EvaluationMismatchError` when a saved evaluation differs from what is
+    asked and ``reevaluate`` is off (before any work is done)."""
+    diffs = saved_differences(run_dir, settings, asked)
+    if diffs and not reevaluate:
+        raise _mismatch(run_dir, diffs)
+
+
+def _mismatch(run_dir: str | Path, diffs: list[str]) -> EvaluationMismatchError:
+    return EvaluationMismatchError(
+        f"{Path(run_dir) / 'evaluation.json'} was made with other settings "
+        f"({'; '.join(diffs)}); pass --reevaluate to replace it, or ask for its settings"
+    )
+
+
 def reuse_or_evaluate(
     run_dir: str | Path,
     vae: nn.Module,
@@ -169,24 +202,21 @@ def reuse_or_evaluate(
     Returns the evaluation and its sources (loaded from the run, or fitted for figures).
     """
     path = Path(run_dir) / "evaluation.json"
-    if path.is_file():
+    diffs = saved_differences(run_dir, settings, asked)
+    if diffs and not reevaluate:
+        raise _mismatch(run_dir, diffs)
+    if diffs == []:
         saved = read_json(path)
-        diffs = settings.differences(saved.get("settings"), asked)
-        if not diffs:
-            log("    reusing evaluation.json (its settings match what was asked)")
-            stored = saved["settings"]
-            fit = EvaluationSettings(
-                sources=tuple(saved["sources"]),
-                num_train=stored.get("num_train"),
-                seed=stored.get("seed", settings.seed),
-                flow_steps=stored.get("flow_steps", settings.flow_steps),
-            )
-            return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
-        if not reevaluate:
-            raise EvaluationMismatchError(
-                f"{path} was made with other settings ({'; '.join(diffs)}); pass "
-                "--reevaluate to replace it, or ask for its settings"
-            )
+        log("    reusing evaluation.json (its settings match what was asked)")
+        stored = saved["settings"]
+        fit = EvaluationSettings(
+            sources=tuple(saved["sources"]),
+            num_train=stored.get("num_train"),
+            seed=stored.get("seed", settings.seed),
+            flow_steps=stored.get("flow_steps", settings.flow_steps),
+        )
+        return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
+    if diffs:
         log(f"    replacing {path}: {'; '.join(diffs)}")
     else:
         log(f"    evaluating {run_dir} (no evaluation.json yet)")

@@ -36,6 +36,7 @@ import pyro.distributions.transforms as T
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
@@ -868,10 +869,12 @@ def fit_sources(
     x: torch.Tensor,
     y: torch.Tensor | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
 ) -> dict[str, LatentSource]:
     """Fit several sources to one set of encodings (the encoder runs once).
 
-    ``options`` maps a source name to its keyword arguments.
+    ``options`` maps a source name to its keyword arguments; ``progress`` shows a bar over
+    the sources on stderr (the fits are the same either way).
     """
     names = list(names)
     for name in names:
@@ -880,9 +883,14 @@ def fit_sources(
     stray = sorted(set(options) - set(names))
     if stray:
         raise ValueError(f"options given for {stray}, which are not in names={names}")
-    with torch.no_grad():
+    desc = f"fitting sources to {x.shape[0]} encodings"
+    with torch.no_grad(), tqdm(names, desc=desc, disable=not progress, dynamic_ncols=True) as bar:
         enc = Encodings(vae, x, y)
-        return {name: SOURCES[name](enc, **options.get(name, {})) for name in names}
+        fitted = {}
+        for name in bar:
+            bar.set_postfix_str(name)
+            fitted[name] = SOURCES[name](enc, **options.get(name, {}))
+        return fitted
 
 
 def fit_per_class(

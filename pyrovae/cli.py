@@ -671,6 +671,7 @@ def _add_report(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    from pyrovae.analysis.evaluation_runs import check_reusable
     from pyrovae.runs import read_config
     from pyrovae.study import report_runs
     from pyrovae.train import resolve_device
@@ -683,6 +684,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
             f"report needs MNIST runs (for the classifier), got {sorted(datasets)}; "
             "pass --no-quality"
         )
+    for run in args.run_dirs:  # a mismatch is refused before data and models are loaded
+        check_reusable(run, settings, asked, args.reevaluate)
     device = resolve_device(args.device)
     data = _load_data(args.run_dirs[0], args, device)
     report_runs(

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
-from pyrovae.analysis.evaluation_runs import reuse_or_evaluate
+from pyrovae.analysis.evaluation_runs import check_reusable, reuse_or_evaluate
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
 from pyrovae.build import ModelConfig
@@ -64,6 +64,8 @@ def report_runs(
     settings = settings or EvaluationSettings()
     device = torch.device(device)
     out_dir = Path(out_dir)
+    for run_dir in run_dirs:  # refuse before any work
+        check_reusable(run_dir, settings, asked, reevaluate)
     if classifier is None and settings.quality:
         _log(progress, "loading the sample-quality classifier (trained once, then cached)")
         classifier = _classifier(data, quick_classifier, device)

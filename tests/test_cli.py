@@ -190,6 +190,17 @@ def test_sample_one_digit_from_a_vae(run_dirs, tmp_path, capsys):
     one_line_error(capsys, code, "the prior of a VAE knows no digits")
 
 
+def test_sample_cvae_per_class(run_dirs, tmp_path, capsys):
+    """A CVAE's --per-class draws z of digit D from the fit to digit D's encodings."""
+    _, cvae = run_dirs
+    out = tmp_path / "cvae.npy"
+    argv = ["sample", str(cvae), "--source", "gmm", "--per-class", "--n", "20"]
+    assert main([*argv, "--out", str(out), *FIT_FAST]) == 0
+    assert (cvae / "sources" / "gmm.per-class.pt").is_file()
+    assert "from gmm (per class)" in capsys.readouterr().out
+    assert np.load(out).shape == (20, 28, 28)
+
+
 def test_fit_sources_command(run_dirs, capsys):
     from pyrovae.analysis.source_store import load_sources
     from pyrovae.runs import load_run
