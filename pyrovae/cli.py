@@ -382,7 +382,18 @@ def _load_data(run_dir: str, args: argparse.Namespace, device: Any) -> Any:
     from pyrovae.runs import read_config
 
     config = read_config(run_dir)
-    return load_dataset(config.train.dataset, args.data_root or config.train.data_root, device)
+    root = args.data_root
+    stored = config.train.data_root
+    if root is None and stored is not None:
+        if Path(stored).is_dir():
+            root = stored
+        else:  # the run was trained elsewhere: say so, then look where a run without one would
+            print(
+                f"the data root stored in {Path(run_dir) / 'config.json'} ({stored}) does not "
+                "exist here; looking in $PYROVAE_DATA and the cache (or pass --data-root DIR)",
+                file=sys.stderr,
+            )
+    return load_dataset(config.train.dataset, root, device)
 
 
 def _add_fit_sources(sub: Any) -> None:

@@ -271,3 +271,23 @@ def test_interrupt_says_how_to_resume(run_dirs, monkeypatch, capsys):
     assert code == 130
     err = capsys.readouterr().err
     assert f"pyrovae train --out {vae} --resume" in err and err.count("\n") == 1
+
+
+def test_run_moved_to_another_machine(run_dirs, tmp_path, capsys, monkeypatch, mnist_root):
+    """A stored data root that does not exist here is said, then the default lookup used."""
+    import json
+    import shutil
+
+    vae, _ = run_dirs
+    moved = tmp_path / "moved"
+    shutil.copytree(vae, moved, ignore=shutil.ignore_patterns("sources"))
+    config = json.loads((moved / "config.json").read_text())
+    config["train"]["data_root"] = str(tmp_path / "elsewhere")
+    (moved / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("PYROVAE_DATA", str(mnist_root))
+    argv = ["sample", str(moved), "--source", "gaussian-z", "--out", str(tmp_path / "m.png")]
+    assert main([*argv, *FIT_FAST]) == 0
+    assert "does not exist here; looking in $PYROVAE_DATA" in capsys.readouterr().err
+    # an explicit --data-root that does not exist is an error, even though the cache could serve
+    code = main(["fit-sources", str(moved), "--data-root", str(tmp_path / "nope"), *FIT_FAST])
+    one_line_error(capsys, code, "does not exist; pass the directory that holds MNIST/raw/")
