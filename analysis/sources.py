@@ -313,6 +313,7 @@ class Encodings:
                 self.loc = torch.cat([q.base_dist.loc for q in parts])
                 self.scale = torch.cat([q.base_dist.scale for q in parts])
         self._means: torch.Tensor | None = None
+        self._mean_noise: torch.Tensor | None = None
 
     @property
     def num_data(self) -> int:
@@ -336,18 +337,35 @@ class Encodings:
 
     def means(self, num_draws: int = 64, seed: int | None = 0) -> torch.Tensor:
         """E_q[z | x_n], shape (N, z_dim): ``loc`` for a diagonal Normal, else a Monte Carlo
-        average of ``num_draws`` draws (cached after the first call)."""
+        average of ``num_draws`` draws (cached after the first call; its noise is
+        :meth:`mean_noise`)."""
         if self.loc is not None:
             return self.loc
         if self._means is None:
+            check_positive_int("num_draws", num_draws)
+            if num_draws < 2:
+                raise ValueError(f"num_draws must be at least 2, got {num_draws}")
+            means, noise = [], []
             with torch.no_grad(), seeded(seed, self.device):
-                self._means = torch.cat(
-                    [
-                        self.posterior(s, s + self.batch_size).sample((num_draws,)).mean(0)
-                        for s in self.starts()
-                    ]
-                )
+                for s in self.starts():
+                    draws = self.posterior(s, s + self.batch_size).sample((num_draws,))
+                    means.append(draws.mean(0))
+                    noise.append(draws.double().var(0).sum(0) / num_draws)
+            self._means = torch.cat(means)
+            self._mean_noise = (torch.stack(noise).sum(0) / self.num_data).to(self._means.dtype)
         return self._means
+
+    def mean_noise(self, num_draws: int = 64, seed: int | None = 0) -> torch.Tensor:
+        """The Monte Carlo variance of :meth:`means`, averaged over data, per dim (z_dim,):
+        E_n[Var_q(z_d | x_n)] / num_draws (zero for a diagonal Normal, whose means are exact).
+
+        The variance over data of estimated means is the variance of the true means plus
+        this, so subtracting it removes the noise from active units and from 'gaussian-loc'.
+        """
+        if self.loc is not None:
+            return torch.zeros(self.z_dim, device=self.device)
+        self.means(num_draws, seed)
+        return self._mean_noise
 
     def sample(self, draws_per_datum: int = 1, seed: int | None = 0) -> torch.Tensor:
         """z ~ q(z | x_n), ``draws_per_datum`` per datum: shape (N * draws_per_datum, z_dim).
@@ -804,7 +822,15 @@ def _fit_aggregate(
 
 
 def _fit_gaussian_loc(enc: Encodings, seed: int = 0, name: str = "gaussian-loc") -> LatentSource:
-    return fit_gaussian(enc.means(seed=seed), diagonal=True, name=name)
+    """Diagonal Gaussian of the encoder means; for means estimated by Monte Carlo (a flow
+    guide) their noise variance is taken off the variance (see Encodings.mean_noise)."""
+    means = enc.means(seed=seed)
+    if enc.loc is not None:
+        return fit_gaussian(means, diagonal=True, name=name)
+    means = _check_samples("encoder means", means).double()
+    variance = means.var(0, correction=0) - enc.mean_noise(seed=seed).double()
+    scale = (variance.clamp_min(0) + VARIANCE_FLOOR).sqrt()
+    return GaussianSource(means.mean(0), scale=scale, name=name)
 
 
 def _fit_moment_gaussian(diagonal: bool, default_name: str) -> Callable[..., LatentSource]:

@@ -61,7 +61,8 @@ class ElboSurgery:
             ``mutual_information`` shows the Monte Carlo error of the identity.
         mi_upper_bound: log N (for a conditional prior, sum_c N_c / N log N_c).
         active_units: number of dims with Cov_n(E_q[z_d | x_n]) > ``activity_threshold``.
-        activity: Cov_n(E_q[z_d | x_n]) per latent dim, shape (z_dim,).
+        activity: Cov_n(E_q[z_d | x_n]) per latent dim, shape (z_dim,); for a guide whose
+            means are Monte Carlo averages (a flow), with their noise variance taken off.
         kl_per_dim: average KL per latent dim, shape (z_dim,), when both the posterior
             and the prior are diagonal Normals (then it sums to ``avg_kl``); else None,
             as the KL of a non-factorized pair does not split over dims.
@@ -186,7 +187,8 @@ def elbo_surgery(
             avg_kl, avg_kl_stderr, method = float(kl.mean()), _stderr(kl), "monte-carlo"
             kl_per_dim = None
         means = enc.means().double()
-        activity = means.var(0).cpu()
+        # a flow guide's means are Monte Carlo averages: take their noise off the variance
+        activity = (means.var(0) - enc.mean_noise().double()).clamp_min(0).cpu()
     mi = avg_kl - float(marginal.mean())
     return ElboSurgery(
         reconstruction=reconstruction,

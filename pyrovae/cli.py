@@ -192,8 +192,9 @@ def _add_train(sub: Any) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from checkpoint.pt with its config.json; "
-        "only --epochs, --device and --data-root may be given",
+        help="continue the run in --out from checkpoint.pt with its config.json; the "
+        "original command line may be given again (flags equal to the stored settings), "
+        "only --epochs, --device and --data-root may change",
     )
     p.add_argument(
         "--no-download",
@@ -202,6 +203,30 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_cmd_train)
+
+
+def _resume_conflicts(args: argparse.Namespace, names: set[str], saved: Any) -> list[str]:
+    """``--flag X differs from the stored Y`` for each given flag that a resumed run cannot
+    change and whose value is not the stored one (a re-run of the original command line
+    gives only equal values, and resumes)."""
+    out = []
+    for name in sorted(names):
+        section = saved.model if name in MODEL_FLAGS else saved.train
+        stored, given = getattr(section, name), getattr(args, name)
+        if isinstance(stored, (list, tuple)):
+            stored, given = list(stored), list(given)
+        if given != stored:
+            out.append(
+                f"--{name.replace('_', '-')} {_flag_value(given)} differs from the "
+                f"stored {_flag_value(stored)}"
+            )
+    return out
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -213,26 +238,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
     given = {k for k in MODEL_FLAGS + TRAIN_FLAGS if getattr(args, k) is not None}
     out = Path(args.out)
     if args.resume:
-        extra = sorted(given - RESUME_FLAGS)
-        if extra:
-            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise CommandError(
-                f"--resume takes its settings from {out / 'config.json'}; drop {flags} "
-                "(only --epochs, --device and --data-root may be given)"
-            )
         if not (out / "checkpoint.pt").is_file():
             raise CommandError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}")
         saved = read_config(out)
+        differ = _resume_conflicts(args, given - RESUME_FLAGS, saved)
+        if differ:
+            raise CommandError(
+                f"--resume continues the run in {out} with the settings of its config.json, "
+                f"but {'; '.join(differ)}; drop those flags (or give the stored values), or "
+                "train into a new --out (only --epochs, --device and --data-root may change)"
+            )
         model_config = saved.model
         train_kwargs = {f.name: getattr(saved.train, f.name) for f in fields(TrainConfig)}
-        train_kwargs.update({k: getattr(args, k) for k in given})
+        train_kwargs.update({k: getattr(args, k) for k in given & RESUME_FLAGS})
     else:
         model_kwargs = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
         model_config = ModelConfig(**model_kwargs)
-        train_kwargs = {"elbo": "meanfield"}
-        train_kwargs.update(
-            {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
-        )
+        train_kwargs = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
     if train_kwargs.get("data_root"):
         train_kwargs["data_root"] = str(Path(train_kwargs["data_root"]).resolve())
     train_config = TrainConfig(**train_kwargs)

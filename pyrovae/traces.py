@@ -42,6 +42,7 @@ class ImportanceTerms:
 
 
 def _per_datum(site: dict[str, Any], shape: torch.Size, data_plate: str) -> torch.Tensor:
+    """The site's log density per (particle, datum), times the site's scale."""
     names = {frame.name for frame in site["cond_indep_stack"]}
     if data_plate not in names:
         raise ValueError(
@@ -50,6 +51,9 @@ def _per_datum(site: dict[str, Any], shape: torch.Size, data_plate: str) -> torc
             f"pyro.plate({data_plate!r}, batch_size)"
         )
     log_prob = site["fn"].log_prob(site["value"])
+    scale = site["scale"]  # poutine.scale, a subsampling plate, or the KL warm-up weight
+    if not (isinstance(scale, (int, float)) and scale == 1.0):
+        log_prob = log_prob * scale
     try:
         return log_prob.expand(shape)
     except RuntimeError:
@@ -205,6 +209,12 @@ class IWAE:
 
     Importance Weighted Autoencoders (Burda et al., 2016), https://arxiv.org/abs/1509.00519.
     Particles are vectorized; the guide must be reparameterizable. With K=1 it is the ELBO.
+
+    Every site's log density is multiplied by its ``scale`` (as Pyro's ELBOs do), so a KL
+    warm-up that scales the latent sites by beta trains on the tempered bound
+    E[log 1/K sum_k p(x | z_k) (p(z_k) / q(z_k | x))^beta], z_k ~ q: for beta = 1 the
+    IWAE bound, for beta = 0 a bound on log p(x | z) alone averaged over K draws of q (the
+    reconstruction term of the warm-up's start).
     """
 
     def __init__(self, num_particles: int = 5) -> None:

@@ -61,9 +61,10 @@ class TrainConfig:
         epochs: passes over the training split.
         batch_size: data per SVI step.
         lr: Adam learning rate.
-        elbo: ``"trace"`` (Trace_ELBO), ``"meanfield"`` (TraceMeanField_ELBO, analytic KL
-            where one is registered) or ``"iwae"`` (importance-weighted bound).
-        num_particles: particles per datum (vectorized); the K of the IWAE bound.
+        elbo: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where one is registered; the
+            default), ``"trace"`` (Trace_ELBO) or ``"iwae"`` (importance-weighted bound).
+        num_particles: particles per datum (vectorized); the K of the IWAE bound (K >= 2:
+            with K = 1 the bound is the ELBO).
         kl_warmup: epochs over which the weight of the latent terms rises linearly to 1.
         clip_norm: clip the global gradient norm to this value (None: no clipping).
         seed: seeds torch, Python and Pyro; with the same seed two runs agree.
@@ -78,7 +79,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
-    elbo: str = "trace"
+    elbo: str = "meanfield"
     num_particles: int = 1
     kl_warmup: int = 0
     clip_norm: float | None = None
@@ -96,6 +97,11 @@ class TrainConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         lookup(dict.fromkeys(ELBOS), self.elbo, "elbo")
+        if self.elbo == "iwae" and self.num_particles < 2:
+            raise ValueError(
+                f"elbo 'iwae' with num_particles={self.num_particles} is the plain ELBO; "
+                "pass --num-particles K with K >= 2 (e.g. 5), or use --elbo meanfield"
+            )
         if (
             isinstance(self.kl_warmup, bool)
             or not isinstance(self.kl_warmup, int)
@@ -148,6 +154,45 @@ class _LatentScale(Messenger):
             msg["scale"] = msg["scale"] * self.scale
 
 
+def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_states(states: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class _CompileWithoutDraws:
+    """A JIT ELBO whose compiling call consumes the random numbers of one step, no more.
+
+    Compiling runs model and guide three times (Pyro's parameter capture, torch.jit.trace,
+    then the compiled graph), so the step that compiles draws three steps' worth of random
+    numbers. A resumed run compiles again at its first step, which an uninterrupted run
+    does not, and the two would part ways. Here the compiling call's loss is discarded, the
+    RNG state restored and the step run again on the compiled graph: every step draws the
+    same numbers whether or not it compiled, and resume is exact.
+    """
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        ids = (id(model), id(guide))
+        if getattr(self, "_warm_for", None) != ids:
+            states = _rng_states()
+            super().differentiable_loss(model, guide, *args, **kwargs)  # compiles
+            _set_rng_states(states)
+            self._warm_for = ids
+        return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
+class _JitTraceELBO(_CompileWithoutDraws, JitTrace_ELBO):
+    """``JitTrace_ELBO`` whose compilation draws no extra random numbers."""
+
+
 class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
     """``JitTraceMeanField_ELBO`` that compiles once.
 
@@ -168,6 +213,10 @@ class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
         return compiled(*args, _pyro_model_id=ids[0], _pyro_guide_id=ids[1], **kwargs)
 
 
+class _ExactJitTraceMeanFieldELBO(_CompileWithoutDraws, _JitTraceMeanFieldELBO):
+    """:class:`_JitTraceMeanFieldELBO` whose compilation draws no extra random numbers."""
+
+
 def make_objective(config: TrainConfig) -> Any:
     """The Pyro ELBO object (or :class:`~pyrovae.traces.IWAE`) that ``config`` names."""
     k = config.num_particles
@@ -176,8 +225,8 @@ def make_objective(config: TrainConfig) -> Any:
     cls = {
         ("trace", False): Trace_ELBO,
         ("meanfield", False): TraceMeanField_ELBO,
-        ("trace", True): JitTrace_ELBO,
-        ("meanfield", True): _JitTraceMeanFieldELBO,
+        ("trace", True): _JitTraceELBO,
+        ("meanfield", True): _ExactJitTraceMeanFieldELBO,
     }[config.elbo, config.jit]
     kwargs: dict[str, Any] = {"num_particles": k, "vectorize_particles": k > 1}
     if k > 1 or config.jit:
@@ -224,6 +273,19 @@ def elbo_per_datum(
     return torch.cat(out)
 
 
+def _forget_other_models(prefix: str = "vae$$$") -> None:
+    """Drop the parameters that an earlier model registered under the name ``vae``.
+
+    Every model registers itself with ``pyro.module("vae", ...)``; a second model trained
+    in the same process would otherwise be handed the first one's tensors by the param
+    store, and a JIT ELBO traces with those (an error: tensors that require grad cannot be
+    constants of the graph). Other entries of the store are left alone.
+    """
+    store = pyro.get_param_store()
+    for name in [n for n in store.keys() if n.startswith(prefix)]:
+        del store[name]
+
+
 class Trainer:
     """Owns the optimizer, the objective and the run directory of one training run."""
 
@@ -252,6 +314,7 @@ class Trainer:
         self.progress = progress
         self.optimizer = make_adam(self.vae.parameters(), config.lr, self.device)
         self.objective = make_objective(config)
+        _forget_other_models()
         self.latent_scale = _LatentScale()
         if config.kl_warmup > 0:
             self.model = self.latent_scale(self.vae.model)

@@ -148,8 +148,19 @@ def test_sample_errors(run_dirs, tmp_path, capsys):
 
 def test_resume_rejects_new_settings(run_dirs, capsys):
     vae, _ = run_dirs
-    code = main(["train", "--out", str(vae), "--resume", "--z-dim", "5"])
-    one_line_error(capsys, code, "drop --z-dim")
+    code = main(["train", "--out", str(vae), "--resume", "--z-dim", "5", "--lr", "0.01"])
+    one_line_error(capsys, code, "--lr 0.01 differs from the stored 0.001; --z-dim 5 differs")
+
+
+def test_resume_with_the_original_command_line(mnist_root, tmp_path, capsys):
+    """A requeued job re-runs the exact command: equal flags are accepted and it resumes."""
+    out = tmp_path / "requeued"
+    argv = ["train", "--data-root", str(mnist_root), "--out", str(out), *TINY]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert [row["epoch"] for row in read_metrics(out)] == [1, 2]
+    code = main([*argv, "--epochs", "3", "--resume", "--seed", "4"])
+    one_line_error(capsys, code, "--seed 4 differs from the stored 0")
 
 
 FIT_FAST = ["--num-train", "2000", "--device", "cpu"]

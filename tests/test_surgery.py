@@ -131,3 +131,20 @@ def test_cvae_with_conditional_prior_and_serialization():
         elbo_surgery(vae, torch.randn(6, 6))
     with pytest.raises(ValueError, match="num_marginal"):
         elbo_surgery(vae, torch.randn(6, 6), y[:6], num_marginal=0)
+
+
+@pytest.mark.parametrize("guide", ["diagonal", "flow"])
+def test_guide_that_ignores_x_has_no_active_units(guide):
+    """Active units count the spread of E_q[z | x] over data, not the Monte Carlo noise of
+    a flow guide's estimated means (which alone exceeds the 0.01 threshold at 64 draws)."""
+    from pyrovae.analysis.sources import fit_source
+
+    vae = build_model(x_dim=12, z_dim=8, hidden_dims=[16], guide=guide).eval()
+    with torch.no_grad():
+        vae.encoder.trunk[0].weight.zero_()  # q(z | x) is the same for every x
+        vae.encoder.head.bias[8:].fill_(0.5)  # wide enough for the noise to matter
+    x = torch.bernoulli(torch.full((400, 12), 0.3))
+    surgery = elbo_surgery(vae, x, seed=0)
+    assert surgery.active_units == 0, surgery.activity
+    loc = fit_source("gaussian-loc", vae, x)
+    assert float(loc.scale.max()) < 0.05  # the spread of the true means is zero

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import pyro
 import pytest
 import torch
 
@@ -157,7 +158,10 @@ def test_iwae_bound_tightens_with_k():
         ({"kl_warmup": -1}, "kl_warmup must be a non-negative integer"),
         ({"clip_norm": 0.0}, "clip_norm must be positive"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
-        ({"jit": True, "elbo": "iwae"}, "jit works with elbo 'trace' or 'meanfield'"),
+        (
+            {"jit": True, "elbo": "iwae", "num_particles": 2},
+            "jit works with elbo 'trace' or 'meanfield'",
+        ),
     ],
 )
 def test_bad_train_config(kwargs, match):
@@ -191,3 +195,48 @@ def test_jit_meanfield_compiles_once():
     objective.differentiable_loss(model, guide, x).backward()
     assert objective._differentiable_loss is compiled and len(compiled.compiled) == 1
     assert all(p.grad is not None for p in vae.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "iwae"])
+def test_kl_warmup_weight_changes_every_objective(elbo):
+    """The warm-up weight reaches the loss of every objective (it used to miss IWAE)."""
+    from pyrovae.train import _LatentScale
+
+    vae = build_model(x_dim=10, z_dim=2, hidden_dims=[8])
+    x = torch.bernoulli(torch.rand(32, 10, generator=torch.Generator().manual_seed(0)))
+    objective = make_objective(TrainConfig(elbo=elbo, num_particles=4))
+    scale = _LatentScale()
+    model, guide = scale(vae.model), scale(vae.guide)
+
+    def loss(weight: float) -> float:
+        scale.scale = weight
+        pyro.set_rng_seed(1)
+        return objective.differentiable_loss(model, guide, x).item()
+
+    full, none = loss(1.0), loss(0.0)
+    assert full != pytest.approx(none, rel=1e-3)
+    pyro.set_rng_seed(1)
+    assert full == pytest.approx(objective.differentiable_loss(vae.model, vae.guide, x).item())
+
+
+def test_iwae_with_one_particle_is_refused():
+    with pytest.raises(ValueError, match="--num-particles K with K >= 2"):
+        TrainConfig(elbo="iwae")
+    assert TrainConfig().elbo == "meanfield"  # the README's and the command line's default
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_jit_resume_matches_uninterrupted_run(mnist, tmp_path, elbo):
+    """Compiling again after a resume draws no extra random numbers: the runs agree exactly."""
+    config = {"jit": True, "elbo": elbo}
+    full = train(MODEL, small_config(epochs=2, **config), mnist, tmp_path / "a", progress=False)
+    train(MODEL, small_config(epochs=1, **config), mnist, tmp_path / "b", progress=False)
+    resumed = train(
+        MODEL, small_config(epochs=2, **config), mnist, tmp_path / "b", resume=True, progress=False
+    )
+    for (name, a), (_, b) in zip(
+        full.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
