@@ -47,6 +47,8 @@ __all__ = [
     "estimate_source_log_likelihoods",
     "iwae_bound",
     "default_draws_per_pass",
+    "source_cost",
+    "SOURCE_BUDGET_BYTES",
     "PROPOSALS",
 ]
 
@@ -70,6 +72,57 @@ def plural(n: int, word: str) -> str:
 def default_draws_per_pass(device: torch.device | str) -> int:
     """Draws (particle x datum pairs) per decoder pass: 2^14 on CPU, 2^16 on a GPU."""
     return 2**16 if torch.device(device).type == "cuda" else 2**14
+
+
+SOURCE_BUDGET_BYTES = 2**31
+"""Bytes of float32 intermediates (2 GiB) that one call of a source's ``log_prob`` may
+hold. A source is scored on all the draws of a pass (``draws_per_pass``) at once when
+draws x :func:`source_cost` x 4 bytes fits, else on chunks of draws that fit; the values
+are the same either way (each draw is scored alone). The model's own prior, scored inside
+the model trace, bounds its own memory (:data:`pyrovae.models.priors.MIXTURE_CHUNK_ELEMENTS`).
+Read at each call, so it can be set (``pyrovae.analysis.loglik.SOURCE_BUDGET_BYTES = ...``)."""
+
+
+def source_cost(source: LatentSource, z_dim: int) -> int:
+    """Float32 elements that ``source.log_prob`` holds per draw, roughly (at least 1).
+
+    A source may say so itself with a ``log_prob_cost`` attribute. A Gaussian mixture
+    of C components (the 'mog' and 'vamp' priors, 'gmm', ...) makes (C, z_dim) per draw;
+    a flow about three times its widest hidden layer; a source with ``chunk_size`` (the
+    aggregate posterior) streams over its components itself, like a single Gaussian: z_dim.
+    """
+    cost = getattr(source, "log_prob_cost", None)
+    if cost is not None:
+        return max(1, int(cost))
+    if getattr(source, "chunk_size", None) is not None:
+        return z_dim
+    try:
+        view = source.gaussian_mixture()
+    except (NotImplementedError, ValueError):
+        view = None
+    if view is not None:
+        return view.num_components * z_dim
+    hidden = getattr(source, "hidden_dims", None)
+    if hidden:
+        return 3 * max(hidden) + 2 * z_dim
+    return z_dim
+
+
+def _source_log_prob(
+    source: LatentSource, z: torch.Tensor, y: torch.Tensor | None, cost: int
+) -> torch.Tensor:
+    """log r(z) for draws z of shape (K, B, D), in chunks of draws that fit
+    :data:`SOURCE_BUDGET_BYTES`: rows of the flattened draws for an unconditional source,
+    particles (all B data each, to keep y aligned) for a conditional one."""
+    conditional = getattr(source, "conditional", False)
+    rows = max(1, SOURCE_BUDGET_BYTES // (4 * cost))
+    if z.shape[0] * z.shape[1] <= rows:
+        return source.log_prob(z, y) if conditional else source.log_prob(z)
+    if conditional:
+        step = max(1, rows // z.shape[1])
+        return torch.cat([source.log_prob(part, y) for part in z.split(step)])
+    flat = z.reshape(-1, z.shape[-1])
+    return torch.cat([source.log_prob(part) for part in flat.split(rows)]).reshape(z.shape[:-1])
 
 
 class PerDatumEstimate:
@@ -319,6 +372,11 @@ def _estimate(
     batch = max(1, draws_per_pass // num_samples)
     label = "adapted" if adapt else "guide"
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+    costs = {
+        name: source_cost(source, vae.z_dim)
+        for name, source in sources.items()
+        if source is not None
+    }
     with torch.no_grad(), seeded(seed, x.device):
         views = {}
         if adapt and defensive < 1:
@@ -364,10 +422,8 @@ def _estimate(
                 for name, source in sources.items():
                     if source is None:
                         log_r = terms.log_prior
-                    elif getattr(source, "conditional", False):
-                        log_r = source.log_prob(z, yb)
                     else:
-                        log_r = source.log_prob(z)
+                        log_r = _source_log_prob(source, z, yb, costs[name])
                     chunks[name].append(base + log_r)
             log_q_over_g = torch.cat(guide_ratios).T.double()  # (B, K)
             from_guide = torch.cat(guide_draws).T  # (B, K)

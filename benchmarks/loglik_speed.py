@@ -8,13 +8,21 @@ source-adapted defensive mixture (:mod:`pyrovae.analysis.proposals`) for the pri
 four Gaussian sources fitted to 10,000 training encodings, on the same decoder budget:
 its ratio is the cost of building, sampling and scoring the adapted proposals.
 
+Peak memory is printed too: on CUDA the most allocated by each timing
+(``torch.cuda.max_memory_allocated``), on CPU the process's resident set size high-water
+mark (``getrusage(RUSAGE_SELF).ru_maxrss``) after the warm-up of each stage in turn (the
+mark only rises, so a stage's own peak shows where it raises it).
+
     python benchmarks/loglik_speed.py                       # z=50, 400-400 MLP, random init
     python benchmarks/loglik_speed.py --run-dir runs/z50    # a trained model
+    python benchmarks/loglik_speed.py --prior vamp --num-components 500 --num-data 16 \
+        --no-adapted                                        # memory of a VampPrior model
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 from collections.abc import Callable
@@ -49,6 +57,29 @@ def decoder_floor(vae, x, y, num_samples: int, draws_per_pass: int) -> None:
                 vae.decoder(z, yb).log_prob(xb)
 
 
+def peak_rss_bytes() -> int:
+    """The process's resident set size high-water mark (ru_maxrss: KiB on Linux, bytes on
+    macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def cuda_peaks(fns: dict[str, Callable[[], object]], device: torch.device) -> dict[str, int]:
+    """Bytes allocated at most by one call of each function on ``device``."""
+    peaks = {}
+    for name, fn in fns.items():
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device)
+    return peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default=None, help="a trained run (default: random init)")
@@ -59,12 +90,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--prior", default=None, help="build an untrained model with this prior (no --run-dir)"
+    )
+    parser.add_argument("--num-components", type=int, default=500, help="with --prior")
+    parser.add_argument(
+        "--no-adapted", action="store_true", help="skip fitting and timing the adapted sources"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    vae = benchmark_model(args.run_dir, device)
+    rss_start = peak_rss_bytes()
+    if args.prior:
+        from pyrovae import build_model
+
+        torch.manual_seed(0)
+        vae = build_model(
+            z_dim=50, hidden_dims=[400, 400], prior=args.prior, num_components=args.num_components
+        )
+        vae = vae.to(device).eval()
+    else:
+        vae = benchmark_model(args.run_dir, device)
     try:
         data = load_dataset("mnist", root=args.data_root, download=False)
         test = data.test.sample(args.num_data)
@@ -85,7 +133,7 @@ def main() -> None:
         train_x = fixed_binarization(train_x)
     train_y = one_hot(train_labels.to(device), vae.y_dim) if vae.conditional else None
     names = ["prior", "gaussian-loc", "gaussian-z", "gaussian-full", "gmm"]
-    sources = fit_sources(names, vae, train_x, train_y)
+    sources = {} if args.no_adapted else fit_sources(names, vae, train_x, train_y)
     per_pass = args.draws_per_pass or default_draws_per_pass(device)
     k, n = args.num_samples, x.shape[0]
     print(
@@ -106,24 +154,41 @@ def main() -> None:
             vae, x, sources, y, num_samples=k, draws_per_pass=per_pass, khat=False
         )
 
-    floor()  # warm-up (allocator, thread pools, the ArviZ import)
-    estimator(True)()
     fns = {"floor": floor, "plain": estimator(False), "khat": estimator(True), "adapted": adapted}
+    if args.no_adapted:
+        del fns["adapted"]
+    rss = {"start": peak_rss_bytes()}  # the model and data are loaded
+    for name, fn in fns.items():  # warm-up (allocator, thread pools, the ArviZ import)
+        fn()
+        rss[name] = peak_rss_bytes()
     times = wall_times(fns, args.repeats, device)
     median = {name: statistics.median(t) for name, t in times.items()}
     best = {name: min(t) for name, t in times.items()}
     print(f"{'':24}{'median':>8}{'ratio':>8}{'best':>8}{'ratio':>8}   ({args.repeats} repeats)")
-    for name, label in [
-        ("floor", "decoder floor"),
-        ("plain", "estimator, no k-hat"),
-        ("khat", "estimator, PSIS k-hat"),
-        ("adapted", "adapted, 5 sources"),
-    ]:
+    labels = {
+        "floor": "decoder floor",
+        "plain": "estimator, no k-hat",
+        "khat": "estimator, PSIS k-hat",
+        "adapted": "adapted, 5 sources",
+    }
+    for name in fns:
         print(
-            f"{label:<24}{median[name]:8.2f}{median[name] / median['floor']:8.2f}"
+            f"{labels[name]:<24}{median[name]:8.2f}{median[name] / median['floor']:8.2f}"
             f"{best[name]:8.2f}{best[name] / best['floor']:8.2f}"
         )
     print("target: estimator / floor <= 1.3")
+    if device.type == "cuda":
+        peaks = cuda_peaks(fns, device)
+        print("peak CUDA memory allocated per call (torch.cuda.max_memory_allocated):")
+        for name in fns:
+            print(f"  {labels[name]:<22}{gib(peaks[name]):>12}")
+    print(
+        f"peak resident set size (ru_maxrss): {gib(rss_start)} at start, "
+        f"{gib(rss['start'])} with model and data loaded"
+    )
+    for name in fns:
+        print(f"  after {labels[name]:<22}{gib(rss[name]):>12}")
+    print(f"  at the end{'':<19}{gib(peak_rss_bytes()):>12}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro.distributions as dist
@@ -11,7 +12,109 @@ from torch import nn
 
 from pyrovae.nets import check_dims, check_positive_int
 
-__all__ = ["StandardNormalPrior", "MixturePrior", "VampPrior", "FlowPrior", "PRIORS"]
+__all__ = [
+    "StandardNormalPrior",
+    "MixturePrior",
+    "VampPrior",
+    "FlowPrior",
+    "DiagonalNormalMixture",
+    "MIXTURE_CHUNK_ELEMENTS",
+    "PRIORS",
+]
+
+MIXTURE_CHUNK_ELEMENTS = 2**24
+"""Elements (draws x components x z_dim) of one intermediate tensor in the log density of
+a mixture prior: 64 MiB in float32. The Normal log density holds about three such tensors
+at once, so one ``log_prob`` call stays near 200 MiB however many draws it scores (500
+components and z_dim = 50 take 16,000 draws to 1.6 GB per intermediate unchunked). Read
+at each call; a :class:`DiagonalNormalMixture` may carry its own ``max_elements``."""
+
+
+class DiagonalNormalMixture(dist.MixtureSameFamily):
+    """p(z) = sum_k w_k N(z; m_k, diag(s_k^2)) whose ``log_prob`` streams over draws.
+
+    log p(z) = logsumexp_k [log w_k + log N(z; m_k, diag(s_k^2))] is computed on chunks
+    of draws so that no (draws x components x z_dim) intermediate exceeds
+    ``max_elements`` (default :data:`MIXTURE_CHUNK_ELEMENTS`): the chunks are split along
+    the leading dims of the broadcast batch (sample, particle, then data), each is scored
+    exactly as torch's ``MixtureSameFamily`` scores it, and the rows are joined. Every row
+    is the same sequence of operations as unchunked, so the values are the same. Under
+    autograd the chunks' intermediates are kept for the backward pass, as unchunked.
+    Otherwise a ``MixtureSameFamily`` (its ``component_distribution`` is the diagonal
+    Normal, its ``mixture_distribution`` the Categorical), so sampling and the Gaussian
+    mixture views of :mod:`pyrovae.analysis.sources` are unchanged.
+    """
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        max_elements: int | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        self.max_elements = max_elements
+        super().__init__(
+            dist.Categorical(logits=logits),
+            dist.Normal(loc, scale).to_event(1),
+            validate_args=validate_args,
+        )
+
+    def expand(
+        self,
+        batch_shape: torch.Size | Sequence[int],
+        _instance: DiagonalNormalMixture | None = None,
+    ) -> DiagonalNormalMixture:
+        new = self._get_checked_instance(DiagonalNormalMixture, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        new.max_elements = self.max_elements
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        normal = self.component_distribution.base_dist
+        log_weights = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
+        budget = self.max_elements or MIXTURE_CHUNK_ELEMENTS
+        return _mixture_log_prob(self._pad(value), normal.loc, normal.scale, log_weights, budget)
+
+
+def _mixture_log_prob(
+    z: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    log_weights: torch.Tensor,
+    budget: int,
+) -> torch.Tensor:
+    """logsumexp_k [log_weights + sum_d log N(z_d; loc_kd, scale_kd)] over chunks of rows.
+
+    Shapes: z (..., 1, D), loc and scale (..., K, D), log_weights (..., K), broadcasting
+    to a leading shape L; returns shape L. Splits along the first dim of L while one
+    piece holds more than ``budget`` elements of (L, K, D), then along the next.
+    """
+    lead = torch.broadcast_shapes(
+        z.shape[:-2], loc.shape[:-2], scale.shape[:-2], log_weights.shape[:-1]
+    )
+    pair = torch.broadcast_shapes(loc.shape[-2:], scale.shape[-2:])  # (K, D)
+    if not lead or math.prod(lead) * math.prod(pair) <= budget:
+        log_density = dist.Normal(loc, scale, validate_args=False).log_prob(z).sum(-1)
+        return torch.logsumexp(log_density + log_weights, dim=-1)
+    depth = len(lead)
+    # give every tensor all the leading dims, so that they can be sliced alike
+    z, loc, scale = (t.reshape((1,) * (depth + 2 - t.dim()) + t.shape) for t in (z, loc, scale))
+    log_weights = log_weights.reshape((1,) * (depth + 1 - log_weights.dim()) + log_weights.shape)
+    parts = (z, loc, scale, log_weights)
+    if lead[0] == 1:  # nothing to split here: go one dim deeper
+        return _mixture_log_prob(*(t[0] for t in parts), budget).unsqueeze(0)
+    per_row = math.prod(lead[1:]) * math.prod(pair)
+    step = max(1, budget // per_row)
+    chunks = [
+        _mixture_log_prob(
+            *(t if t.shape[0] == 1 else t[start : start + step] for t in parts), budget
+        )
+        for start in range(0, lead[0], step)
+    ]
+    return torch.cat(chunks, dim=0)
 
 
 class StandardNormalPrior(nn.Module):
@@ -53,8 +156,7 @@ class MixturePrior(nn.Module):
         return cls(encoder.z_dim, num_components=num_components)
 
     def forward(self, y: torch.Tensor | None = None) -> dist.Distribution:
-        components = dist.Normal(self.locs, self.log_scales.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(self.logits, self.locs, self.log_scales.exp())
 
 
 class VampPrior(nn.Module):
@@ -93,9 +195,7 @@ class VampPrior(nn.Module):
             u = u.expand(*y.shape[:-1], *u.shape)
             y = y.unsqueeze(-2).expand(*u.shape[:-1], y.shape[-1])
         loc, scale, _ = encoder.encode(u, y)
-        components = dist.Normal(loc, scale).to_event(1)
-        mix = dist.Categorical(logits=torch.zeros(loc.shape[:-1], device=loc.device))
-        return dist.MixtureSameFamily(mix, components)
+        return DiagonalNormalMixture(torch.zeros(loc.shape[:-1], device=loc.device), loc, scale)
 
 
 class FlowPrior(nn.Module):

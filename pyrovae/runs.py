@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from pyrovae.build import ModelConfig, build_model
-from pyrovae.checkpoint import load_checkpoint, read_json
+from pyrovae.checkpoint import CheckpointError, UnreadableFileError, load_checkpoint, read_json
 from pyrovae.models import VAE
 from pyrovae.train import TrainConfig
 
@@ -35,8 +35,30 @@ def _run_dir(run_dir: str | Path) -> Path:
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
-    data = read_json(_run_dir(run_dir) / "config.json")
-    return RunConfig(ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"]))
+    """The run's ``config.json``: its ``"model"`` and ``"train"`` sections.
+
+    Raises :class:`pyrovae.checkpoint.UnreadableFileError` (a ValueError, one line, naming
+    the file) when the file is not JSON, lacks a section, or holds settings that are not
+    valid.
+    """
+    path = _run_dir(run_dir) / "config.json"
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UnreadableFileError(
+            f'{path} holds a JSON {type(data).__name__}, not the object with "model" and '
+            '"train" sections that `pyrovae train` writes'
+        )
+    missing = [key for key in ("model", "train") if not isinstance(data.get(key), dict)]
+    if missing:
+        sections = " and ".join(f'"{key}"' for key in missing)
+        raise UnreadableFileError(
+            f"{path} lacks the {sections} section{'s' if len(missing) > 1 else ''} "
+            "(a JSON object) that `pyrovae train` writes"
+        )
+    try:
+        return RunConfig(ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"]))
+    except (TypeError, ValueError) as err:
+        raise UnreadableFileError(f"{path}: {err}") from None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
@@ -73,6 +95,11 @@ def load_run(
     if checkpoint == "best" and not file.exists():
         file = path / names["last"]
     state = load_checkpoint(file, map_location=device)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(
+            f'{file} holds no model weights (no "model" entry); it is not a checkpoint that '
+            "`pyrovae train` wrote"
+        )
     vae = build_model(config.model)
     vae.load_state_dict(state["model"])
     vae.run_config = config
