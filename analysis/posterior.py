@@ -1,0 +1,347 @@
+"""Reference posteriors p(z | x) by NUTS, and how the guide q(z | x) compares with them.
+
+For one datum x, NUTS runs on the unnormalized posterior p(z | x) ∝ p(x | z) p(z) of the
+model itself: ``vae.model`` on the batch ``x[None]`` (its site ``"x"`` is observed), so no
+density is written by hand and any prior or decoder works. C chains run one after the
+other, each started at a dispersed point z_0 = m + spread (z_q - m) with z_q ~ q(z | x)
+and m the guide's mean, and each adapts its own step size and diagonal mass matrix during
+warm-up. The No-U-Turn Sampler (Hoffman & Gelman, 2014), https://arxiv.org/abs/1111.4246
+
+Convergence is judged by ArviZ's rank-normalized split R-hat and the bulk and tail
+effective sample sizes; a run is flagged when R-hat exceeds 1.01 in any dim or a
+diagnostic is NaN. Rank-normalization, folding, and localization: an improved R-hat for
+assessing convergence of MCMC (Vehtari et al., 2021), https://arxiv.org/abs/1903.08008
+
+Example::
+
+    ref = reference_posterior(vae, x[0], num_chains=4, warmup=300, num_samples=500)
+    if not ref.flagged:
+        print(guide_vs_posterior(vae, x[0], None, ref)["coverage_90"])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pyro.poutine as poutine
+import torch
+from pyro.infer import MCMC, NUTS
+from torch import nn
+
+from pyrovae.nets import check_positive_int
+
+from .sources import is_diagonal_normal, seeded
+
+__all__ = [
+    "RHAT_THRESHOLD",
+    "ReferencePosterior",
+    "reference_posterior",
+    "reference_posteriors",
+    "guide_vs_posterior",
+    "default_data",
+]
+
+RHAT_THRESHOLD = 1.01
+"""Runs whose largest rank-normalized split R-hat exceeds this are flagged."""
+MOMENT_DRAWS = 256
+"""Draws of a guide that is not a diagonal Normal, for its mean (chain initialisation)."""
+Z_95 = 1.6448536269514722
+"""The standard Normal's 95% quantile: the central 90% interval is mean +- Z_95 std."""
+
+
+@dataclass
+class ReferencePosterior:
+    """NUTS draws from p(z | x) for one datum, with ArviZ's convergence diagnostics.
+
+    Attributes:
+        draws: the draws after warm-up, (num_chains, num_samples, z_dim), on the CPU.
+        inference_data: ``az.from_pyro`` of the chains, concatenated along ``chain``; the
+            posterior group holds ``"z"`` with dims (chain, draw, z_dim).
+        r_hat_max: the largest rank-normalized split R-hat over the latent dims.
+        ess_bulk_min: the smallest bulk effective sample size over the latent dims.
+        ess_tail_min: the smallest tail effective sample size over the latent dims.
+        num_divergent: divergent transitions after warm-up, all chains together.
+        flagged: True when ``r_hat_max > RHAT_THRESHOLD`` or any diagnostic or draw is NaN:
+            the draws should not be trusted as a reference.
+        mean: the posterior mean per dim, float64 (z_dim,).
+        std: the posterior standard deviation per dim, float64 (z_dim,).
+    """
+
+    draws: torch.Tensor
+    inference_data: Any
+    r_hat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    num_divergent: int
+    flagged: bool
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def num_chains(self) -> int:
+        return self.draws.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.draws.shape[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: diagnostics, and the posterior mean and std per dim."""
+        return {
+            "num_chains": self.num_chains,
+            "num_samples": self.num_samples,
+            "r_hat_max": self.r_hat_max,
+            "ess_bulk_min": self.ess_bulk_min,
+            "ess_tail_min": self.ess_tail_min,
+            "num_divergent": self.num_divergent,
+            "flagged": self.flagged,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+        }
+
+
+@contextmanager
+def unregistered(vae: nn.Module) -> Iterator[None]:
+    """Run the block with ``vae.register_params`` off, so that ``vae.model`` and
+    ``vae.guide`` leave Pyro's param store alone (restored after)."""
+    had_own = "register_params" in vae.__dict__
+    before = getattr(vae, "register_params", None)
+    vae.register_params = False
+    try:
+        yield
+    finally:
+        if had_own:
+            vae.register_params = before
+        else:
+            del vae.register_params
+
+
+def frozen(vae: nn.Module, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (``vae.model`` or ``vae.guide``) with the network's parameters as constants:
+    no param sites and nothing written to Pyro's param store, so that inference (NUTS,
+    SVI over another guide's parameters) never sees or updates them."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with unregistered(vae):
+            return poutine.block(fn, hide_types=["param"])(*args, **kwargs)
+
+    return wrapped
+
+
+def latent_model(vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> Callable[[], None]:
+    """``vae.model`` on the batch ``x`` (its ``"x"`` site observed) as a model without
+    arguments whose only latent site is ``"z"``, its parameters frozen (:func:`frozen`)."""
+    model = frozen(vae, vae.model)
+
+    def conditioned() -> None:
+        model(x, y)
+
+    return conditioned
+
+
+def _one_datum(
+    vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x`` (x_dim,) and ``y`` (y_dim,) as a batch of one, checked against the model."""
+    if not isinstance(x, torch.Tensor) or x.shape != (vae.x_dim,):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be one datum of shape ({vae.x_dim},), got {shape}")
+    if vae.conditional:
+        if not isinstance(y, torch.Tensor) or y.shape != (vae.y_dim,):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else y
+            raise ValueError(
+                f"a CVAE needs y, one one-hot label of shape ({vae.y_dim},), got {shape}"
+            )
+        return x[None], y[None].to(x)
+    if y is not None:
+        raise ValueError("y was given for an unconditional VAE; drop it (pass y=None)")
+    return x[None], None
+
+
+@torch.no_grad()
+def _dispersed_inits(
+    vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, num_chains: int, spread: float
+) -> torch.Tensor:
+    """z_0 = m + spread (z_q - m), z_q ~ q(z | x), m the guide's mean: (num_chains, 1, z_dim)."""
+    with unregistered(vae):
+        q = vae.encoder(x, y)
+    z = q.sample((num_chains,))
+    if is_diagonal_normal(q):
+        mean = q.base_dist.loc
+    else:
+        mean = q.sample((MOMENT_DRAWS,)).mean(0)
+    return mean + spread * (z - mean)
+
+
+def _min_or_nan(values: np.ndarray) -> float:
+    return math.nan if np.isnan(values).any() else float(values.min())
+
+
+def reference_posterior(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    num_chains: int = 4,
+    warmup: int = 300,
+    num_samples: int = 500,
+    seed: int | None = 0,
+    target_accept: float = 0.8,
+    init_spread: float = 2.0,
+) -> ReferencePosterior:
+    """NUTS draws from p(z | x) ∝ p(x | z) p(z) for ONE datum, with convergence checks.
+
+    Args:
+        vae: the model (its parameters are held fixed).
+        x: one datum as the model sees it (binarized for a Bernoulli decoder), (x_dim,).
+        y: one one-hot label (y_dim,) for a CVAE (the posterior is then p(z | x, y)).
+        num_chains: chains, run one after the other, each with its own adaptation.
+        warmup: warm-up (adaptation) steps per chain, discarded.
+        num_samples: draws kept per chain.
+        seed: seeds the chains' starting points and NUTS (the global RNG is restored
+            after); the same seed gives the same draws. None uses the global RNG.
+        target_accept: NUTS's target acceptance probability for step-size adaptation.
+        init_spread: chains start at m + init_spread (z_q - m), z_q ~ q(z | x): values
+            above 1 overdisperse the starts relative to the guide, as R-hat assumes.
+    """
+    check_positive_int("num_chains", num_chains)
+    check_positive_int("num_samples", num_samples)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+    x1, y1 = _one_datum(vae, x, y)
+    model = latent_model(vae, x1, y1)
+    runs = []
+    with seeded(seed, x1.device):
+        inits = _dispersed_inits(vae, x1, y1, num_chains, float(init_spread))
+        for start in inits:
+            kernel = NUTS(model, target_accept_prob=target_accept)
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup,
+                initial_params={"z": start},
+                disable_progbar=True,
+            )
+            mcmc.run()
+            runs.append(mcmc)
+    draws = torch.stack([run.get_samples()["z"][:, 0].detach().cpu() for run in runs])
+    idata = az.concat(
+        *[
+            az.from_pyro(
+                run, log_likelihood=False, dims={"z": ["datum", "z_dim"], "x": ["datum", "x_dim"]}
+            )
+            for run in runs
+        ],
+        dim="chain",
+    ).isel(datum=0)
+    r_hat = az.rhat(idata, var_names=["z"])["z"].values
+    ess_bulk = az.ess(idata, var_names=["z"], method="bulk")["z"].values
+    ess_tail = az.ess(idata, var_names=["z"], method="tail")["z"].values
+    diverging = idata.sample_stats["diverging"].values
+    values = np.concatenate([r_hat, ess_bulk, ess_tail])
+    r_hat_max = math.nan if np.isnan(r_hat).any() else float(r_hat.max())
+    flat = draws.double().reshape(-1, draws.shape[-1])
+    return ReferencePosterior(
+        draws=draws,
+        inference_data=idata,
+        r_hat_max=r_hat_max,
+        ess_bulk_min=_min_or_nan(ess_bulk),
+        ess_tail_min=_min_or_nan(ess_tail),
+        num_divergent=int(diverging.sum()),
+        flagged=bool(
+            np.isnan(values).any() or not torch.isfinite(draws).all() or r_hat_max > RHAT_THRESHOLD
+        ),
+        mean=flat.mean(0),
+        std=flat.std(0),
+    )
+
+
+def reference_posteriors(
+    vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any
+) -> list[ReferencePosterior]:
+    """:func:`reference_posterior` for every row of ``x`` (N, x_dim) (and ``y`` (N, y_dim))."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError("x must be a batch of shape (num_data, x_dim)")
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape[0] != x.shape[0]):
+        raise ValueError("y must hold one one-hot label per row of x, shape (num_data, y_dim)")
+    return [
+        reference_posterior(vae, x[n], None if y is None else y[n], **kwargs)
+        for n in range(x.shape[0])
+    ]
+
+
+@torch.no_grad()
+def guide_vs_posterior(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    reference: ReferencePosterior,
+    num_draws: int = 2000,
+    seed: int | None = 0,
+) -> dict[str, Any]:
+    """The guide q(z | x) against the NUTS reference p(z | x), per latent dim, JSON-ready.
+
+    Mean and standard deviation of q are exact for a diagonal Normal guide and from
+    ``num_draws`` draws otherwise (its 5% and 95% quantiles likewise). ``coverage_90`` is
+    the share of the reference draws inside q's central 90% interval: 0.9 when q's
+    marginals match the posterior's, lower when q is too narrow or misplaced (the
+    typical failure of a guide fitted by KL(q || p)). ``coverage_90_stderr`` is its
+    Monte Carlo standard error, sqrt(c (1 - c) / ESS) with the ESS of the indicator
+    draws. ``std_ratio`` is q's std over the posterior's; ``mean_shift`` the distance of
+    the means in posterior standard deviations.
+    """
+    check_positive_int("num_draws", num_draws)
+    x1, y1 = _one_datum(vae, x, y)
+    with unregistered(vae):
+        q = vae.encoder(x1, y1)
+    if is_diagonal_normal(q):
+        family = "diagonal"
+        mean = q.base_dist.loc[0].double().cpu()
+        std = q.base_dist.scale.expand_as(q.base_dist.loc)[0].double().cpu()
+        low, high = mean - Z_95 * std, mean + Z_95 * std
+    else:
+        family = "flow"
+        with seeded(seed, x1.device):
+            z = q.sample((num_draws,))[:, 0].double().cpu()
+        mean, std = z.mean(0), z.std(0)
+        low, high = torch.quantile(z, 0.05, dim=0), torch.quantile(z, 0.95, dim=0)
+    post = reference.draws.double()
+    inside = ((post >= low) & (post <= high)).double()  # (chains, samples, z_dim)
+    coverage = inside.mean((0, 1))
+    ess = az.ess(az.convert_to_dataset({"inside": inside.numpy()}))["inside"].values
+    spread = (coverage * (1 - coverage)).numpy()
+    stderr = np.where(spread > 0, np.sqrt(spread / np.where(spread > 0, ess, 1.0)), 0.0)
+    return {
+        "guide_family": family,
+        "guide_mean": mean.tolist(),
+        "guide_std": std.tolist(),
+        "posterior_mean": reference.mean.tolist(),
+        "posterior_std": reference.std.tolist(),
+        "std_ratio": (std / reference.std).tolist(),
+        "mean_shift": ((mean - reference.mean) / reference.std).tolist(),
+        "coverage_90": coverage.tolist(),
+        "coverage_90_stderr": [float(v) for v in stderr],
+        "coverage_90_mean": float(coverage.mean()),
+        "reference_flagged": reference.flagged,
+    }
+
+
+def default_data(split: Any, per_class: int = 2, seed: int = 0) -> torch.Tensor:
+    """Indices of ``per_class`` data of each class of ``split`` (``.y`` integer labels (N,)),
+    drawn with a fixed seed, in class order (all of a class when it has fewer)."""
+    check_positive_int("per_class", per_class)
+    labels = split.y.detach().cpu()
+    gen = torch.Generator().manual_seed(seed)
+    picks = []
+    for label in torch.unique(labels).tolist():
+        members = (labels == label).nonzero().flatten()
+        picks.append(members[torch.randperm(len(members), generator=gen)[:per_class]].sort()[0])
+    return torch.cat(picks)
