@@ -8,7 +8,7 @@ tests, so that ``pyrovae --help`` and argument errors need no heavy import.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = [
@@ -98,19 +98,6 @@ class EvaluationSettings:
         if not self.quality:
             out["num_quality_samples"] = None
         return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationSettings:
-        """The settings of a stored dict (missing keys take their defaults)."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in names and v is not None}
-        for key in ("sources", "ais_sources"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        if data.get("ais_num_test") is None:
-            for key in ("ais_steps", "ais_chains", "ais_leapfrog", "bdmc_num_data"):
-                kwargs.pop(key, None)
-        return cls(**kwargs)
 
     def differences(
         self, saved: Mapping[str, Any] | None, keys: set[str] | None = None
