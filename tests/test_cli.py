@@ -302,3 +302,30 @@ def test_run_moved_to_another_machine(run_dirs, tmp_path, capsys, monkeypatch, m
     # an explicit --data-root that does not exist is an error, even though the cache could serve
     code = main(["fit-sources", str(moved), "--data-root", str(tmp_path / "nope"), *FIT_FAST])
     one_line_error(capsys, code, "does not exist; pass the directory that holds MNIST/raw/")
+
+
+def test_diagnose_writes_json_and_netcdf(run_dirs, tmp_path, capsys):
+    import json
+
+    import arviz as az
+
+    vae, _ = run_dirs
+    out = tmp_path / "diag"
+    argv = ["diagnose", str(vae), "--out", str(out), "--num-data", "2", "--chains", "2"]
+    argv += ["--warmup", "30", "--samples", "30", "--gap-steps", "20", "--ais-steps", "10"]
+    assert main([*argv, "--ais-chains", "2", "--device", "cpu"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    result = json.loads((out / "diagnostics.json").read_text())
+    assert result["num_data"] == 2 and len(result["data"]) == 2
+    for entry in result["data"]:
+        assert {"index", "label", "r_hat_max", "ess_bulk_min", "flagged", "guide", "gaps"} <= set(
+            entry
+        )
+        gaps = entry["gaps"]
+        assert gaps["total_gap"] == pytest.approx(
+            gaps["approximation_gap"] + gaps["amortization_gap"]
+        )
+        posterior = az.from_netcdf(out / f"posterior-{entry['index']:05d}.nc").posterior
+        assert posterior["z"].shape[:2] == (2, 30)
+    labels = [e["label"] for e in result["data"]]
+    assert labels == sorted(labels) and len(set(labels)) == 2  # one image of each of two classes
