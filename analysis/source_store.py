@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyrovae.build import lookup
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 
 from .compare import model_inputs
@@ -332,12 +332,6 @@ def fit_record(vae: nn.Module, num_train: int, seed: int, per_class: bool) -> di
     }
 
 
-def _check_slug(name: str) -> str:
-    if not re.fullmatch(r"[a-z][a-z-]*", name):
-        raise ValueError(f"source name {name!r} is not a plain name")
-    return name
-
-
 def fit_run_sources(
     vae: nn.Module,
     train: Any,
@@ -351,7 +345,9 @@ def fit_run_sources(
     """Fit sources exactly as :func:`~pyrovae.analysis.compare.compare_sources` does (the
     first ``num_train`` training data, binarized once, seeded by ``seed``) and, with
     ``run_dir``, save them there."""
-    names = [_check_slug(n) for n in names]
+    names = list(names)
+    for name in names:  # before the data are binarized and encoded
+        lookup(SOURCES, name, "latent source")
     x, y = model_inputs(vae, train, num_train, random_subset=False)
     opts = {name: {"seed": seed, **(options or {}).get(name, {})} for name in names}
     sources = fit_sources(names, vae, x, y, options=opts)
@@ -372,10 +368,11 @@ def fit_run_per_class(
 ) -> dict[int, LatentSource]:
     """Fit ``name`` separately to each class's encodings (``{class: source}``) and, with
     ``run_dir``, save them to ``RUN/sources/NAME.per-class.pt``."""
+    lookup(SOURCES, name, "latent source")
     x, _ = model_inputs(vae, train, num_train, random_subset=False)
     labels = (train.y if num_train is None else train.y[:num_train]).to(x.device)
     opts = {"seed": seed, **(options or {})}
-    sources = fit_per_class(_check_slug(name), vae, x, labels, **opts)
+    sources = fit_per_class(name, vae, x, labels, **opts)
     if run_dir is not None:
         record = {**fit_record(vae, x.shape[0], seed, True), "options": opts}
         save_source(source_path(run_dir, name, per_class=True), sources, vae, record)

@@ -462,6 +462,7 @@ def _add_fit_sources(sub: Any) -> None:
 
 
 def _cmd_fit_sources(args: argparse.Namespace) -> None:
+    from pyrovae.analysis.evaluation_runs import fitting_options
     from pyrovae.analysis.source_store import fit_run_per_class, fit_run_sources, source_path
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
@@ -470,7 +471,7 @@ def _cmd_fit_sources(args: argparse.Namespace) -> None:
     vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
     data = _load_data(args.run_dir, args, device)
     names = list(dict.fromkeys(args.sources))
-    options = {"flow": {"num_steps": args.flow_steps}} if "flow" in names else {}
+    options = fitting_options(EvaluationSettings(sources=tuple(names), flow_steps=args.flow_steps))
     kwargs = {"num_train": args.num_train, "seed": args.seed, "run_dir": args.run_dir}
     fit_run_sources(vae, data.train, names, options=options, **kwargs)
     for name in names:
