@@ -4,8 +4,12 @@ What ``pyrovae diagnose`` runs. For a few held-out images (of every class, fixed
 draws a reference posterior p(z | x) by NUTS (:mod:`~pyrovae.analysis.posterior`),
 compares the guide with it, and splits log p(x) - ELBO(q) into the approximation and
 amortization gaps (:mod:`~pyrovae.analysis.gaps`; Cremer et al. 2018). It writes
-``diagnostics.json`` and one ArviZ NetCDF file per image (``posterior-NNNNN.nc``, the
-test index), which ``arviz.from_netcdf`` reads back in a notebook.
+``diagnostics.json``, one ArviZ NetCDF file per image (``posterior-NNNNN.nc``, the
+test index), which ``arviz.from_netcdf`` reads back in a notebook, and two figures
+(``posterior.png``: posterior against guide for the first few images; ``gaps.png``). By
+default all of it goes to ``RUN/diagnostics/``, where ``pyrovae report`` finds it; the
+file records a fingerprint of the model weights, so diagnostics of other weights are
+never shown as this model's.
 """
 
 from __future__ import annotations
@@ -19,15 +23,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyrovae.checkpoint import write_json
+from pyrovae.checkpoint import read_json, write_json
 from pyrovae.data import Splits, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
+from .figures import save_figure
 from .gaps import GAP_NAMES, inference_gaps
 from .posterior import default_data, guide_vs_posterior, reference_posterior
+from .posterior_figures import plot_gaps, plot_posteriors
+from .source_store import model_fingerprint
 
-__all__ = ["DiagnoseBudget", "diagnose_run"]
+__all__ = [
+    "DIAGNOSTICS_DIRNAME",
+    "DIAGNOSTICS_FILENAME",
+    "DiagnoseBudget",
+    "diagnose_run",
+    "diagnostics_dir",
+    "load_diagnostics",
+]
+
+DIAGNOSTICS_DIRNAME = "diagnostics"
+"""Where in a run directory ``pyrovae diagnose`` writes by default (and the report looks)."""
+DIAGNOSTICS_FILENAME = "diagnostics.json"
+POSTERIOR_PANELS = 6
+"""Images drawn in ``posterior.png`` (the first of those with a NUTS reference)."""
+FIGURES = {
+    "posterior.png": "Posterior p(z | x) by NUTS against the guide q(z | x)",
+    "gaps.png": "Inference gaps per image and coverage of the guide's intervals",
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,9 @@ class DiagnoseBudget:
 
     Attributes:
         num_data: held-out images diagnosed (about equally many of each class).
+        nuts_data: how many of them (the first, one per class in turn) also get a NUTS
+            reference posterior; None: all. The gaps need no NUTS, so a cheap gap table
+            over many images can go with a few reference posteriors.
         chains, warmup, samples: NUTS chains per image, warm-up and kept draws per chain.
         gap_steps: SVI steps of the per-datum optimal guide q*.
         elbo_draws: draws per ELBO estimate of q and q*.
@@ -43,6 +70,7 @@ class DiagnoseBudget:
     """
 
     num_data: int = 20
+    nuts_data: int | None = None
     chains: int = 4
     warmup: int = 300
     samples: int = 500
@@ -53,7 +81,27 @@ class DiagnoseBudget:
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
+            if name == "nuts_data" and self.nuts_data is None:
+                continue
             check_positive_int(name, getattr(self, name))
+        if self.nuts_data is not None and self.nuts_data > self.num_data:
+            raise ValueError(
+                f"nuts_data ({self.nuts_data}) exceeds num_data ({self.num_data}); "
+                "pass at most num_data, or None for all"
+            )
+
+
+def diagnostics_dir(run_dir: str | Path) -> Path:
+    """``RUN/diagnostics``: the default output of ``pyrovae diagnose RUN``."""
+    return Path(run_dir) / DIAGNOSTICS_DIRNAME
+
+
+def _class_interleaved(idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``idx`` (in class order) reordered round-robin over the classes, so that any prefix
+    holds about equally many of each class."""
+    groups = [idx[labels[idx] == c] for c in torch.unique(labels[idx]).tolist()]
+    order = [g[i] for i in range(max(len(g) for g in groups)) for g in groups if i < len(g)]
+    return torch.stack(order)
 
 
 def _inputs(vae: nn.Module, split: Any, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -73,12 +121,17 @@ def diagnose_run(
     budget: DiagnoseBudget = DiagnoseBudget(),
     split: str = "test",
     seed: int = 0,
+    figures: bool = True,
 ) -> dict[str, Any]:
     """Reference posteriors, guide-vs-posterior summaries and gaps; written to ``out_dir``.
 
+    The images: ``num_data`` of ``split``, drawn per class with ``seed`` and interleaved
+    over the classes; the first ``nuts_data`` of them get a NUTS reference.
+
     Returns the dict written to ``out_dir/diagnostics.json``: ``{"data": [{"index",
-    "label", "r_hat_max", "ess_bulk_min", "ess_tail_min", "flagged", "guide",
-    "gaps": {...}}], "gaps": {name: {"mean", "stderr"}}, "flagged", "budget", ...}``. A
+    "label", "reference", "gaps": {...}} and, where ``reference``, "r_hat_max",
+    "ess_bulk_min", "ess_tail_min", "flagged", "guide"}], "gaps": {name: {"mean",
+    "stderr"}}, "flagged", "num_reference", "budget", "fingerprint", "figures", ...}``. A
     flagged datum (R-hat > 1.01) keeps its entry, marked, and is left out of
     ``"coverage_90_mean"``; the gaps need no NUTS and cover every datum.
     """
@@ -86,11 +139,18 @@ def diagnose_run(
     out.mkdir(parents=True, exist_ok=True)
     held_out = getattr(data, split)
     per_class = max(1, math.ceil(budget.num_data / data.num_classes))
-    idx = default_data(held_out, per_class=per_class, seed=seed)[: budget.num_data]
+    chosen = default_data(held_out, per_class=per_class, seed=seed)
+    idx = _class_interleaved(chosen, held_out.y.detach().cpu())[: budget.num_data]
     x, y = _inputs(vae, held_out, idx)
+    num_reference = budget.num_data if budget.nuts_data is None else budget.nuts_data
     entries = []
     coverage = []
+    drawn: list[tuple[int, Any, dict[str, Any]]] = []  # (row, reference, summary) to draw
     for i, n in enumerate(idx.tolist()):
+        entry: dict[str, Any] = {"index": n, "label": int(held_out.y[n]), "reference": False}
+        entries.append(entry)
+        if i >= num_reference:
+            continue
         yi = None if y is None else y[i]
         ref = reference_posterior(
             vae,
@@ -105,11 +165,12 @@ def diagnose_run(
         partial = path.with_name(f".{path.name}.part")  # whole files only: write, then rename
         ref.inference_data.to_netcdf(str(partial))
         os.replace(partial, path)
-        entry = {"index": n, "label": int(held_out.y[n]), **ref.to_dict()}
+        entry.update(ref.to_dict(), reference=True)
         entry["guide"] = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
         if not ref.flagged:
             coverage.append(entry["guide"]["coverage_90_mean"])
-        entries.append(entry)
+        if len(drawn) < POSTERIOR_PANELS:
+            drawn.append((i, ref, entry["guide"]))
     gaps = inference_gaps(
         vae,
         x,
@@ -121,15 +182,93 @@ def diagnose_run(
     )
     for i, entry in enumerate(entries):
         entry["gaps"] = {name: float(getattr(gaps, name)[i]) for name in GAP_NAMES}
+    references = [e for e in entries if e["reference"]]
     result = {
         "split": split,
         "num_data": len(entries),
-        "flagged": sum(e["flagged"] for e in entries),
+        "num_reference": len(references),
+        "flagged": sum(e["flagged"] for e in references),
+        "r_hat_max": max((e["r_hat_max"] for e in references), default=None),
+        "ess_bulk_min": min((e["ess_bulk_min"] for e in references), default=None),
         "coverage_90_mean": sum(coverage) / len(coverage) if coverage else None,
+        "coverage_90_stderr": _stderr(coverage),
         "gaps": gaps.to_dict(),
         "budget": {k: getattr(budget, k) for k in budget.__dataclass_fields__},
         "seed": seed,
+        "z_dim": vae.z_dim,
+        "fingerprint": model_fingerprint(vae),
+        "figures": {},
         "data": entries,
     }
-    write_json(out / "diagnostics.json", result)
+    if figures:
+        result["figures"] = _draw(vae, x, y, entries, drawn, result, out)
+    write_json(out / DIAGNOSTICS_FILENAME, result)
+    return result
+
+
+def _stderr(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(var / len(values))
+
+
+def _draw(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    entries: list[dict[str, Any]],
+    drawn: list[tuple[int, Any, dict[str, Any]]],
+    result: dict[str, Any],
+    out: Path,
+) -> dict[str, str]:
+    """Write ``posterior.png`` (when NUTS ran) and ``gaps.png``; title -> file name."""
+    written = {}
+    if drawn:
+        rows = [i for i, _, _ in drawn]
+        fig = plot_posteriors(
+            vae,
+            x[rows],
+            None if y is None else y[rows],
+            [ref for _, ref, _ in drawn],
+            [summary for _, _, summary in drawn],
+            indices=[entries[i]["index"] for i in rows],
+            labels=[entries[i]["label"] for i in rows],
+        )
+        save_figure(fig, out / "posterior.png")
+        written[FIGURES["posterior.png"]] = "posterior.png"
+    save_figure(plot_gaps(result), out / "gaps.png")
+    written[FIGURES["gaps.png"]] = "gaps.png"
+    return written
+
+
+def load_diagnostics(
+    run_dir: str | Path, vae: nn.Module | None = None, directory: str | Path | None = None
+) -> dict[str, Any] | None:
+    """A run's ``diagnostics.json`` (from ``directory``, default ``RUN/diagnostics``), or None
+    when there is none. With ``vae``, diagnostics of other weights (a fingerprint that
+    differs) come back as ``{"stale": reason, "directory": ...}`` instead of numbers.
+    Figure names are resolved to paths in ``"figure_paths"`` (title -> Path), existing ones only.
+    """
+    folder = Path(directory) if directory is not None else diagnostics_dir(run_dir)
+    path = folder / DIAGNOSTICS_FILENAME
+    if not path.is_file():
+        return None
+    result = read_json(path)
+    if not isinstance(result, dict):
+        raise ValueError(f"{path}: not a diagnostics file (expected a JSON object)")
+    if vae is not None and result.get("fingerprint") != model_fingerprint(vae):
+        return {
+            "stale": f"{path} was computed for other model weights (trained further, or "
+            "another --checkpoint); re-run pyrovae diagnose",
+            "directory": str(folder),
+        }
+    figures = result.get("figures") if isinstance(result.get("figures"), dict) else {}
+    result["figure_paths"] = {
+        str(title): folder / str(name)
+        for title, name in figures.items()
+        if (folder / str(name)).is_file()
+    }
+    result["directory"] = str(folder)
     return result

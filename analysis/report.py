@@ -41,6 +41,7 @@ from pyrovae.checkpoint import atomic_write_text
 from .compare import KHAT_FLAG_FRACTION
 from .diagnostics import KHAT_THRESHOLD
 from .evidence import Z95, ais_difference, evidence_sentences, judge
+from .inference_quality import gap_table, inference_conclusions
 from .quality import wilson_interval
 from .surgery import ACTIVITY_THRESHOLD
 
@@ -93,6 +94,9 @@ class RunReport:
         evaluation: the ``pyrovae evaluate`` JSON (see the module docstring).
         figures: title -> PNG path (or raw PNG bytes), shown in this order.
         metrics: training rows with ``epoch``, ``train_elbo``, ``val_elbo``, ``seconds``.
+        diagnostics: the ``pyrovae diagnose`` JSON (see
+            :func:`~pyrovae.analysis.diagnose.load_diagnostics`); when given, the run gets
+            an "Inference quality" section with its figures (``"figure_paths"``).
     """
 
     name: str
@@ -101,11 +105,12 @@ class RunReport:
     evaluation: Mapping[str, Any] = field(default_factory=dict)
     figures: Mapping[str, str | os.PathLike[str] | bytes] = field(default_factory=dict)
     metrics: Sequence[Mapping[str, Any]] | None = None
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"RunReport.name must be a non-empty string, got {self.name!r}")
-        for attr in ("config", "evaluation", "figures"):
+        for attr in ("config", "evaluation", "figures", "diagnostics"):
             value = getattr(self, attr)
             if value is None:
                 setattr(self, attr, {})
@@ -1233,7 +1238,44 @@ def _anchor(index: int, name: str) -> str:
     return f"run-{index}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "run")
 
 
-def _run_html(index: int, run: RunReport, images: Sequence[tuple[str, str, int, int]]) -> str:
+def _figures_html(images: Sequence[tuple[str, str, int, int]]) -> str:
+    figures = "".join(
+        f'<figure><img src="{uri}" width="{w}" height="{h}" alt="{_e(title)}">'
+        f"<figcaption>{_e(title)}</figcaption></figure>"
+        for title, uri, w, h in images
+    )
+    return f'<div class="figures">{figures}</div>'
+
+
+def _inference_html(
+    diagnostics: Mapping[str, Any], images: Sequence[tuple[str, str, int, int]]
+) -> str:
+    """The "Inference quality" section: conclusions, the gap table and the figures."""
+    parts = [_findings(inference_conclusions(diagnostics))]
+    rows = [
+        f"<tr>{_cell(label, numeric=False)}{_cell(f'{mean:.2f}')}{_cell(_fmt(se))}</tr>"
+        for label, mean, se in gap_table(diagnostics)
+    ]
+    if rows:
+        parts.append(_table([("per image, nats", False), ("mean", True), ("SE", True)], rows))
+    if images:
+        parts.append(_figures_html(images))
+    return "".join(parts)
+
+
+def _diagnostics_images(run: RunReport) -> list[tuple[str, str, int, int]]:
+    paths = run.diagnostics.get("figure_paths")
+    if not isinstance(paths, Mapping):
+        return []
+    return [(str(t), *_read_figure(run, str(t), src)) for t, src in paths.items()]
+
+
+def _run_html(
+    index: int,
+    run: RunReport,
+    images: Sequence[tuple[str, str, int, int]],
+    diagnostics_images: Sequence[tuple[str, str, int, int]] = (),
+) -> str:
     parts = [f'<section id="{_anchor(index, run.name)}"><h2>{_e(run.name)}</h2>']
     if run.description:
         parts.append(f"<p>{_e(run.description)}</p>")
@@ -1245,13 +1287,12 @@ def _run_html(index: int, run: RunReport, images: Sequence[tuple[str, str, int, 
     parts.append(f"<h3>Conclusions</h3>{_findings(conclusions(run.evaluation))}")
     parts.append(f"<h3>Latent sources</h3>{_sources_html(run.evaluation)}")
     parts.append(f"<h3>ELBO surgery</h3>{_surgery_html(_mapping(run.evaluation.get('surgery')))}")
-    if images:
-        figures = "".join(
-            f'<figure><img src="{uri}" width="{w}" height="{h}" alt="{_e(title)}">'
-            f"<figcaption>{_e(title)}</figcaption></figure>"
-            for title, uri, w, h in images
+    if run.diagnostics:
+        parts.append(
+            f"<h3>Inference quality</h3>{_inference_html(run.diagnostics, diagnostics_images)}"
         )
-        parts.append(f'<h3>Figures</h3><div class="figures">{figures}</div>')
+    if images:
+        parts.append(f"<h3>Figures</h3>{_figures_html(images)}")
     parts.append("</section>")
     return "".join(parts)
 
@@ -1350,7 +1391,8 @@ def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> s
         )
         nav = f"<nav>{links}</nav>"
     body = "".join(
-        _run_html(i, run, imgs) for i, (run, imgs) in enumerate(zip(runs, images, strict=True))
+        _run_html(i, run, imgs, _diagnostics_images(run))
+        for i, (run, imgs) in enumerate(zip(runs, images, strict=True))
     )
     summary = _summary_html(runs) if len(runs) > 1 else ""
     return (

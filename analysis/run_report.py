@@ -145,9 +145,16 @@ def build_run_report(
     sources: Mapping[str, LatentSource] | None = None,
     classifier: nn.Module | None = None,
     name: str | None = None,
+    diagnostics: Mapping[str, Any] | None = None,
 ) -> RunReport:
-    """Draw the figures of one run as PNGs under ``out_dir/<name>/`` and return its report."""
+    """Draw the figures of one run as PNGs under ``out_dir/<name>/`` and return its report.
+
+    ``diagnostics`` (``pyrovae diagnose``'s dict) adds an "Inference quality" section; by
+    default the run's own ``RUN/diagnostics/diagnostics.json`` is used when it exists.
+    """
     from pyrovae.runs import read_metrics
+
+    from .diagnose import load_diagnostics
 
     name = name or run_name(vae)
     run_dir = getattr(vae, "run_dir", None)
@@ -179,6 +186,8 @@ def build_run_report(
                 "seed",
             )
         }
+    if diagnostics is None and run_dir is not None:
+        diagnostics = load_diagnostics(run_dir, vae)
     return RunReport(
         name=name,
         description=description,
@@ -186,4 +195,5 @@ def build_run_report(
         evaluation=dict(evaluation),
         figures=paths,
         metrics=metrics,
+        diagnostics=dict(diagnostics or {}),
     )

@@ -304,28 +304,49 @@ def test_run_moved_to_another_machine(run_dirs, tmp_path, capsys, monkeypatch, m
     one_line_error(capsys, code, "does not exist; pass the directory that holds MNIST/raw/")
 
 
-def test_diagnose_writes_json_and_netcdf(run_dirs, tmp_path, capsys):
+def test_diagnose_writes_json_netcdf_and_figures_and_the_report_shows_them(
+    run_dirs, tmp_path, capsys
+):
     import json
+    import shutil
 
     import arviz as az
 
     vae, _ = run_dirs
-    out = tmp_path / "diag"
-    argv = ["diagnose", str(vae), "--out", str(out), "--num-data", "2", "--chains", "2"]
+    run = tmp_path / "run"
+    shutil.copytree(vae, run)
+    argv = ["diagnose", str(run), "--num-data", "3", "--nuts-data", "2", "--chains", "2"]
     argv += ["--warmup", "30", "--samples", "30", "--gap-steps", "20", "--ais-steps", "10"]
     assert main([*argv, "--ais-chains", "2", "--device", "cpu"]) == 0
-    assert "2 images" in capsys.readouterr().out
+    assert "3 images, 2 with a NUTS reference" in capsys.readouterr().out
+    out = run / "diagnostics"  # the default --out
     result = json.loads((out / "diagnostics.json").read_text())
-    assert result["num_data"] == 2 and len(result["data"]) == 2
+    assert result["num_data"] == 3 and result["num_reference"] == 2 and len(result["data"]) == 3
     for entry in result["data"]:
-        assert {"index", "label", "r_hat_max", "ess_bulk_min", "flagged", "guide", "gaps"} <= set(
-            entry
-        )
         gaps = entry["gaps"]
         assert gaps["total_gap"] == pytest.approx(
             gaps["approximation_gap"] + gaps["amortization_gap"]
         )
+    for entry in result["data"][:2]:
+        assert entry["reference"]
+        assert {"index", "label", "r_hat_max", "ess_bulk_min", "flagged", "guide"} <= set(entry)
         posterior = az.from_netcdf(out / f"posterior-{entry['index']:05d}.nc").posterior
         assert posterior["z"].shape[:2] == (2, 30)
+    third = result["data"][2]
+    assert not third["reference"] and "guide" not in third
+    assert not (out / f"posterior-{third['index']:05d}.nc").exists()
     labels = [e["label"] for e in result["data"]]
-    assert labels == sorted(labels) and len(set(labels)) == 2  # one image of each of two classes
+    assert len(set(labels)) == 3  # one image of each of three classes
+    for name in ("posterior.png", "gaps.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG")
+    # the report finds them and shows an "Inference quality" section with both figures
+    report = ["report", str(run), "--out", str(tmp_path / "r"), *EVAL_TINY, "--reevaluate"]
+    assert main([*report, "--quiet"]) == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<h3>Inference quality</h3>" in page
+    assert "NUTS reference posteriors p(z | x) for 2 of 3 test images" in page
+    for title in ("Posterior p(z | x) by NUTS against the guide", "Inference gaps per image"):
+        assert title in page
+    # more NUTS images than images: one line, no traceback
+    code = main([*argv[:4], "--nuts-data", "5"])
+    one_line_error(capsys, code, "--nuts-data 5 exceeds --num-data 3")
