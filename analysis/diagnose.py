@@ -197,7 +197,7 @@ def diagnose_run(
         "seed": seed,
         "z_dim": vae.z_dim,
         "fingerprint": model_fingerprint(vae),
-        "figures": {},
+        "figures": [],
         "data": entries,
     }
     if figures:
@@ -222,9 +222,10 @@ def _draw(
     drawn: list[tuple[int, Any, dict[str, Any]]],
     result: dict[str, Any],
     out: Path,
-) -> dict[str, str]:
-    """Write ``posterior.png`` (when NUTS ran) and ``gaps.png``; title -> file name."""
-    written = {}
+) -> list[list[str]]:
+    """Write ``posterior.png`` (when NUTS ran) and ``gaps.png``; ``[title, file name]`` pairs
+    in display order (a list, since the JSON file's keys are sorted)."""
+    written = []
     if drawn:
         rows = [i for i, _, _ in drawn]
         fig = plot_posteriors(
@@ -237,9 +238,9 @@ def _draw(
             labels=[entries[i]["label"] for i in rows],
         )
         save_figure(fig, out / "posterior.png")
-        written[FIGURES["posterior.png"]] = "posterior.png"
+        written.append([FIGURES["posterior.png"], "posterior.png"])
     save_figure(plot_gaps(result), out / "gaps.png")
-    written[FIGURES["gaps.png"]] = "gaps.png"
+    written.append([FIGURES["gaps.png"], "gaps.png"])
     return written
 
 
@@ -264,11 +265,11 @@ def load_diagnostics(
             "another --checkpoint); re-run pyrovae diagnose",
             "directory": str(folder),
         }
-    figures = result.get("figures") if isinstance(result.get("figures"), dict) else {}
+    figures = result.get("figures") if isinstance(result.get("figures"), list) else []
     result["figure_paths"] = {
-        str(title): folder / str(name)
-        for title, name in figures.items()
-        if (folder / str(name)).is_file()
+        str(pair[0]): folder / str(pair[1])
+        for pair in figures
+        if isinstance(pair, list) and len(pair) == 2 and (folder / str(pair[1])).is_file()
     }
     result["directory"] = str(folder)
     return result

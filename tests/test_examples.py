@@ -21,6 +21,14 @@ def test_notebook_runs(notebook, mnist_root, tmp_path, monkeypatch):
         "PYROVAE_EXAMPLE_SUBSET": "2000",
         "PYROVAE_EXAMPLE_NUM_SAMPLES": "20",
         "PYROVAE_EXAMPLE_NUM_TEST": "200",
+        # posterior_diagnostics.ipynb: NUTS and the gaps on three images
+        "PYROVAE_EXAMPLE_NUM_DATA": "3",
+        "PYROVAE_EXAMPLE_CHAINS": "2",
+        "PYROVAE_EXAMPLE_WARMUP": "30",
+        "PYROVAE_EXAMPLE_DRAWS": "40",
+        "PYROVAE_EXAMPLE_GAP_STEPS": "20",
+        "PYROVAE_EXAMPLE_AIS_STEPS": "10",
+        "PYROVAE_EXAMPLE_AIS_CHAINS": "2",
         # inline figures, as in Jupyter (a plain Agg backend would show none)
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
