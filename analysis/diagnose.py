@@ -39,6 +39,7 @@ __all__ = [
     "DIAGNOSTICS_FILENAME",
     "DiagnoseBudget",
     "diagnose_run",
+    "diagnosed_indices",
     "diagnostics_dir",
     "load_diagnostics",
 ]
@@ -96,12 +97,16 @@ def diagnostics_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / DIAGNOSTICS_DIRNAME
 
 
-def _class_interleaved(idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``idx`` (in class order) reordered round-robin over the classes, so that any prefix
-    holds about equally many of each class."""
-    groups = [idx[labels[idx] == c] for c in torch.unique(labels[idx]).tolist()]
+def diagnosed_indices(split: Any, num_data: int, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """The ``num_data`` images of ``split`` that :func:`diagnose_run` takes: about equally
+    many of each class, drawn with ``seed`` (:func:`~pyrovae.analysis.posterior.default_data`),
+    the classes in turn, so that any prefix is balanced too."""
+    check_positive_int("num_data", num_data)
+    chosen = default_data(split, per_class=max(1, math.ceil(num_data / num_classes)), seed=seed)
+    labels = split.y.detach().cpu()
+    groups = [chosen[labels[chosen] == c] for c in torch.unique(labels[chosen]).tolist()]
     order = [g[i] for i in range(max(len(g) for g in groups)) for g in groups if i < len(g)]
-    return torch.stack(order)
+    return torch.stack(order)[:num_data]
 
 
 def _inputs(vae: nn.Module, split: Any, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -138,9 +143,7 @@ def diagnose_run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     held_out = getattr(data, split)
-    per_class = max(1, math.ceil(budget.num_data / data.num_classes))
-    chosen = default_data(held_out, per_class=per_class, seed=seed)
-    idx = _class_interleaved(chosen, held_out.y.detach().cpu())[: budget.num_data]
+    idx = diagnosed_indices(held_out, budget.num_data, data.num_classes, seed)
     x, y = _inputs(vae, held_out, idx)
     num_reference = budget.num_data if budget.nuts_data is None else budget.nuts_data
     entries = []
