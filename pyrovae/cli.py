@@ -7,6 +7,7 @@ torch, Pyro and the library are imported by the command that runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -232,6 +233,7 @@ def _flag_value(value: Any) -> str:
 def _cmd_train(args: argparse.Namespace) -> None:
     from pyrovae.build import ModelConfig
     from pyrovae.data import load_dataset
+    from pyrovae.distributed import process_group
     from pyrovae.runs import read_config, read_metrics
     from pyrovae.train import TrainConfig, resolve_device, train
 
@@ -258,11 +260,26 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if train_kwargs.get("data_root"):
         train_kwargs["data_root"] = str(Path(train_kwargs["data_root"]).resolve())
     train_config = TrainConfig(**train_kwargs)
-    device = resolve_device(train_config.device)
-    data = load_dataset(
-        train_config.dataset, train_config.data_root, device=device, download=not args.no_download
-    )
-    train(model_config, train_config, data, out, resume=args.resume, progress=not args.quiet)
+    with process_group(train_config.device) as context:
+        # under torchrun each process moves only its shard to its device
+        device = resolve_device(train_config.device) if context is None else "cpu"
+        data = load_dataset(
+            train_config.dataset,
+            train_config.data_root,
+            device=device,
+            download=not args.no_download,
+        )
+        train(
+            model_config,
+            train_config,
+            data,
+            out,
+            resume=args.resume,
+            progress=not args.quiet,
+            context=context,
+        )
+        if context is not None and not context.is_writer:
+            return
     metrics = read_metrics(out)
     if metrics:
         last = metrics[-1]
@@ -950,6 +967,14 @@ def _interrupted(args: argparse.Namespace) -> str:
     return "interrupted; files are written whole or not at all, so nothing was left half-done"
 
 
+def _rank_label() -> str:
+    """`` (rank 1 of 2)`` in a process of a torchrun job (read from its environment)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world == "1":
+        return ""
+    return f" (rank {os.environ.get('RANK', '?')} of {world})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyrovae`` console script; returns the exit status."""
     parser = build_parser()
@@ -968,7 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             DataNotFoundError,
             NonFiniteLossError,
         ) as err:
-            print(f"pyrovae {args.command}: error: {err}", file=sys.stderr)
+            print(f"pyrovae {args.command}{_rank_label()}: error: {err}", file=sys.stderr)
             return 1
     except KeyboardInterrupt:
         print(f"pyrovae {args.command}: {_interrupted(args)}", file=sys.stderr)

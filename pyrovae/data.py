@@ -24,6 +24,7 @@ __all__ = [
     "Split",
     "Splits",
     "binarize",
+    "binarize_with",
     "cache_dir",
     "default_data_root",
     "fixed_binarization",
@@ -121,6 +122,13 @@ class Splits:
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw pixels x_i ~ Bernoulli(x_i): dynamic binarization (Salakhutdinov & Murray, 2008)."""
     return torch.bernoulli(x, generator=generator)
+
+
+def binarize_with(x: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Bernoulli(x_i) pixels from given uniforms u_i ~ U(0, 1): 1 where u_i < x_i. The same
+    law as :func:`binarize`, with the random numbers in the caller's hands (training draws
+    them for a whole batch, so that a datum's pixels do not depend on who computes it)."""
+    return (uniforms < x).to(x.dtype)
 
 
 def _has_raw(folder: Path) -> bool:

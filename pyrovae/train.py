@@ -13,6 +13,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.build import ModelConfig, build_model, lookup
 from pyrovae.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, write_json
-from pyrovae.data import Split, Splits, binarize, fixed_binarization
+from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.models import VAE
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import IWAE, importance_terms
@@ -299,19 +300,15 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = self._resolve_device()
         self.vae = vae.to(self.device)
         self.model_config = model_config or getattr(vae, "config", None)
         if self.model_config is None:
             raise ValueError("model_config is needed to write config.json; build with build_model")
-        self.data = data.to(self.device)
-        self.train_split = (
-            self.data.train.subset(config.subset) if config.subset else self.data.train
-        )
         self.binarize = getattr(vae.decoder, "binarize", False)
-        self.val_x = fixed_binarization(self.data.val.x) if self.binarize else self.data.val.x
+        self._place_data(data)
         self.out_dir = Path(out_dir)
-        self.progress = progress
+        self.progress = progress and self.is_writer
         self.optimizer = make_adam(self.vae.parameters(), config.lr, self.device)
         self.objective = make_objective(config)
         _forget_other_models()
@@ -325,6 +322,23 @@ class Trainer:
         self.metrics: list[dict[str, float]] = []
         self.best_val_elbo = -math.inf
         self._validated = False
+
+    def _resolve_device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+    def _place_data(self, data: Splits) -> None:
+        """The training split (its first ``subset`` examples) and the validation split, on
+        the device; the validation images binarized once, with a fixed seed."""
+        self.data = data.to(self.device)
+        self.train_split = (
+            self.data.train.subset(self.config.subset) if self.config.subset else self.data.train
+        )
+        self.val_x = fixed_binarization(self.data.val.x) if self.binarize else self.data.val.x
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes the run directory (one process: always)."""
+        return True
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -359,12 +373,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- files
     def write_config(self) -> None:
+        if not self.is_writer:
+            return
         write_json(
             self.out_dir / "config.json",
             {"model": self.model_config.to_dict(), "train": asdict(self.config)},
         )
 
     def write_metrics(self) -> None:
+        if not self.is_writer:
+            return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -377,12 +395,30 @@ class Trainer:
         self.load_state_dict(state)
 
     # ----------------------------------------------------------------- loop
+    def _step_inputs(
+        self, idx: torch.Tensor, y_all: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, float, AbstractContextManager[Any]]:
+        """The step's ``(x, y, loss weight, draws)`` for the global batch ``idx``: the data
+        this process computes, the factor of their summed loss, and the context the step's
+        random draws are made in."""
+        x = self.train_split.x[idx]
+        if self.binarize:  # dynamic binarization, from uniforms (as DistributedTrainer draws)
+            x = binarize_with(x, torch.rand(x.shape, device=x.device))
+        y = None if y_all is None else y_all[idx]
+        return x, y, 1.0 / idx.numel(), nullcontext()
+
+    def _loss_sum(self, *args: torch.Tensor) -> torch.Tensor:
+        """The negative ELBO summed over the data of ``args``."""
+        return self.objective.differentiable_loss(self.model, self.guide, *args)
+
+    def _global_totals(self, total: torch.Tensor, seen: int) -> tuple[float, int]:
+        return total.item(), seen
+
     def run_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training split; returns (mean objective per datum, seconds)."""
         self.vae.train()
-        split = self.train_split
-        n, bs = len(split), self.config.batch_size
-        y_all = one_hot(split.y, self.vae.y_dim) if self.vae.conditional else None
+        n, bs = self.num_train, self.config.batch_size
+        y_all = self._labels()
         # A compiled ELBO has static shapes: with --jit the last, incomplete batch is dropped.
         steps = n // bs if self.config.jit and n >= bs else math.ceil(n / bs)
         start = time.perf_counter()
@@ -398,17 +434,14 @@ class Trainer:
         )
         for step in bar:
             idx = perm[step * bs : (step + 1) * bs]
-            x = split.x[idx]
-            if self.binarize:
-                x = binarize(x)
-            y = None if y_all is None else y_all[idx]
+            x, y, weight, draws = self._step_inputs(idx, y_all)
             self.latent_scale.scale = self.kl_weight(epoch, step / steps)
             # Distribution arguments are validated on the first step of a run only: it
             # catches shape and support mistakes, and costs ~10% of a step afterwards.
             args = (x,) if y is None else (x, y)  # no None argument: torch.jit traces tensors
-            with pyro.validation_enabled(not self._validated):
-                loss = self.objective.differentiable_loss(self.model, self.guide, *args)
-            loss = loss / x.shape[0]
+            with pyro.validation_enabled(not self._validated), draws:
+                loss_sum = self._loss_sum(*args)
+            loss = loss_sum * weight
             self._validated = True
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -421,14 +454,26 @@ class Trainer:
             if self.config.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.config.clip_norm)
             self.optimizer.step()
-            total += loss.detach() * x.shape[0]
-            seen += x.shape[0]
+            if weight:  # a process with no data in this batch computed a zero-weight stand-in
+                total += loss_sum.detach()
+                seen += x.shape[0]
             if self.progress and step % 20 == 0:
-                bar.set_postfix(elbo=f"{-loss.item():.2f}")
+                bar.set_postfix(elbo=f"{-loss.item() / weight / x.shape[0] if weight else 0:.2f}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        return -(total.item() / seen), seconds
+        total_sum, count = self._global_totals(total, seen)
+        return -(total_sum / count), seconds
+
+    @property
+    def num_train(self) -> int:
+        """Training examples of the run (all processes together)."""
+        return len(self.train_split)
+
+    def _labels(self) -> torch.Tensor | None:
+        if not self.vae.conditional:
+            return None
+        return one_hot(self.train_split.y, self.vae.y_dim)
 
     def validate(self) -> float:
         self.vae.eval()
@@ -446,7 +491,8 @@ class Trainer:
                     "choose another --out"
                 )
             pyro.set_rng_seed(self.config.seed)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
         # The loop optimizes self.vae.parameters() directly; Pyro's param store is only
         # needed by the JIT-compiled ELBO, which reads parameters from it.
@@ -457,6 +503,10 @@ class Trainer:
         finally:
             self.vae.register_params = register_params
         return self.metrics
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        if self.is_writer:
+            save_checkpoint(self.out_dir / name, state)
 
     def _fit_epochs(self) -> None:
         for epoch in range(self.epoch + 1, self.config.epochs + 1):
@@ -474,8 +524,8 @@ class Trainer:
             )
             if val_elbo > self.best_val_elbo:
                 self.best_val_elbo = val_elbo
-                save_checkpoint(
-                    self.out_dir / "best.pt",
+                self._save(
+                    "best.pt",
                     {
                         "format": 1,
                         "epoch": epoch,
@@ -483,7 +533,7 @@ class Trainer:
                         "val_elbo": val_elbo,
                     },
                 )
-            save_checkpoint(self.out_dir / "checkpoint.pt", self.state_dict())
+            self._save("checkpoint.pt", self.state_dict())
             self.write_metrics()
             if self.progress:
                 tqdm.write(
@@ -499,8 +549,13 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    context: Any = None,
 ) -> VAE:
     """Build, train and return a model; the run directory is written as it goes.
+
+    ``context`` (a :class:`~pyrovae.distributed.DistributedContext`, from
+    :func:`~pyrovae.distributed.process_group` under torchrun) trains data-parallel over
+    the job's processes, with the results of one process (see :mod:`pyrovae.distributed`).
 
     Example (from a notebook)::
 
@@ -510,6 +565,13 @@ def train(
     if not resume:
         pyro.set_rng_seed(train_config.seed)  # the same initial weights for the same seed
     vae = build_model(model_config)
-    trainer = Trainer(vae, data, train_config, out_dir, model_config, progress=progress)
+    if context is None:
+        trainer = Trainer(vae, data, train_config, out_dir, model_config, progress=progress)
+    else:
+        from pyrovae.distributed import DistributedTrainer
+
+        trainer = DistributedTrainer(
+            vae, data, train_config, out_dir, model_config, progress=progress, context=context
+        )
     trainer.fit(resume=resume)
     return trainer.vae
