@@ -41,7 +41,7 @@ from pyrovae.checkpoint import atomic_write_text
 from .compare import KHAT_FLAG_FRACTION
 from .diagnostics import KHAT_THRESHOLD
 from .evidence import Z95, ais_difference, evidence_sentences, judge
-from .inference_quality import gap_table, inference_conclusions
+from .inference_quality import GAP_ROWS, gap_table, inference_conclusions
 from .quality import wilson_interval
 from .surgery import ACTIVITY_THRESHOLD
 
@@ -1341,7 +1341,40 @@ def _summary_html(runs: Sequence[RunReport]) -> str:
         "model's own prior; leading source: the latent source with the highest held-out "
         f"log-likelihood, with those within {Z95} standard errors of it as tied; vs prior: "
         "its difference to the prior \u00b1 1.96 standard errors.</p>"
-        "</section>"
+        f"{_gaps_summary_html(runs)}</section>"
+    )
+
+
+def _gaps_summary_html(runs: Sequence[RunReport]) -> str:
+    """Inference gaps of every run with (current) diagnostics, one row each."""
+    rows = []
+    for index, run in enumerate(runs):
+        diag = run.diagnostics
+        if not diag or diag.get("stale"):
+            continue
+        cells = {label: (mean, se) for label, mean, se in gap_table(diag)}
+        values = [cells.get(label) for _, label in GAP_ROWS[3:]]
+        coverage = _finite(diag.get("coverage_90_mean"))
+        rows.append(
+            f'<tr><td><a href="#{_anchor(index, run.name)}">{_e(run.name)}</a></td>'
+            + _cell(str(diag.get("num_data", DASH)))
+            + _cell(f"{diag.get('flagged', 0)} of {diag.get('num_reference', DASH)}")
+            + _cell(_pct(coverage))
+            + "".join(
+                _cell(DASH if v is None else f"{v[0]:.2f} \u00b1 {_fmt(v[1])}") for v in values
+            )
+            + "</tr>"
+        )
+    if not rows:
+        return ""
+    header = [("run", False), ("images", True), ("NUTS flagged", True), ("90% coverage", True)]
+    header += [("total gap", True), ("approximation gap", True), ("amortization gap", True)]
+    return (
+        "<h3>Inference gaps</h3>"
+        + _table(header, rows, "summary")
+        + '<p class="note">From <code>pyrovae diagnose</code>: per image, nats, mean \u00b1 '
+        "standard error over images; 90% coverage: the share of NUTS posterior draws inside "
+        "the guide's central 90% intervals (0.9 for a guide whose marginals match).</p>"
     )
 
 

@@ -582,3 +582,47 @@ def test_paired_errors_bound_the_difference_between_two_sources():
     assert "2.00 nats above the runner-up flow, beyond 1.96 x 0.20 (bounded by the paired" in best
     evaluation["sources"]["flow"].update(loglik=-95.3, vs_prior=4.7)  # 0.30 apart: tied
     assert "The leading sources are tied" in _first(conclusions(evaluation), "highest held-out")
+
+
+def _diagnostics(approx: float, amort: float, figure: Path | None = None) -> dict:
+    per = [
+        {"gaps": {"approximation_gap": approx + d, "amortization_gap": amort - d}}
+        for d in (-0.1, 0.0, 0.1)
+    ]
+    summary = {"mean": 0.0, "stderr": 0.1}
+    gaps = {
+        "family": "diagonal",
+        "log_px_method": "ais",
+        "num_data": 3,
+        "approximation_gap": {**summary, "mean": approx},
+        "amortization_gap": {**summary, "mean": amort},
+        "total_gap": {**summary, "mean": approx + amort},
+    }
+    out = {
+        "num_data": 3,
+        "num_reference": 2,
+        "flagged": 1,
+        "coverage_90_mean": 0.71,
+        "gaps": gaps,
+        "data": per,
+        "budget": {"ais_steps": 500, "ais_chains": 16},
+    }
+    if figure is not None:
+        out["figure_paths"] = {"Posterior against guide": figure}
+    return out
+
+
+def test_inference_quality_section_and_summary(tmp_path):
+    figure = _png(tmp_path / "posterior.png")
+    runs = [
+        RunReport("vae-z2", evaluation=_evaluation(), diagnostics=_diagnostics(1.0, 3.0, figure)),
+        RunReport("vae-z10", evaluation=_evaluation(), diagnostics={"stale": "re-run diagnose"}),
+        RunReport("cvae-z2", evaluation=_evaluation()),
+    ]
+    text = write_report(runs, tmp_path / "r").read_text(encoding="utf-8")
+    assert text.count("<h3>Inference quality</h3>") == 2  # the stale run says why it has none
+    assert "re-run diagnose" in text and "Amortization dominates" in text
+    assert 'alt="Posterior against guide"' in text
+    summary = text[text.index("<h3>Inference gaps</h3>") :]
+    assert "vae-z2" in summary and "1 of 2" in summary and "71.0%" in summary
+    assert "4.00 \u00b1 0.10" in summary and "vae-z10</a>" not in summary.split("</table>")[0]
