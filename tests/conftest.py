@@ -57,7 +57,15 @@ def mnist(mnist_root: Path):
 
 @pytest.fixture
 def device() -> torch.device:
-    return torch.device("cpu")
+    """The device of the device tests: ``$PYROVAE_TEST_DEVICE`` (default cpu), e.g.
+    ``PYROVAE_TEST_DEVICE=cuda pytest tests/test_device.py``; skipped when it is absent."""
+    name = os.environ.get("PYROVAE_TEST_DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip(f"PYROVAE_TEST_DEVICE={name} but CUDA is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        pytest.fail(f"PYROVAE_TEST_DEVICE={name!r} is not a torch device; use cpu or cuda")
 
 
 def _train_small(mnist, tmp_path_factory, model: str, z_dim: int):
