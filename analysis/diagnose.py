@@ -28,10 +28,9 @@ from pyrovae.data import Splits, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
-from .figures import save_figure
+from .figures import plot_gaps, plot_posteriors, save_figure
 from .gaps import GAP_NAMES, inference_gaps
 from .posterior import default_data, guide_vs_posterior, reference_posterior
-from .posterior_figures import plot_gaps, plot_posteriors
 from .source_store import model_fingerprint
 
 __all__ = [

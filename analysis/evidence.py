@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 __all__ = [
     "AIS_AGREEMENT",
@@ -33,7 +32,6 @@ __all__ = [
     "ais_difference",
     "judge",
     "evidence_sentences",
-    "plot_ksweep",
 ]
 
 AIS_AGREEMENT = 1.0
@@ -203,47 +201,9 @@ def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def plot_ksweep(sources: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """L_K against K (log scale) per source, from the ``"ksweep"`` entries of an evaluation.
+def __getattr__(name: str):  # plot_ksweep moved to the figures package; still importable here
+    if name == "plot_ksweep":
+        from .figures.curves import plot_ksweep
 
-    An AIS estimate, where present, is drawn as a diamond to the right of the last K; a
-    source still rising in K is marked in its legend entry.
-    """
-    rows = {
-        name: entry["ksweep"]
-        for name, entry in sources.items()
-        if isinstance(entry, Mapping) and isinstance(entry.get("ksweep"), Mapping)
-    }
-    if not rows:
-        raise ValueError(
-            "no source has a 'ksweep' entry; evaluate the run again with this version "
-            "(pyrovae evaluate) to record L_K for K = 1, 10, 100, 1000"
-        )
-    fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
-    ax = fig.subplots()
-    top = 1
-    for i, (name, sweep) in enumerate(rows.items()):
-        ks = sorted(int(k) for k in sweep)
-        values = [float(sweep[str(k)]) for k in ks]
-        top = max(top, ks[-1])
-        label = name + ("  (still rising)" if sources[name].get("converged") is False else "")
-        (line,) = ax.plot(ks, values, marker="o", ms=4, lw=1.5, label=label, color=f"C{i % 10}")
-        ais = _ais(sources[name])
-        if ais is not None:
-            ax.errorbar(
-                [ks[-1] * 2.5], [ais[0]], yerr=[ais[1]], fmt="D", color=line.get_color(), ms=5
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("K, importance samples per datum (diamonds: AIS)")
-    ax.set_ylabel("L_K [nats per datum]")
-    ax.set_xlim(0.7, top * 4)
-    values = [float(v) for sweep in rows.values() for v in sweep.values()]
-    finite = np.array([v for v in values if math.isfinite(v)])
-    if finite.size:
-        hi = float(finite.max())
-        lo = max(float(finite.min()), hi - 25.0)  # keep a very poor L_1 from flattening it
-        ax.set_ylim(lo - 0.5, hi + 0.5)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Convergence of the importance-sampling estimate in K")
-    return fig
+        return plot_ksweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,6 @@ from pyrovae.data import Splits
 from pyrovae.train import one_hot
 
 from . import figures as F
-from .evidence import plot_ksweep
 from .report import RunReport
 from .sources import LatentSource, fit_per_class
 from .surgery import ACTIVITY_THRESHOLD
@@ -120,7 +119,7 @@ def run_figures(
     if scores:
         figs["Held-out log-likelihood relative to the prior"] = F.plot_loglik(scores)
         if any(isinstance(e, Mapping) and e.get("ksweep") for e in scores.values()):
-            figs["L_K against K per latent source (AIS as diamonds)"] = plot_ksweep(scores)
+            figs["L_K against K per latent source (AIS as diamonds)"] = F.plot_ksweep(scores)
     surgery = (evaluation or {}).get("surgery") or {}
     if surgery.get("kl_per_dim"):
         figs["KL per latent dimension"] = F.plot_kl_per_dim(surgery["kl_per_dim"])

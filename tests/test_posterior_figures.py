@@ -12,8 +12,7 @@ from matplotlib.figure import Figure
 
 from pyrovae import build_model
 from pyrovae.analysis.exact import ppca_posterior, ppca_vae
-from pyrovae.analysis.posterior import ReferencePosterior, guide_vs_posterior
-from pyrovae.analysis.posterior_figures import (
+from pyrovae.analysis.figures.posterior import (
     differing_dims,
     hdr_levels,
     log_posterior_grid,
@@ -21,6 +20,7 @@ from pyrovae.analysis.posterior_figures import (
     plot_posterior,
     plot_posteriors,
 )
+from pyrovae.analysis.posterior import ReferencePosterior, guide_vs_posterior
 
 X_DIM, NOISE = 8, 0.5
 

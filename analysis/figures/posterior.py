@@ -31,9 +31,9 @@ from torch import nn
 
 from pyrovae.traces import score_latents
 
-from .figures import _new_figure
-from .posterior import ReferencePosterior, _one_datum, unregistered
-from .sources import is_diagonal_normal, seeded
+from ..posterior import ReferencePosterior, _one_datum, unregistered
+from ..sources import is_diagonal_normal, seeded
+from ._common import _new_figure
 
 __all__ = [
     "HDR_MASSES",

@@ -1,0 +1,58 @@
+"""Figures of trained VAEs and CVAEs, each returned as a ``matplotlib.figure.Figure``.
+
+Figures are built with ``Figure()`` directly, never through pyplot: nothing here picks a
+backend or keeps a global reference, so they render headless (:func:`save_figure`) and
+in notebooks (a ``Figure`` displays as the last value of a cell), and are freed like any
+other object (a notebook shows them through ``_repr_png_`` even when pyplot was never
+imported). Images are the decoder means in [0, 1], shown grey on black.
+
+One module per family of pictures, every public name re-exported here
+(``from pyrovae.analysis import figures; figures.plot_samples(...)``):
+
+- :mod:`.latent`: per-class Gaussians as ellipses, projections, the latent space per class;
+- :mod:`.grids`: reconstructions, samples per latent source, class-conditional samples;
+- :mod:`.traversal`: traversals, neighbourhood maps, the CVAE's style grid;
+- :mod:`.curves`: training curves, held-out log-likelihoods, L_K against K, KL per dim;
+- :mod:`.posterior`: NUTS posteriors against the guide, and the inference gaps;
+- ``_common``: the shared input checks, model helpers and drawing helpers.
+"""
+
+from ._common import LatentSourceLike, save_figure
+from .curves import plot_kl_per_dim, plot_ksweep, plot_loglik, plot_training_curves, robust_limits
+from .grids import plot_class_samples, plot_reconstructions, plot_samples
+from .latent import class_gaussians, pca_projection, plot_latent_ellipses, plot_latent_space
+from .posterior import (
+    differing_dims,
+    hdr_levels,
+    log_posterior_grid,
+    plot_gaps,
+    plot_posterior,
+    plot_posteriors,
+)
+from .traversal import plot_cvae_style, plot_neighbourhood, plot_traversal
+
+__all__ = [
+    "LatentSourceLike",
+    "class_gaussians",
+    "differing_dims",
+    "hdr_levels",
+    "log_posterior_grid",
+    "pca_projection",
+    "plot_class_samples",
+    "plot_cvae_style",
+    "plot_gaps",
+    "plot_kl_per_dim",
+    "plot_ksweep",
+    "plot_latent_ellipses",
+    "plot_latent_space",
+    "plot_loglik",
+    "plot_neighbourhood",
+    "plot_posterior",
+    "plot_posteriors",
+    "plot_reconstructions",
+    "plot_samples",
+    "plot_training_curves",
+    "plot_traversal",
+    "robust_limits",
+    "save_figure",
+]
