@@ -1,0 +1,618 @@
+"""The report as HTML: the numbers as tables of cells, rendered by a Jinja2 template.
+
+Functions here turn runs into plain view data (:class:`Table`, :class:`Row`,
+:class:`Cell`, sentences, embedded images); ``templates/report.html`` lays them out, with
+autoescaping on (no string is written into the page unescaped), and ``report.css`` is
+inlined into it. The page is one self-contained file: no scripts, no fonts or images
+fetched from anywhere, every figure a base64 ``data:`` URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import os
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from pyrovae.checkpoint import atomic_write_text
+
+from ..compare import KHAT_FLAG_FRACTION
+from ..diagnostics import KHAT_THRESHOLD
+from ..evidence import Z95, ais_difference
+from ..inference_quality import GAP_ROWS, gap_table, inference_conclusions
+from ..surgery import ACTIVITY_THRESHOLD
+from .conclusions import (
+    _heldout_label,
+    _quality_leaders,
+    _training_label,
+    conclusions,
+)
+from .cross_run import (
+    _best_source,
+    _check_runs,
+    _gain,
+    _gain_text,
+    _model_loglik,
+    cross_run_conclusions,
+)
+from .numbers import (
+    _QUALITY,
+    DASH,
+    ELLIPSIS,
+    PRIOR,
+    _best,
+    _beyond,
+    _finite,
+    _flatten,
+    _fmt,
+    _khat_fraction,
+    _leading,
+    _mapping,
+    _mutual_information,
+    _pct,
+    _prior_difference,
+    _signed,
+    _sources,
+    _unreliable,
+    _z_dim,
+)
+from .run import RunReport
+
+__all__ = ["REPORT_FILENAME", "Cell", "Row", "Table", "render_report", "write_report"]
+
+REPORT_FILENAME = "report.html"
+"""Name of the file :func:`write_report` writes in ``out_dir``."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+Image = tuple[str, str, int, int]
+"""An embedded figure: (title, data URI, width, height)."""
+
+
+@dataclass
+class Cell:
+    """One table cell: text (escaped by the template) and how to show it."""
+
+    text: str = ""
+    numeric: bool = True
+    best: bool = False
+    badge: str | None = None
+    link: str | None = None
+    bars: list[tuple[float, str]] | None = None
+    colspan: int = 1
+
+    @property
+    def classes(self) -> str:
+        return " ".join(c for c, on in (("n", self.numeric), ("best", self.best)) if on)
+
+
+@dataclass
+class Row:
+    cells: list[Cell]
+    cls: str = ""
+
+
+@dataclass
+class Table:
+    header: list[tuple[str, bool]]
+    rows: list[Row]
+    cls: str = ""
+    note: str = ""
+
+
+@dataclass
+class Section:
+    """One run of the page."""
+
+    anchor: str
+    name: str
+    description: str
+    config: Table | None
+    metrics: tuple[Table, Table, int] | None
+    findings: list[tuple[str, bool]]
+    sources: Table | None
+    surgery: Table | None
+    inference: dict[str, Any] | None
+    figures: list[Image] = field(default_factory=list)
+
+
+def _text(text: str, numeric: bool = True, best: bool = False) -> Cell:
+    return Cell(str(text), numeric=numeric, best=best)
+
+
+def _findings(sentences: Sequence[str]) -> list[tuple[str, bool]]:
+    """(sentence, warn): warnings (a row called unreliable) are shown in the flag colour."""
+    return [(s, "unreliable" in s.lower()) for s in sentences]
+
+
+def anchor(index: int, name: str) -> str:
+    return f"run-{index}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "run")
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _png(data: bytes, where: str) -> tuple[str, int, int]:
+    """``data`` as a data URI with its pixel width and height (checked to be a PNG)."""
+    if not data.startswith(_PNG_SIGNATURE) or len(data) < 24 or data[12:16] != b"IHDR":
+        raise ValueError(
+            f"{where} is not a PNG image; save figures as PNG, e.g. fig.savefig(path, format='png')"
+        )
+    width, height = struct.unpack(">II", data[16:24])
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), width, height
+
+
+def _read_figure(run: RunReport, title: str, source: Any) -> tuple[str, int, int]:
+    where = f"figures[{title!r}] of run {run.name!r}"
+    if isinstance(source, (bytes, bytearray)):
+        return _png(bytes(source), where)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            f"{where} must be a path to a PNG file (or PNG bytes), got {type(source).__name__}"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(
+            f"{where}: file {str(path)!r} does not exist; write the figure first "
+            "(e.g. pyrovae.analysis.figures.save_figure) or drop it from figures"
+        )
+    return _png(path.read_bytes(), f"{where} ({str(path)!r})")
+
+
+def _images(run: RunReport, figures: Mapping[str, Any]) -> list[Image]:
+    return [(str(t), *_read_figure(run, str(t), src)) for t, src in figures.items()]
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _column_value(key: str, entry: Mapping[str, Any]) -> float | None:
+    if key == "khat":
+        return _khat_fraction(entry)
+    if key == "ais":
+        return _finite(_mapping(entry.get("ais")).get("loglik"))
+    if key == "converged":
+        return None
+    return _finite(entry.get(key))
+
+
+def _ais_leaders(sources: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The highest AIS estimate and those whose (paired) AIS difference to it is not shown."""
+    ais = {n: _mapping(e.get("ais")) for n, e in sources.items()}
+    ais = {
+        n: a
+        for n, a in ais.items()
+        if _finite(a.get("loglik")) is not None and _finite(a.get("stderr")) is not None
+    }
+    if len(ais) < 2:
+        return set()
+    top = max(ais, key=lambda n: ais[n]["loglik"])
+    return {n for n in ais if n == top or not _beyond(*ais_difference(ais[top], ais[n]))}
+
+
+_SOURCE_COLUMNS: tuple[tuple[str, str, bool, Any], ...] = (
+    ("loglik", "log p(x) \u00b1 stderr [nats]", True, None),
+    ("converged", "converged in K", False, None),
+    ("ais", "AIS \u00b1 stderr [nats]", True, None),
+    ("khat", f"k-hat > {KHAT_THRESHOLD}", False, _pct),
+    ("entropy", "entropy [nats]", False, _fmt),
+    ("ambiguous", "ambiguous", False, _pct),
+    ("coverage_kl", "coverage KL [nats]", False, _fmt),
+    ("frechet", "Frechet", False, _fmt),
+)
+
+
+def _source_best(sources: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
+    value = {
+        key: {n: _column_value(key, e) for n, e in sources.items()} for key, *_ in _SOURCE_COLUMNS
+    }
+    best = {key: set(_best(value[key], highest)) for key, _, highest, _ in _SOURCE_COLUMNS}
+    ranked, tied = _leading(sources)
+    best["loglik"] = set(tied) if len(ranked) >= 2 else set()
+    best["ais"] = _ais_leaders(sources)
+    for key, *_ in _QUALITY:
+        found = _quality_leaders(sources, key)
+        best[key] = set() if found is None else set(found[0])
+    return best
+
+
+def _source_cells(
+    sources: Mapping[str, Mapping[str, Any]], name: str, best: Mapping[str, set[str]]
+) -> list[Cell]:
+    entry = sources[name]
+    cells = [Cell(name, numeric=False, badge="unreliable" if _unreliable(entry) else None)]
+    for key, _, _, fmt in _SOURCE_COLUMNS:
+        if key == "loglik":
+            loglik, se = _finite(entry.get("loglik")), _finite(entry.get("stderr"))
+            text = _fmt(loglik)
+            if loglik is not None and se is not None:
+                text += f" \u00b1 {se:.2f}"
+            cells.append(_text(text, best=name in best[key]))
+            if PRIOR in sources:
+                diff = _prior_difference(sources, name) if name != PRIOR else None
+                cells.append(_text(DASH if diff is None else _signed(diff[0])))
+        elif key == "converged":
+            converged = entry.get("converged")
+            cells.append(_text({True: "yes", False: "still rising"}.get(converged, DASH)))
+        elif key == "ais":
+            ais = _mapping(entry.get("ais"))
+            text = _fmt(_finite(ais.get("loglik")))
+            if _finite(ais.get("stderr")) is not None:
+                text += f" \u00b1 {ais['stderr']:.2f}"
+            if _finite(ais.get("is_loglik")) is not None:
+                text += f" (IS {ais['is_loglik']:.2f})"
+            cells.append(_text(text if ais else DASH, best=name in best[key]))
+        else:
+            cells.append(_text(fmt(_column_value(key, entry)), best=name in best[key]))
+    return cells
+
+
+def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
+    k = _finite(evaluation.get("num_samples"))
+    context = []
+    if evaluation.get("split") or _finite(evaluation.get("num_test")) is not None:
+        context.append(f"On {_heldout_label(evaluation)}")
+    if k is not None:
+        proposal = evaluation.get("proposal", "guide")
+        context.append(
+            f"K = {int(k)} importance samples per datum from the "
+            + ("guide" if proposal == "guide" else f"{proposal} defensive mixture")
+        )
+    ais_entry = next((_mapping(e.get("ais")) for e in sources.values() if e.get("ais")), {})
+    if ais_entry:
+        context.append(
+            f"AIS on {ais_entry.get('num_test')} of those images with "
+            f"{ais_entry.get('steps')} steps and {ais_entry.get('chains')} chains (IS on the "
+            "same images in brackets)"
+        )
+    return (
+        f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
+        "(highest log-likelihood, lowest otherwise), with every value indistinguishable "
+        f"from it (within {Z95} standard errors, overlapping 95% intervals, or equal as "
+        "shown). Converged in K: L_K rose by at most "
+        "0.1 nats over the last 5x or more of draws. Rows marked unreliable have PSIS "
+        f"k-hat > {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
+        "Sample quality is read by an MNIST classifier: entropy and ambiguous "
+        "(max probability < 0.5) measure legibility, coverage KL the evenness of classes."
+    )
+
+
+def sources_table(evaluation: Mapping[str, Any]) -> Table | None:
+    """The latent sources of one evaluation, one row each (None when there are none)."""
+    sources = _sources(evaluation)
+    if not sources:
+        return None
+    header = [("source", False)] + [(label, True) for _, label, _, _ in _SOURCE_COLUMNS]
+    if PRIOR in sources:
+        header.insert(2, ("vs prior [nats]", True))
+    best = _source_best(sources)
+    rows = [
+        Row(_source_cells(sources, name, best), "unreliable" if _unreliable(entry) else "")
+        for name, entry in sources.items()
+    ]
+    return Table(header, rows, "sources", _sources_note(evaluation, sources))
+
+
+def _bars(values: Sequence[Any]) -> Cell:
+    numbers = [_finite(v) for v in values]
+    top = max((v for v in numbers if v is not None), default=0.0)
+    bars = [
+        (
+            0.0 if v is None or top <= 0 else max(v, 0.0) / top * 100,
+            f"z{d}: {_fmt(v)} nats",
+        )
+        for d, v in enumerate(numbers)
+    ]
+    return Cell(", ".join(_fmt(v) for v in numbers), numeric=False, bars=bars, colspan=2)
+
+
+def surgery_table(surgery: Mapping[str, Any]) -> Table | None:
+    """ELBO surgery: the average KL split into I(x; z) and the marginal KL."""
+    if not surgery:
+        return None
+    conditional = bool(surgery.get("conditional_prior"))
+    avg = _finite(surgery.get("avg_kl"))
+
+    def pm(key: str, stderr_key: str) -> str:
+        value, se = _finite(surgery.get(key)), _finite(surgery.get(stderr_key))
+        if value is None and key == "mutual_information":
+            value = _mutual_information(surgery)
+        if value is None:
+            return DASH
+        return f"{value:.2f}" + (f" \u00b1 {se:.2f}" if se else "")
+
+    def share(value: float | None) -> str:
+        return DASH if value is None or avg is None or avg <= 0 else _pct(value / avg)
+
+    kl_per_dim = surgery.get("kl_per_dim")
+    kl_dims = kl_per_dim if isinstance(kl_per_dim, Sequence) and kl_per_dim else None
+    z_dim = len(kl_dims) if kl_dims else None
+    if z_dim is None and isinstance(surgery.get("activity"), Sequence):
+        z_dim = len(surgery["activity"]) or None
+    active = _finite(surgery.get("active_units"))
+    active_text = DASH if active is None else str(int(active))
+    if active is not None and z_dim is not None:
+        active_text += f" of {z_dim}"
+    marginal = "KL(q(z|y) || p(z|y)), per class" if conditional else "KL(q(z) || p(z))"
+    rows_data = [
+        (
+            f"ELBO {_training_label(surgery)} (surgery)",
+            _fmt(surgery.get("elbo")),
+            "",
+            "reconstruction \u2212 average KL",
+        ),
+        ("reconstruction", _fmt(surgery.get("reconstruction")), "", "E_q[log p(x | z)]"),
+        (
+            "average KL",
+            pm("avg_kl", "avg_kl_stderr"),
+            "100.0%" if avg and avg > 0 else DASH,
+            "1/N \u2211 KL(q(z | x_n) || p(z))",
+        ),
+        (
+            "marginal KL",
+            pm("marginal_kl", "marginal_kl_stderr"),
+            share(_finite(surgery.get("marginal_kl"))),
+            marginal,
+        ),
+        (
+            "mutual information",
+            pm("mutual_information", "mutual_information_stderr"),
+            share(_mutual_information(surgery)),
+            "I(x; z | y)" if conditional else "I(x; z)",
+        ),
+        ("upper bound on I", _fmt(surgery.get("mi_upper_bound")), "", "log N"),
+        ("active units", active_text, "", f"dims with Cov_n E[z_d | x_n] > {ACTIVITY_THRESHOLD:g}"),
+    ]
+    rows = [
+        Row([_text(q, numeric=False), _text(v), _text(s), _text(m, numeric=False)])
+        for q, v, s, m in rows_data
+    ]
+    if kl_dims:
+        listed = ", ".join(_fmt(v) for v in kl_dims[:16]) + (ELLIPSIS if len(kl_dims) > 16 else "")
+        rows.append(
+            Row([_text("KL per dimension", numeric=False), _bars(kl_dims), _text(listed, False)])
+        )
+    header = [("quantity", False), ("nats", True), ("share of KL", True), ("meaning", False)]
+    n = _finite(surgery.get("num_data"))
+    note = "" if n is None else f"On N = {int(n):,} training images."
+    return Table(header, rows, "surgery", note)
+
+
+def metrics_tables(metrics: Sequence[Mapping[str, Any]] | None) -> tuple[Table, Table, int] | None:
+    """The training summary, every epoch's row, and the number of epochs (None: no rows)."""
+    rows = [m for m in metrics or [] if isinstance(m, Mapping)]
+    if not rows:
+        return None
+    last = rows[-1]
+    val = [(_finite(r.get("val_elbo")), r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+    val = [(v, e) for v, e in val if v is not None]
+    seconds = [_finite(r.get("seconds")) for r in rows]
+    known = [s for s in seconds if s is not None]
+    total = sum(known) if known else None
+    summary = [
+        ("epochs", str(last.get("epoch", len(rows)))),
+        ("training ELBO (last epoch, running average)", _fmt(last.get("train_elbo"))),
+        ("validation ELBO (last epoch, validation split)", _fmt(last.get("val_elbo"))),
+        (
+            "best validation ELBO (validation split)",
+            DASH if not val else f"{max(val)[0]:.2f} (epoch {max(val, key=lambda t: t[0])[1]})",
+        ),
+        ("training time", DASH if total is None else f"{total:.1f} s"),
+    ]
+    keys = [k for k in ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds") if k in last]
+    digits = {"epoch": 0, "seconds": 1}
+    detail = Table(
+        [(k, True) for k in keys],
+        [Row([_text(_fmt(r.get(k), digits.get(k, 2))) for k in keys]) for r in rows],
+    )
+    head = Table(
+        [("training", False), ("", True)],
+        [Row([_text(k, numeric=False), _text(v)]) for k, v in summary],
+        "metrics",
+    )
+    return head, detail, len(rows)
+
+
+def _config_value(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_config_value(v) for v in value) or DASH
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def config_table(config: Mapping[str, Any]) -> Table | None:
+    flat = _flatten(config)
+    if not flat:
+        return None
+    rows = [Row([_text(k, False), _text(_config_value(v), False)]) for k, v in flat.items()]
+    return Table([("setting", False), ("value", False)], rows, "config")
+
+
+def inference_view(run: RunReport) -> dict[str, Any] | None:
+    """The "Inference quality" section: sentences, the gap table and the figures."""
+    diagnostics = run.diagnostics
+    if not diagnostics:
+        return None
+    rows = [
+        Row([_text(label, numeric=False), _text(f"{mean:.2f}"), _text(_fmt(se))])
+        for label, mean, se in gap_table(diagnostics)
+    ]
+    table = (
+        Table([("per image, nats", False), ("mean", True), ("SE", True)], rows) if rows else None
+    )
+    paths = diagnostics.get("figure_paths")
+    images = _images(run, paths) if isinstance(paths, Mapping) else []
+    return {
+        "findings": _findings(inference_conclusions(diagnostics)),
+        "table": table,
+        "figures": images,
+    }
+
+
+def summary_table(runs: Sequence[RunReport]) -> Table:
+    """One row per run: its ELBO, log p(x), leading source and active units."""
+    held_out = {_heldout_label(run.evaluation) for run in runs}
+    elbo = f"ELBO, {held_out.pop()}" if len(held_out) == 1 else "ELBO, held-out images"
+    header = [
+        ("run", False),
+        ("z_dim", True),
+        (elbo, True),
+        ("log p(x)", True),
+        ("leading source", False),
+        ("its log p(x)", True),
+        ("vs prior", True),
+        ("active units", True),
+    ]
+    model = {run.name: _model_loglik(run.evaluation) for run in runs}
+    best_model = set(_best(model, highest=True))
+    rows = []
+    for index, run in enumerate(runs):
+        evaluation = run.evaluation
+        best, gain = _best_source(evaluation), _gain(evaluation)
+        leader = DASH
+        if best is not None:
+            leader = best[0] if len(best[2]) == 1 else f"{', '.join(best[2])} (tied)"
+        z_dim = _z_dim(run)
+        active = _finite(_mapping(evaluation.get("surgery")).get("active_units"))
+        cells = [
+            Cell(run.name, numeric=False, link=f"#{anchor(index, run.name)}"),
+            _text(DASH if z_dim is None else str(z_dim)),
+            _text(_fmt(evaluation.get("elbo"))),
+            _text(_fmt(model[run.name]), best=run.name in best_model),
+            _text(leader, numeric=False),
+            _text(DASH if best is None else f"{best[1]:.2f}"),
+            _text(DASH if gain is None else _gain_text(gain[1], gain[2])),
+            _text(DASH if active is None else str(int(active))),
+        ]
+        rows.append(Row(cells))
+    note = (
+        "ELBO and log p(x): on the evaluated held-out images, with the model's own prior; "
+        "leading source: the latent source with the highest held-out log-likelihood, with "
+        f"those within {Z95} standard errors of it as tied; vs prior: its difference to the "
+        "prior \u00b1 1.96 standard errors."
+    )
+    return Table(header, rows, "summary", note)
+
+
+def gaps_summary_table(runs: Sequence[RunReport]) -> Table | None:
+    """Inference gaps of every run with (current) diagnostics, one row each."""
+    rows = []
+    for index, run in enumerate(runs):
+        diag = run.diagnostics
+        if not diag or diag.get("stale"):
+            continue
+        cells = {label: (mean, se) for label, mean, se in gap_table(diag)}
+        values = [cells.get(label) for _, label in GAP_ROWS[3:]]
+        row = [
+            Cell(run.name, numeric=False, link=f"#{anchor(index, run.name)}"),
+            _text(str(diag.get("num_data", DASH))),
+            _text(f"{diag.get('flagged', 0)} of {diag.get('num_reference', DASH)}"),
+            _text(_pct(_finite(diag.get("coverage_90_mean")))),
+        ]
+        row += [_text(DASH if v is None else f"{v[0]:.2f} \u00b1 {_fmt(v[1])}") for v in values]
+        rows.append(Row(row))
+    if not rows:
+        return None
+    header = [("run", False), ("images", True), ("NUTS flagged", True), ("90% coverage", True)]
+    header += [("total gap", True), ("approximation gap", True), ("amortization gap", True)]
+    note = (
+        "From pyrovae diagnose: per image, nats, mean \u00b1 standard error over images; 90% "
+        "coverage: the share of NUTS posterior draws inside the guide's central 90% "
+        "intervals (0.9 for a guide whose marginals match)."
+    )
+    return Table(header, rows, "summary", note)
+
+
+# ------------------------------------------------------------------------------- page
+
+
+def _section(index: int, run: RunReport) -> Section:
+    return Section(
+        anchor=anchor(index, run.name),
+        name=run.name,
+        description=run.description,
+        config=config_table(run.config),
+        metrics=metrics_tables(run.metrics),
+        findings=_findings(conclusions(run.evaluation)),
+        sources=sources_table(run.evaluation),
+        surgery=surgery_table(_mapping(run.evaluation.get("surgery"))),
+        inference=inference_view(run),
+        figures=_images(run, run.figures),
+    )
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pyrovae.analysis.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _css() -> str:
+    return resources.files("pyrovae.analysis.report").joinpath("report.css").read_text("utf-8").strip()
+
+
+def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> str:
+    """The report as one HTML string (what :func:`write_report` writes).
+
+    Useful in a notebook: ``IPython.display.HTML(render_report(runs))``.
+
+    Raises:
+        ValueError: for an empty ``runs``, duplicate run names, or a figure that is missing
+            or not a PNG.
+    """
+    from pyrovae import __version__
+
+    runs = _check_runs(runs)
+    sections = [_section(i, run) for i, run in enumerate(runs)]
+    many = len(runs) > 1
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            title=title,
+            css=_css(),
+            generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            version=__version__,
+            num_runs=len(runs),
+            nav=[(s.anchor, s.name) for s in sections] if many else [],
+            summary=summary_table(runs) if many else None,
+            summary_findings=_findings(cross_run_conclusions(runs)) if many else [],
+            gaps=gaps_summary_table(runs) if many else None,
+            sections=sections,
+        )
+    )
+
+
+def write_report(
+    runs: Sequence[RunReport], out_dir: str | os.PathLike[str], title: str = "pyrovae report"
+) -> Path:
+    """Write ``out_dir/report.html`` (atomically) for ``runs``; return its path.
+
+    Every figure is embedded, so the file is all that needs sharing. ``out_dir`` is created
+    when missing. Raises ValueError as :func:`render_report` does, before writing anything.
+    """
+    if isinstance(out_dir, (bytes, bytearray)) or not isinstance(out_dir, (str, os.PathLike)):
+        raise ValueError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} is a file; pass a directory for {REPORT_FILENAME}")
+    text = render_report(runs, title)
+    path = out / REPORT_FILENAME
+    atomic_write_text(path, text)
+    return path
