@@ -24,7 +24,8 @@ from pyrovae.train import one_hot
 
 from .diagnostics import KHAT_THRESHOLD
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
-from .sources import SOURCES, LatentSource, fit_sources
+from .source_fits import SOURCES, fit_sources
+from .sources import LatentSource
 
 __all__ = [
     "DEFAULT_SOURCES",

@@ -26,13 +26,15 @@ from pyrovae.data import Split, Splits, fixed_binarization
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
-from .ais import ais_log_likelihood, bdmc
+from .ais import ais_log_likelihood
+from .bdmc import bdmc
 from .classifier import MNISTClassifier
 from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
 from .memorization import memorization
 from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
-from .sources import SOURCES, LatentSource, PriorSource
+from .source_fits import SOURCES
+from .sources import LatentSource, PriorSource
 from .surgery import elbo_surgery
 
 __all__ = [

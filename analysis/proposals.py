@@ -51,7 +51,8 @@ from torch.distributions import Distribution, constraints
 
 from pyrovae.nets import check_positive_int
 
-from .sources import GaussianMixtureView, LatentSource, PriorSource, fit_gaussian_mixture
+from .source_fits import fit_gaussian_mixture
+from .sources import GaussianMixtureView, LatentSource, PriorSource
 
 __all__ = [
     "DiagonalGaussian",

@@ -17,7 +17,8 @@ from pyrovae.train import one_hot
 
 from . import figures as F
 from .report import RunReport
-from .sources import LatentSource, fit_per_class
+from .source_fits import fit_per_class
+from .sources import LatentSource
 from .surgery import ACTIVITY_THRESHOLD
 
 __all__ = ["run_figures", "build_run_report", "run_name", "figure_filename", "slug"]

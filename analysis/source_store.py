@@ -32,16 +32,14 @@ from pyrovae.build import lookup
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 
 from .compare import model_inputs
+from .source_fits import SOURCES, fit_per_class, fit_sources
 from .sources import (
-    SOURCES,
     AggregatePosterior,
     FlowSource,
     GaussianSource,
     LatentSource,
     MixtureSource,
     PriorSource,
-    fit_per_class,
-    fit_sources,
 )
 
 __all__ = [

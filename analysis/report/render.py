@@ -564,7 +564,9 @@ def _environment() -> jinja2.Environment:
 
 
 def _css() -> str:
-    return resources.files("pyrovae.analysis.report").joinpath("report.css").read_text("utf-8").strip()
+    return (
+        resources.files("pyrovae.analysis.report").joinpath("report.css").read_text("utf-8").strip()
+    )
 
 
 def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> str:
