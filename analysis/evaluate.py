@@ -31,6 +31,7 @@ from .bdmc import bdmc
 from .classifier import MNISTClassifier
 from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
 from .memorization import memorization
+from .progress import progress_bar, progress_iter
 from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
 from .source_fits import SOURCES
@@ -200,12 +201,18 @@ def evaluate_run(
         reference = feature_stats(classifier, real.to(_device(classifier)))
         train_images = data.train.subset(num_train).x if num_train else data.train.x
         real = real[:MEMORIZATION_TEST]
-        for name, source in comparison.sources.items():
-            images = decode_samples(vae, source, num_quality_samples)
-            quality = sample_quality(classifier, images.to(_device(classifier)), reference)
-            per_source[name].update(quality.to_dict())
-            copies = memorization(images, train_images.to(images.device), real.to(images.device))
-            per_source[name]["memorization"] = copies.to_dict()
+        bar = progress_iter(
+            comparison.sources.items(), "sample quality and memorization", "source", progress
+        )
+        with bar:
+            for name, source in bar:
+                images = decode_samples(vae, source, num_quality_samples)
+                quality = sample_quality(classifier, images.to(_device(classifier)), reference)
+                per_source[name].update(quality.to_dict())
+                copies = memorization(
+                    images, train_images.to(images.device), real.to(images.device)
+                )
+                per_source[name]["memorization"] = copies.to_dict()
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
     if ais is not None:
         annealed = run_ais(vae, data, comparison, ais, split=split, seed=seed, progress=progress)
@@ -220,7 +227,9 @@ def evaluate_run(
         if getattr(vae.decoder, "binarize", False):
             x = fixed_binarization(x)
         y = one_hot(train.y.to(device), vae.y_dim) if vae.conditional else None
-        result["surgery"] = elbo_surgery(vae, x, y, seed=seed).to_dict()
+        with progress_bar(1, f"ELBO surgery on {len(x)} training images", "split", progress) as bar:
+            result["surgery"] = elbo_surgery(vae, x, y, seed=seed).to_dict()
+            bar.update()
         # where I(x; z) is near its bound log N, KL(q(z) || p(z)) = avg KL - I depends on
         # N itself: repeat the split on a tenth of the data to show how much
         small = len(x) // SURGERY_SUBSET_FACTOR

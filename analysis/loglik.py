@@ -28,6 +28,7 @@ from pyrovae.nets import check_positive_int
 from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
 
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
+from .progress import progress_bar
 from .proposals import (
     DEFAULT_MAX_COMPONENTS,
     GaussianMixtureProposal,
@@ -53,15 +54,6 @@ __all__ = [
 ]
 
 LATENT_SITE = "z"
-
-
-def progress_bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
-    """A tqdm bar on stderr in the style of :mod:`pyrovae.train`; ``progress=False`` hides it.
-
-    The bar only counts: it draws no random numbers, so results do not depend on it. It
-    is left on screen when done (none of these bars is nested in another).
-    """
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
 
 
 def plural(n: int, word: str) -> str:

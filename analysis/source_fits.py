@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
 
+from .progress import progress_iter
 from .sources import (
     LOG_2PI,
     VARIANCE_FLOOR,
@@ -278,7 +278,7 @@ def fit_sources(
     if stray:
         raise ValueError(f"options given for {stray}, which are not in names={names}")
     desc = f"fitting sources to {x.shape[0]} encodings"
-    with torch.no_grad(), tqdm(names, desc=desc, disable=not progress, dynamic_ncols=True) as bar:
+    with torch.no_grad(), progress_iter(names, desc, "source", progress) as bar:
         enc = Encodings(vae, x, y)
         fitted = {}
         for name in bar:

@@ -168,3 +168,25 @@ def test_evaluate_run_progress(small_vae, mnist, capsys):
     for part in ("fitting sources to", "log p(x): 2 sources, 20 images", "AIS log p(x), prior: 4"):
         assert part in err
     assert "AIS log p(x), gaussian-z: 4 images" in err and "BDMC, prior: 4 simulated data" in err
+
+
+def test_off_a_terminal_each_step_is_one_line(capsys, monkeypatch):
+    import sys
+
+    from pyrovae.analysis.progress import LineProgress, progress_bar, progress_iter
+
+    with progress_bar(3, "scoring", "image", True) as bar:
+        assert isinstance(bar, LineProgress)
+        bar.update(2)
+        bar.update()
+    assert list(progress_iter(["a", "b"], "fitting", "source", True)) == ["a", "b"]
+    with progress_iter(["a", "b"], "fitting", "source", True) as items:
+        assert list(items) == ["a", "b"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("scoring: 3/3 images, ") and err[0].endswith(" s")
+    assert err[1].startswith("fitting: 2/2 sources, ")
+    with progress_bar(3, "scoring", "image", False) as bar:  # off: silent either way
+        bar.update(3)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert not isinstance(progress_bar(1, "x", "y", True), LineProgress)  # a tqdm bar
