@@ -866,6 +866,12 @@ def _add_study(sub: Any) -> None:
         help=f"held-out test images evaluated (default: {FULL.num_test})",
     )
     p.add_argument(
+        "--num-train",
+        type=_positive_int,
+        metavar="N",
+        help="training images the latent sources are fitted to (default: all 50,000)",
+    )
+    p.add_argument(
         "--z-dims",
         type=_positive_int,
         nargs="+",
@@ -911,7 +917,15 @@ def _cmd_study(args: argparse.Namespace) -> None:
     budget = QUICK if args.quick else FULL
     changes = {
         k: getattr(args, k)
-        for k in ("epochs", "num_samples", "num_test", "ais_num_test", "ais_steps", "ais_chains")
+        for k in (
+            "epochs",
+            "num_samples",
+            "num_test",
+            "num_train",
+            "ais_num_test",
+            "ais_steps",
+            "ais_chains",
+        )
         if getattr(args, k) is not None
     }
     for key in ("z_dims", "models", "priors", "seeds"):
