@@ -75,8 +75,9 @@ from .annealing import (
     hmc_transition,
     sigmoid_schedule,
 )
+from .encodings import check_data
 from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_bar
-from .sources import LatentSource, check_data, is_diagonal_normal, seeded
+from .sources import LatentSource, is_diagonal_normal, seeded
 
 __all__ = [
     "AnnealResult",

@@ -50,9 +50,10 @@ from pyrovae.nets import check_positive_int
 from pyrovae.traces import importance_terms
 
 from .ais import ais_log_likelihood, guide_initial
+from .encodings import check_data
 from .loglik import default_draws_per_pass
 from .posterior import frozen, latent_model
-from .sources import check_data, is_diagonal_normal, seeded
+from .sources import is_diagonal_normal, seeded
 
 __all__ = [
     "FAMILIES",

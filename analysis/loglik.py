@@ -28,6 +28,7 @@ from pyrovae.nets import check_positive_int
 from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
 
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
+from .encodings import check_data
 from .progress import progress_bar
 from .proposals import (
     DEFAULT_MAX_COMPONENTS,
@@ -39,7 +40,7 @@ from .proposals import (
     source_view,
     uses_guide,
 )
-from .sources import LatentSource, check_data, seeded
+from .sources import LatentSource, seeded
 
 __all__ = [
     "PerDatumEstimate",

@@ -17,12 +17,12 @@ from torch.nn import functional as F
 from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
 
+from .encodings import Encodings
 from .progress import progress_iter
 from .sources import (
     LOG_2PI,
     VARIANCE_FLOOR,
     AggregatePosterior,
-    Encodings,
     FlowSource,
     GaussianSource,
     LatentSource,

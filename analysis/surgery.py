@@ -24,11 +24,10 @@ from torch.distributions import kl_divergence
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import importance_terms
 
+from .encodings import Encodings, check_data
 from .sources import (
     AggregatePosterior,
-    Encodings,
     PriorSource,
-    check_data,
     is_diagonal_normal,
     seeded,
 )
