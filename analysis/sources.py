@@ -517,24 +517,14 @@ class FlowSource(LatentSource):
         return dist.TransformedDistribution(base, transforms)
 
 
-_FITS = (
-    "SOURCES",
-    "fit_source",
-    "fit_sources",
-    "fit_per_class",
-    "fit_gaussian",
-    "fit_gaussian_mixture",
-    "fit_flow",
-)
-
-
 def __getattr__(name: str) -> Any:  # fits and encodings live in modules built on this one
-    if name in _FITS:
-        from . import source_fits
-
-        return getattr(source_fits, name)
     if name in ("Encodings", "check_data"):
         from . import encodings
 
         return getattr(encodings, name)
+    if not name.startswith("__"):
+        from . import source_fits
+
+        if name in source_fits.__all__:
+            return getattr(source_fits, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.traces import importance_terms
-from pyrovae.train import Trainer, one_hot
+from pyrovae.train import VALIDATION_CHUNK, Trainer, one_hot
 
 __all__ = [
     "DistributedContext",
@@ -155,10 +155,6 @@ def global_batch_draws(rows: torch.Tensor, global_size: int) -> Iterator[None]:
         _normal._standard_normal = original
 
 
-VALIDATION_CHUNK = 2000
-"""Validation examples scored per pass (of the global validation set), as in one process."""
-
-
 class _Program(nn.Module):
     """A model or guide callable as an ``nn.Module`` whose parameters are the VAE's, for
     Pyro's ``ELBOModule``."""
@@ -209,11 +205,11 @@ class DistributedTrainer(Trainer):
         self._num_train = len(train)
         self._num_val = len(data.val)
         self.train_split = _shard(train, rank, world, self.device)
-        val = _shard(data.val, rank, world, self.device)
         # the fixed binarization of the whole validation split, then this shard's rows
         val_x = fixed_binarization(data.val.x) if self.binarize else data.val.x
         self.val_x = val_x[rank::world].to(self.device)
-        self.val_y = one_hot(val.y, self.vae.y_dim) if self.vae.conditional else None
+        val_y = data.val.y[rank::world].to(self.device)
+        self.val_y = one_hot(val_y, self.vae.y_dim) if self.vae.conditional else None
         self.data = None  # only the shards are kept
 
     @property

@@ -48,6 +48,9 @@ __all__ = [
 
 METRIC_COLUMNS = ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds")
 ELBOS = ("trace", "meanfield", "iwae")
+VALIDATION_CHUNK = 2000
+"""Data per pass of :func:`elbo_per_datum` (the validation ELBO); a data-parallel run scores
+the validation split in the same chunks, so that its draws are those of one process."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -263,7 +266,7 @@ def model_inputs(vae: VAE, split: Split, binarized: torch.Tensor | None = None):
 
 @torch.no_grad()
 def elbo_per_datum(
-    vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, chunk_size: int = 2000
+    vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, chunk_size: int = VALIDATION_CHUNK
 ) -> torch.Tensor:
     """Single-sample ELBO log p(x, z) - log q(z | x), z ~ q(z | x), for each row of ``x``."""
     out = []
