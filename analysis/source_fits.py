@@ -18,6 +18,7 @@ from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
 
 from .encodings import Encodings
+from .mixture_pruning import DEFAULT_TOLERANCE
 from .progress import progress_iter
 from .sources import (
     LOG_2PI,
@@ -185,8 +186,9 @@ def _fit_aggregate(
     seed: int = 0,
     chunk_size: int = 2**22,
     name: str = "aggregate",
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> LatentSource:
-    return AggregatePosterior(enc, max_components, seed, chunk_size, name=name)
+    return AggregatePosterior(enc, max_components, seed, chunk_size, name, tolerance)
 
 
 def _fit_gaussian_loc(enc: Encodings, seed: int = 0, name: str = "gaussian-loc") -> LatentSource:

@@ -32,6 +32,7 @@ from pyrovae.build import lookup
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 
 from .compare import model_inputs
+from .mixture_pruning import DEFAULT_TOLERANCE
 from .source_fits import SOURCES, fit_per_class, fit_sources
 from .sources import (
     AggregatePosterior,
@@ -105,7 +106,11 @@ def source_state(source: LatentSource) -> dict[str, Any]:
     if isinstance(source, PriorSource):
         init = {"label": source.label}
     elif isinstance(source, AggregatePosterior):
-        init = {"diagonal": source.diagonal, "chunk_size": source.chunk_size}
+        init = {
+            "diagonal": source.diagonal,
+            "chunk_size": source.chunk_size,
+            "tolerance": source.tolerance,
+        }
         if not source.diagonal:
             tensors = _pack_x(source.x)
             if source.y is not None:
@@ -148,7 +153,12 @@ def _aggregate_from_state(state: Mapping[str, Any], vae: nn.Module) -> Aggregate
             z_dim=state["z_dim"],
             num_data=x.shape[0],
         )
-    source = AggregatePosterior(fake, chunk_size=init["chunk_size"], name=state["name"])
+    source = AggregatePosterior(
+        fake,
+        chunk_size=init["chunk_size"],
+        name=state["name"],
+        tolerance=init.get("tolerance", DEFAULT_TOLERANCE),
+    )
     if init["diagonal"]:  # the derived buffers exactly as they were saved
         source.load_state_dict(tensors)
     return source

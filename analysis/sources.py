@@ -39,6 +39,8 @@ from torch.nn import functional as F
 
 from pyrovae.nets import check_positive_int
 
+from .mixture_pruning import DEFAULT_TOLERANCE, PrunedDiagonalMixture
+
 if TYPE_CHECKING:  # .encodings builds on this module
     from .encodings import Encodings
 
@@ -272,10 +274,15 @@ class AggregatePosterior(LatentSource):
     """The exact aggregated posterior q(z) = 1/N sum_n q(z | x_n).
 
     ``sample`` picks n uniformly and draws from q(z | x_n). ``log_prob`` is a logsumexp
-    over all N components, streamed over chunks of ``chunk_size`` (point, component)
-    pairs. For a diagonal Normal encoder the stored ``loc``/``scale`` are used and the
-    quadratic form is a float64 matrix product (exact to rounding), so a pair costs
-    2 z_dim multiply-adds and one exp. Any other guide (e.g. the IAF flow guide) is
+    over all N components. For a diagonal Normal encoder the stored ``loc``/``scale`` are
+    used and the quadratic form is a float64 matrix product (exact to rounding), so a pair
+    costs 2 z_dim multiply-adds and one exp. On the CPU, components that provably carry
+    less than ``tolerance`` of a point's mass are skipped
+    (:class:`~pyrovae.analysis.mixture_pruning.PrunedDiagonalMixture`: exact upper bounds
+    over kd-tree boxes of the points; the result is within ``tolerance`` nats of the full
+    sum, below it, and 10 to 20 times faster at z <= 10). ``tolerance=0`` (and any GPU)
+    sums all components, streamed over chunks of ``chunk_size`` (point, component)
+    pairs. Any other guide (e.g. the IAF flow guide) is
     evaluated exactly by re-running the encoder on the stored data for each chunk of
     points (of ``chunk_size / 16`` pairs, as the flow's networks need memory per pair) and
     scoring ``q(z | x_n).log_prob(z)``; for an autoregressive flow that means inverting it,
@@ -286,8 +293,10 @@ class AggregatePosterior(LatentSource):
         encodings: the posteriors q(z | x_n) (see :class:`Encodings`).
         max_components: keep a random subset of this many data (seeded by ``seed``).
         seed: seed of the subset.
-        chunk_size: (point, component) pairs per step of ``log_prob``.
+        chunk_size: (point, component) pairs per step of the full sum.
         name: the source's name.
+        tolerance: largest share of a point's mass that pruning may drop on the CPU (its
+            log error is at most this); 0 sums every component.
     """
 
     def __init__(
@@ -297,9 +306,18 @@ class AggregatePosterior(LatentSource):
         seed: int | None = 0,
         chunk_size: int = 2**22,
         name: str = "aggregate",
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         super().__init__(encodings.z_dim, name)
         self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+            raise ValueError(f"tolerance must be a number in [0, 1), got {tolerance!r}")
+        if not 0 <= tolerance < 1:
+            raise ValueError(
+                f"tolerance must lie in [0, 1) (0 sums every component), got {tolerance!r}"
+            )
+        self.tolerance = float(tolerance)
+        self._pruned: PrunedDiagonalMixture | None = None
         keep = None
         if max_components is not None:
             check_positive_int("max_components", max_components)
@@ -364,6 +382,9 @@ class AggregatePosterior(LatentSource):
         z = self._check_z(z)
         flat = z.reshape(-1, self.z_dim)
         n = self.num_components
+        if self.diagonal and self.tolerance > 0 and flat.device.type == "cpu":
+            log_q = self.pruned_mixture()(flat) - math.log(n)
+            return log_q.to(z.dtype).reshape(z.shape[:-1])
         pairs = self.chunk_size if self.diagonal else max(1, self.chunk_size // 16)
         rows = max(1, pairs // (n if self.diagonal else min(n, self.batch_size)))
         out = []
@@ -381,6 +402,14 @@ class AggregatePosterior(LatentSource):
                 out.append(self._generic_logsumexp(chunk))
         log_q = torch.cat(out) - math.log(n)
         return log_q.to(z.dtype).reshape(z.shape[:-1])
+
+    def pruned_mixture(self) -> PrunedDiagonalMixture:
+        """The pruned sum over this source's components (built once per device)."""
+        pruned = self._pruned
+        if pruned is None or pruned.rows.device != self.loc.device:
+            pruned = PrunedDiagonalMixture(self.loc, self.scale, self.tolerance)
+            self._pruned = pruned
+        return pruned
 
     def _generic_logsumexp(self, chunk: torch.Tensor) -> torch.Tensor:
         total = None
