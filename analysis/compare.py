@@ -14,16 +14,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from torch import nn
 
 from pyrovae.data import Split, fixed_binarization
+from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
 from .diagnostics import KHAT_THRESHOLD
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
+from .sharding import sharded_source_log_likelihoods
 from .source_fits import SOURCES, fit_sources
 from .sources import LatentSource
 
@@ -235,6 +238,7 @@ def compare_sources(
     proposal: str = "adapted",
     seed: int = 0,
     progress: bool = True,
+    context: DistributedContext | None = None,
 ) -> SourceComparison:
     """Fit the sources ``names`` on ``train`` and estimate log p_r(x) on ``test``.
 
@@ -261,6 +265,9 @@ def compare_sources(
         seed: seeds the fits and the draws (the global RNG is left as it was).
         progress: write a line on stderr before the sources are fitted, then show a bar
             over the test data (the results are the same either way).
+        context: in a torchrun job, every rank fits the same sources and scores its shard
+            of the test data; the results are gathered on every rank
+            (:mod:`~pyrovae.analysis.sharding`).
     """
     names = list(names)
     unknown = sorted(set(names) - set(SOURCES))
@@ -282,7 +289,10 @@ def compare_sources(
         else {}
     )
     fitted.update(given)
-    results = estimate_source_log_likelihoods(
+    estimate: Any = estimate_source_log_likelihoods
+    if context is not None:
+        estimate = partial(sharded_source_log_likelihoods, context)
+    results = estimate(
         vae,
         x_test,
         fitted,

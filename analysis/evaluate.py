@@ -23,6 +23,7 @@ from torch import nn
 
 from pyrovae.build import lookup
 from pyrovae.data import Split, Splits, fixed_binarization
+from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
@@ -121,6 +122,7 @@ def evaluate_run(
     ais: AISBudget | None = None,
     seed: int = 0,
     progress: bool = True,
+    context: DistributedContext | None = None,
 ) -> tuple[dict[str, Any], SourceComparison]:
     """Compare latent sources on held-out data and run ELBO surgery on the training set.
 
@@ -150,6 +152,10 @@ def evaluate_run(
         seed: seeds the fitting, the importance draws and the samples.
         progress: show progress on stderr while sources are fitted and scored, and during
             AIS and BDMC (the results are the same either way).
+        context: in a torchrun job, the importance-sampled log-likelihoods are sharded
+            over the ranks (:mod:`~pyrovae.analysis.sharding`: the same per-datum values as
+            one process); sample quality, AIS and ELBO surgery then run on rank 0 alone,
+            and the other ranks return ``({}, comparison)``.
 
     Returns:
         The JSON-ready evaluation dict and the :class:`SourceComparison` (with the fitted
@@ -173,7 +179,10 @@ def evaluate_run(
         proposal=proposal,
         seed=seed,
         progress=progress,
+        context=context,
     )
+    if context is not None and not context.is_writer:
+        return {}, comparison
     per_source = comparison.to_dict()
     result: dict[str, Any] = {
         "split": split,

@@ -16,6 +16,7 @@ from torch import nn
 
 from pyrovae.checkpoint import read_json, write_json
 from pyrovae.data import Splits
+from pyrovae.distributed import DistributedContext
 from pyrovae.settings import EvaluationSettings
 
 from .classifier import MNISTClassifier
@@ -72,14 +73,17 @@ def evaluate_with(
     classifier: MNISTClassifier | None = None,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    context: DistributedContext | None = None,
 ) -> tuple[dict[str, Any], dict[str, LatentSource]]:
     """:func:`~pyrovae.analysis.evaluate.evaluate_run` with ``settings``.
 
     The evaluation carries ``settings.to_dict()`` under ``"settings"``; with ``run_dir``
     the fitted sources are saved to ``run_dir/sources/`` (see
-    :mod:`~pyrovae.analysis.source_store`). Returns the evaluation and the sources.
+    :mod:`~pyrovae.analysis.source_store`). Returns the evaluation and the sources. In a
+    torchrun job (``context``) rank 0 alone finishes and saves; the other ranks return
+    ``({}, sources)`` once their share of the log-likelihoods is gathered.
     """
-    if settings.quality and classifier is None:
+    if settings.quality and classifier is None and (context is None or context.is_writer):
         raise ValueError("settings ask for sample quality but no classifier was given")
     options = fitting_options(settings)
     evaluation, comparison = evaluate_run(
@@ -97,7 +101,10 @@ def evaluate_with(
         ais=ais_budget(settings),
         seed=settings.seed,
         progress=progress,
+        context=context,
     )
+    if context is not None and not context.is_writer:
+        return {}, dict(comparison.sources)
     evaluation["settings"] = settings.to_dict()
     if run_dir is not None:
         record = fit_record(vae, comparison.num_train, settings.seed, per_class=False)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
 
+from .datum_noise import DatumNoise, datum_normals
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
 from .encodings import check_data
 from .progress import progress_bar
@@ -252,6 +253,7 @@ def estimate_source_log_likelihoods(
     defensive: float = DEFAULT_DEFENSIVE,
     max_components: int = DEFAULT_MAX_COMPONENTS,
     progress: bool = True,
+    datum_index: torch.Tensor | None = None,
 ) -> dict[str, LogLikelihood]:
     """Estimate log p_r(x_n) for every source r by importance sampling.
 
@@ -280,6 +282,12 @@ def estimate_source_log_likelihoods(
     weights of one batch are kept for the logsumexp and for PSIS, then dropped unless
     ``keep_log_weights``.
 
+    Every random number is a hash of (seed, datum index, use, particle, dim)
+    (:mod:`pyrovae.analysis.datum_noise`), so the estimate of datum n is the same whatever
+    ``draws_per_pass`` and whatever other data it is estimated with: a shard of the data
+    with its ``datum_index`` gets the values the whole set would (up to the rounding of
+    the networks' matrix products in batches of other sizes).
+
     Args:
         vae: the model, on the device of ``x``.
         x: data as the model sees them (binarized for a Bernoulli decoder), (N, x_dim).
@@ -297,6 +305,8 @@ def estimate_source_log_likelihoods(
         max_components: components kept per datum in an adapted mixture proposal.
         progress: show a progress bar over the data on stderr (the results are the same
             either way).
+        datum_index: (N,) the data's indices in the whole set, which key their random
+            numbers; default 0, ..., N - 1.
     """
     check_data(vae, x, y)
     _check_sources(vae, sources)
@@ -320,7 +330,15 @@ def estimate_source_log_likelihoods(
         )
     per_pass = draws_per_pass if draws_per_pass is not None else default_draws_per_pass(device)
     check_positive_int("draws_per_pass", per_pass)
+    if datum_index is None:
+        datum_index = torch.arange(x.shape[0], device=device)
+    elif tuple(datum_index.shape) != (x.shape[0],) or datum_index.dtype != torch.int64:
+        raise ValueError(
+            f"datum_index must be int64 of shape ({x.shape[0]},), one index per row of x; "
+            f"got {datum_index.dtype} of shape {tuple(datum_index.shape)}"
+        )
     options = dict(
+        datum_index=datum_index,
         num_samples=num_samples,
         draws_per_pass=per_pass,
         khat=khat,
@@ -338,8 +356,9 @@ def estimate_source_log_likelihoods(
     with progress_bar(total, desc, "image", progress) as bar:
         if proposal == "separate":
             out = {}
-            for name, source in sources.items():
-                out.update(_estimate(vae, x, y, {name: source}, adapt=True, bar=bar, **options))
+            for stream, (name, source) in enumerate(sources.items()):
+                one = {name: source}
+                out.update(_estimate(vae, x, y, one, adapt=True, bar=bar, stream=stream, **options))
             return out
         return _estimate(vae, x, y, sources, adapt=proposal == "adapted", bar=bar, **options)
 
@@ -360,6 +379,8 @@ def _estimate(
     defensive: float,
     max_components: int,
     bar: tqdm,
+    datum_index: torch.Tensor,
+    stream: int = 0,
 ) -> dict[str, LogLikelihood]:
     particles = min(num_samples, draws_per_pass)
     batch = max(1, draws_per_pass // num_samples)
@@ -371,6 +392,7 @@ def _estimate(
         if source is not None
     }
     with torch.no_grad(), seeded(seed, x.device):
+        key = seed if seed is not None else int(torch.randint(2**31, ()))
         views = {}
         if adapt and defensive < 1:
             views = {
@@ -398,15 +420,18 @@ def _estimate(
             chunks: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
             guide_ratios: list[torch.Tensor] = []
             guide_draws: list[torch.Tensor] = []
+            noise = DatumNoise(key, datum_index[start : start + batch], stream=stream)
             for done in range(0, num_samples, particles):
                 k = min(particles, num_samples - done)
+                noise.start_chunk(done)
                 if not proposals:
-                    terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
+                    with datum_normals(noise):
+                        terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
                     log_proposal = terms.log_guide
                     from_guide = torch.ones_like(log_proposal, dtype=torch.bool)
                 else:
                     terms, log_proposal, from_guide = _mixture_draws(
-                        vae, xb, yb, k, proposals, log_guide_share, log_share
+                        vae, xb, yb, k, proposals, log_guide_share, log_share, noise
                     )
                 base = terms.log_likelihood - log_proposal
                 guide_ratios.append(terms.log_guide - log_proposal)  # log q/g
@@ -438,19 +463,26 @@ def _mixture_draws(
     proposals: Mapping[str, GaussianMixtureProposal],
     log_guide_share: float,
     log_share: float,
+    noise: DatumNoise,
 ) -> tuple[ImportanceTerms, torch.Tensor]:
     """K i.i.d. draws per datum from the defensive mixture: their terms, log g(z), and which
-    of them came from the guide's component (shape (K, B))."""
-    z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
-    shares = torch.tensor([log_guide_share] + [log_share] * len(proposals), device=z.device).exp()
-    which = torch.multinomial(shares, num_particles * z.shape[1], replacement=True)
-    which = which.reshape(num_particles, z.shape[1])
+    of them came from the guide's component (shape (K, B)). Every draw of every component
+    is made (and the unused ones dropped), so each use of ``noise`` is the same in every
+    pass."""
+    with datum_normals(noise):
+        z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
+    shares = torch.tensor([log_guide_share] + [log_share] * len(proposals)).exp()
+    cdf = (shares.cumsum(0) / shares.sum()).double().to(z.device)
+    u = noise.uniform(num_particles, device=z.device)[..., 0]  # (K, B)
+    which = torch.searchsorted(cdf, u.contiguous()).clamp_(max=len(proposals))
     z = z.clone()
     for j, g in enumerate(proposals.values(), start=1):
+        pick_u = noise.uniform(num_particles, device=z.device)[..., 0]
+        eps = noise.normal(num_particles, z.shape[-1], device=z.device)
         picked = which == j
         rows = picked.nonzero()[:, 1]  # the datum of every (draw, datum) pair from g
         if rows.numel():
-            z[picked] = g.sample_rows(rows).to(z.dtype)
+            z[picked] = g.sample_rows(rows, pick_u[picked], eps[picked]).to(z.dtype)
     terms = score_latents(vae.model, vae.guide, {LATENT_SITE: z}, x, y)
     parts = [terms.log_guide.double() + log_guide_share]
     parts += [g.log_prob(z) + log_share for g in proposals.values()]

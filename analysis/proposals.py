@@ -248,16 +248,28 @@ class GaussianMixtureProposal(Distribution):
                 z = loc + (self.scale_tril[rows, idx] @ eps.unsqueeze(-1)).squeeze(-1)
             return z.reshape(*shape, *self.batch_shape, *self.event_shape)
 
-    def sample_rows(self, rows: torch.Tensor) -> torch.Tensor:
+    def sample_rows(
+        self,
+        rows: torch.Tensor,
+        uniform: torch.Tensor | None = None,
+        normal: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One draw from the mixture of datum ``rows[i]`` for each i: shape (len(rows), D).
 
-        Cheaper than :meth:`sample` when only some (draw, datum) pairs need a value.
+        Cheaper than :meth:`sample` when only some (draw, datum) pairs need a value. Given
+        ``uniform`` (len(rows),) and ``normal`` (len(rows), D), the component is the inverse
+        CDF of the uniform and the draw loc + scale * normal (no other randomness).
         """
         with torch.no_grad():
             logits = self.logits[rows]
-            idx = torch.distributions.Categorical(logits=logits).sample()
+            if uniform is None:
+                idx = torch.distributions.Categorical(logits=logits).sample()
+            else:
+                cdf = torch.softmax(logits.double(), -1).cumsum(-1)
+                idx = torch.searchsorted(cdf, uniform.double().unsqueeze(-1)).squeeze(-1)
+                idx = idx.clamp_(max=logits.shape[-1] - 1)
             loc = self.loc[rows, idx]
-            eps = torch.randn_like(loc)
+            eps = torch.randn_like(loc) if normal is None else normal.to(loc.dtype)
             if self.scale is not None:
                 return loc + self.scale[rows, idx] * eps
             return loc + (self.scale_tril[rows, idx] @ eps.unsqueeze(-1)).squeeze(-1)

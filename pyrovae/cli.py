@@ -668,6 +668,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from pyrovae.analysis.evaluate import format_evaluation
     from pyrovae.analysis.evaluation_runs import evaluate_with
     from pyrovae.checkpoint import write_json
+    from pyrovae.distributed import process_group
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
 
@@ -675,21 +676,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if out.suffix != ".json":
         raise CommandError(f"--out must end in .json, got {str(out)!r}")
     settings, _ = _settings(args)
-    device = resolve_device(args.device)
-    vae = load_run(args.run_dir, device=device, checkpoint=settings.checkpoint)
-    data = _load_data(args.run_dir, args, device)
-    if settings.ais_num_test:
-        size = len(getattr(data, settings.split))
-        held_out = min(settings.num_test or size, size)
-        if settings.ais_num_test > held_out:
-            raise CommandError(
-                f"--ais-num-test {settings.ais_num_test} exceeds the {held_out} held-out "
-                "images evaluated; lower it or raise --num-test"
-            )
-    classifier = _classifier_for(data, settings, device)
-    evaluation, _ = evaluate_with(
-        vae, data, settings, classifier, run_dir=args.run_dir, progress=not args.quiet
-    )
+    with process_group(args.device) as context:
+        device = resolve_device(args.device) if context is None else context.device
+        vae = load_run(args.run_dir, device=device, checkpoint=settings.checkpoint)
+        data = _load_data(args.run_dir, args, device)
+        if settings.ais_num_test:
+            size = len(getattr(data, settings.split))
+            held_out = min(settings.num_test or size, size)
+            if settings.ais_num_test > held_out:
+                raise CommandError(
+                    f"--ais-num-test {settings.ais_num_test} exceeds the {held_out} held-out "
+                    "images evaluated; lower it or raise --num-test"
+                )
+        writer = context is None or context.is_writer
+        # under torchrun the other ranks only score their share of the held-out images
+        classifier = _classifier_for(data, settings, device) if writer else None
+        evaluation, _ = evaluate_with(
+            vae,
+            data,
+            settings,
+            classifier,
+            run_dir=args.run_dir if writer else None,
+            progress=not args.quiet,
+            context=context,
+        )
+        if not writer:
+            return
     print(format_evaluation(evaluation))
     replaced = out.is_file()
     write_json(out, evaluation)

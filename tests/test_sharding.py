@@ -1,0 +1,139 @@
+"""Per-datum random numbers: estimates that do not depend on the pass size, on the other
+data of a pass, or on the number of processes they are sharded over."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae import build_model
+from pyrovae.analysis.datum_noise import DatumNoise, datum_normals
+from pyrovae.analysis.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.sources import fit_sources
+from pyrovae.cli import main
+
+NUM_SAMPLES = 40
+ROUNDING = 1e-5  # the networks' float32 products in batches of other sizes
+
+
+def problem():
+    """A small Bernoulli VAE, binary data and three sources (one adapted proposal each)."""
+    torch.manual_seed(0)
+    vae = build_model(x_dim=20, z_dim=3, hidden_dims=[16], likelihood="bernoulli").eval()
+    x = (torch.rand(23, 20) < 0.4).float()
+    sources = fit_sources(["gaussian-z", "aggregate"], vae, x, progress=False)
+    return vae, x, {"prior": None, **sources}
+
+
+def test_counter_draws_are_uniform_and_normal():
+    noise = DatumNoise(7, torch.arange(50))
+    u = noise.uniform(400, 5)
+    assert u.shape == (400, 50, 5) and 0 < u.min() and u.max() < 1
+    n = u.numel()
+    assert abs(u.mean().item() - 0.5) < 4 * (1 / 12 / n) ** 0.5
+    assert abs(u.var().item() - 1 / 12) < 4 * (1 / 180 / n) ** 0.5  # var of (u - 1/2)^2
+    counts = torch.histc(u, bins=20, min=0, max=1)
+    chi2 = ((counts - n / 20) ** 2 / (n / 20)).sum().item()
+    assert chi2 < 19 + 6 * 38**0.5  # 19 degrees of freedom, 6 sd
+    z = noise.normal(400, 5).flatten()
+    assert abs(z.mean().item()) < 4 / n**0.5
+    assert abs(z.var().item() - 1) < 4 * (2 / n) ** 0.5
+    assert abs((z.abs() < 1.959964).double().mean().item() - 0.95) < 4 * (0.95 * 0.05 / n) ** 0.5
+    pairs = noise.normal(400, 2)  # neighbouring particles, dims and roles are uncorrelated
+    for a, b in [(pairs[1:, :, 0], pairs[:-1, :, 0]), (pairs[..., 0], pairs[..., 1])]:
+        corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(corr) < 4 / a.numel() ** 0.5
+
+
+def test_a_datum_draws_the_same_in_any_batch_and_chunk():
+    whole = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 2)
+    alone = DatumNoise(3, torch.tensor([9]), offset=6).normal(4, 2)
+    assert torch.equal(alone[:, 0], whole[6:, 1])
+    loc = torch.zeros(3, 2)
+    with datum_normals(DatumNoise(3, torch.tensor([4, 9, 11]))):
+        draws = torch.distributions.Normal(loc, 1.0).rsample((10,))
+    assert torch.equal(draws, whole.float())
+    assert not torch.equal(DatumNoise(4, torch.tensor([9])).normal(4, 2), alone)
+
+
+@pytest.mark.parametrize("proposal", ["adapted", "guide", "separate"])
+def test_estimates_do_not_depend_on_the_pass_or_the_other_data(proposal):
+    vae, x, sources = problem()
+    kwargs = dict(num_samples=NUM_SAMPLES, seed=5, proposal=proposal, progress=False)
+    a = estimate_source_log_likelihoods(vae, x, sources, draws_per_pass=2**14, **kwargs)
+    b = estimate_source_log_likelihoods(vae, x, sources, draws_per_pass=25, **kwargs)
+    rows = torch.tensor([2, 3, 17, 20])
+    c = estimate_source_log_likelihoods(
+        vae, x[rows], sources, draws_per_pass=13, datum_index=rows, **kwargs
+    )
+    for name in sources:
+        torch.testing.assert_close(a[name].per_datum, b[name].per_datum, rtol=0, atol=ROUNDING)
+        torch.testing.assert_close(a[name].elbo, b[name].elbo, rtol=0, atol=ROUNDING)
+        torch.testing.assert_close(
+            a[name].per_datum[rows], c[name].per_datum, rtol=0, atol=ROUNDING
+        )
+    other = estimate_source_log_likelihoods(
+        vae, x, sources, draws_per_pass=25, **{**kwargs, "seed": 6}
+    )
+    assert (other["prior"].per_datum - a["prior"].per_datum).abs().max() > 1e-3
+
+
+def test_datum_index_must_match_the_data():
+    vae, x, sources = problem()
+    with pytest.raises(ValueError, match="datum_index must be int64 of shape"):
+        estimate_source_log_likelihoods(
+            vae, x, sources, num_samples=4, datum_index=torch.arange(3), progress=False
+        )
+
+
+def torchrun(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_two_processes_give_the_per_datum_estimates_of_one(tmp_path):
+    vae, x, sources = problem()
+    one = estimate_source_log_likelihoods(
+        vae, x, sources, num_samples=NUM_SAMPLES, seed=5, iwae_particles=[4], progress=False
+    )
+    for per_pass in (2**14, 30):
+        out = tmp_path / f"two-{per_pass}.pt"
+        done = torchrun(str(Path(__file__).with_name("sharded_worker.py")), str(out), str(per_pass))
+        assert done.returncode == 0, done.stderr[-2000:]
+        two = torch.load(out)
+        for name, result in one.items():
+            expected = (result.per_datum, result.elbo, result.khat, result.iwae[4])
+            # k-hat is a fitted tail shape: it moves ten times more than the estimates
+            for got, want, tol in zip(two[name], expected, (1, 1, 10, 1), strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=tol * ROUNDING)
+
+
+def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
+    run = tmp_path / "run"
+    train = ["train", "--out", str(run), "--epochs", "1", "--z-dim", "2", "--hidden-dims", "32"]
+    train += ["--subset", "600", "--device", "cpu", "--quiet", "--data-root", str(mnist_root)]
+    assert main(train) == 0
+    flags = ["--sources", "gaussian-z", "aggregate", "--num-samples", "20", "--num-test", "30"]
+    flags += ["--num-train", "500", "--no-quality", "--device", "cpu", "--quiet"]
+    flags += ["--data-root", str(mnist_root)]
+    assert main(["evaluate", str(run), *flags, "--out", str(tmp_path / "one.json")]) == 0
+    done = torchrun(
+        "-m", "pyrovae", "evaluate", str(run), *flags, "--out", str(tmp_path / "two.json")
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote") == 1  # rank 0 alone writes
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    for name in ("prior", "gaussian-z", "aggregate"):
+        for key in ("loglik", "stderr", "elbo"):
+            assert two["sources"][name][key] == pytest.approx(one["sources"][name][key], abs=1e-5)
+    for key in ("elbo", "marginal_kl", "mutual_information"):  # run by rank 0 alone
+        assert two["surgery"][key] == pytest.approx(one["surgery"][key], abs=1e-5)
