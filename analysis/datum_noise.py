@@ -44,7 +44,7 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """The lowbias32 mixer on int64 tensors holding values in [0, 2^32)."""
     x = x & _MASK32
-    x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _MASK32  # < 2^63: the constant is below 2^31
     x = _mul32(x ^ (x >> 15), 0x846CA68B)
     return x ^ (x >> 16)
 
@@ -60,10 +60,17 @@ def _chain(*keys: torch.Tensor | int) -> torch.Tensor:
 
 
 def _uniform(key: torch.Tensor) -> torch.Tensor:
-    """A float64 uniform in (0, 1) from two words of ``key``: (a 2^21 + b / 2^11 + 1/2) / 2^53."""
+    """A float64 uniform in (0, 1) from two words: (a 2^21 + b / 2^11 + 1/2) / 2^53."""
     a = hash32(key ^ 0x2545F491)
-    b = hash32(key ^ 0x9E3779B9) >> 11
+    b = hash32(a ^ 0x9E3779B9) >> 11
     return ((a * 2**21 + b).double() + 0.5) * 2.0**-53
+
+
+def _normal_pairs(key: torch.Tensor) -> torch.Tensor:
+    """Two standard normals per key (Box-Muller: r cos t, r sin t), stacked last."""
+    radius = torch.sqrt(-2.0 * torch.log(_uniform(key)))
+    angle = (hash32(key ^ 0x68E31DA4).double() + 0.5) * (2 * math.pi * 2.0**-32)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
 
 
 class DatumNoise:
@@ -98,23 +105,50 @@ class DatumNoise:
         self.offset = offset
         self._role = 0
 
-    def _keys(self, role: int, particles: int, dims: int, device: torch.device) -> torch.Tensor:
-        """(particles, B, dims) keys of (seed, datum, role, particle, dim)."""
-        datum = self.index.to(device).view(1, -1, 1)
-        particle = torch.arange(self.offset, self.offset + particles, device=device)
-        dim = torch.arange(dims, device=device).view(1, 1, -1)
-        return _chain(self.seed, datum, role, particle.view(-1, 1, 1), dim)
+    def _keys(
+        self,
+        role: int,
+        particles: int,
+        dims: int,
+        device: torch.device,
+        at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(particles, B, dims) keys of (seed, datum, role, particle, dim), or (n, dims) at
+        the (particle, datum position) pairs ``at``."""
+        index = self.index.to(device)
+        dim = torch.arange(dims, device=device)
+        if at is None:
+            particle = torch.arange(self.offset, self.offset + particles, device=device)
+            datum, particle, dim = index.view(1, -1, 1), particle.view(-1, 1, 1), dim.view(1, 1, -1)
+        else:
+            datum, particle = index[at[1]].view(-1, 1), (at[0] + self.offset).view(-1, 1)
+        return _chain(self.seed, datum, role, particle, dim)
 
-    def uniform(self, particles: int, dims: int = 1, device: torch.device | None = None):
-        """(particles, B, dims) float64 uniforms in (0, 1), a new role."""
-        keys = self._keys(self.next_role(), particles, dims, device or self.index.device)
+    def uniform(
+        self,
+        particles: int,
+        dims: int = 1,
+        device: torch.device | None = None,
+        at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(particles, B, dims) float64 uniforms in (0, 1), a new role; with ``at``
+        (particle, datum position) index tensors, only those: (len, dims)."""
+        keys = self._keys(self.next_role(), particles, dims, device or self.index.device, at)
         return _uniform(keys)
 
-    def normal(self, particles: int, dims: int, device: torch.device | None = None):
-        """(particles, B, dims) float64 standard normals (Box-Muller), a new role."""
-        keys = self._keys(self.next_role(), particles, dims, device or self.index.device)
-        u1, u2 = _uniform(keys ^ 0x68E31DA4), _uniform(keys ^ 0x1B56C4E9)
-        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * u2)
+    def normal(
+        self,
+        particles: int,
+        dims: int,
+        device: torch.device | None = None,
+        at: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(particles, B, dims) float64 standard normals, a new role (two per key, Box-Muller);
+        with ``at`` only those pairs: (len, dims)."""
+        half = (dims + 1) // 2
+        keys = self._keys(self.next_role(), particles, half, device or self.index.device, at)
+        pairs = _normal_pairs(keys)
+        return pairs.flatten(-2)[..., :dims]
 
 
 @contextmanager

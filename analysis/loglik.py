@@ -477,12 +477,12 @@ def _mixture_draws(
     which = torch.searchsorted(cdf, u.contiguous()).clamp_(max=len(proposals))
     z = z.clone()
     for j, g in enumerate(proposals.values(), start=1):
-        pick_u = noise.uniform(num_particles, device=z.device)[..., 0]
-        eps = noise.normal(num_particles, z.shape[-1], device=z.device)
         picked = which == j
-        rows = picked.nonzero()[:, 1]  # the datum of every (draw, datum) pair from g
-        if rows.numel():
-            z[picked] = g.sample_rows(rows, pick_u[picked], eps[picked]).to(z.dtype)
+        at = picked.nonzero().unbind(1)  # the (draw, datum) pairs that come from g
+        pick_u = noise.uniform(num_particles, device=z.device, at=at)[:, 0]
+        eps = noise.normal(num_particles, z.shape[-1], device=z.device, at=at)
+        if at[0].numel():
+            z[picked] = g.sample_rows(at[1], pick_u, eps).to(z.dtype)
     terms = score_latents(vae.model, vae.guide, {LATENT_SITE: z}, x, y)
     parts = [terms.log_guide.double() + log_guide_share]
     parts += [g.log_prob(z) + log_share for g in proposals.values()]

@@ -60,6 +60,10 @@ def test_a_datum_draws_the_same_in_any_batch_and_chunk():
         draws = torch.distributions.Normal(loc, 1.0).rsample((10,))
     assert torch.equal(draws, whole.float())
     assert not torch.equal(DatumNoise(4, torch.tensor([9])).normal(4, 2), alone)
+    at = (torch.tensor([0, 7, 7]), torch.tensor([2, 0, 1]))  # (particle, datum position)
+    some = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 3, at=at)
+    every = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 3)
+    assert torch.equal(some, every[at])
 
 
 @pytest.mark.parametrize("proposal", ["adapted", "guide", "separate"])
