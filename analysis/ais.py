@@ -73,8 +73,10 @@ from .annealing import (
     LogTarget,
     anneal,
     hmc_transition,
+    initial_draws,
     sigmoid_schedule,
 )
+from .datum_noise import DatumNoise
 from .encodings import check_data
 from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_bar
 from .sources import LatentSource, is_diagonal_normal, seeded
@@ -272,6 +274,8 @@ def _run_batches(
     replay: Sequence[torch.Tensor | None] | None = None,
     record: bool = False,
     on_step: Callable[[], None] | None = None,
+    datum_index: torch.Tensor | None = None,
+    key: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
     """AIS over data batches of ``cfg.batch_size``.
 
@@ -279,7 +283,8 @@ def _run_batches(
     acceptance sum and count as a 2-vector, and, with ``record``, each batch's step-size
     history. With ``z_start``
     (N, D) the schedule runs in reverse from it, with ``replay`` (one forward history per
-    batch) replayed backwards as fixed step sizes.
+    batch) replayed backwards as fixed step sizes. With ``datum_index`` the noise of every
+    datum is keyed by its index and ``key`` (:mod:`~pyrovae.analysis.datum_noise`).
     """
     betas = sigmoid_schedule(cfg.num_steps)
     if z_start is not None:
@@ -290,8 +295,14 @@ def _run_batches(
         stop = start + cfg.batch_size
         xb, yb = x[start:stop], None if y is None else y[start:stop]
         g = _batch_initial(vae, initial, xb, yb)
+        draws = None if datum_index is None else DatumNoise(key, datum_index[start:stop])
         if z_start is None:  # drawn here to run in the model's dtype, whatever g's
-            z0 = g.sample((cfg.num_chains,)).to(dtype)
+            z0 = (
+                g.sample((cfg.num_chains,))
+                if draws is None
+                else initial_draws(g, draws, cfg.num_chains)
+            )
+            z0 = z0.to(dtype)
         else:
             zb = z_start[start:stop].to(dtype)
             z0 = zb.unsqueeze(0).expand(cfg.num_chains, *zb.shape).contiguous()
@@ -311,6 +322,7 @@ def _run_batches(
             record_step_sizes=record,
             inverse_mass=_initial_variance(g) if cfg.precondition else None,
             on_step=on_step,
+            draws=draws,
         )
         parts.append(result.log_weights.T.cpu())
         histories.append(result.step_history)
@@ -389,6 +401,7 @@ def ais_log_likelihood(
     batch_size: int | None = None,
     seed: int | None = None,
     progress: bool = True,
+    datum_index: torch.Tensor | None = None,
 ) -> AISResult:
     """AIS estimate of log p_r(x_n) = log int p(x_n | z) r(z) dz for every datum.
 
@@ -431,9 +444,22 @@ def ais_log_likelihood(
         seed: seed the run (the global RNG is restored afterwards); None uses it.
         progress: show a progress bar over the annealing steps of every data batch on
             stderr (the results are the same either way).
+        datum_index: (N,) the data's indices in the whole set: every random number of
+            datum n (start, momenta, accept tests) then comes from a generator seeded with
+            (seed, n, use) (:mod:`~pyrovae.analysis.datum_noise`), so its estimate does not
+            depend on ``batch_size`` or on the other data (a shard gets the values of the
+            whole set). The initial distribution must then be a diagonal Normal or a
+            Gaussian mixture proposal. None: torch's generator, in batch order.
     """
     check_data(vae, x, y)
     device = _model_device(vae, x)
+    if datum_index is not None and (
+        tuple(datum_index.shape) != (x.shape[0],) or datum_index.dtype != torch.int64
+    ):
+        raise ValueError(
+            f"datum_index must be int64 of shape ({x.shape[0]},), one index per row of x; "
+            f"got {datum_index.dtype} of shape {tuple(datum_index.shape)}"
+        )
     _check_source(vae, source, device)
     cfg = _config(
         num_steps,
@@ -451,7 +477,10 @@ def ais_log_likelihood(
     desc = f"AIS log p(x), {_source_label(source)}: {plural(num_data, 'image')}, {num_steps} steps"
     total = _num_batches(num_data, cfg) * num_steps
     with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
-        log_weights, accept, _ = _run_batches(vae, x, y, source, initial, cfg, on_step=bar.update)
+        key = seed if seed is not None else int(torch.randint(2**31, ()))
+        log_weights, accept, _ = _run_batches(
+            vae, x, y, source, initial, cfg, on_step=bar.update, datum_index=datum_index, key=key
+        )
     return _ais_result(log_weights, accept, cfg)
 
 

@@ -10,13 +10,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 
 from pyrovae.nets import check_positive_int
 
+from .datum_noise import DatumNoise
+
 MIN_STEP_SIZE = 1e-6
 
-__all__ = ["AnnealResult", "anneal", "hmc_transition", "sigmoid_schedule"]
+__all__ = ["AnnealResult", "anneal", "hmc_transition", "initial_draws", "sigmoid_schedule"]
 
 
 MAX_STEP_SIZE = 10.0
@@ -137,12 +139,18 @@ def _transition(
     step_size: torch.Tensor,
     leapfrog_steps: int,
     inverse_mass: torch.Tensor | None,
+    draws: DatumNoise | None = None,
 ) -> tuple[_Point, torch.Tensor]:
     """One HMC transition leaving f_beta invariant, accepted per chain and datum.
 
-    Returns the new point and the acceptance probability (C, B).
+    Returns the new point and the acceptance probability (C, B). With ``draws`` the
+    momenta and the accept tests come from the per-datum counter-based noise.
     """
-    noise = torch.randn_like(point.z)
+    chains, _, dims = point.z.shape
+    if draws is None:
+        noise = torch.randn_like(point.z)
+    else:
+        noise = draws.normal(chains, dims, point.z.device).to(point.z.dtype)
     momentum = noise if inverse_mass is None else noise * inverse_mass.rsqrt()
     eps = step_size.unsqueeze(-1)
     new = point
@@ -161,7 +169,11 @@ def _transition(
     log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf, posinf=0.0)
     accept_prob = log_ratio.clamp(max=0.0).exp()
     accept_prob = accept_prob.masked_fill(diverged, 0.0)
-    accept = torch.rand_like(accept_prob) < accept_prob
+    if draws is None:
+        uniform = torch.rand_like(accept_prob)
+    else:
+        uniform = draws.uniform(chains, 1, point.z.device)[..., 0].to(accept_prob.dtype)
+    accept = uniform < accept_prob
     return new.where(accept, point), accept_prob
 
 
@@ -253,6 +265,26 @@ class AnnealResult:
     step_history: torch.Tensor | None = None
 
 
+def initial_draws(initial: Distribution, draws: DatumNoise, num_chains: int) -> torch.Tensor:
+    """z0 ~ initial, (C, B, D), from per-datum noise: a diagonal Normal (loc + scale eps) or
+    a Gaussian mixture proposal (its ``sample_rows``)."""
+    base = initial.base_dist if isinstance(initial, Independent) else initial
+    dims = initial.event_shape[-1]
+    batch = initial.batch_shape[0]
+    if isinstance(base, Normal):
+        eps = draws.normal(num_chains, dims, base.loc.device).to(base.loc.dtype)
+        return base.loc + base.scale * eps
+    if hasattr(initial, "sample_rows"):
+        rows = torch.arange(batch, device=draws.index.device).repeat(num_chains)
+        u = draws.uniform(num_chains, 1)[..., 0].flatten()
+        eps = draws.normal(num_chains, dims).flatten(0, 1)
+        return initial.sample_rows(rows, u, eps).reshape(num_chains, batch, dims)
+    raise ValueError(
+        f"per-datum draws need a diagonal Normal or a Gaussian mixture proposal as the "
+        f"initial distribution, got {type(initial).__name__}; pass draws=None"
+    )
+
+
 def anneal(
     log_target: LogTarget,
     initial: Distribution,
@@ -269,6 +301,7 @@ def anneal(
     record_step_sizes: bool = False,
     inverse_mass: torch.Tensor | None = None,
     on_step: Callable[[], None] | None = None,
+    draws: DatumNoise | None = None,
 ) -> AnnealResult:
     """Run AIS along log f_t = (1 - beta_t) log g + beta_t log_target for C chains per datum.
 
@@ -302,6 +335,9 @@ def anneal(
         inverse_mass: diagonal inverse mass matrix (per-dim variances), broadcastable to
             (C, B, D); None is the identity.
         on_step: called after each of the T steps (e.g. to advance a progress bar).
+        draws: per-datum noise (:class:`~pyrovae.analysis.datum_noise.DatumNoise` of the
+            batch's data) for z0, the momenta and the accept tests, so that a datum's run
+            does not depend on the other data of its batch; None uses torch's generator.
     """
     if not isinstance(initial, Distribution):
         raise ValueError(
@@ -324,7 +360,11 @@ def anneal(
     shape = (num_chains, *initial.batch_shape, *initial.event_shape)
     if z0 is None:
         with torch.no_grad():
-            z0 = initial.sample((num_chains,))
+            z0 = (
+                initial.sample((num_chains,))
+                if draws is None
+                else initial_draws(initial, draws, num_chains)
+            )
     _check_z(z0, "z0")
     if tuple(z0.shape) != shape:
         raise ValueError(
@@ -357,7 +397,7 @@ def anneal(
         if record_step_sizes:
             history.append(eps)
         point, accept_prob = _transition(
-            path, point, schedule[t], eps, leapfrog_steps, inverse_mass
+            path, point, schedule[t], eps, leapfrog_steps, inverse_mass, draws
         )
         accept_sum += accept_prob
         if adapt_rate > 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from .memorization import memorization
 from .progress import progress_bar, progress_iter
 from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
+from .sharding import sharded_ais_log_likelihood
 from .source_fits import SOURCES
 from .sources import LatentSource, PriorSource
 from .surgery import elbo_surgery
@@ -182,6 +184,8 @@ def evaluate_run(
         context=context,
     )
     if context is not None and not context.is_writer:
+        if ais is not None:  # this rank's share of the AIS runs, then rank 0 goes on alone
+            run_ais(vae, data, comparison, ais, split=split, seed=seed, context=context)
         return {}, comparison
     per_source = comparison.to_dict()
     result: dict[str, Any] = {
@@ -204,6 +208,14 @@ def evaluate_run(
             "CVAE: sources are fitted to the pooled encodings q(z | x_n, y_n) of all classes "
             "and log p_r(x | y) uses the true label; samples cycle through the labels"
         )
+    if ais is not None:  # before sample quality: other ranks of a torchrun job wait for it
+        annealed = run_ais(
+            vae, data, comparison, ais, split=split, seed=seed, progress=progress, context=context
+        )
+        for name, entry in annealed["ais"].items():
+            per_source[name]["ais"] = entry
+        if "bdmc" in annealed:
+            result["bdmc"] = annealed["bdmc"]
     if classifier is not None:
         torch.manual_seed(seed)
         real = held_out.sample(num_test).x if num_test else held_out.x
@@ -223,12 +235,6 @@ def evaluate_run(
                 )
                 per_source[name]["memorization"] = copies.to_dict()
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
-    if ais is not None:
-        annealed = run_ais(vae, data, comparison, ais, split=split, seed=seed, progress=progress)
-        for name, entry in annealed["ais"].items():
-            per_source[name]["ais"] = entry
-        if "bdmc" in annealed:
-            result["bdmc"] = annealed["bdmc"]
     if surgery:
         train = data.train.subset(num_train) if num_train else data.train
         device = next(vae.parameters()).device
@@ -258,6 +264,7 @@ def run_ais(
     split: str = "test",
     seed: int = 0,
     progress: bool = True,
+    context: DistributedContext | None = None,
 ) -> dict[str, Any]:
     """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and BDMC.
 
@@ -268,6 +275,9 @@ def run_ais(
     Each source starts from its adapted proposal
     (:func:`~pyrovae.analysis.proposals.initial_distribution`). ``progress`` shows a bar
     on stderr over the annealing steps of each run (the results are the same either way).
+    Every image's noise is keyed by its index (``datum_index``), so in a torchrun job
+    (``context``) the images are sharded over the ranks with the results of one process;
+    BDMC then runs on rank 0 alone (the other ranks return after the AIS runs).
     """
     if budget.num_test > comparison.num_test:
         raise ValueError(
@@ -282,9 +292,13 @@ def run_ais(
         )
     x, y = model_inputs(vae, getattr(data, split), budget.num_test, random_subset=True)
     out: dict[str, Any] = {"ais": {}}
+    index = {"datum_index": torch.arange(x.shape[0], device=x.device)}
+    estimate: Any = ais_log_likelihood
+    if context is not None:
+        estimate, index = partial(sharded_ais_log_likelihood, context), {}
     for name in names:
         source = comparison.sources[name]
-        result = ais_log_likelihood(
+        result = estimate(
             vae,
             x,
             y,
@@ -295,6 +309,7 @@ def run_ais(
             leapfrog_steps=budget.leapfrog_steps,
             seed=seed,
             progress=progress,
+            **index,
         )
         is_part = comparison.results[name].per_datum[: budget.num_test]
         entry = result.to_dict()
@@ -307,7 +322,7 @@ def run_ais(
             per_datum=result.per_datum.tolist(),
         )
         out["ais"][name] = entry
-    if budget.bdmc_num_data:
+    if budget.bdmc_num_data and (context is None or context.is_writer):
         sandwich = bdmc(
             vae,
             num_data=budget.bdmc_num_data,

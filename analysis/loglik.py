@@ -282,7 +282,7 @@ def estimate_source_log_likelihoods(
     weights of one batch are kept for the logsumexp and for PSIS, then dropped unless
     ``keep_log_weights``.
 
-    Every random number is a hash of (seed, datum index, use, particle, dim)
+    Every random number of datum n comes from a generator seeded with (seed, n, use)
     (:mod:`pyrovae.analysis.datum_noise`), so the estimate of datum n is the same whatever
     ``draws_per_pass`` and whatever other data it is estimated with: a shard of the data
     with its ``datum_index`` gets the values the whole set would (up to the rounding of
@@ -420,7 +420,9 @@ def _estimate(
             chunks: dict[str, list[torch.Tensor]] = {name: [] for name in sources}
             guide_ratios: list[torch.Tensor] = []
             guide_draws: list[torch.Tensor] = []
-            noise = DatumNoise(key, datum_index[start : start + batch], stream=stream)
+            noise = DatumNoise(
+                key, datum_index[start : start + batch], total=num_samples, stream=stream
+            )
             for done in range(0, num_samples, particles):
                 k = min(particles, num_samples - done)
                 noise.start_chunk(done)

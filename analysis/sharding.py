@@ -1,4 +1,4 @@
-"""Importance-sampled log-likelihoods sharded over the processes of a torchrun job.
+"""Importance-sampled and AIS log-likelihoods sharded over the processes of a torchrun job.
 
 Rank r of W scores the held-out data i with i mod W = r, each keyed by its index i
 (:mod:`pyrovae.analysis.datum_noise`), so it makes the draws a single process makes for
@@ -17,9 +17,10 @@ import torch.distributed as dist
 
 from pyrovae.distributed import DistributedContext, member_rows
 
+from .ais import AISResult, _chain_stderr, _log_mean_exp, ais_log_likelihood
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
 
-__all__ = ["gather_log_likelihoods", "sharded_source_log_likelihoods"]
+__all__ = ["gather_log_likelihoods", "sharded_ais_log_likelihood", "sharded_source_log_likelihoods"]
 
 _FIELDS = ("per_datum", "elbo", "khat", "log_weights")
 
@@ -88,3 +89,40 @@ def _assemble(
     for shard, piece in zip(shards, pieces, strict=True):
         full[shard["rows"]] = piece
     return full
+
+
+def sharded_ais_log_likelihood(
+    context: DistributedContext,
+    vae: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    source: Any = None,
+    **kwargs: Any,
+) -> AISResult:
+    """:func:`~pyrovae.analysis.ais.ais_log_likelihood` on this rank's shard of ``x``, each
+    datum's noise keyed by its index, gathered: the same on every rank."""
+    if "datum_index" in kwargs:
+        raise ValueError("datum_index is set by the sharding; do not pass it")
+    total = x.shape[0]
+    rows = member_rows(torch.arange(total), context.rank, context.world_size).to(x.device)
+    if kwargs.get("progress", True) and not context.is_writer:
+        kwargs["progress"] = False
+    local = ais_log_likelihood(
+        vae, x[rows], None if y is None else y[rows], source, datum_index=rows, **kwargs
+    )
+    mine = {"rows": rows.cpu(), "log_weights": local.log_weights, "acceptance": local.acceptance}
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    log_weights = _assemble([p["log_weights"] for p in parts], parts, total)
+    assert log_weights is not None
+    sizes = [p["rows"].numel() for p in parts]  # every datum has the same transitions
+    acceptance = sum(p["acceptance"] * n for p, n in zip(parts, sizes, strict=True)) / total
+    return AISResult(
+        per_datum=_log_mean_exp(log_weights),
+        per_datum_stderr=_chain_stderr(log_weights),
+        log_weights=log_weights,
+        acceptance=acceptance,
+        num_steps=local.num_steps,
+        num_chains=local.num_chains,
+        leapfrog_steps=local.leapfrog_steps,
+    )

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from pyrovae import build_model
+from pyrovae.analysis.ais import ais_log_likelihood
 from pyrovae.analysis.datum_noise import DatumNoise, datum_normals
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.proposals import initial_distribution
 from pyrovae.analysis.sources import fit_sources
 from pyrovae.cli import main
 
@@ -31,10 +33,10 @@ def problem():
     return vae, x, {"prior": None, **sources}
 
 
-def test_counter_draws_are_uniform_and_normal():
+def test_datum_draws_are_uniform_and_normal():
     noise = DatumNoise(7, torch.arange(50))
     u = noise.uniform(400, 5)
-    assert u.shape == (400, 50, 5) and 0 < u.min() and u.max() < 1
+    assert u.shape == (400, 50, 5) and 0 <= u.min() and u.max() < 1
     n = u.numel()
     assert abs(u.mean().item() - 0.5) < 4 * (1 / 12 / n) ** 0.5
     assert abs(u.var().item() - 1 / 12) < 4 * (1 / 180 / n) ** 0.5  # var of (u - 1/2)^2
@@ -53,13 +55,15 @@ def test_counter_draws_are_uniform_and_normal():
 
 def test_a_datum_draws_the_same_in_any_batch_and_chunk():
     whole = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 2)
-    alone = DatumNoise(3, torch.tensor([9]), offset=6).normal(4, 2)
+    chunk = DatumNoise(3, torch.tensor([9]), total=10)
+    chunk.start_chunk(6)  # particles 6 to 9 of 10
+    alone = chunk.normal(4, 2)
     assert torch.equal(alone[:, 0], whole[6:, 1])
     loc = torch.zeros(3, 2)
     with datum_normals(DatumNoise(3, torch.tensor([4, 9, 11]))):
         draws = torch.distributions.Normal(loc, 1.0).rsample((10,))
     assert torch.equal(draws, whole.float())
-    assert not torch.equal(DatumNoise(4, torch.tensor([9])).normal(4, 2), alone)
+    assert not torch.equal(DatumNoise(4, torch.tensor([9])).normal(10, 2)[6:, 0], alone[:, 0])
     at = (torch.tensor([0, 7, 7]), torch.tensor([2, 0, 1]))  # (particle, datum position)
     some = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 3, at=at)
     every = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 3)
@@ -86,6 +90,26 @@ def test_estimates_do_not_depend_on_the_pass_or_the_other_data(proposal):
         vae, x, sources, draws_per_pass=25, **{**kwargs, "seed": 6}
     )
     assert (other["prior"].per_datum - a["prior"].per_datum).abs().max() > 1e-3
+
+
+def test_ais_does_not_depend_on_the_batch_or_the_other_data():
+    vae, x, sources = problem()
+    rows = torch.tensor([1, 8, 20])
+    for source in (None, sources["gaussian-z"]):  # a Normal start; a mixture start
+        kwargs = dict(
+            source=source,
+            initial=initial_distribution(vae, source, seed=0),
+            num_steps=12,
+            num_chains=4,
+            leapfrog_steps=2,
+            seed=1,
+            progress=False,
+        )
+        whole = ais_log_likelihood(vae, x, datum_index=torch.arange(23), batch_size=23, **kwargs)
+        small = ais_log_likelihood(vae, x, datum_index=torch.arange(23), batch_size=5, **kwargs)
+        part = ais_log_likelihood(vae, x[rows], datum_index=rows, batch_size=2, **kwargs)
+        torch.testing.assert_close(whole.log_weights, small.log_weights, rtol=0, atol=ROUNDING)
+        torch.testing.assert_close(whole.log_weights[rows], part.log_weights, rtol=0, atol=ROUNDING)
 
 
 def test_datum_index_must_match_the_data():
@@ -127,6 +151,8 @@ def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
     assert main(train) == 0
     flags = ["--sources", "gaussian-z", "aggregate", "--num-samples", "20", "--num-test", "30"]
     flags += ["--num-train", "500", "--no-quality", "--device", "cpu", "--quiet"]
+    flags += ["--ais-num-test", "7", "--ais-steps", "6", "--ais-chains", "3", "--ais-leapfrog", "2"]
+    flags += ["--bdmc-num-data", "4"]
     flags += ["--data-root", str(mnist_root)]
     assert main(["evaluate", str(run), *flags, "--out", str(tmp_path / "one.json")]) == 0
     done = torchrun(
@@ -139,5 +165,9 @@ def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
     for name in ("prior", "gaussian-z", "aggregate"):
         for key in ("loglik", "stderr", "elbo"):
             assert two["sources"][name][key] == pytest.approx(one["sources"][name][key], abs=1e-5)
+        ais = (two["sources"][name]["ais"], one["sources"][name]["ais"])
+        assert ais[0]["per_datum"] == pytest.approx(ais[1]["per_datum"], rel=1e-7, abs=1e-5)
+        assert ais[0]["acceptance"] == pytest.approx(ais[1]["acceptance"], abs=1e-5)
+    assert two["bdmc"]["gap"] == pytest.approx(one["bdmc"]["gap"], abs=1e-5)  # rank 0 alone
     for key in ("elbo", "marginal_kl", "mutual_information"):  # run by rank 0 alone
         assert two["surgery"][key] == pytest.approx(one["surgery"][key], abs=1e-5)
