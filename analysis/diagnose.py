@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from pyrovae.checkpoint import read_json, write_json
 from pyrovae.data import Splits, fixed_binarization
+from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
@@ -126,6 +128,7 @@ def diagnose_run(
     split: str = "test",
     seed: int = 0,
     figures: bool = True,
+    context: DistributedContext | None = None,
 ) -> dict[str, Any]:
     """Reference posteriors, guide-vs-posterior summaries and gaps; written to ``out_dir``.
 
@@ -138,6 +141,11 @@ def diagnose_run(
     "stderr"}}, "flagged", "num_reference", "budget", "fingerprint", "figures", ...}``. A
     flagged datum (R-hat > 1.01) keeps its entry, marked, and is left out of
     ``"coverage_90_mean"``; the gaps need no NUTS and cover every datum.
+
+    In a torchrun job (``context``) the NUTS references are sharded: rank r runs the
+    images at positions i with i mod W = r (each seeded with ``seed + i``, as in one
+    process) and writes their NetCDF files; rank 0 gathers the summaries, computes the
+    gaps, draws the figures and writes ``diagnostics.json``; the other ranks return {}.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,14 +153,10 @@ def diagnose_run(
     idx = diagnosed_indices(held_out, budget.num_data, data.num_classes, seed)
     x, y = _inputs(vae, held_out, idx)
     num_reference = budget.num_data if budget.nuts_data is None else budget.nuts_data
-    entries = []
-    coverage = []
-    drawn: list[tuple[int, Any, dict[str, Any]]] = []  # (row, reference, summary) to draw
-    for i, n in enumerate(idx.tolist()):
-        entry: dict[str, Any] = {"index": n, "label": int(held_out.y[n]), "reference": False}
-        entries.append(entry)
-        if i >= num_reference:
-            continue
+    entries = [{"index": n, "label": int(held_out.y[n]), "reference": False} for n in idx.tolist()]
+    rank, world = (0, 1) if context is None else (context.rank, context.world_size)
+    mine = {}  # position: (summary, guide summary, reference if it may be drawn)
+    for i in range(rank, min(num_reference, len(entries)), world):
         yi = None if y is None else y[i]
         ref = reference_posterior(
             vae,
@@ -163,16 +167,27 @@ def diagnose_run(
             num_samples=budget.samples,
             seed=seed + i,
         )
-        path = out / f"posterior-{n:05d}.nc"
+        path = out / f"posterior-{entries[i]['index']:05d}.nc"
         partial = path.with_name(f".{path.name}.part")  # whole files only: write, then rename
         ref.inference_data.to_netcdf(str(partial))
         os.replace(partial, path)
-        entry.update(ref.to_dict(), reference=True)
-        entry["guide"] = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
-        if not ref.flagged:
-            coverage.append(entry["guide"]["coverage_90_mean"])
-        if len(drawn) < POSTERIOR_PANELS:
-            drawn.append((i, ref, entry["guide"]))
+        summary = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
+        mine[i] = (ref.to_dict(), summary, ref if i < POSTERIOR_PANELS else None)
+    if context is not None:
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, mine)
+        if not context.is_writer:
+            return {}
+        mine = {i: item for part in parts for i, item in part.items()}
+    coverage = []
+    drawn: list[tuple[int, Any, dict[str, Any]]] = []  # (row, reference, summary) to draw
+    for i in sorted(mine):
+        ref_summary, summary, ref = mine[i]
+        entries[i].update(ref_summary, reference=True, guide=summary)
+        if not ref_summary["flagged"]:
+            coverage.append(summary["coverage_90_mean"])
+        if ref is not None and len(drawn) < POSTERIOR_PANELS:
+            drawn.append((i, ref, summary))
     gaps = inference_gaps(
         vae,
         x,

@@ -813,12 +813,10 @@ def _add_diagnose(sub: Any) -> None:
 
 def _cmd_diagnose(args: argparse.Namespace) -> None:
     from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run, diagnostics_dir
+    from pyrovae.distributed import process_group
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
 
-    device = resolve_device(args.device)
-    vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
-    data = _load_data(args.run_dir, args, device)
     if args.nuts_data is not None and args.nuts_data > args.num_data:
         raise CommandError(
             f"--nuts-data {args.nuts_data} exceeds --num-data {args.num_data}; pass at most "
@@ -835,7 +833,13 @@ def _cmd_diagnose(args: argparse.Namespace) -> None:
         ais_chains=args.ais_chains,
     )
     out = args.out if args.out is not None else diagnostics_dir(args.run_dir)
-    result = diagnose_run(vae, data, out, budget, seed=args.seed)
+    with process_group(args.device) as context:  # torchrun: NUTS images shared out
+        device = resolve_device(args.device) if context is None else context.device
+        vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+        data = _load_data(args.run_dir, args, device)
+        result = diagnose_run(vae, data, out, budget, seed=args.seed, context=context)
+        if context is not None and not context.is_writer:
+            return
     gaps = result["gaps"]
     parts = [
         f"{name.replace('_', ' ')} {gaps[name]['mean']:.2f} +- {gaps[name]['stderr']:.2f}"

@@ -171,3 +171,47 @@ def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
     assert two["bdmc"]["gap"] == pytest.approx(one["bdmc"]["gap"], abs=1e-5)  # rank 0 alone
     for key in ("elbo", "marginal_kl", "mutual_information"):  # run by rank 0 alone
         assert two["surgery"][key] == pytest.approx(one["surgery"][key], abs=1e-5)
+
+
+def test_torchrun_diagnose_shares_out_the_nuts_images(mnist_root, tmp_path):
+    run = tmp_path / "run"
+    train = ["train", "--out", str(run), "--epochs", "1", "--z-dim", "2", "--hidden-dims", "32"]
+    train += ["--subset", "600", "--device", "cpu", "--quiet", "--data-root", str(mnist_root)]
+    assert main(train) == 0
+    flags = ["--num-data", "4", "--nuts-data", "3", "--chains", "2", "--warmup", "20"]
+    flags += ["--samples", "20", "--gap-steps", "10", "--ais-steps", "5", "--ais-chains", "2"]
+    flags += ["--device", "cpu", "--data-root", str(mnist_root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same arithmetic in both runs
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyrovae",
+            "diagnose",
+            str(run),
+            *flags,
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = torchrun("-m", "pyrovae", "diagnose", str(run), *flags, "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote") == 1
+    a = json.loads((tmp_path / "one" / "diagnostics.json").read_text())
+    b = json.loads((tmp_path / "two" / "diagnostics.json").read_text())
+    assert [e["reference"] for e in b["data"]] == [True, True, True, False]
+    for x, y in zip(a["data"], b["data"], strict=True):
+        assert x["index"] == y["index"]
+        if x["reference"]:
+            assert y["r_hat_max"] == pytest.approx(x["r_hat_max"], abs=1e-6)
+            assert y["mean"] == pytest.approx(x["mean"], abs=1e-6)
+            assert y["guide"]["coverage_90_mean"] == pytest.approx(x["guide"]["coverage_90_mean"])
+        assert y["gaps"] == pytest.approx(x["gaps"], abs=1e-6)
+    names = sorted(p.name for p in (tmp_path / "two").glob("posterior-*.nc"))
+    assert names == sorted(f"posterior-{e['index']:05d}.nc" for e in b["data"][:3])
+    assert (tmp_path / "two" / "posterior.png").is_file()
