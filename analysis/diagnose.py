@@ -179,6 +179,10 @@ def diagnose_run(
         if not context.is_writer:
             return {}
         mine = {i: item for part in parts for i, item in part.items()}
+    keep = {f"posterior-{entries[i]['index']:05d}.nc" for i in mine}
+    for stale in out.glob("posterior-*.nc"):  # of an earlier run on other images
+        if stale.name not in keep:
+            stale.unlink()
     coverage = []
     drawn: list[tuple[int, Any, dict[str, Any]]] = []  # (row, reference, summary) to draw
     for i in sorted(mine):

@@ -57,6 +57,20 @@ def test_figures_reload_and_other_weights_are_stale(diagnosed):
     assert "other model weights" in stale["stale"] and "num_data" not in stale
 
 
+def test_a_second_run_on_fewer_images_leaves_no_stale_posteriors(diagnosed, tmp_path):
+    vae, _, _ = diagnosed
+    labels = torch.arange(30) % 3
+    data = SimpleNamespace(test=SimpleNamespace(x=torch.rand(30, 12), y=labels), num_classes=3)
+    out = tmp_path / "diagnostics"
+    out.mkdir()
+    (out / "posterior-09999.nc").write_text("from an earlier run")
+    small = DiagnoseBudget(**{**BUDGET.__dict__, "nuts_data": 1})
+    result = diagnose_run(vae, data, out, small, figures=False)
+    assert [p.name for p in out.glob("posterior-*.nc")] == [
+        f"posterior-{result['data'][0]['index']:05d}.nc"
+    ]
+
+
 def test_more_nuts_images_than_images_is_refused():
     with pytest.raises(ValueError, match="nuts_data \\(6\\) exceeds num_data \\(5\\)"):
         DiagnoseBudget(num_data=5, nuts_data=6)
