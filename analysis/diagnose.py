@@ -34,6 +34,7 @@ from .figures import plot_gaps, plot_posteriors, save_figure
 from .gaps import GAP_NAMES, inference_gaps
 from .posterior import default_data, guide_vs_posterior, reference_posterior
 from .source_store import model_fingerprint
+from .stats import mean_stderr
 
 __all__ = [
     "DIAGNOSTICS_DIRNAME",
@@ -212,7 +213,7 @@ def diagnose_run(
         "r_hat_max": max((e["r_hat_max"] for e in references), default=None),
         "ess_bulk_min": min((e["ess_bulk_min"] for e in references), default=None),
         "coverage_90_mean": sum(coverage) / len(coverage) if coverage else None,
-        "coverage_90_stderr": _stderr(coverage),
+        "coverage_90_stderr": mean_stderr(coverage)[1] if coverage else None,
         "gaps": gaps.to_dict(),
         "budget": {k: getattr(budget, k) for k in budget.__dataclass_fields__},
         "seed": seed,
@@ -225,14 +226,6 @@ def diagnose_run(
         result["figures"] = _draw(vae, x, y, entries, drawn, result, out)
     write_json(out / DIAGNOSTICS_FILENAME, result)
     return result
-
-
-def _stderr(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return math.sqrt(var / len(values))
 
 
 def _draw(

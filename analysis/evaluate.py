@@ -39,6 +39,7 @@ from .quality import feature_stats, sample_quality
 from .sharding import sharded_ais_log_likelihood
 from .source_fits import SOURCES
 from .sources import LatentSource, PriorSource
+from .stats import mean_stderr
 from .surgery import elbo_surgery
 
 __all__ = [
@@ -337,7 +338,7 @@ def run_ais(
 
 
 def _stderr(values: torch.Tensor) -> float | None:
-    return float(values.std() / values.numel() ** 0.5) if values.numel() > 1 else None
+    return mean_stderr(values.tolist())[1] if values.numel() else None
 
 
 def _device(module: nn.Module) -> torch.device:

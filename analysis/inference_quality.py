@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .evidence import Z95
+from .stats import mean_stderr
 
 __all__ = ["inference_conclusions", "gap_table", "GAP_ROWS"]
 
@@ -65,12 +66,7 @@ def _paired(data: Sequence[Any], a: str, b: str) -> tuple[float, float | None, i
                 diffs.append(va - vb)
     if not diffs:
         return None
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, None, n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-    return mean, math.sqrt(var / n), n
+    return (*mean_stderr(diffs), len(diffs))
 
 
 def _nuts_sentences(diag: Mapping[str, Any]) -> list[str]:
