@@ -99,6 +99,16 @@ def test_gradient_matches_the_full_sum():
     torch.testing.assert_close(g_pruned, g_exact, rtol=1e-5, atol=1e-5)
 
 
+def test_gradient_passes_gradcheck_and_keeps_the_input_dtype():
+    loc, scale = encodings_like(300, 3, seed=11, narrowest=0.05)
+    pruned = PrunedDiagonalMixture(loc, scale, leaf_size=8, first_block=16)
+    z = points(loc, scale, seed=12)[:40].clone().requires_grad_()
+    assert torch.autograd.gradcheck(pruned, (z,), eps=1e-6, atol=1e-5)
+    z32 = z.detach().float().requires_grad_()
+    (g,) = torch.autograd.grad(pruned(z32).sum(), z32)
+    assert g.dtype == torch.float32 and g.shape == z32.shape
+
+
 def test_a_nan_point_leaves_its_neighbours_exact():
     loc, scale = encodings_like(1000, 4, seed=7)
     z = points(loc, scale, seed=8)[:400].clone()
