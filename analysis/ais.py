@@ -76,7 +76,7 @@ from .annealing import (
     initial_draws,
     sigmoid_schedule,
 )
-from .datum_noise import DatumNoise
+from .datum_noise import DatumNoise, check_datum_index
 from .encodings import check_data
 from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_bar
 from .sources import LatentSource, is_diagonal_normal, seeded
@@ -453,13 +453,8 @@ def ais_log_likelihood(
     """
     check_data(vae, x, y)
     device = _model_device(vae, x)
-    if datum_index is not None and (
-        tuple(datum_index.shape) != (x.shape[0],) or datum_index.dtype != torch.int64
-    ):
-        raise ValueError(
-            f"datum_index must be int64 of shape ({x.shape[0]},), one index per row of x; "
-            f"got {datum_index.dtype} of shape {tuple(datum_index.shape)}"
-        )
+    if datum_index is not None:
+        check_datum_index(datum_index, x.shape[0])
     _check_source(vae, source, device)
     cfg = _config(
         num_steps,

@@ -144,7 +144,7 @@ def _transition(
     """One HMC transition leaving f_beta invariant, accepted per chain and datum.
 
     Returns the new point and the acceptance probability (C, B). With ``draws`` the
-    momenta and the accept tests come from the per-datum counter-based noise.
+    momenta and the accept tests come from each datum's own generators.
     """
     chains, _, dims = point.z.shape
     if draws is None:

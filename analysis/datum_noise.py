@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributions.normal as _normal
 
-__all__ = ["DatumNoise", "datum_normals", "mix64"]
+__all__ = ["DatumNoise", "check_datum_index", "datum_normals", "mix64"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -38,6 +38,23 @@ def mix64(*keys: int) -> int:
         h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK64
         h ^= h >> 31
     return h
+
+
+def check_datum_index(datum_index: torch.Tensor, num_data: int) -> None:
+    """Refuse anything but int64 indices of shape (num_data,), one per row of the data."""
+    if (
+        not isinstance(datum_index, torch.Tensor)
+        or tuple(datum_index.shape) != (num_data,)
+        or datum_index.dtype != torch.int64
+    ):
+        got = (
+            f"{datum_index.dtype} of shape {tuple(datum_index.shape)}"
+            if isinstance(datum_index, torch.Tensor)
+            else type(datum_index).__name__
+        )
+        raise ValueError(
+            f"datum_index must be int64 of shape ({num_data},), one index per row of x; got {got}"
+        )
 
 
 class DatumNoise:

@@ -155,10 +155,10 @@ def evaluate_run(
         seed: seeds the fitting, the importance draws and the samples.
         progress: show progress on stderr while sources are fitted and scored, and during
             AIS and BDMC (the results are the same either way).
-        context: in a torchrun job, the importance-sampled log-likelihoods are sharded
-            over the ranks (:mod:`~pyrovae.analysis.sharding`: the same per-datum values as
-            one process); sample quality, AIS and ELBO surgery then run on rank 0 alone,
-            and the other ranks return ``({}, comparison)``.
+        context: in a torchrun job, the importance-sampled and AIS log-likelihoods are
+            sharded over the ranks (:mod:`~pyrovae.analysis.sharding`: the same per-datum
+            values as one process); sample quality, BDMC and ELBO surgery then run on rank
+            0 alone, and the other ranks return ``({}, comparison)``.
 
     Returns:
         The JSON-ready evaluation dict and the :class:`SourceComparison` (with the fitted

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pyrovae.nets import check_positive_int
 from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
 
-from .datum_noise import DatumNoise, datum_normals
+from .datum_noise import DatumNoise, check_datum_index, datum_normals
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
 from .encodings import check_data
 from .progress import progress_bar
@@ -332,11 +332,8 @@ def estimate_source_log_likelihoods(
     check_positive_int("draws_per_pass", per_pass)
     if datum_index is None:
         datum_index = torch.arange(x.shape[0], device=device)
-    elif tuple(datum_index.shape) != (x.shape[0],) or datum_index.dtype != torch.int64:
-        raise ValueError(
-            f"datum_index must be int64 of shape ({x.shape[0]},), one index per row of x; "
-            f"got {datum_index.dtype} of shape {tuple(datum_index.shape)}"
-        )
+    else:
+        check_datum_index(datum_index, x.shape[0])
     options = dict(
         datum_index=datum_index,
         num_samples=num_samples,

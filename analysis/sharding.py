@@ -38,7 +38,7 @@ def sharded_source_log_likelihoods(
     if "datum_index" in kwargs:
         raise ValueError("datum_index is set by the sharding; do not pass it")
     total = x.shape[0]
-    rows = member_rows(torch.arange(total), context.rank, context.world_size).to(x.device)
+    rows = _rows(context, total, x.device)
     if kwargs.get("progress", True) and not context.is_writer:
         kwargs["progress"] = False
     local = estimate_source_log_likelihoods(
@@ -50,6 +50,16 @@ def sharded_source_log_likelihoods(
         **kwargs,
     )
     return gather_log_likelihoods(local, rows.cpu(), total)
+
+
+def _rows(context: DistributedContext, total: int, device: torch.device) -> torch.Tensor:
+    """This rank's data: i with i mod W = rank (refused when some rank would get none)."""
+    if total < context.world_size:
+        raise ValueError(
+            f"{total} images cannot be shared out over {context.world_size} processes; "
+            f"start at most {total} (--nproc_per_node) or evaluate more images"
+        )
+    return member_rows(torch.arange(total), context.rank, context.world_size).to(device)
 
 
 def gather_log_likelihoods(
@@ -104,7 +114,7 @@ def sharded_ais_log_likelihood(
     if "datum_index" in kwargs:
         raise ValueError("datum_index is set by the sharding; do not pass it")
     total = x.shape[0]
-    rows = member_rows(torch.arange(total), context.rank, context.world_size).to(x.device)
+    rows = _rows(context, total, x.device)
     if kwargs.get("progress", True) and not context.is_writer:
         kwargs["progress"] = False
     local = ais_log_likelihood(
