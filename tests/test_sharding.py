@@ -144,11 +144,17 @@ def test_two_processes_give_the_per_datum_estimates_of_one(tmp_path):
                 torch.testing.assert_close(got, want, rtol=0, atol=tol * ROUNDING)
 
 
-def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(mnist_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("sharded") / "run"
     train = ["train", "--out", str(run), "--epochs", "1", "--z-dim", "2", "--hidden-dims", "32"]
     train += ["--subset", "600", "--device", "cpu", "--quiet", "--data-root", str(mnist_root)]
     assert main(train) == 0
+    return run
+
+
+def test_torchrun_evaluate_writes_what_one_process_writes(tiny_run, mnist_root, tmp_path):
+    run = tiny_run
     flags = ["--sources", "gaussian-z", "aggregate", "--num-samples", "20", "--num-test", "30"]
     flags += ["--num-train", "500", "--no-quality", "--device", "cpu", "--quiet"]
     flags += ["--ais-num-test", "7", "--ais-steps", "6", "--ais-chains", "3", "--ais-leapfrog", "2"]
@@ -173,11 +179,21 @@ def test_torchrun_evaluate_writes_what_one_process_writes(mnist_root, tmp_path):
         assert two["surgery"][key] == pytest.approx(one["surgery"][key], abs=1e-5)
 
 
-def test_torchrun_diagnose_shares_out_the_nuts_images(mnist_root, tmp_path):
-    run = tmp_path / "run"
-    train = ["train", "--out", str(run), "--epochs", "1", "--z-dim", "2", "--hidden-dims", "32"]
-    train += ["--subset", "600", "--device", "cpu", "--quiet", "--data-root", str(mnist_root)]
-    assert main(train) == 0
+def test_more_processes_than_images_stops_every_rank_with_one_line(tiny_run, mnist_root, tmp_path):
+    flags = ["--sources", "gaussian-z", "--num-samples", "5", "--num-test", "1", "--no-quality"]
+    flags += ["--num-train", "200", "--device", "cpu", "--quiet", "--data-root", str(mnist_root)]
+    done = torchrun(
+        "-m", "pyrovae", "evaluate", str(tiny_run), *flags, "--out", str(tmp_path / "e.json")
+    )
+    assert done.returncode != 0
+    for rank in (0, 1):  # one line from each rank (torchrun then reports the failure)
+        line = f"pyrovae evaluate (rank {rank} of 2): error: 1 images cannot be shared out"
+        assert sum(line in text for text in done.stderr.splitlines()) == 1
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_torchrun_diagnose_shares_out_the_nuts_images(tiny_run, mnist_root, tmp_path):
+    run = tiny_run
     flags = ["--num-data", "4", "--nuts-data", "3", "--chains", "2", "--warmup", "20"]
     flags += ["--samples", "20", "--gap-steps", "10", "--ais-steps", "5", "--ais-chains", "2"]
     flags += ["--device", "cpu", "--data-root", str(mnist_root)]
