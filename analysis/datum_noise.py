@@ -10,9 +10,17 @@ Lea & Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014): row
 datum, use and seed give the same numbers in any batch, chunk or process, so the
 per-datum results of :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`
 and :func:`~pyrovae.analysis.ais.ais_log_likelihood` do not depend on the pass size or
-on how the data are sharded over processes. (The numbers differ between CPU and CUDA,
-whose generators differ.) Uses are numbered in the order an estimator asks, which is the
-same in every pass.
+on how the data are sharded over processes. Uses are numbered in the order an estimator
+asks, which is the same in every pass.
+
+That is B generator calls per use: cheap on a CPU, but on a GPU each is a kernel launch.
+There (``method="hash"``, the default on CUDA) every number is instead a hash of its whole
+key, u = H(seed, n, u, particle, dim), computed for all draws at once: the lowbias32
+mixer (C. Wellons, "Prospecting for hash functions", 2018) in int64 tensor arithmetic
+that never overflows, two 32-bit words per 53-bit uniform and Box-Muller for normals, in
+the manner of counter-based generators (Salmon et al., "Parallel random numbers: as easy
+as 1, 2, 3", SC 2011). The two methods give different (equally valid) numbers, so CPU
+and CUDA runs differ as they would with torch's own generators.
 """
 
 from __future__ import annotations
@@ -24,9 +32,13 @@ from contextlib import contextmanager
 import torch
 import torch.distributions.normal as _normal
 
-__all__ = ["DatumNoise", "check_datum_index", "datum_normals", "mix64"]
+__all__ = ["METHODS", "DatumNoise", "check_datum_index", "datum_normals", "hash32", "mix64"]
 
 _MASK64 = (1 << 64) - 1
+_MASK32 = 0xFFFFFFFF
+METHODS = ("generator", "hash")
+DEFAULT_METHOD: str | None = None
+"""The method every DatumNoise uses when given none; None: by device (see DatumNoise)."""
 
 
 def mix64(*keys: int) -> int:
@@ -38,6 +50,45 @@ def mix64(*keys: int) -> int:
         h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK64
         h ^= h >> 31
     return h
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x in [0, 2^32) without int64 overflow (16-bit halves of c)."""
+    low = x * (c & 0xFFFF)
+    high = ((x * (c >> 16)) & 0xFFFF) << 16
+    return (low + high) & _MASK32
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """The lowbias32 mixer on int64 tensors holding values in [0, 2^32)."""
+    x = x & _MASK32
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _MASK32  # < 2^63: the constant is below 2^31
+    x = _mul32(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _chain(*keys: torch.Tensor | int) -> torch.Tensor:
+    """H(k1, k2, ...) = hash(... hash(hash(k1) ^ k2) ...), broadcast over the keys."""
+    out = None
+    for key in keys:
+        key = torch.as_tensor(key, dtype=torch.int64) if isinstance(key, int) else key
+        out = hash32(key) if out is None else hash32(out ^ (key & _MASK32))
+    assert out is not None
+    return out
+
+
+def _hashed_uniform(key: torch.Tensor) -> torch.Tensor:
+    """A float64 uniform in (0, 1) from two words: (a 2^21 + b / 2^11 + 1/2) / 2^53."""
+    a = hash32(key ^ 0x2545F491)
+    b = hash32(a ^ 0x9E3779B9) >> 11
+    return ((a * 2**21 + b).double() + 0.5) * 2.0**-53
+
+
+def _hashed_normal_pairs(key: torch.Tensor) -> torch.Tensor:
+    """Two standard normals per key (Box-Muller: r cos t, r sin t), stacked last."""
+    radius = torch.sqrt(-2.0 * torch.log(_hashed_uniform(key)))
+    angle = (hash32(key ^ 0x68E31DA4).double() + 0.5) * (2 * math.pi * 2.0**-32)
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
 
 
 def check_datum_index(datum_index: torch.Tensor, num_data: int) -> None:
@@ -66,11 +117,25 @@ class DatumNoise:
         index: (B,) int64 global datum indices.
         total: particles per datum over all chunks (None: those of each request).
         stream: separate estimates with the same seed and data.
+        method: ``"generator"`` (one generator per datum and use) or ``"hash"`` (every
+            number hashed from its key, all at once); None: generators on the CPU, hashes
+            on a GPU.
     """
 
     def __init__(
-        self, seed: int, index: torch.Tensor, total: int | None = None, stream: int = 0
+        self,
+        seed: int,
+        index: torch.Tensor,
+        total: int | None = None,
+        stream: int = 0,
+        method: str | None = None,
     ) -> None:
+        method = method or DEFAULT_METHOD
+        if method is None:
+            method = "generator" if index.device.type == "cpu" else "hash"
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        self.method = method
         self.seed = mix64(int(seed), int(stream))
         self.index = index.to(torch.int64)
         self._data = [int(i) for i in self.index.tolist()]
@@ -102,6 +167,8 @@ class DatumNoise:
     ) -> torch.Tensor:
         role = self.next_role()
         device = torch.device(device or self.index.device)
+        if self.method == "hash":
+            return self._hashed(kind, role, particles, dims, device, at)
         stop = self.offset + particles
         rows = max(stop, self.total or 0)
         fill = torch.randn if kind == "normal" else torch.rand
@@ -112,6 +179,29 @@ class DatumNoise:
             draws = fill(rows, dims, generator=generator, device=device, dtype=torch.float64)
             out[:, b] = draws[self.offset : stop]
         return out if at is None else out[at]
+
+    def _hashed(
+        self,
+        kind: str,
+        role: int,
+        particles: int,
+        dims: int,
+        device: torch.device,
+        at: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The draws as hashes of (seed, datum, role, particle, dim), all at once."""
+        width = (dims + 1) // 2 if kind == "normal" else dims  # Box-Muller makes pairs
+        index = self.index.to(device)
+        dim = torch.arange(width, device=device)
+        if at is None:
+            particle = torch.arange(self.offset, self.offset + particles, device=device)
+            datum, particle, dim = index.view(1, -1, 1), particle.view(-1, 1, 1), dim.view(1, 1, -1)
+        else:
+            datum, particle = index[at[1]].view(-1, 1), (at[0] + self.offset).view(-1, 1)
+        keys = _chain(self.seed & _MASK32, self.seed >> 32, datum, role, particle, dim)
+        if kind == "uniform":
+            return _hashed_uniform(keys)
+        return _hashed_normal_pairs(keys).flatten(-2)[..., :dims]
 
     def uniform(
         self,

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from pyrovae import build_model
+from pyrovae.analysis import datum_noise
 from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.datum_noise import DatumNoise, datum_normals
+from pyrovae.analysis.datum_noise import METHODS, DatumNoise, datum_normals
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.proposals import initial_distribution
 from pyrovae.analysis.sources import fit_sources
@@ -33,7 +34,14 @@ def problem():
     return vae, x, {"prior": None, **sources}
 
 
-def test_datum_draws_are_uniform_and_normal():
+@pytest.fixture(params=METHODS)
+def method(request, monkeypatch):
+    """Run the test with each way of making per-datum numbers (CPU default: generators)."""
+    monkeypatch.setattr(datum_noise, "DEFAULT_METHOD", request.param)
+    return request.param
+
+
+def test_datum_draws_are_uniform_and_normal(method):
     noise = DatumNoise(7, torch.arange(50))
     u = noise.uniform(400, 5)
     assert u.shape == (400, 50, 5) and 0 <= u.min() and u.max() < 1
@@ -53,7 +61,7 @@ def test_datum_draws_are_uniform_and_normal():
         assert abs(corr) < 4 / a.numel() ** 0.5
 
 
-def test_a_datum_draws_the_same_in_any_batch_and_chunk():
+def test_a_datum_draws_the_same_in_any_batch_and_chunk(method):
     whole = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 2)
     chunk = DatumNoise(3, torch.tensor([9]), total=10)
     chunk.start_chunk(6)  # particles 6 to 9 of 10
@@ -71,7 +79,7 @@ def test_a_datum_draws_the_same_in_any_batch_and_chunk():
 
 
 @pytest.mark.parametrize("proposal", ["adapted", "guide", "separate"])
-def test_estimates_do_not_depend_on_the_pass_or_the_other_data(proposal):
+def test_estimates_do_not_depend_on_the_pass_or_the_other_data(proposal, method):
     vae, x, sources = problem()
     kwargs = dict(num_samples=NUM_SAMPLES, seed=5, proposal=proposal, progress=False)
     a = estimate_source_log_likelihoods(vae, x, sources, draws_per_pass=2**14, **kwargs)
@@ -92,7 +100,7 @@ def test_estimates_do_not_depend_on_the_pass_or_the_other_data(proposal):
     assert (other["prior"].per_datum - a["prior"].per_datum).abs().max() > 1e-3
 
 
-def test_ais_does_not_depend_on_the_batch_or_the_other_data():
+def test_ais_does_not_depend_on_the_batch_or_the_other_data(method):
     vae, x, sources = problem()
     rows = torch.tensor([1, 8, 20])
     for source in (None, sources["gaussian-z"]):  # a Normal start; a mixture start
