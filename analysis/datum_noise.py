@@ -13,10 +13,10 @@ and :func:`~pyrovae.analysis.ais.ais_log_likelihood` do not depend on the pass s
 on how the data are sharded over processes. Uses are numbered in the order an estimator
 asks, which is the same in every pass.
 
-That is B generator calls per use: cheap on a CPU, but on a GPU each is a kernel launch.
-There (``method="hash"``, the default on CUDA) every number is instead a hash of its whole
-key, u = H(seed, n, u, particle, dim), computed for all draws at once: the lowbias32
-mixer (C. Wellons, "Prospecting for hash functions", 2018) in int64 tensor arithmetic
+For B data that is B generator calls per use: cheap on a CPU, but on a GPU each is a
+kernel launch. There (``method="hash"``, the default on CUDA) every number is instead a
+hash of its whole key, H(seed, n, u, particle, dim), computed for all draws at once: the
+lowbias32 mixer (C. Wellons, "Prospecting for hash functions", 2018) in int64 arithmetic
 that never overflows, two 32-bit words per 53-bit uniform and Box-Muller for normals, in
 the manner of counter-based generators (Salmon et al., "Parallel random numbers: as easy
 as 1, 2, 3", SC 2011). The two methods give different (equally valid) numbers, so CPU
@@ -138,14 +138,15 @@ class DatumNoise:
         self.method = method
         self.seed = mix64(int(seed), int(stream))
         self.index = index.to(torch.int64)
-        self._data = [int(i) for i in self.index.tolist()]
+        # the generator method seeds on the host; the hash needs no round trip
+        self._data = self.index.tolist() if method == "generator" else []
         self.total = total
         self.offset = 0
         self._role = 0
 
     @property
     def batch(self) -> int:
-        return len(self._data)
+        return int(self.index.numel())
 
     def next_role(self) -> int:
         """The number of the next use of the noise in this pass."""
