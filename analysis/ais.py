@@ -126,6 +126,26 @@ class AISResult(PerDatumEstimate):
     num_chains: int
     leapfrog_steps: int
 
+    @classmethod
+    def from_log_weights(
+        cls,
+        log_weights: torch.Tensor,
+        acceptance: float,
+        num_steps: int,
+        num_chains: int,
+        leapfrog_steps: int,
+    ) -> AISResult:
+        """The result of (N, C) log weights: per-datum log-mean-exp and its chain error."""
+        return cls(
+            per_datum=_log_mean_exp(log_weights),
+            per_datum_stderr=_chain_stderr(log_weights),
+            log_weights=log_weights,
+            acceptance=acceptance,
+            num_steps=num_steps,
+            num_chains=num_chains,
+            leapfrog_steps=leapfrog_steps,
+        )
+
     def to_dict(self) -> dict[str, float | int]:
         """Scalar summary: ``loglik``, ``stderr``, ``acceptance``, ``steps``, ``chains``,
         ``leapfrog_steps``, ``num_data``."""
@@ -372,14 +392,8 @@ def _ais_result(log_weights: torch.Tensor, accept: torch.Tensor, cfg: _RunConfig
             "(binarize x for a Bernoulli decoder) and that the source's log_prob is finite"
         )
     acceptance = float(accept[0] / accept[1]) if accept[1] > 0 else math.nan
-    return AISResult(
-        per_datum=_log_mean_exp(log_weights),
-        per_datum_stderr=_chain_stderr(log_weights),
-        log_weights=log_weights,
-        acceptance=acceptance,
-        num_steps=cfg.num_steps,
-        num_chains=cfg.num_chains,
-        leapfrog_steps=cfg.leapfrog_steps,
+    return AISResult.from_log_weights(
+        log_weights, acceptance, cfg.num_steps, cfg.num_chains, cfg.leapfrog_steps
     )
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pyrovae.checkpoint import read_json, write_json
@@ -175,8 +174,7 @@ def diagnose_run(
         summary = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
         mine[i] = (ref.to_dict(), summary, ref if i < POSTERIOR_PANELS else None)
     if context is not None:
-        parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, mine)
+        parts = context.all_gather(mine)
         if not context.is_writer:
             return {}
         mine = {i: item for part in parts for i, item in part.items()}

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from pyrovae.distributed import DistributedContext, member_rows
 
-from .ais import AISResult, _chain_stderr, _log_mean_exp, ais_log_likelihood
+from .ais import AISResult, ais_log_likelihood
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
 
 __all__ = ["gather_log_likelihoods", "sharded_ais_log_likelihood", "sharded_source_log_likelihoods"]
@@ -35,35 +34,36 @@ def sharded_source_log_likelihoods(
 ) -> dict[str, LogLikelihood]:
     """:func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods` on this rank's
     shard of ``x`` (every rank passes all of ``x``), gathered: the same on every rank."""
+    rows, x_mine, y_mine = _shard(context, x, y, kwargs)
+    local = estimate_source_log_likelihoods(vae, x_mine, sources, y_mine, **kwargs)
+    return gather_log_likelihoods(context, local, rows.cpu(), x.shape[0])
+
+
+def _shard(
+    context: DistributedContext, x: torch.Tensor, y: torch.Tensor | None, kwargs: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """This rank's rows (i with i mod W = rank) and data; sets ``kwargs["datum_index"]``
+    and turns off the progress of the other ranks. Refused when some rank would get none."""
     if "datum_index" in kwargs:
         raise ValueError("datum_index is set by the sharding; do not pass it")
     total = x.shape[0]
-    rows = _rows(context, total, x.device)
-    if kwargs.get("progress", True) and not context.is_writer:
-        kwargs["progress"] = False
-    local = estimate_source_log_likelihoods(
-        vae,
-        x[rows],
-        sources,
-        None if y is None else y[rows],
-        datum_index=rows,
-        **kwargs,
-    )
-    return gather_log_likelihoods(local, rows.cpu(), total)
-
-
-def _rows(context: DistributedContext, total: int, device: torch.device) -> torch.Tensor:
-    """This rank's data: i with i mod W = rank (refused when some rank would get none)."""
     if total < context.world_size:
         raise ValueError(
             f"{total} images cannot be shared out over {context.world_size} processes; "
             f"start at most {total} (--nproc_per_node) or evaluate more images"
         )
-    return member_rows(torch.arange(total), context.rank, context.world_size).to(device)
+    rows = member_rows(torch.arange(total), context.rank, context.world_size).to(x.device)
+    kwargs["datum_index"] = rows
+    if not context.is_writer:
+        kwargs["progress"] = False
+    return rows, x[rows], None if y is None else y[rows]
 
 
 def gather_log_likelihoods(
-    local: Mapping[str, LogLikelihood], rows: torch.Tensor, total: int
+    context: DistributedContext,
+    local: Mapping[str, LogLikelihood],
+    rows: torch.Tensor,
+    total: int,
 ) -> dict[str, LogLikelihood]:
     """Every rank's results for its ``rows`` of ``total`` data, assembled in data order."""
     mine = {
@@ -76,8 +76,7 @@ def gather_log_likelihoods(
         }
         for name, r in local.items()
     }
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, mine)
+    parts = context.all_gather(mine)
     out = {}
     for name, first in local.items():
         shards = [p[name] for p in parts]
@@ -111,28 +110,15 @@ def sharded_ais_log_likelihood(
 ) -> AISResult:
     """:func:`~pyrovae.analysis.ais.ais_log_likelihood` on this rank's shard of ``x``, each
     datum's noise keyed by its index, gathered: the same on every rank."""
-    if "datum_index" in kwargs:
-        raise ValueError("datum_index is set by the sharding; do not pass it")
-    total = x.shape[0]
-    rows = _rows(context, total, x.device)
-    if kwargs.get("progress", True) and not context.is_writer:
-        kwargs["progress"] = False
-    local = ais_log_likelihood(
-        vae, x[rows], None if y is None else y[rows], source, datum_index=rows, **kwargs
-    )
+    rows, x_mine, y_mine = _shard(context, x, y, kwargs)
+    local = ais_log_likelihood(vae, x_mine, y_mine, source, **kwargs)
     mine = {"rows": rows.cpu(), "log_weights": local.log_weights, "acceptance": local.acceptance}
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, mine)
+    parts = context.all_gather(mine)
+    total = x.shape[0]
     log_weights = _assemble([p["log_weights"] for p in parts], parts, total)
     assert log_weights is not None
     sizes = [p["rows"].numel() for p in parts]  # every datum has the same transitions
     acceptance = sum(p["acceptance"] * n for p, n in zip(parts, sizes, strict=True)) / total
-    return AISResult(
-        per_datum=_log_mean_exp(log_weights),
-        per_datum_stderr=_chain_stderr(log_weights),
-        log_weights=log_weights,
-        acceptance=acceptance,
-        num_steps=local.num_steps,
-        num_chains=local.num_chains,
-        leapfrog_steps=local.leapfrog_steps,
+    return AISResult.from_log_weights(
+        log_weights, acceptance, local.num_steps, local.num_chains, local.leapfrog_steps
     )

@@ -74,6 +74,12 @@ class DistributedContext:
         """Rank 0 writes the run directory and prints."""
         return self.rank == 0
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        parts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(parts, obj)
+        return parts
+
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """The elementwise sum of ``values`` over all ranks (float64 on the device)."""
         total = values.detach().to(self.device, torch.float64).clone()
