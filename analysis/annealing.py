@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from pyrovae.nets import check_positive_int
+from pyrovae.traces import ValidateFirst
 
 from .datum_noise import DatumNoise
 
@@ -107,12 +108,13 @@ class _Path:
     def __init__(self, log_target: LogTarget, initial: Distribution | None) -> None:
         self.log_target = log_target
         self.initial = initial
+        self._validate = ValidateFirst()  # checked once; the leapfrog loop reads nothing back
 
     def __call__(self, z: torch.Tensor) -> _Point:
         """Values and gradients at z; rows of z that are not finite (a diverged leapfrog
         trajectory) are scored at 0 and given NaN values, so that they are rejected."""
         finite = torch.isfinite(z).all(-1)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._validate():
             z = torch.where(finite.unsqueeze(-1), z.detach(), 0.0).requires_grad_(True)
             lt = self.log_target(z)
             if not isinstance(lt, torch.Tensor) or lt.shape != z.shape[:-1]:

@@ -25,7 +25,13 @@ from torch import nn
 from tqdm import tqdm
 
 from pyrovae.nets import check_positive_int
-from pyrovae.traces import ImportanceTerms, guide_latents, importance_terms, score_latents
+from pyrovae.traces import (
+    ImportanceTerms,
+    ValidateFirst,
+    guide_latents,
+    importance_terms,
+    score_latents,
+)
 
 from .datum_noise import DatumNoise, check_datum_index, datum_normals
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
@@ -402,6 +408,7 @@ def _estimate(
         share = (1.0 - defensive) / len(sources) if views else 0.0
         log_guide_share = math.log(1.0 - share * len(views))
         log_share = math.log(share) if views else -math.inf
+        validate = ValidateFirst()
         for start in range(0, x.shape[0], batch):
             xb = x[start : start + batch]
             yb = None if y is None else y[start : start + batch]
@@ -423,25 +430,26 @@ def _estimate(
             for done in range(0, num_samples, particles):
                 k = min(particles, num_samples - done)
                 noise.start_chunk(done)
-                if not proposals:
-                    with datum_normals(noise):
-                        terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
-                    log_proposal = terms.log_guide
-                    from_guide = torch.ones_like(log_proposal, dtype=torch.bool)
-                else:
-                    terms, log_proposal, from_guide = _mixture_draws(
-                        vae, xb, yb, k, proposals, log_guide_share, log_share, noise
-                    )
-                base = terms.log_likelihood - log_proposal
-                guide_ratios.append(terms.log_guide - log_proposal)  # log q/g
-                guide_draws.append(from_guide)
-                z = terms.latents[LATENT_SITE]
-                for name, source in sources.items():
-                    if source is None:
-                        log_r = terms.log_prior
+                with validate():  # checked in the first chunk only: no host reads after
+                    if not proposals:
+                        with datum_normals(noise):
+                            terms = importance_terms(vae.model, vae.guide, xb, yb, num_particles=k)
+                        log_proposal = terms.log_guide
+                        from_guide = torch.ones_like(log_proposal, dtype=torch.bool)
                     else:
-                        log_r = _source_log_prob(source, z, yb, costs[name])
-                    chunks[name].append(base + log_r)
+                        terms, log_proposal, from_guide = _mixture_draws(
+                            vae, xb, yb, k, proposals, log_guide_share, log_share, noise
+                        )
+                    base = terms.log_likelihood - log_proposal
+                    guide_ratios.append(terms.log_guide - log_proposal)  # log q/g
+                    guide_draws.append(from_guide)
+                    z = terms.latents[LATENT_SITE]
+                    for name, source in sources.items():
+                        if source is None:
+                            log_r = terms.log_prior
+                        else:
+                            log_r = _source_log_prob(source, z, yb, costs[name])
+                        chunks[name].append(base + log_r)
             log_q_over_g = torch.cat(guide_ratios).T.double()  # (B, K)
             from_guide = torch.cat(guide_draws).T  # (B, K)
             for name in sources:

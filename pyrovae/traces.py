@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,38 @@ from pyro.poutine.util import prune_subsample_sites
 
 from pyrovae.nets import check_positive_int
 
-__all__ = ["ImportanceTerms", "importance_terms", "guide_latents", "score_latents", "IWAE"]
+__all__ = [
+    "IWAE",
+    "ImportanceTerms",
+    "ValidateFirst",
+    "guide_latents",
+    "importance_terms",
+    "score_latents",
+]
 
 PARTICLE_PLATE = "_pyrovae_particles"
+
+
+class ValidateFirst:
+    """Pyro's and torch's distribution checks on the first call of a loop, off after it.
+
+    Each check (a parameter's constraint, a value's support) reads a flag back from the
+    device, six per evaluation of a VAE's model, and costs about a tenth of a CPU training
+    step. The first call of a training loop, an AIS run or an estimator pass catches the
+    shape and support mistakes; the calls after it run the same code on the same shapes.
+
+        validate = ValidateFirst()
+        for batch in batches:
+            with validate():
+                loss = ...
+    """
+
+    def __init__(self) -> None:
+        self._done = False
+
+    def __call__(self) -> AbstractContextManager[None]:
+        first, self._done = not self._done, True
+        return pyro.validation_enabled(first)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,7 +20,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -30,11 +29,13 @@ from pyrovae.checkpoint import atomic_write_text, load_checkpoint, save_checkpoi
 from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.models import VAE
 from pyrovae.nets import check_positive_int
-from pyrovae.traces import IWAE, importance_terms
+from pyrovae.objectives import make_objective
+from pyrovae.traces import ValidateFirst, importance_terms
 
 __all__ = [
     "ELBOS",
     "METRIC_COLUMNS",
+    "NONFINITE_CHECK_EVERY",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
@@ -53,8 +54,38 @@ VALIDATION_CHUNK = 2000
 the validation split in the same chunks, so that its draws are those of one process."""
 
 
+NONFINITE_CHECK_EVERY = 50
+"""Steps between reads of the device-side non-finite-loss flag (and at the end of an epoch):
+the only host reads of a training step, so a GPU is never made to wait at every step. A
+loss that became NaN is reported with its step; the steps after it change only the model
+in memory, never a checkpoint."""
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+class _NonFiniteWatch:
+    """The first step of an epoch whose loss was not finite, and that loss, kept on the
+    device (``record`` reads nothing back; ``check`` does, once)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(loss) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.detach().to(self.loss.dtype), self.loss)
+
+    def check(self, epoch: int, out_dir: Path) -> None:
+        step = int(self.step)
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"the loss became {self.loss.item()} at epoch {epoch}, step {step + 1}; "
+                f"{out_dir / 'checkpoint.pt'} still holds the last good epoch. "
+                "Try a smaller --lr or --clip-norm, or a KL warm-up"
+            )
 
 
 @dataclass
@@ -158,88 +189,6 @@ class _LatentScale(Messenger):
             msg["scale"] = msg["scale"] * self.scale
 
 
-def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_states(states: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
-    cpu, cuda = states
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
-
-
-class _CompileWithoutDraws:
-    """A JIT ELBO whose compiling call consumes the random numbers of one step, no more.
-
-    Compiling runs model and guide three times (Pyro's parameter capture, torch.jit.trace,
-    then the compiled graph), so the step that compiles draws three steps' worth of random
-    numbers. A resumed run compiles again at its first step, which an uninterrupted run
-    does not, and the two would part ways. Here the compiling call's loss is discarded, the
-    RNG state restored and the step run again on the compiled graph: every step draws the
-    same numbers whether or not it compiled, and resume is exact.
-    """
-
-    def differentiable_loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        ids = (id(model), id(guide))
-        if getattr(self, "_warm_for", None) != ids:
-            states = _rng_states()
-            super().differentiable_loss(model, guide, *args, **kwargs)  # compiles
-            _set_rng_states(states)
-            self._warm_for = ids
-        return super().differentiable_loss(model, guide, *args, **kwargs)
-
-
-class _JitTraceELBO(_CompileWithoutDraws, JitTrace_ELBO):
-    """``JitTrace_ELBO`` whose compilation draws no extra random numbers."""
-
-
-class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
-    """``JitTraceMeanField_ELBO`` that compiles once.
-
-    Pyro 1.9's ``differentiable_loss`` tests for ``_loss_and_surrogate_loss`` but stores
-    its compiled closure as ``_differentiable_loss``, so it builds and traces a new closure
-    at every step (about 4x slower than no JIT). Here the closure is reused for as long as
-    the same model and guide are passed; the closure itself is Pyro's.
-    """
-
-    def differentiable_loss(
-        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        ids = (id(model), id(guide))
-        compiled = getattr(self, "_differentiable_loss", None)
-        if compiled is None or getattr(self, "_compiled_for", None) != ids:
-            self._compiled_for = ids
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        return compiled(*args, _pyro_model_id=ids[0], _pyro_guide_id=ids[1], **kwargs)
-
-
-class _ExactJitTraceMeanFieldELBO(_CompileWithoutDraws, _JitTraceMeanFieldELBO):
-    """:class:`_JitTraceMeanFieldELBO` whose compilation draws no extra random numbers."""
-
-
-def make_objective(config: TrainConfig) -> Any:
-    """The Pyro ELBO object (or :class:`~pyrovae.traces.IWAE`) that ``config`` names."""
-    k = config.num_particles
-    if config.elbo == "iwae":
-        return IWAE(k)
-    cls = {
-        ("trace", False): Trace_ELBO,
-        ("meanfield", False): TraceMeanField_ELBO,
-        ("trace", True): _JitTraceELBO,
-        ("meanfield", True): _ExactJitTraceMeanFieldELBO,
-    }[config.elbo, config.jit]
-    kwargs: dict[str, Any] = {"num_particles": k, "vectorize_particles": k > 1}
-    if k > 1 or config.jit:
-        kwargs["max_plate_nesting"] = 1
-    if config.jit:
-        kwargs["ignore_jit_warnings"] = True
-    return cls(**kwargs)
-
-
 def make_adam(
     params: Iterable[torch.nn.Parameter], lr: float, device: torch.device
 ) -> torch.optim.Adam:
@@ -324,7 +273,7 @@ class Trainer:
         self.epoch = 0
         self.metrics: list[dict[str, float]] = []
         self.best_val_elbo = -math.inf
-        self._validated = False
+        self._validate = ValidateFirst()
 
     def _resolve_device(self) -> torch.device:
         return resolve_device(self.config.device)
@@ -427,6 +376,7 @@ class Trainer:
         start = time.perf_counter()
         perm = torch.randperm(n, device=self.device)
         total = torch.zeros((), device=self.device)
+        watch = _NonFiniteWatch(self.device)
         seen = 0
         bar = tqdm(
             range(steps),
@@ -442,16 +392,12 @@ class Trainer:
             # Distribution arguments are validated on the first step of a run only: it
             # catches shape and support mistakes, and costs ~10% of a step afterwards.
             args = (x,) if y is None else (x, y)  # no None argument: torch.jit traces tensors
-            with pyro.validation_enabled(not self._validated), draws:
+            with self._validate(), draws:
                 loss_sum = self._loss_sum(*args)
             loss = loss_sum * weight
-            self._validated = True
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                    f"{self.out_dir / 'checkpoint.pt'} still holds the last good epoch. "
-                    "Try a smaller --lr or --clip-norm, or a KL warm-up"
-                )
+            watch.record(loss, step)
+            if (step + 1) % NONFINITE_CHECK_EVERY == 0:
+                watch.check(epoch, self.out_dir)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_norm is not None:
@@ -462,6 +408,7 @@ class Trainer:
                 seen += x.shape[0]
             if self.progress and step % 20 == 0:
                 bar.set_postfix(elbo=f"{-loss.item() / weight / x.shape[0] if weight else 0:.2f}")
+        watch.check(epoch, self.out_dir)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start

@@ -8,16 +8,18 @@ must agree with the same model on the CPU.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
-from pyrovae import ModelConfig, TrainConfig, load_run, train
+from pyrovae import ModelConfig, TrainConfig, build_model, load_run, train
 from pyrovae.analysis.ais import ais_log_likelihood
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.posterior import reference_posterior
 from pyrovae.analysis.sources import fit_sources
 from pyrovae.data import fixed_binarization
-from pyrovae.train import elbo_per_datum, one_hot
+from pyrovae.train import NONFINITE_CHECK_EVERY, Trainer, elbo_per_datum, one_hot
 
 
 @pytest.fixture(params=["vae", "cvae"])
@@ -85,3 +87,30 @@ def test_sources_estimators_and_nuts_on_the_device(trained, device):
         vae, x[0], None if y is None else y[0], num_chains=2, warmup=10, num_samples=10, seed=0
     )
     assert torch.isfinite(ref.draws).all()
+
+
+def test_training_steps_make_the_gpu_wait_only_at_the_checks(mnist, device, tmp_path):
+    """On CUDA, a training epoch synchronizes only where it reads on purpose (the non-finite
+    flag every NONFINITE_CHECK_EVERY steps, the epoch's total); the CPU counterpart, which
+    counts the reads themselves, is in test_objectives."""
+    if device.type != "cuda":
+        pytest.skip("synchronizations are a CUDA notion; tests/test_objectives.py counts reads")
+    steps = 2 * NONFINITE_CHECK_EVERY + 10
+    config = TrainConfig(epochs=2, subset=8 * steps, batch_size=8, device=str(device))
+    model_config = ModelConfig(z_dim=2, hidden_dims=[16])
+    trainer = Trainer(
+        build_model(model_config), mnist, config, tmp_path, model_config, progress=False
+    )
+    trainer.run_epoch(1)
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.run_epoch(2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= steps // NONFINITE_CHECK_EVERY + 3, "\n".join(
+        f"{w.filename}:{w.lineno} {w.message}" for w in syncs
+    )
