@@ -39,18 +39,34 @@ class PlainVAE(nn.Module):
         return log_lik - kl
 
 
-def train_epoch(model: PlainVAE, opt, x: torch.Tensor, batch_size: int = 128) -> float:
-    """One epoch with dynamic binarization; returns seconds."""
+def train_epoch(
+    model: PlainVAE,
+    opt,
+    x: torch.Tensor,
+    batch_size: int = 128,
+    elbo: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
+    """One epoch with dynamic binarization, data and permutation on x's device; returns
+    seconds (after the device has finished). ``elbo`` replaces ``model.elbo`` (a compiled
+    one, say)."""
+    elbo = model.elbo if elbo is None else elbo
     n = x.shape[0]
+    _synchronize(x.device)
     start = time.perf_counter()
-    perm = torch.randperm(n)
+    perm = torch.randperm(n, device=x.device)
     for step in range(math.ceil(n / batch_size)):
         xb = torch.bernoulli(x[perm[step * batch_size : (step + 1) * batch_size]])
-        loss = -model.elbo(xb).mean()
+        loss = -elbo(xb).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _synchronize(x.device)
     return time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()

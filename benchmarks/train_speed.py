@@ -8,7 +8,12 @@ pyrovae uses Adam's fused kernel; the plain loop is timed twice, with ``torch.op
 as people usually write it (the reference of the target) and with ``fused=True`` as well,
 so that the second ratio isolates what Pyro's tracing and the library add.
 
+``--compile`` compiles the networks on both sides with ``torch.compile`` (pyrovae's encoder
+and decoder networks in place, ``Module.compile()``, so Pyro's tracing is unchanged; the
+plain loop's whole ELBO); ``--jit`` is Pyro's JIT ELBO for pyrovae alone.
+
     python benchmarks/train_speed.py --data-root ../shared/data [--repeats 3] [--device cpu]
+    python benchmarks/train_speed.py --device cuda --batch-size 1024 --compile
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--elbo", default="meanfield", choices=["trace", "meanfield", "iwae"])
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--jit", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both networks")
     parser.add_argument("--out", default="/tmp/pyrovae-train-speed")
     args = parser.parse_args()
 
@@ -44,7 +51,7 @@ def main() -> None:
     model_config = ModelConfig(z_dim=50, hidden_dims=[400, 400])
     train_config = TrainConfig(
         epochs=args.repeats + 1,
-        batch_size=128,
+        batch_size=args.batch_size,
         lr=1e-3,
         elbo=args.elbo,
         device=args.device,
@@ -58,16 +65,23 @@ def main() -> None:
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
     plain_fused = PlainVAE().to(device)
     opt_fused = torch.optim.Adam(plain_fused.parameters(), lr=1e-3, fused=True)
+    elbo, elbo_fused = plain.elbo, plain_fused.elbo
+    if args.compile:
+        vae = trainer.vae
+        for net in (vae.encoder.trunk, vae.encoder.head, vae.decoder.net):
+            net.compile()
+        elbo, elbo_fused = torch.compile(elbo), torch.compile(elbo_fused)
+    bs = args.batch_size
 
-    # one warm-up epoch each (allocator, JIT compilation, first-step validation)
+    # one warm-up epoch each (allocator, compilation, first-step validation)
     trainer.run_epoch(1)
-    train_epoch(plain, opt, data.train.x)
-    train_epoch(plain_fused, opt_fused, data.train.x)
+    train_epoch(plain, opt, data.train.x, bs, elbo)
+    train_epoch(plain_fused, opt_fused, data.train.x, bs, elbo_fused)
     ours, ref, ref_fused = [], [], []
     for epoch in range(2, args.repeats + 2):
         ours.append(trainer.run_epoch(epoch)[1])
-        ref.append(train_epoch(plain, opt, data.train.x))
-        ref_fused.append(train_epoch(plain_fused, opt_fused, data.train.x))
+        ref.append(train_epoch(plain, opt, data.train.x, bs, elbo))
+        ref_fused.append(train_epoch(plain_fused, opt_fused, data.train.x, bs, elbo_fused))
         print(
             f"epoch {epoch - 1}: pyrovae {ours[-1]:.2f} s, plain PyTorch {ref[-1]:.2f} s, "
             f"plain PyTorch with fused Adam {ref_fused[-1]:.2f} s",
@@ -75,7 +89,11 @@ def main() -> None:
         )
     ratios = [a / b for a, b in zip(ours, ref, strict=True)]
     ratios_fused = [a / b for a, b in zip(ours, ref_fused, strict=True)]
-    print(f"device {device}, threads {torch.get_num_threads()}, elbo {args.elbo}, jit {args.jit}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"device {device} ({name}), threads {torch.get_num_threads()}, batch {bs}, "
+        f"elbo {args.elbo}, jit {args.jit}, compile {args.compile}, torch {torch.__version__}"
+    )
     print(
         f"median seconds/epoch: pyrovae {statistics.median(ours):.2f}, "
         f"plain PyTorch {statistics.median(ref):.2f}, "
