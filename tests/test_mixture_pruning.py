@@ -149,3 +149,26 @@ def test_saved_aggregate_keeps_its_tolerance():
     loc, scale = encodings_like(50, 3, seed=1)
     restored = source_from_state(source_state(aggregate(loc, scale, tolerance=1e-3)))
     assert restored.tolerance == 1e-3
+
+
+@pytest.mark.parametrize("offset,narrowest", [(0.0, 1e-3), (1e3, 1e-6), (-3e2, 1e-5)])
+def test_float32_box_bounds_never_fall_below_the_exact_maximum(offset, narrowest):
+    """The bounds are computed in float32 with margins: each is at least the float64 maximum
+    of the component's log density over the box, also far from the origin with scales so
+    narrow that rounding a mean to float32 moves it by many standard deviations."""
+    g = torch.Generator().manual_seed(7)
+    n, d = 3000, 20
+    loc = offset + 1e-3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    scale = (
+        torch.empty(n, d, dtype=torch.float64).uniform_(math.log(narrowest), 0.0, generator=g).exp()
+    )
+    mixture = PrunedDiagonalMixture(loc, scale)
+    assert mixture.bounds[0].dtype == torch.float32
+    log_norm = -scale.log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
+    for width in (0.0, 1e-6, 1e-3):
+        for centre in (loc[0], loc[1] + 2e-4, torch.full((d,), offset, dtype=torch.float64)):
+            lo, hi = centre - width, centre + width
+            gap = ((loc - centre).abs() - width).clamp(min=0) / scale
+            exact = log_norm - 0.5 * gap.pow(2).sum(-1)
+            bound = mixture._upper(mixture.bounds, lo, hi)
+            assert bool((bound >= exact).all()), (bound - exact).min().item()
