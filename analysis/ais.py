@@ -296,6 +296,7 @@ def _run_batches(
     on_step: Callable[[], None] | None = None,
     datum_index: torch.Tensor | None = None,
     key: int = 0,
+    stream: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
     """AIS over data batches of ``cfg.batch_size``.
 
@@ -304,7 +305,7 @@ def _run_batches(
     history. With ``z_start``
     (N, D) the schedule runs in reverse from it, with ``replay`` (one forward history per
     batch) replayed backwards as fixed step sizes. With ``datum_index`` the noise of every
-    datum is keyed by its index and ``key`` (:mod:`~pyrovae.analysis.datum_noise`).
+    datum is keyed by its index, ``key`` and ``stream`` (:mod:`~pyrovae.analysis.datum_noise`).
     """
     betas = sigmoid_schedule(cfg.num_steps)
     if z_start is not None:
@@ -315,7 +316,9 @@ def _run_batches(
         stop = start + cfg.batch_size
         xb, yb = x[start:stop], None if y is None else y[start:stop]
         g = _batch_initial(vae, initial, xb, yb)
-        draws = None if datum_index is None else DatumNoise(key, datum_index[start:stop])
+        draws = (
+            None if datum_index is None else DatumNoise(key, datum_index[start:stop], stream=stream)
+        )
         if z_start is None:  # drawn here to run in the model's dtype, whatever g's
             z0 = (
                 g.sample((cfg.num_chains,))

@@ -40,12 +40,12 @@ class BDMCResult:
     Attributes:
         lower_per_datum: forward AIS, log 1/C sum_c w_c, shape (N,) (float64, CPU).
         upper_per_datum: reverse AIS from the true z, -log 1/C sum_c w_rev_c, shape (N,).
-        x: the simulated data, (N, x_dim) (on the CPU).
+        x: the simulated data, (N, x_dim) (on the CPU; all of them, also with ``rows``).
         y: their one-hot labels for a CVAE (cycling through the classes), else None.
         z: the latent draws that generated them, (N, z_dim).
         forward: the forward AIS result (log weights, acceptance).
         reverse: the reverse AIS result; its ``per_datum`` is log 1/C sum_c w_rev_c.
-        num_steps: T; num_chains: C; num_data: N.
+        num_steps: T; num_chains: C; num_data: the data bounded (N, or the ``rows``).
     """
 
     lower_per_datum: torch.Tensor
@@ -135,6 +135,7 @@ def bdmc(
     batch_size: int | None = None,
     seed: int | None = 0,
     progress: bool = True,
+    rows: torch.Tensor | None = None,
 ) -> BDMCResult:
     """Bidirectional Monte Carlo: sandwich log p_r(x) on data simulated from the model.
 
@@ -155,6 +156,14 @@ def bdmc(
 
     ``progress`` shows one bar on stderr over the steps of both runs (the results are the
     same either way).
+
+    Every random number of the chains of simulated datum n comes from generators keyed by
+    (seed, n) (:mod:`~pyrovae.analysis.datum_noise`; its own streams for the forward and
+    the reverse run), so its bounds do not depend on ``batch_size`` or on the other data.
+    ``rows`` runs the chains of those simulated data only (all ``num_data`` are simulated,
+    the same whatever ``rows``): the result's bounds and AIS results are theirs, in that
+    order, while ``x``, ``y`` and ``z`` hold every simulated datum; a sharded evaluation
+    gives each process its rows (:func:`~pyrovae.analysis.sharding.sharded_bdmc`).
     """
     check_positive_int("num_data", num_data)
     device = next(vae.parameters()).device
@@ -175,14 +184,28 @@ def bdmc(
         f"BDMC, {_source_label(source)}: {num_data} simulated data, {num_steps} steps "
         "forward + reverse"
     )
-    total = 2 * _num_batches(num_data, cfg) * num_steps
+    index = torch.arange(num_data, device=device) if rows is None else rows.to(device)
+    check_datum_rows(index, num_data)
+    total = 2 * _num_batches(index.numel(), cfg) * num_steps
     with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
+        key = seed if seed is not None else int(torch.randint(2**31, ()))
         x, y, z = _simulate(vae, source, num_data, device)
+        xs, ys, zs = x[index], None if y is None else y[index], z[index]
+        keyed = {"datum_index": index, "key": key, "on_step": bar.update}
         forward_weights, forward_accept, steps = _run_batches(
-            vae, x, y, source, initial, cfg, record=True, on_step=bar.update
+            vae, xs, ys, source, initial, cfg, record=True, stream=FORWARD_STREAM, **keyed
         )
         reverse_weights, reverse_accept, _ = _run_batches(
-            vae, x, y, source, initial, cfg, z_start=z, replay=steps, on_step=bar.update
+            vae,
+            xs,
+            ys,
+            source,
+            initial,
+            cfg,
+            z_start=zs,
+            replay=steps,
+            stream=REVERSE_STREAM,
+            **keyed,
         )
     forward = _ais_result(forward_weights, forward_accept, cfg)
     reverse = _ais_result(reverse_weights, reverse_accept, cfg)
@@ -196,5 +219,26 @@ def bdmc(
         reverse=reverse,
         num_steps=num_steps,
         num_chains=num_chains,
-        num_data=num_data,
+        num_data=int(index.numel()),
     )
+
+
+FORWARD_STREAM, REVERSE_STREAM = 1, 2
+"""Noise streams of BDMC's forward and reverse chains (AIS on held-out data uses 0), so a
+simulated datum n and a held-out image n never share random numbers."""
+
+
+def check_datum_rows(rows: torch.Tensor, num_data: int) -> None:
+    """``rows`` must be distinct int64 indices into the ``num_data`` simulated data."""
+    bad = (
+        rows.dtype != torch.int64
+        or rows.dim() != 1
+        or rows.numel() == 0
+        or bool((rows < 0).any() or (rows >= num_data).any())
+        or rows.unique().numel() != rows.numel()
+    )
+    if bad:
+        raise ValueError(
+            f"rows must be distinct int64 indices in [0, {num_data}) (num_data), got "
+            f"{rows.tolist() if rows.numel() <= 8 else tuple(rows.shape)}"
+        )

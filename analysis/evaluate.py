@@ -36,7 +36,7 @@ from .memorization import memorization
 from .progress import progress_bar, progress_iter
 from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
-from .sharding import sharded_ais_log_likelihood
+from .sharding import sharded_ais_log_likelihood, sharded_bdmc
 from .source_fits import SOURCES
 from .sources import LatentSource, PriorSource
 from .stats import mean_stderr
@@ -323,8 +323,8 @@ def run_ais(
             per_datum=result.per_datum.tolist(),
         )
         out["ais"][name] = entry
-    if budget.bdmc_num_data and (context is None or context.is_writer):
-        sandwich = bdmc(
+    if budget.bdmc_num_data:
+        sandwich = (bdmc if context is None else partial(sharded_bdmc, context))(
             vae,
             num_data=budget.bdmc_num_data,
             num_steps=budget.steps,

@@ -1,4 +1,4 @@
-"""Importance-sampled and AIS log-likelihoods sharded over the processes of a torchrun job.
+"""Importance-sampled and AIS log-likelihoods, and BDMC, sharded over a torchrun job.
 
 Rank r of W scores the held-out data i with i mod W = r, each keyed by its index i
 (:mod:`pyrovae.analysis.datum_noise`), so it makes the draws a single process makes for
@@ -17,9 +17,15 @@ import torch
 from pyrovae.distributed import DistributedContext, member_rows
 
 from .ais import AISResult, ais_log_likelihood
+from .bdmc import BDMCResult, bdmc
 from .loglik import LogLikelihood, estimate_source_log_likelihoods
 
-__all__ = ["gather_log_likelihoods", "sharded_ais_log_likelihood", "sharded_source_log_likelihoods"]
+__all__ = [
+    "gather_log_likelihoods",
+    "sharded_ais_log_likelihood",
+    "sharded_bdmc",
+    "sharded_source_log_likelihoods",
+]
 
 _FIELDS = ("per_datum", "elbo", "khat", "log_weights")
 
@@ -112,9 +118,49 @@ def sharded_ais_log_likelihood(
     datum's noise keyed by its index, gathered: the same on every rank."""
     rows, x_mine, y_mine = _shard(context, x, y, kwargs)
     local = ais_log_likelihood(vae, x_mine, y_mine, source, **kwargs)
-    mine = {"rows": rows.cpu(), "log_weights": local.log_weights, "acceptance": local.acceptance}
+    return _gather_ais(context, rows.cpu(), local, x.shape[0])
+
+
+def sharded_bdmc(
+    context: DistributedContext, vae: torch.nn.Module, source: Any = None, **kwargs: Any
+) -> BDMCResult:
+    """:func:`~pyrovae.analysis.bdmc.bdmc` with the chains of simulated datum i run by rank
+    i mod W (every rank simulates all data, seeded alike), gathered: the same on every rank
+    and the same as in one process."""
+    num_data = kwargs.get("num_data", 100)
+    if "rows" in kwargs:
+        raise ValueError("rows is set by the sharding; do not pass it")
+    if num_data < context.world_size:
+        raise ValueError(
+            f"{num_data} simulated data (--bdmc-num-data) cannot be shared out over "
+            f"{context.world_size} processes; simulate at least {context.world_size}"
+        )
+    rows = member_rows(torch.arange(num_data), context.rank, context.world_size)
+    if not context.is_writer:
+        kwargs["progress"] = False
+    local = bdmc(vae, source, rows=rows, **kwargs)
+    forward = _gather_ais(context, rows, local.forward, num_data)
+    reverse = _gather_ais(context, rows, local.reverse, num_data)
+    return BDMCResult(
+        lower_per_datum=forward.per_datum,
+        upper_per_datum=-reverse.per_datum,
+        x=local.x,
+        y=local.y,
+        z=local.z,
+        forward=forward,
+        reverse=reverse,
+        num_steps=local.num_steps,
+        num_chains=local.num_chains,
+        num_data=num_data,
+    )
+
+
+def _gather_ais(
+    context: DistributedContext, rows: torch.Tensor, local: AISResult, total: int
+) -> AISResult:
+    """Every rank's AIS result for its ``rows`` of ``total`` data, in data order."""
+    mine = {"rows": rows, "log_weights": local.log_weights, "acceptance": local.acceptance}
     parts = context.all_gather(mine)
-    total = x.shape[0]
     log_weights = _assemble([p["log_weights"] for p in parts], parts, total)
     assert log_weights is not None
     sizes = [p["rows"].numel() for p in parts]  # every datum has the same transitions

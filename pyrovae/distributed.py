@@ -223,18 +223,27 @@ class DistributedTrainer(Trainer):
         return self._num_train
 
     def _local(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Rows of the global batch ``idx`` held here, their shard positions, and the loss
-        weight W / B (0 with a stand-in datum when this process holds none of them)."""
+        """Rows of the global batch ``idx`` (on the CPU) held here, their shard positions
+        (both on the device), and the loss weight W / B (0 with a stand-in datum when this
+        process holds none of them)."""
         world = self.context.world_size
         rows = member_rows(idx, self.context.rank, world)
         if rows.numel() == 0:  # keep every process in step: compute one datum, weight 0
-            return torch.zeros(1, dtype=torch.long, device=idx.device), idx.new_zeros(1), 0.0
-        return rows, idx[rows] // world, world / idx.numel()
+            zero = torch.zeros(1, dtype=torch.long, device=self.device)
+            return zero, zero.clone(), 0.0
+        return rows.to(self.device), (idx[rows] // world).to(self.device), world / idx.numel()
+
+    def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
+        """Which rows of every global batch this process holds, worked out on the CPU from
+        one copy of the epoch's order: a step then selects its rows with no host read
+        (``nonzero`` on the device would make the host wait for the GPU at every step)."""
+        order = perm.cpu()
+        self._batches = [self._local(batch) for batch in order.split(batch_size)]
 
     def _step_inputs(
-        self, idx: torch.Tensor, y_all: torch.Tensor | None
+        self, step: int, idx: torch.Tensor, y_all: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, float, AbstractContextManager[Any]]:
-        rows, local, weight = self._local(idx)
+        rows, local, weight = self._batches[step]
         x = self.train_split.x[local]
         if self.binarize:  # the global batch's uniforms, this process's rows
             uniforms = torch.rand((idx.numel(), x.shape[-1]), device=x.device)
@@ -259,7 +268,7 @@ class DistributedTrainer(Trainer):
         count = 0
         for start in range(0, self._num_val, VALIDATION_CHUNK):
             idx = torch.arange(start, min(start + VALIDATION_CHUNK, self._num_val))
-            rows, local, weight = self._local(idx.to(self.device))
+            rows, local, weight = self._local(idx)
             y = None if self.val_y is None else self.val_y[local]
             with global_batch_draws(rows, idx.numel()):
                 weights = importance_terms(

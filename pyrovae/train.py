@@ -347,12 +347,15 @@ class Trainer:
         self.load_state_dict(state)
 
     # ----------------------------------------------------------------- loop
+    def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
+        """Called with the epoch's data order before its first step."""
+
     def _step_inputs(
-        self, idx: torch.Tensor, y_all: torch.Tensor | None
+        self, step: int, idx: torch.Tensor, y_all: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, float, AbstractContextManager[Any]]:
-        """The step's ``(x, y, loss weight, draws)`` for the global batch ``idx``: the data
-        this process computes, the factor of their summed loss, and the context the step's
-        random draws are made in."""
+        """The step's ``(x, y, loss weight, draws)`` for the global batch ``idx`` (step
+        ``step`` of the epoch): the data this process computes, the factor of their summed
+        loss, and the context the step's random draws are made in."""
         x = self.train_split.x[idx]
         if self.binarize:  # dynamic binarization, from uniforms (as DistributedTrainer draws)
             x = binarize_with(x, torch.rand(x.shape, device=x.device))
@@ -375,6 +378,7 @@ class Trainer:
         steps = n // bs if self.config.jit and n >= bs else math.ceil(n / bs)
         start = time.perf_counter()
         perm = torch.randperm(n, device=self.device)
+        self._begin_epoch(perm, bs)
         total = torch.zeros((), device=self.device)
         watch = _NonFiniteWatch(self.device)
         seen = 0
@@ -387,7 +391,7 @@ class Trainer:
         )
         for step in bar:
             idx = perm[step * bs : (step + 1) * bs]
-            x, y, weight, draws = self._step_inputs(idx, y_all)
+            x, y, weight, draws = self._step_inputs(step, idx, y_all)
             self.latent_scale.scale = self.kl_weight(epoch, step / steps)
             # Distribution arguments are validated on the first step of a run only: it
             # catches shape and support mistakes, and costs ~10% of a step afterwards.

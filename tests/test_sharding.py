@@ -15,6 +15,7 @@ import torch
 from pyrovae import build_model
 from pyrovae.analysis import datum_noise
 from pyrovae.analysis.ais import ais_log_likelihood
+from pyrovae.analysis.bdmc import bdmc
 from pyrovae.analysis.datum_noise import METHODS, DatumNoise, datum_normals
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.proposals import initial_distribution
@@ -120,6 +121,29 @@ def test_ais_does_not_depend_on_the_batch_or_the_other_data(method):
         torch.testing.assert_close(whole.log_weights[rows], part.log_weights, rtol=0, atol=ROUNDING)
 
 
+def test_bdmc_does_not_depend_on_the_batch_or_the_other_data(method):
+    vae, _, sources = problem()
+    rows = torch.tensor([6, 0, 3])
+    for source in (None, sources["gaussian-z"]):
+        kwargs = dict(num_data=9, num_steps=8, num_chains=3, leapfrog_steps=2, seed=2)
+        whole = bdmc(vae, source, batch_size=9, progress=False, **kwargs)
+        small = bdmc(vae, source, batch_size=2, progress=False, **kwargs)
+        part = bdmc(vae, source, rows=rows, progress=False, **kwargs)
+        for bound in ("lower_per_datum", "upper_per_datum"):
+            a, b, c = (getattr(r, bound) for r in (whole, small, part))
+            torch.testing.assert_close(a, b, rtol=0, atol=ROUNDING)
+            torch.testing.assert_close(a[rows], c, rtol=0, atol=ROUNDING)
+        assert torch.equal(part.x, whole.x) and part.num_data == 3
+        assert whole.gap > -0.5  # a sandwich, up to the noise of 3 chains
+
+
+def test_bdmc_rows_must_index_the_simulated_data():
+    vae, _, _ = problem()
+    for bad in (torch.tensor([0, 9]), torch.tensor([1, 1]), torch.tensor([0.0])):
+        with pytest.raises(ValueError, match=r"rows must be distinct int64 indices in \[0, 9\)"):
+            bdmc(vae, num_data=9, num_steps=2, num_chains=2, rows=bad, progress=False)
+
+
 def test_datum_index_must_match_the_data():
     vae, x, sources = problem()
     with pytest.raises(ValueError, match="datum_index must be int64 of shape"):
@@ -182,7 +206,8 @@ def test_torchrun_evaluate_writes_what_one_process_writes(tiny_run, mnist_root, 
         ais = (two["sources"][name]["ais"], one["sources"][name]["ais"])
         assert ais[0]["per_datum"] == pytest.approx(ais[1]["per_datum"], rel=1e-7, abs=1e-5)
         assert ais[0]["acceptance"] == pytest.approx(ais[1]["acceptance"], abs=1e-5)
-    assert two["bdmc"]["gap"] == pytest.approx(one["bdmc"]["gap"], abs=1e-5)  # rank 0 alone
+    for key in ("lower", "upper", "gap"):  # sharded like AIS
+        assert two["bdmc"][key] == pytest.approx(one["bdmc"][key], abs=1e-5)
     for key in ("elbo", "marginal_kl", "mutual_information"):  # run by rank 0 alone
         assert two["surgery"][key] == pytest.approx(one["surgery"][key], abs=1e-5)
 
