@@ -200,7 +200,7 @@ class PrunedDiagonalMixture:
                 probe_logits = feats[idx] @ probe_rows.T
                 probe_sum = torch.logsumexp(probe_logits, -1)
                 keep = upper >= probe_sum.min() + self.cut
-                if leaf:  # the probe's sums again, and the other survivors
+                if leaf:  # the probe's products reused, the other survivors added
                     rest = cand[keep & ~probe]
                     self.kept_pairs += (k + rest.numel()) * idx.numel()
                     logits, rows = [probe_logits], [probe_rows]
