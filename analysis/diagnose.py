@@ -29,9 +29,12 @@ from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
+from .ais import ais_log_likelihood
+from .datum_noise import mix64
 from .figures import plot_gaps, plot_posteriors, save_figure
-from .gaps import GAP_NAMES, inference_gaps
+from .gaps import GAP_NAMES, GapResult, inference_gaps
 from .posterior import default_data, guide_vs_posterior, reference_posterior
+from .sharding import sharded_ais_log_likelihood
 from .source_store import model_fingerprint
 from .stats import mean_stderr
 
@@ -50,6 +53,19 @@ DIAGNOSTICS_DIRNAME = "diagnostics"
 DIAGNOSTICS_FILENAME = "diagnostics.json"
 POSTERIOR_PANELS = 6
 """Images drawn in ``posterior.png`` (the first of those with a NUTS reference)."""
+GAP_GROUP = 8
+"""Images per fit of q* (positions 8g to 8g + 7 form group g, its fit and ELBO draws seeded
+by (seed, g)): the groups do not depend on the number of processes, so a torchrun job
+that gives group g to rank g mod W computes what one process computes."""
+_GAP_KEY = 0x6A70
+"""Tags the groups' seeds, so they differ from the NUTS seeds (seed + position)."""
+_GAP_FIELDS = (
+    "log_px",
+    "elbo_amortized",
+    "elbo_optimal",
+    "elbo_amortized_stderr",
+    "elbo_optimal_stderr",
+)
 FIGURES = {
     "posterior.png": "Posterior p(z | x) by NUTS against the guide q(z | x)",
     "gaps.png": "Inference gaps per image and coverage of the guide's intervals",
@@ -142,10 +158,14 @@ def diagnose_run(
     flagged datum (R-hat > 1.01) keeps its entry, marked, and is left out of
     ``"coverage_90_mean"``; the gaps need no NUTS and cover every datum.
 
-    In a torchrun job (``context``) the NUTS references are sharded: rank r runs the
-    images at positions i with i mod W = r (each seeded with ``seed + i``, as in one
-    process) and writes their NetCDF files; rank 0 gathers the summaries, computes the
-    gaps, draws the figures and writes ``diagnostics.json``; the other ranks return {}.
+    The gaps take log p(x) from AIS (every image with its own random numbers) and fit q*
+    to groups of :data:`GAP_GROUP` images, each group seeded by (seed, group).
+
+    In a torchrun job (``context``) the work is sharded: rank r runs the NUTS references
+    of the images at positions i with i mod W = r (each seeded with ``seed + i``, as in
+    one process) and writes their NetCDF files, the AIS of the images i mod W = r and the
+    q* fits of the groups g mod W = r; rank 0 gathers everything, draws the figures and
+    writes ``diagnostics.json`` (what one process writes); the other ranks return {}.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,9 +195,10 @@ def diagnose_run(
         mine[i] = (ref.to_dict(), summary, ref if i < POSTERIOR_PANELS else None)
     if context is not None:
         parts = context.all_gather(mine)
-        if not context.is_writer:
-            return {}
         mine = {i: item for part in parts for i, item in part.items()}
+    gaps = _gaps(vae, x, y, budget, seed, context)
+    if context is not None and not context.is_writer:
+        return {}
     keep = {f"posterior-{entries[i]['index']:05d}.nc" for i in mine}
     for stale in out.glob("posterior-*.nc"):  # of an earlier run on other images
         if stale.name not in keep:
@@ -191,15 +212,6 @@ def diagnose_run(
             coverage.append(summary["coverage_90_mean"])
         if ref is not None and len(drawn) < POSTERIOR_PANELS:
             drawn.append((i, ref, summary))
-    gaps = inference_gaps(
-        vae,
-        x,
-        y,
-        steps=budget.gap_steps,
-        elbo_draws=budget.elbo_draws,
-        ais_options={"num_steps": budget.ais_steps, "num_chains": budget.ais_chains},
-        seed=seed,
-    )
     for i, entry in enumerate(entries):
         entry["gaps"] = {name: float(getattr(gaps, name)[i]) for name in GAP_NAMES}
     references = [e for e in entries if e["reference"]]
@@ -224,6 +236,45 @@ def diagnose_run(
         result["figures"] = _draw(vae, x, y, entries, drawn, result, out)
     write_json(out / DIAGNOSTICS_FILENAME, result)
     return result
+
+
+def _gaps(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    budget: DiagnoseBudget,
+    seed: int,
+    context: DistributedContext | None,
+) -> GapResult:
+    """The inference gaps of every image: log p(x) by AIS with each image's own random
+    numbers (sharded like ``evaluate``'s AIS), q* fitted per group of :data:`GAP_GROUP`
+    images (group g on rank g mod W), gathered in image order."""
+    ais = {"num_steps": budget.ais_steps, "num_chains": budget.ais_chains, "seed": seed}
+    if context is None:
+        index = torch.arange(x.shape[0], device=x.device)
+        log_px = ais_log_likelihood(vae, x, y, datum_index=index, progress=False, **ais)
+    else:
+        log_px = sharded_ais_log_likelihood(context, vae, x, y, progress=False, **ais)
+    rank, world = (0, 1) if context is None else (context.rank, context.world_size)
+    starts = range(0, x.shape[0], GAP_GROUP)
+    mine = {}
+    for g in range(rank, len(starts), world):
+        rows = slice(starts[g], starts[g] + GAP_GROUP)
+        part = inference_gaps(
+            vae,
+            x[rows],
+            None if y is None else y[rows],
+            log_px=log_px.per_datum[rows],
+            steps=budget.gap_steps,
+            elbo_draws=budget.elbo_draws,
+            seed=mix64(seed, _GAP_KEY, g) % 2**31,
+        )
+        mine[g] = {"family": part.family, **{f: getattr(part, f) for f in _GAP_FIELDS}}
+    if context is not None:
+        mine = {g: part for shard in context.all_gather(mine) for g, part in shard.items()}
+    ordered = [mine[g] for g in range(len(starts))]
+    values = {f: torch.cat([part[f] for part in ordered]) for f in _GAP_FIELDS}
+    return GapResult(family=ordered[0]["family"], log_px_method="ais", **values)
 
 
 def _draw(
