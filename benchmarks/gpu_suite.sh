@@ -15,22 +15,26 @@
 # usage: bash benchmarks/gpu_suite.sh RUN_DIR DATA_ROOT [LOG_DIR]
 #   RUN_DIR   a trained z=50 run (for the log-likelihood steps); it is copied, not written
 #   DATA_ROOT a directory holding MNIST/raw
+# pyrovae must be installed (pip install . or -e .); the steps run outside the checkout.
 # DEVICE=cpu QUICK=1 runs the same steps on small budgets on the CPU (to check the script).
 set -u
 if [ $# -lt 2 ]; then
     echo "usage: bash benchmarks/gpu_suite.sh RUN_DIR DATA_ROOT [LOG_DIR]" >&2
     exit 2
 fi
-run=$1
-data=$2
-logs=${3:-gpu-logs}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "${3:-gpu-logs}"
+run=$(realpath "$1")
+data=$(realpath "$2")
+logs=$(realpath "${3:-gpu-logs}")
 device=${DEVICE:-cuda}
 quick=${QUICK:-0}
 python=${PYTHON:-python3}
-mkdir -p "$logs"
 work=$(mktemp -d)
 cp -r "$run" "$work/run"
 export PYTHONUNBUFFERED=1 PYROVAE_CACHE="$work/cache"
+# run outside the checkout, so that the installed package is imported, not ./pyrovae
+cd "$work" || exit 1
 
 if [ "$quick" = 1 ]; then
     repeats=1 k=50 n_ll=20 n_eval=40 n_train=500 steps=5 subset=2000
@@ -59,19 +63,20 @@ step() {
 cat "$logs/environment.txt"
 
 step device-tests 300 env PYROVAE_TEST_DEVICE="$device" PYROVAE_TEST_DATA="$data" \
-    "$python" -m pytest -q -p no:cacheprovider tests/test_device.py tests/test_objectives.py
-step train-128 240 "$python" benchmarks/train_speed.py --device "$device" --data-root "$data" \
+    "$python" -m pytest -q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" \
+    "$repo/tests/test_device.py" "$repo/tests/test_objectives.py"
+step train-128 240 "$python" "$repo"/benchmarks/train_speed.py --device "$device" --data-root "$data" \
     --repeats "$repeats" --batch-size 128 --out "$work/train-128"
-step train-1024 120 "$python" benchmarks/train_speed.py --device "$device" --data-root "$data" \
+step train-1024 120 "$python" "$repo"/benchmarks/train_speed.py --device "$device" --data-root "$data" \
     --repeats "$repeats" --batch-size 1024 --out "$work/train-1024"
-step train-128-compiled 300 "$python" benchmarks/train_speed.py --device "$device" \
+step train-128-compiled 300 "$python" "$repo"/benchmarks/train_speed.py --device "$device" \
     --data-root "$data" --repeats "$repeats" --batch-size 128 --compile --out "$work/train-c"
-step loglik-speed 240 "$python" benchmarks/loglik_speed.py --device "$device" --run-dir "$work/run" \
+step loglik-speed 240 "$python" "$repo"/benchmarks/loglik_speed.py --device "$device" --run-dir "$work/run" \
     --data-root "$data" --num-data "$n_ll" --num-samples "$k" --repeats "$repeats"
 step evaluate-k5000 480 "$python" -m pyrovae evaluate "$work/run" --device "$device" \
     --data-root "$data" --num-samples "$k" --num-test "$n_eval" --num-train "$n_train" \
     --sources prior gaussian-z gmm aggregate --no-quality --out "$logs/evaluation-k$k.json"
-step ais-speed 180 "$python" benchmarks/ais_speed.py --device "$device" --run-dir "$work/run" \
+step ais-speed 180 "$python" "$repo"/benchmarks/ais_speed.py --device "$device" --run-dir "$work/run" \
     --data-root "$data" --num-steps "$steps" --repeats "$repeats"
 step nccl-train 180 "$python" -m torch.distributed.run --standalone --nproc_per_node 1 \
     -m pyrovae train --device "$device" --data-root "$data" --epochs 2 --subset "$subset" \
