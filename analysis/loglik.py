@@ -471,11 +471,18 @@ def _mixture_draws(
     log_guide_share: float,
     log_share: float,
     noise: DatumNoise,
+    every_pair: bool | None = None,
 ) -> tuple[ImportanceTerms, torch.Tensor]:
     """K i.i.d. draws per datum from the defensive mixture: their terms, log g(z), and which
     of them came from the guide's component (shape (K, B)). Every draw of every component
     is made (and the unused ones dropped), so each use of ``noise`` is the same in every
-    pass."""
+    pass.
+
+    On the CPU each adapted proposal draws only the (draw, datum) pairs that chose it
+    (found with ``nonzero``); on a GPU (``every_pair``, default: off the CPU) it draws for
+    every pair and keeps its own with ``torch.where``, which costs more arithmetic but
+    needs no host read of how many pairs chose it. The values are the same either way.
+    """
     with datum_normals(noise):
         z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
     shares = torch.tensor([log_guide_share] + [log_share] * len(proposals)).exp()
@@ -483,8 +490,17 @@ def _mixture_draws(
     u = noise.uniform(num_particles, device=z.device)[..., 0]  # (K, B)
     which = torch.searchsorted(cdf, u.contiguous()).clamp_(max=len(proposals))
     z = z.clone()
+    if every_pair is None:
+        every_pair = z.device.type != "cpu"
+    rows = torch.arange(x.shape[0], device=z.device).expand(num_particles, -1).reshape(-1)
     for j, g in enumerate(proposals.values(), start=1):
         picked = which == j
+        if every_pair:
+            pick_u = noise.uniform(num_particles, device=z.device)[..., 0].reshape(-1)
+            eps = noise.normal(num_particles, z.shape[-1], device=z.device).flatten(0, 1)
+            draws = g.sample_rows(rows, pick_u, eps).to(z.dtype).view_as(z)
+            z = torch.where(picked.unsqueeze(-1), draws, z)
+            continue
         at = picked.nonzero().unbind(1)  # the (draw, datum) pairs that come from g
         pick_u = noise.uniform(num_particles, device=z.device, at=at)[:, 0]
         eps = noise.normal(num_particles, z.shape[-1], device=z.device, at=at)

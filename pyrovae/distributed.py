@@ -234,11 +234,25 @@ class DistributedTrainer(Trainer):
         return rows.to(self.device), (idx[rows] // world).to(self.device), world / idx.numel()
 
     def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
-        """Which rows of every global batch this process holds, worked out on the CPU from
-        one copy of the epoch's order: a step then selects its rows with no host read
-        (``nonzero`` on the device would make the host wait for the GPU at every step)."""
+        """Which rows of every global batch this process holds, worked out once per epoch on
+        a CPU copy of its order and sent to the device in one piece: a step then slices
+        its rows with no host read (``nonzero`` on the device would make the host wait for
+        the GPU at every step)."""
+        world = self.context.world_size
         order = perm.cpu()
-        self._batches = [self._local(batch) for batch in order.split(batch_size)]
+        held = member_rows(order, self.context.rank, world)  # positions in the epoch
+        edges = torch.arange(0, order.numel() + batch_size, batch_size).clamp_(max=order.numel())
+        cuts = torch.searchsorted(held, edges).tolist()
+        rows = (held % batch_size).to(self.device)
+        local = (order[held] // world).to(self.device)
+        zero = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._batches = []
+        for step, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+            size = min(batch_size, order.numel() - step * batch_size)
+            if a == b:  # none of this batch here: one stand-in datum, weight 0
+                self._batches.append((zero, zero, 0.0))
+            else:
+                self._batches.append((rows[a:b], local[a:b], world / size))
 
     def _step_inputs(
         self, step: int, idx: torch.Tensor, y_all: torch.Tensor | None

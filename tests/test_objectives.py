@@ -3,6 +3,8 @@ and training, AIS and the estimator's inner loops read nothing back per step."""
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.infer
 import pytest
@@ -110,6 +112,39 @@ def test_a_training_epoch_reads_the_host_only_at_the_checks(mnist, tmp_path, elb
     assert reads.count <= steps // NONFINITE_CHECK_EVERY + 2, reads.where()
 
 
+def test_a_data_parallel_step_reads_nothing_back(mnist, tmp_path):
+    """The data-parallel trainer selects its rows of each global batch without a host read
+    (it worked them out with ``nonzero`` on the device at every step), here in a job of one
+    process."""
+    import torch.distributed as dist
+
+    from pyrovae.distributed import DistributedContext, DistributedTrainer
+
+    steps = NONFINITE_CHECK_EVERY + 10
+    config = TrainConfig(epochs=2, subset=8 * steps, batch_size=8, device="cpu")
+    model_config = ModelConfig(z_dim=2, hidden_dims=[16])
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        context = DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
+        trainer = DistributedTrainer(
+            build_model(model_config),
+            mnist,
+            config,
+            tmp_path,
+            model_config,
+            progress=False,
+            context=context,
+        )
+        trainer.run_epoch(1)
+        with HostReads() as reads:
+            trainer.run_epoch(2)
+    finally:
+        dist.destroy_process_group()
+    # the epoch's rows found once (one nonzero on the CPU copy of its order), the flag at
+    # step 50 and at the end, the epoch's total (reduced over the processes)
+    assert reads.count <= steps // NONFINITE_CHECK_EVERY + 4, reads.where()
+
+
 def _tiny_vae():
     vae = build_model(ModelConfig(z_dim=2, hidden_dims=[16], x_dim=20))
     x = torch.bernoulli(torch.rand(6, 20, generator=torch.Generator().manual_seed(1)))
@@ -127,14 +162,16 @@ def test_ais_reads_do_not_grow_with_the_transitions():
 
 
 def test_estimator_reads_do_not_grow_with_the_chunks():
-    """Reads happen per batch of data (building its proposals, checking its weights), never
-    per chunk of particles."""
+    """Scalar reads happen per batch of data (building its proposals, checking its
+    weights), never per chunk of particles. (On the CPU each adapted proposal also finds
+    the draws that chose it with ``nonzero`` per chunk; a GPU draws every pair instead:
+    tested below.)"""
     vae, x = _tiny_vae()
     gmm = fit_source("gmm", vae, torch.bernoulli(torch.full((200, 20), 0.4)), num_components=3)
     counts = []
     # one datum per batch both times: one chunk of 40 particles each, then four of 10
     for draws_per_pass in (40, 10):
-        with HostReads() as reads:
+        with HostReads(sizes=False) as reads:
             estimate_source_log_likelihoods(
                 vae,
                 x,
@@ -147,3 +184,44 @@ def test_estimator_reads_do_not_grow_with_the_chunks():
             )
         counts.append(reads.count)
     assert counts[0] == counts[1], f"{counts}"
+
+
+def test_mixture_draws_for_every_pair_are_the_picked_ones_without_a_read():
+    """The GPU way of drawing from the defensive mixture (every pair from every proposal,
+    kept with torch.where) gives the draws of the CPU way (only the pairs that chose each
+    proposal) and reads nothing back."""
+    from pyrovae.analysis.datum_noise import DatumNoise
+    from pyrovae.analysis.loglik import _mixture_draws
+    from pyrovae.analysis.proposals import (
+        adapted_proposal,
+        guide_gaussian,
+        likelihood_message,
+        prior_gaussian,
+        source_view,
+    )
+
+    vae, x = _tiny_vae()
+    train_x = torch.bernoulli(torch.full((200, 20), 0.4))
+    sources = {
+        name: fit_source(name, vae, train_x, **options)
+        for name, options in (("gmm", {"num_components": 3}), ("gaussian-full", {}))
+    }
+    message = likelihood_message(guide_gaussian(vae, x, None), prior_gaussian(vae, x, None))
+    proposals = {
+        name: adapted_proposal(message, source_view(source, seed=0), 8)
+        for name, source in sources.items()
+    }
+    out = []
+    for every_pair in (False, True):
+        noise = DatumNoise(3, torch.arange(x.shape[0]), total=30)
+        # as the estimator calls it after its first chunk: distribution checks off
+        with pyro.validation_enabled(False), HostReads() as reads:
+            terms, log_g, from_guide = _mixture_draws(
+                vae, x, None, 30, proposals, math.log(0.2), math.log(0.4), noise, every_pair
+            )
+        out.append((terms.latents["z"], log_g, from_guide, reads.count))
+    (z_a, g_a, f_a, reads_a), (z_b, g_b, f_b, reads_b) = out
+    assert torch.equal(f_a, f_b) and 0 < int(f_a.sum()) < f_a.numel()
+    torch.testing.assert_close(z_a, z_b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(g_a, g_b, rtol=0, atol=1e-5)
+    assert reads_b == 0 < reads_a, (reads_a, reads_b)  # the CPU way finds its pairs
