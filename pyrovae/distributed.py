@@ -222,37 +222,35 @@ class DistributedTrainer(Trainer):
     def num_train(self) -> int:
         return self._num_train
 
-    def _local(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Rows of the global batch ``idx`` (on the CPU) held here, their shard positions
-        (both on the device), and the loss weight W / B (0 with a stand-in datum when this
-        process holds none of them)."""
+    def _held(
+        self, order: torch.Tensor, batch_size: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """For each global batch of ``order`` (global example indices on the CPU, in batches
+        of ``batch_size``): the rows of it held here and their shard positions (on the
+        device), and the loss weight W / B (0 with a stand-in datum when this process holds
+        none of them). Worked out on the CPU in one pass and sent to the device in one
+        piece, so a step slices its rows with no host read (``nonzero`` on the device would
+        make the host wait for the GPU at every step)."""
         world = self.context.world_size
-        rows = member_rows(idx, self.context.rank, world)
-        if rows.numel() == 0:  # keep every process in step: compute one datum, weight 0
-            zero = torch.zeros(1, dtype=torch.long, device=self.device)
-            return zero, zero.clone(), 0.0
-        return rows.to(self.device), (idx[rows] // world).to(self.device), world / idx.numel()
-
-    def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
-        """Which rows of every global batch this process holds, worked out once per epoch on
-        a CPU copy of its order and sent to the device in one piece: a step then slices
-        its rows with no host read (``nonzero`` on the device would make the host wait for
-        the GPU at every step)."""
-        world = self.context.world_size
-        order = perm.cpu()
-        held = member_rows(order, self.context.rank, world)  # positions in the epoch
+        held = member_rows(order, self.context.rank, world)  # positions in the order
         edges = torch.arange(0, order.numel() + batch_size, batch_size).clamp_(max=order.numel())
         cuts = torch.searchsorted(held, edges).tolist()
         rows = (held % batch_size).to(self.device)
         local = (order[held] // world).to(self.device)
         zero = torch.zeros(1, dtype=torch.long, device=self.device)
-        self._batches = []
+        batches = []
         for step, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
             size = min(batch_size, order.numel() - step * batch_size)
-            if a == b:  # none of this batch here: one stand-in datum, weight 0
-                self._batches.append((zero, zero, 0.0))
+            if a == b:  # keep every process in step: compute one datum, weight 0
+                batches.append((zero, zero, 0.0))
             else:
-                self._batches.append((rows[a:b], local[a:b], world / size))
+                batches.append((rows[a:b], local[a:b], world / size))
+        return batches
+
+    def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
+        """This process's rows of every global batch of the epoch, from one CPU copy of its
+        order (:meth:`_held`)."""
+        self._batches = self._held(perm.cpu(), batch_size)
 
     def _step_inputs(
         self, step: int, idx: torch.Tensor, y_all: torch.Tensor | None
@@ -280,9 +278,10 @@ class DistributedTrainer(Trainer):
         self.vae.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
-        for start in range(0, self._num_val, VALIDATION_CHUNK):
-            idx = torch.arange(start, min(start + VALIDATION_CHUNK, self._num_val))
-            rows, local, weight = self._local(idx)
+        chunks = torch.arange(self._num_val).split(VALIDATION_CHUNK)
+        for idx, (rows, local, weight) in zip(
+            chunks, self._held(torch.arange(self._num_val), VALIDATION_CHUNK), strict=True
+        ):
             y = None if self.val_y is None else self.val_y[local]
             with global_batch_draws(rows, idx.numel()):
                 weights = importance_terms(
