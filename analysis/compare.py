@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from torch import nn
@@ -25,7 +24,7 @@ from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
 from .diagnostics import KHAT_THRESHOLD
-from .loglik import LogLikelihood, estimate_source_log_likelihoods
+from .loglik import LogLikelihood
 from .sharding import sharded_source_log_likelihoods
 from .source_fits import SOURCES, fit_sources
 from .sources import LatentSource
@@ -289,10 +288,8 @@ def compare_sources(
         else {}
     )
     fitted.update(given)
-    estimate: Any = estimate_source_log_likelihoods
-    if context is not None:
-        estimate = partial(sharded_source_log_likelihoods, context)
-    results = estimate(
+    results = sharded_source_log_likelihoods(
+        context,
         vae,
         x_test,
         fitted,

@@ -29,7 +29,6 @@ from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
-from .ais import ais_log_likelihood
 from .datum_noise import mix64
 from .figures import plot_gaps, plot_posteriors, save_figure
 from .gaps import GAP_NAMES, GapResult, inference_gaps
@@ -249,12 +248,16 @@ def _gaps(
     """The inference gaps of every image: log p(x) by AIS with each image's own random
     numbers (sharded like ``evaluate``'s AIS), q* fitted per group of :data:`GAP_GROUP`
     images (group g on rank g mod W), gathered in image order."""
-    ais = {"num_steps": budget.ais_steps, "num_chains": budget.ais_chains, "seed": seed}
-    if context is None:
-        index = torch.arange(x.shape[0], device=x.device)
-        log_px = ais_log_likelihood(vae, x, y, datum_index=index, progress=False, **ais)
-    else:
-        log_px = sharded_ais_log_likelihood(context, vae, x, y, progress=False, **ais)
+    log_px = sharded_ais_log_likelihood(
+        context,
+        vae,
+        x,
+        y,
+        num_steps=budget.ais_steps,
+        num_chains=budget.ais_chains,
+        seed=seed,
+        progress=False,
+    )
     rank, world = (0, 1) if context is None else (context.rank, context.world_size)
     starts = range(0, x.shape[0], GAP_GROUP)
     mine = {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -28,8 +27,6 @@ from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
-from .ais import ais_log_likelihood
-from .bdmc import bdmc
 from .classifier import MNISTClassifier
 from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
 from .memorization import memorization
@@ -293,13 +290,10 @@ def run_ais(
         )
     x, y = model_inputs(vae, getattr(data, split), budget.num_test, random_subset=True)
     out: dict[str, Any] = {"ais": {}}
-    index = {"datum_index": torch.arange(x.shape[0], device=x.device)}
-    estimate: Any = ais_log_likelihood
-    if context is not None:
-        estimate, index = partial(sharded_ais_log_likelihood, context), {}
     for name in names:
         source = comparison.sources[name]
-        result = estimate(
+        result = sharded_ais_log_likelihood(
+            context,
             vae,
             x,
             y,
@@ -310,7 +304,6 @@ def run_ais(
             leapfrog_steps=budget.leapfrog_steps,
             seed=seed,
             progress=progress,
-            **index,
         )
         is_part = comparison.results[name].per_datum[: budget.num_test]
         entry = result.to_dict()
@@ -324,7 +317,8 @@ def run_ais(
         )
         out["ais"][name] = entry
     if budget.bdmc_num_data:
-        sandwich = (bdmc if context is None else partial(sharded_bdmc, context))(
+        sandwich = sharded_bdmc(
+            context,
             vae,
             num_data=budget.bdmc_num_data,
             num_steps=budget.steps,

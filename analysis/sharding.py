@@ -31,7 +31,7 @@ _FIELDS = ("per_datum", "elbo", "khat", "log_weights")
 
 
 def sharded_source_log_likelihoods(
-    context: DistributedContext,
+    context: DistributedContext | None,
     vae: torch.nn.Module,
     x: torch.Tensor,
     sources: Mapping[str, Any],
@@ -39,7 +39,10 @@ def sharded_source_log_likelihoods(
     **kwargs: Any,
 ) -> dict[str, LogLikelihood]:
     """:func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods` on this rank's
-    shard of ``x`` (every rank passes all of ``x``), gathered: the same on every rank."""
+    shard of ``x`` (every rank passes all of ``x``), gathered: the same on every rank.
+    ``context=None`` is a job of this process alone (the estimate of all of ``x``)."""
+    if context is None:
+        return estimate_source_log_likelihoods(vae, x, sources, y, **kwargs)
     rows, x_mine, y_mine = _shard(context, x, y, kwargs)
     local = estimate_source_log_likelihoods(vae, x_mine, sources, y_mine, **kwargs)
     return gather_log_likelihoods(context, local, rows.cpu(), x.shape[0])
@@ -107,7 +110,7 @@ def _assemble(
 
 
 def sharded_ais_log_likelihood(
-    context: DistributedContext,
+    context: DistributedContext | None,
     vae: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor | None = None,
@@ -115,18 +118,27 @@ def sharded_ais_log_likelihood(
     **kwargs: Any,
 ) -> AISResult:
     """:func:`~pyrovae.analysis.ais.ais_log_likelihood` on this rank's shard of ``x``, each
-    datum's noise keyed by its index, gathered: the same on every rank."""
+    datum's noise keyed by its index, gathered: the same on every rank. ``context=None``
+    is a job of this process alone (all of ``x``, each datum keyed by its row)."""
+    if context is None:
+        index = torch.arange(x.shape[0], device=x.device)
+        return ais_log_likelihood(vae, x, y, source, datum_index=index, **kwargs)
     rows, x_mine, y_mine = _shard(context, x, y, kwargs)
     local = ais_log_likelihood(vae, x_mine, y_mine, source, **kwargs)
     return _gather_ais(context, rows.cpu(), local, x.shape[0])
 
 
 def sharded_bdmc(
-    context: DistributedContext, vae: torch.nn.Module, source: Any = None, **kwargs: Any
+    context: DistributedContext | None,
+    vae: torch.nn.Module,
+    source: Any = None,
+    **kwargs: Any,
 ) -> BDMCResult:
     """:func:`~pyrovae.analysis.bdmc.bdmc` with the chains of simulated datum i run by rank
     i mod W (every rank simulates all data, seeded alike), gathered: the same on every rank
-    and the same as in one process."""
+    and the same as in one process. ``context=None`` is a job of this process alone."""
+    if context is None:
+        return bdmc(vae, source, **kwargs)
     num_data = kwargs.get("num_data", 100)
     if "rows" in kwargs:
         raise ValueError("rows is set by the sharding; do not pass it")
