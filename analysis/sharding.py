@@ -52,20 +52,33 @@ def _shard(
     context: DistributedContext, x: torch.Tensor, y: torch.Tensor | None, kwargs: dict
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """This rank's rows (i with i mod W = rank) and data; sets ``kwargs["datum_index"]``
-    and turns off the progress of the other ranks. Refused when some rank would get none."""
-    if "datum_index" in kwargs:
-        raise ValueError("datum_index is set by the sharding; do not pass it")
+    (see :func:`_my_rows`)."""
     total = x.shape[0]
-    if total < context.world_size:
-        raise ValueError(
-            f"{total} images cannot be shared out over {context.world_size} processes; "
-            f"start at most {total} (--nproc_per_node) or evaluate more images"
-        )
-    rows = member_rows(torch.arange(total), context.rank, context.world_size).to(x.device)
+    rows = _my_rows(
+        context,
+        total,
+        kwargs,
+        "datum_index",
+        f"{total} images cannot be shared out over {context.world_size} processes; "
+        f"start at most {total} (--nproc_per_node) or evaluate more images",
+    ).to(x.device)
     kwargs["datum_index"] = rows
+    return rows, x[rows], None if y is None else y[rows]
+
+
+def _my_rows(
+    context: DistributedContext, total: int, kwargs: dict, key: str, too_few: str
+) -> torch.Tensor:
+    """This rank's indices i mod W = rank of ``total`` data (CPU), which the sharding
+    passes as ``kwargs[key]`` (refused from the caller); turns off the progress of the
+    other ranks. Refused with ``too_few`` when some rank would get none."""
+    if key in kwargs:
+        raise ValueError(f"{key} is set by the sharding; do not pass it")
+    if total < context.world_size:
+        raise ValueError(too_few)
     if not context.is_writer:
         kwargs["progress"] = False
-    return rows, x[rows], None if y is None else y[rows]
+    return member_rows(torch.arange(total), context.rank, context.world_size)
 
 
 def gather_log_likelihoods(
@@ -140,16 +153,14 @@ def sharded_bdmc(
     if context is None:
         return bdmc(vae, source, **kwargs)
     num_data = kwargs.get("num_data", 100)
-    if "rows" in kwargs:
-        raise ValueError("rows is set by the sharding; do not pass it")
-    if num_data < context.world_size:
-        raise ValueError(
-            f"{num_data} simulated data (--bdmc-num-data) cannot be shared out over "
-            f"{context.world_size} processes; simulate at least {context.world_size}"
-        )
-    rows = member_rows(torch.arange(num_data), context.rank, context.world_size)
-    if not context.is_writer:
-        kwargs["progress"] = False
+    rows = _my_rows(
+        context,
+        num_data,
+        kwargs,
+        "rows",
+        f"{num_data} simulated data (--bdmc-num-data) cannot be shared out over "
+        f"{context.world_size} processes; simulate at least {context.world_size}",
+    )
     local = bdmc(vae, source, rows=rows, **kwargs)
     forward = _gather_ais(context, rows, local.forward, num_data)
     reverse = _gather_ais(context, rows, local.reverse, num_data)
