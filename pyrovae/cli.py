@@ -833,7 +833,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> None:
         ais_chains=args.ais_chains,
     )
     out = args.out if args.out is not None else diagnostics_dir(args.run_dir)
-    with process_group(args.device) as context:  # torchrun: NUTS images shared out
+    with process_group(args.device) as context:  # torchrun: NUTS, AIS and q* fits shared out
         device = resolve_device(args.device) if context is None else context.device
         vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
         data = _load_data(args.run_dir, args, device)
