@@ -124,9 +124,12 @@ class SourceComparison:
     def difference(self, name: str, reference: str = "prior") -> tuple[float, float]:
         """Mean and standard error of log p_name(x) - log p_reference(x) over test data.
 
-        Paired over data and draws, so far more precise than the two standard errors.
+        Paired over data and draws, so far more precise than the two standard errors. The
+        standard error is NaN for one datum.
         """
         diff = self.results[name].per_datum - self.results[reference].per_datum
+        if diff.numel() < 2:
+            return float(diff.mean()), math.nan
         return float(diff.mean()), float(diff.std() / math.sqrt(diff.numel()))
 
     def ksweep(self, name: str) -> dict[int, float]:

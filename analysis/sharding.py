@@ -5,10 +5,14 @@ Rank r of W scores the held-out data i with i mod W = r, each keyed by its index
 datum i; the per-datum results are then gathered on every rank in the original order.
 The estimates therefore equal those of one process up to the rounding of the networks'
 matrix products in batches of other sizes (about 1e-7 nats).
+
+With fewer data than processes, a rank that holds none computes datum 0 as a stand-in and
+drops it before the gather, so that every rank takes part in the same collective calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,40 +49,47 @@ def sharded_source_log_likelihoods(
         return estimate_source_log_likelihoods(vae, x, sources, y, **kwargs)
     rows, x_mine, y_mine = _shard(context, x, y, kwargs)
     local = estimate_source_log_likelihoods(vae, x_mine, sources, y_mine, **kwargs)
+    if rows.numel() == 0:  # the stand-in's results are dropped
+        local = {name: _first_rows_of(r, 0) for name, r in local.items()}
     return gather_log_likelihoods(context, local, rows.cpu(), x.shape[0])
 
 
 def _shard(
     context: DistributedContext, x: torch.Tensor, y: torch.Tensor | None, kwargs: dict
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """This rank's rows (i with i mod W = rank) and data; sets ``kwargs["datum_index"]``
-    (see :func:`_my_rows`)."""
-    total = x.shape[0]
-    rows = _my_rows(
-        context,
-        total,
-        kwargs,
-        "datum_index",
-        f"{total} images cannot be shared out over {context.world_size} processes; "
-        f"start at most {total} (--nproc_per_node) or evaluate more images",
-    ).to(x.device)
-    kwargs["datum_index"] = rows
-    return rows, x[rows], None if y is None else y[rows]
+    """This rank's rows (i with i mod W = rank) and the data it computes; sets
+    ``kwargs["datum_index"]`` (see :func:`_my_rows`)."""
+    rows, computed = _my_rows(context, x.shape[0], kwargs, "datum_index")
+    computed = computed.to(x.device)
+    kwargs["datum_index"] = computed
+    return rows.to(x.device), x[computed], None if y is None else y[computed]
 
 
 def _my_rows(
-    context: DistributedContext, total: int, kwargs: dict, key: str, too_few: str
-) -> torch.Tensor:
-    """This rank's indices i mod W = rank of ``total`` data (CPU), which the sharding
-    passes as ``kwargs[key]`` (refused from the caller); turns off the progress of the
-    other ranks. Refused with ``too_few`` when some rank would get none."""
+    context: DistributedContext, total: int, kwargs: dict, key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's indices i mod W = rank of ``total`` data (CPU), and the indices it
+    computes, which the sharding passes as ``kwargs[key]`` (refused from the caller): the
+    same, or datum 0 as a stand-in when it holds none. Turns off the progress of the other
+    ranks."""
     if key in kwargs:
         raise ValueError(f"{key} is set by the sharding; do not pass it")
-    if total < context.world_size:
-        raise ValueError(too_few)
     if not context.is_writer:
         kwargs["progress"] = False
-    return member_rows(torch.arange(total), context.rank, context.world_size)
+    rows = member_rows(torch.arange(total), context.rank, context.world_size)
+    return rows, rows if rows.numel() else torch.zeros(1, dtype=torch.int64)
+
+
+def _first_rows_of(result: LogLikelihood, n: int) -> LogLikelihood:
+    """``result`` restricted to its first ``n`` data."""
+    return dataclasses.replace(
+        result,
+        per_datum=result.per_datum[:n],
+        elbo=result.elbo[:n],
+        khat=None if result.khat is None else result.khat[:n],
+        log_weights=None if result.log_weights is None else result.log_weights[:n],
+        iwae={k: v[:n] for k, v in result.iwae.items()},
+    )
 
 
 def gather_log_likelihoods(
@@ -153,15 +164,8 @@ def sharded_bdmc(
     if context is None:
         return bdmc(vae, source, **kwargs)
     num_data = kwargs.get("num_data", 100)
-    rows = _my_rows(
-        context,
-        num_data,
-        kwargs,
-        "rows",
-        f"{num_data} simulated data (--bdmc-num-data) cannot be shared out over "
-        f"{context.world_size} processes; simulate at least {context.world_size}",
-    )
-    local = bdmc(vae, source, rows=rows, **kwargs)
+    rows, computed = _my_rows(context, num_data, kwargs, "rows")
+    local = bdmc(vae, source, rows=computed, **kwargs)
     forward = _gather_ais(context, rows, local.forward, num_data)
     reverse = _gather_ais(context, rows, local.reverse, num_data)
     return BDMCResult(
@@ -181,8 +185,13 @@ def sharded_bdmc(
 def _gather_ais(
     context: DistributedContext, rows: torch.Tensor, local: AISResult, total: int
 ) -> AISResult:
-    """Every rank's AIS result for its ``rows`` of ``total`` data, in data order."""
-    mine = {"rows": rows, "log_weights": local.log_weights, "acceptance": local.acceptance}
+    """Every rank's AIS result for its ``rows`` of ``total`` data (the first rows of
+    ``local``: a stand-in's are dropped), in data order."""
+    mine = {
+        "rows": rows,
+        "log_weights": local.log_weights[: rows.numel()],
+        "acceptance": local.acceptance,
+    }
     parts = context.all_gather(mine)
     log_weights = _assemble([p["log_weights"] for p in parts], parts, total)
     assert log_weights is not None
