@@ -7,7 +7,7 @@ from typing import Any
 
 from pyrovae.guides import GUIDES
 from pyrovae.models import CVAE, LIKELIHOODS, PRIORS, VAE
-from pyrovae.nets import check_dims, check_positive_int
+from pyrovae.nets import ACTIVATIONS, check_dims, check_positive_int
 
 __all__ = ["ModelConfig", "build_model", "MODELS", "lookup"]
 
@@ -59,6 +59,7 @@ class ModelConfig:
         lookup(PRIORS, self.prior, "prior")
         lookup(GUIDES, self.guide, "guide")
         lookup(LIKELIHOODS, self.likelihood, "likelihood")
+        lookup(ACTIVATIONS, self.activation, "activation")
         check_positive_int("x_dim", self.x_dim)
         check_positive_int("z_dim", self.z_dim)
         check_positive_int("num_components", self.num_components)

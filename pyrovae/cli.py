@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from pyrovae.settings import (
+    ACTIVATION_NAMES,
     CHECKPOINT_NAMES,
     DATASET_NAMES,
     ELBO_NAMES,
     FULL,
     GUIDE_NAMES,
     LIKELIHOOD_NAMES,
+    LR_SCHEDULE_NAMES,
     MODEL_NAMES,
     PRIOR_NAMES,
     PROPOSAL_NAMES,
@@ -39,6 +41,7 @@ MODEL_FLAGS = (
     "likelihood",
     "z_dim",
     "hidden_dims",
+    "activation",
     "num_components",
     "num_flows",
 )
@@ -46,6 +49,8 @@ TRAIN_FLAGS = (
     "epochs",
     "batch_size",
     "lr",
+    "lr_schedule",
+    "adam_eps",
     "elbo",
     "num_particles",
     "kl_warmup",
@@ -132,6 +137,11 @@ def _add_train(sub: Any) -> None:
         help="encoder hidden widths; the decoder mirrors them (default: 400 400)",
     )
     p.add_argument(
+        "--activation",
+        choices=ACTIVATION_NAMES,
+        help="hidden activation of the encoder and decoder (default: relu)",
+    )
+    p.add_argument(
         "--num-components",
         type=_positive_int,
         metavar="K",
@@ -149,6 +159,18 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument(
         "--lr", type=_positive_float, metavar="F", help="Adam learning rate (default: 1e-3)"
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULE_NAMES,
+        help="constant, or burda: stage i = 0..7 lasts 3^i epochs at lr * 10^(-i/7), "
+        "3280 epochs in all (Burda et al. 2016) (default: constant)",
+    )
+    p.add_argument(
+        "--adam-eps",
+        type=_positive_float,
+        metavar="F",
+        help="Adam's epsilon (default: 1e-8; Burda et al. 2016 use 1e-4)",
     )
     p.add_argument(
         "--elbo",

@@ -62,13 +62,17 @@ def read_config(run_dir: str | Path) -> RunConfig:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """Rows of ``metrics.csv`` as dicts of floats (``epoch`` as int)."""
+    """Rows of ``metrics.csv`` as dicts of floats (``epoch`` as int); a column that an
+    older pyrovae did not write (empty in the rows of a resumed run) is left out."""
     path = _run_dir(run_dir) / "metrics.csv"
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    return [
+        {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+        for row in rows
+    ]
 
 
 def load_run(

@@ -18,6 +18,8 @@ __all__ = [
     "GUIDE_NAMES",
     "LIKELIHOOD_NAMES",
     "ELBO_NAMES",
+    "ACTIVATION_NAMES",
+    "LR_SCHEDULE_NAMES",
     "SOURCE_NAMES",
     "SPLIT_NAMES",
     "PROPOSAL_NAMES",
@@ -34,6 +36,8 @@ PRIOR_NAMES = ("normal", "mog", "vamp", "flow")
 GUIDE_NAMES = ("diagonal", "flow")
 LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
 ELBO_NAMES = ("trace", "meanfield", "iwae")
+ACTIVATION_NAMES = ("relu", "tanh", "softplus", "elu", "gelu")
+LR_SCHEDULE_NAMES = ("constant", "burda")
 SOURCE_NAMES = (
     "prior",
     "aggregate",

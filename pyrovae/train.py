@@ -1,7 +1,7 @@
 """Stochastic variational inference for a VAE/CVAE, with run directories and exact resume.
 
 A run directory holds ``config.json`` (everything needed to rebuild the model),
-``metrics.csv`` (``epoch,train_elbo,val_elbo,kl_weight,seconds``; ELBOs per datum in
+``metrics.csv`` (``epoch,train_elbo,val_elbo,kl_weight,seconds,lr``; ELBOs per datum in
 nats), ``checkpoint.pt`` (the last epoch, with optimizer and RNG state) and ``best.pt``
 (the epoch with the best validation ELBO).
 """
@@ -30,6 +30,7 @@ from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.models import VAE
 from pyrovae.nets import check_positive_int
 from pyrovae.objectives import make_objective
+from pyrovae.schedules import LR_SCHEDULES, learning_rate
 from pyrovae.traces import ValidateFirst, importance_terms
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     "train",
 ]
 
-METRIC_COLUMNS = ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds")
+METRIC_COLUMNS = ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds", "lr")
 ELBOS = ("trace", "meanfield", "iwae")
 VALIDATION_CHUNK = 2000
 """Data per pass of :func:`elbo_per_datum` (the validation ELBO); a data-parallel run scores
@@ -95,7 +96,10 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training split.
         batch_size: data per SVI step.
-        lr: Adam learning rate.
+        lr: Adam learning rate (the base rate of ``lr_schedule``).
+        lr_schedule: ``"constant"`` (the default) or ``"burda"`` (stage i = 0..7 lasts 3^i
+            epochs at lr * 10^(-i/7), 3,280 epochs in all; :mod:`pyrovae.schedules`).
+        adam_eps: Adam's epsilon (1e-8, PyTorch's default; Burda et al. 2016 use 1e-4).
         elbo: ``"meanfield"`` (TraceMeanField_ELBO, analytic KL where one is registered; the
             default), ``"trace"`` (Trace_ELBO) or ``"iwae"`` (importance-weighted bound).
         num_particles: particles per datum (vectorized); the K of the IWAE bound (K >= 2:
@@ -114,6 +118,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    adam_eps: float = 1e-8
     elbo: str = "meanfield"
     num_particles: int = 1
     kl_warmup: int = 0
@@ -131,6 +137,10 @@ class TrainConfig:
         check_positive_int("num_particles", self.num_particles)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        lookup(dict.fromkeys(LR_SCHEDULES), self.lr_schedule, "lr_schedule")
+        eps = self.adam_eps
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps < math.inf):
+            raise ValueError(f"adam_eps must be a positive number, got {eps!r}")
         lookup(dict.fromkeys(ELBOS), self.elbo, "elbo")
         if self.elbo == "iwae" and self.num_particles < 2:
             raise ValueError(
@@ -190,7 +200,7 @@ class _LatentScale(Messenger):
 
 
 def make_adam(
-    params: Iterable[torch.nn.Parameter], lr: float, device: torch.device
+    params: Iterable[torch.nn.Parameter], lr: float, device: torch.device, eps: float = 1e-8
 ) -> torch.optim.Adam:
     """Adam with the fused kernel on CPU and CUDA (one kernel for all parameters).
 
@@ -198,7 +208,7 @@ def make_adam(
     default 400-400 VAE on two CPU cores, 15% of the whole step, the fused one a quarter
     of that.
     """
-    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -261,7 +271,7 @@ class Trainer:
         self._place_data(data)
         self.out_dir = Path(out_dir)
         self.progress = progress and self.is_writer
-        self.optimizer = make_adam(self.vae.parameters(), config.lr, self.device)
+        self.optimizer = make_adam(self.vae.parameters(), config.lr, self.device, config.adam_eps)
         self.objective = make_objective(config)
         _forget_other_models()
         self.latent_scale = _LatentScale()
@@ -369,9 +379,16 @@ class Trainer:
     def _global_totals(self, total: torch.Tensor, seen: int) -> tuple[float, int]:
         return total.item(), seen
 
+    def learning_rate(self, epoch: int) -> float:
+        """The rate of ``epoch`` under the run's ``lr_schedule``."""
+        return learning_rate(self.config.lr_schedule, self.config.lr, epoch)
+
     def run_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training split; returns (mean objective per datum, seconds)."""
+        """One pass over the training split at the schedule's learning rate of ``epoch``;
+        returns (mean objective per datum, seconds)."""
         self.vae.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(epoch)
         n, bs = self.num_train, self.config.batch_size
         y_all = self._labels()
         # A compiled ELBO has static shapes: with --jit the last, incomplete batch is dropped.
@@ -474,6 +491,7 @@ class Trainer:
                     "val_elbo": val_elbo,
                     "kl_weight": self.kl_weight(epoch, 1.0),
                     "seconds": seconds,
+                    "lr": self.learning_rate(epoch),
                 }
             )
             if val_elbo > self.best_val_elbo:

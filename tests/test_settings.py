@@ -17,6 +17,8 @@ def test_names_equal_the_registries():
     from pyrovae.data import DATASETS
     from pyrovae.guides import GUIDES
     from pyrovae.models import LIKELIHOODS, PRIORS
+    from pyrovae.nets import ACTIVATIONS
+    from pyrovae.schedules import LR_SCHEDULES
     from pyrovae.train import ELBOS
 
     assert S.SOURCE_NAMES == tuple(SOURCES)
@@ -25,6 +27,8 @@ def test_names_equal_the_registries():
     assert S.LIKELIHOOD_NAMES == tuple(LIKELIHOODS)
     assert S.DATASET_NAMES == tuple(DATASETS)
     assert S.ELBO_NAMES == tuple(ELBOS)
+    assert S.ACTIVATION_NAMES == tuple(ACTIVATIONS)
+    assert S.LR_SCHEDULE_NAMES == LR_SCHEDULES
     assert S.SPLIT_NAMES == tuple(SPLITS)
     assert set(S.PROPOSAL_NAMES) == set(PROPOSALS)
 
