@@ -13,18 +13,21 @@ from torch.nn import functional as F
 
 
 class PlainVAE(nn.Module):
-    """784 -> hidden -> (loc, scale) -> z -> reversed hidden -> 784 logits, ReLU."""
+    """784 -> hidden -> (loc, scale) -> z -> reversed hidden -> 784 logits, ReLU (or
+    ``activation``, an ``nn`` module class)."""
 
-    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims=(400, 400)) -> None:
+    def __init__(
+        self, x_dim: int = 784, z_dim: int = 50, hidden_dims=(400, 400), activation=nn.ReLU
+    ) -> None:
         super().__init__()
         enc, width = [], x_dim
         for h in hidden_dims:
-            enc += [nn.Linear(width, h), nn.ReLU()]
+            enc += [nn.Linear(width, h), activation()]
             width = h
         self.enc = nn.Sequential(*enc, nn.Linear(width, 2 * z_dim))
         dec, width = [], z_dim
         for h in reversed(hidden_dims):
-            dec += [nn.Linear(width, h), nn.ReLU()]
+            dec += [nn.Linear(width, h), activation()]
             width = h
         self.dec = nn.Sequential(*dec, nn.Linear(width, x_dim))
 

@@ -6,6 +6,8 @@
 #   train-128        seconds per epoch against the plain PyTorch loop, z=50, batch 128
 #   train-1024       the same at batch 1024
 #   train-128-compiled  both sides with torch.compile
+#   train-128-jit    pyrovae with Pyro's JIT ELBO (the plain loop eager)
+#   train-burda      the shape of Burda et al. (2016): 200 200 tanh, batch 20, JIT
 #   loglik-speed     the IS estimator against the decoder floor, K=5000, 1,000 test images
 #   evaluate-k5000   `pyrovae evaluate` with K=5000 on all 10,000 test images (prior,
 #                    gaussian-z, gmm and the exact aggregate over 50,000 encodings)
@@ -71,6 +73,11 @@ step train-1024 120 "$python" "$repo"/benchmarks/train_speed.py --device "$devic
     --repeats "$repeats" --batch-size 1024 --out "$work/train-1024"
 step train-128-compiled 300 "$python" "$repo"/benchmarks/train_speed.py --device "$device" \
     --data-root "$data" --repeats "$repeats" --batch-size 128 --compile --out "$work/train-c"
+step train-128-jit 180 "$python" "$repo"/benchmarks/train_speed.py --device "$device" \
+    --data-root "$data" --repeats "$repeats" --batch-size 128 --jit --out "$work/train-j"
+step train-burda 240 "$python" "$repo"/benchmarks/train_speed.py --device "$device" \
+    --data-root "$data" --repeats 1 --batch-size 20 --hidden-dims 200 200 --activation tanh \
+    --jit --out "$work/train-b"
 step loglik-speed 240 "$python" "$repo"/benchmarks/loglik_speed.py --device "$device" --run-dir "$work/run" \
     --data-root "$data" --num-data "$n_ll" --num-samples "$k" --repeats "$repeats"
 step evaluate-k5000 480 "$python" -m pyrovae evaluate "$work/run" --device "$device" \

@@ -1,6 +1,6 @@
 """Seconds per training epoch: pyrovae's SVI loop against the same VAE in plain PyTorch.
 
-VAE z=50, hidden 400 400, batch 128, dynamic binarization, Adam 1e-3, on the 50,000
+VAE z=50, hidden 400 400, batch 128 by default, dynamic binarization, Adam 1e-3, on the 50,000
 MNIST training images. They are timed alternately in one process, so all see the same
 machine load; the figure that matters is the median ratio (target: <= 1.10).
 
@@ -14,6 +14,8 @@ plain loop's whole ELBO); ``--jit`` is Pyro's JIT ELBO for pyrovae alone.
 
     python benchmarks/train_speed.py --data-root ../shared/data [--repeats 3] [--device cpu]
     python benchmarks/train_speed.py --device cuda --batch-size 1024 --compile
+    # the shape of Burda et al. (2016): z=50, 200 200 tanh, batch 20
+    python benchmarks/train_speed.py --hidden-dims 200 200 --activation tanh --batch-size 20 --jit
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import PlainVAE, train_epoch  # noqa: E402
 
 from pyrovae import ModelConfig, TrainConfig, build_model, load_dataset  # noqa: E402
+from pyrovae.nets import ACTIVATIONS  # noqa: E402
 from pyrovae.train import Trainer  # noqa: E402
 
 
@@ -40,6 +43,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--elbo", default="meanfield", choices=["trace", "meanfield", "iwae"])
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--z-dim", type=int, default=50)
+    parser.add_argument("--hidden-dims", type=int, nargs="+", default=[400, 400])
+    parser.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile both networks")
     parser.add_argument("--out", default="/tmp/pyrovae-train-speed")
@@ -48,7 +54,9 @@ def main() -> None:
     device = torch.device(args.device)
     data = load_dataset("mnist", args.data_root, device=device, download=False)
     pyro.set_rng_seed(0)
-    model_config = ModelConfig(z_dim=50, hidden_dims=[400, 400])
+    model_config = ModelConfig(
+        z_dim=args.z_dim, hidden_dims=args.hidden_dims, activation=args.activation
+    )
     train_config = TrainConfig(
         epochs=args.repeats + 1,
         batch_size=args.batch_size,
@@ -61,9 +69,11 @@ def main() -> None:
         build_model(model_config), data, train_config, args.out, model_config, progress=False
     )
     trainer.vae.register_params = args.jit
-    plain = PlainVAE().to(device)
+    shape = {"z_dim": args.z_dim, "hidden_dims": args.hidden_dims}
+    shape["activation"] = ACTIVATIONS[args.activation]
+    plain = PlainVAE(**shape).to(device)
     opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
-    plain_fused = PlainVAE().to(device)
+    plain_fused = PlainVAE(**shape).to(device)
     opt_fused = torch.optim.Adam(plain_fused.parameters(), lr=1e-3, fused=True)
     elbo, elbo_fused = plain.elbo, plain_fused.elbo
     if args.compile:
@@ -92,6 +102,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"device {device} ({name}), threads {torch.get_num_threads()}, batch {bs}, "
+        f"z {args.z_dim}, hidden {args.hidden_dims} {args.activation}, "
         f"elbo {args.elbo}, jit {args.jit}, compile {args.compile}, torch {torch.__version__}"
     )
     print(
