@@ -159,8 +159,8 @@ def _aggregate_from_state(state: Mapping[str, Any], vae: nn.Module) -> Aggregate
         name=state["name"],
         tolerance=init.get("tolerance", DEFAULT_TOLERANCE),
     )
-    if init["diagonal"]:  # the derived buffers exactly as they were saved
-        source.load_state_dict(tensors)
+    if init["diagonal"]:  # files of older versions also hold the dense sum's derived terms
+        source.load_state_dict({k: tensors[k] for k in ("loc", "scale")})
     return source
 
 

@@ -317,7 +317,9 @@ class AggregatePosterior(LatentSource):
                 f"tolerance must lie in [0, 1) (0 sums every component), got {tolerance!r}"
             )
         self.tolerance = float(tolerance)
+        # what the log-density derives from loc and scale, built on first use
         self._pruned: PrunedDiagonalMixture | None = None
+        self._dense: tuple[torch.Tensor, torch.Tensor] | None = None
         keep = None
         if max_components is not None:
             check_positive_int("max_components", max_components)
@@ -331,18 +333,8 @@ class AggregatePosterior(LatentSource):
             loc, scale = encodings.loc, encodings.scale
             if keep is not None:
                 loc, scale = loc[keep], scale[keep]
-            loc, scale = loc.double(), scale.double()
-            precision = scale.pow(-2)
             self.register_buffer("loc", loc.float())
             self.register_buffer("scale", scale.float())
-            # log N(z; loc, scale) = [z^2, z] . [-precision / 2, loc precision] + const_n
-            self.register_buffer("_weights", torch.cat([-0.5 * precision, loc * precision], 1).T)
-            self.register_buffer(
-                "_const",
-                -0.5 * (loc.pow(2) * precision).sum(-1)
-                - scale.log().sum(-1)
-                - 0.5 * self.z_dim * LOG_2PI,
-            )
         else:
             x, y = encodings.x, encodings.y
             if keep is not None:
@@ -356,6 +348,10 @@ class AggregatePosterior(LatentSource):
     @property
     def num_components(self) -> int:
         return (self.loc if self.diagonal else self.x).shape[0]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._pruned = self._dense = None  # derived from the tensors being replaced
+        super()._load_from_state_dict(*args, **kwargs)
 
     def gaussian_mixture(self) -> GaussianMixtureView | None:
         """N equally weighted diagonal Normals (None for a guide that is not diagonal)."""
@@ -392,7 +388,8 @@ class AggregatePosterior(LatentSource):
             chunk = flat[start : start + rows]
             if self.diagonal:
                 zc = chunk.double()
-                logits = torch.addmm(self._const, torch.cat([zc.pow(2), zc], 1), self._weights)
+                weights, const = self._dense_terms()
+                logits = torch.addmm(const, torch.cat([zc.pow(2), zc], 1), weights)
                 if torch.is_grad_enabled() and logits.requires_grad:  # HMC needs d/dz
                     out.append(torch.logsumexp(logits, -1))
                     continue
@@ -402,6 +399,23 @@ class AggregatePosterior(LatentSource):
                 out.append(self._generic_logsumexp(chunk))
         log_q = torch.cat(out) - math.log(n)
         return log_q.to(z.dtype).reshape(z.shape[:-1])
+
+    def _dense_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 (2 D, N) weights and (N,) constants of the full sum, built once per
+        device (only the dense path needs them; the pruned one keeps its own rows):
+        log N(z; loc, scale) = [z^2, z] . [-precision / 2, loc precision] + const_n."""
+        dense = self._dense
+        if dense is None or dense[0].device != self.loc.device:
+            loc, scale = self.loc.double(), self.scale.double()
+            precision = scale.pow(-2)
+            weights = torch.cat([-0.5 * precision, loc * precision], 1).T.contiguous()
+            const = (
+                -0.5 * (loc.pow(2) * precision).sum(-1)
+                - scale.log().sum(-1)
+                - 0.5 * self.z_dim * LOG_2PI
+            )
+            dense = self._dense = (weights, const)
+        return dense
 
     def pruned_mixture(self) -> PrunedDiagonalMixture:
         """The pruned sum over this source's components (built once per device)."""

@@ -92,6 +92,39 @@ def test_flow_guide_aggregate_stores_binary_data_compactly(tmp_path):
     assert torch.equal(tensors["x_uint8"].float(), x)
 
 
+def test_diagonal_aggregate_stores_its_components_only(tmp_path):
+    """The file holds loc and scale (the dense sum's terms are derived on loading); a file
+    of an older version, which also held those terms, still loads to the same source."""
+    vae = tiny()
+    source = fit_sources(["aggregate"], vae, binary_data(200))["aggregate"]
+    z = torch.randn(9, vae.z_dim, dtype=torch.float64)
+    pruned = source.log_prob(z)  # on the CPU the pruned sum; tolerance 0 below is the full one
+    path = save_source(tmp_path / "a.pt", source, vae)
+    saved = torch.load(path, weights_only=True)
+    assert set(saved["source"]["tensors"]) == {"loc", "scale"}
+    loc, scale = source.loc.double(), source.scale.double()
+    precision = scale.pow(-2)
+    saved["source"]["tensors"]["_weights"] = torch.cat([-0.5 * precision, loc * precision], 1).T
+    saved["source"]["tensors"]["_const"] = -0.5 * (loc.pow(2) * precision).sum(-1)
+    torch.save(saved, tmp_path / "old.pt")
+    old = load_source(tmp_path / "old.pt", vae)
+    assert torch.equal(old.loc, source.loc) and torch.equal(old.scale, source.scale)
+    assert torch.equal(old.log_prob(z), pruned)
+    old.tolerance = source.tolerance = 0.0
+    assert torch.equal(old.log_prob(z), source.log_prob(z))
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1e-6], ids=["dense", "pruned"])
+def test_loading_new_components_replaces_what_was_derived_from_the_old(tolerance):
+    vae = tiny()
+    a, b = (fit_sources(["aggregate"], vae, binary_data(50, s))["aggregate"] for s in (0, 1))
+    a.tolerance = b.tolerance = tolerance
+    z = torch.randn(5, vae.z_dim)
+    a.log_prob(z)  # builds a's derived terms
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(a.log_prob(z), b.log_prob(z))
+
+
 def test_cvae_sources_and_conditional_prior(tmp_path):
     vae = tiny(model="cvae", prior="mog")
     x = binary_data()
