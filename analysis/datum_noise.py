@@ -17,10 +17,13 @@ For B data that is B generator calls per use: cheap on a CPU, but on a GPU each 
 kernel launch. There (``method="hash"``, the default on CUDA) every number is instead a
 hash of its whole key, H(seed, n, u, particle, dim), computed for all draws at once: the
 lowbias32 mixer (C. Wellons, "Prospecting for hash functions", 2018) in int64 arithmetic
-that never overflows, two 32-bit words per 53-bit uniform and Box-Muller for normals, in
-the manner of counter-based generators (Salmon et al., "Parallel random numbers: as easy
-as 1, 2, 3", SC 2011). The two methods give different (equally valid) numbers, so CPU
-and CUDA runs differ as they would with torch's own generators.
+that never overflows, chained over the key in two lanes of 32 bits seeded apart (a
+64-bit state: in one lane, two data whose states after (seed, n, u) differ by an XOR
+below K would share their K particles' numbers, about C(N, 2) K / 2^32 pairs per use),
+one word of each lane per 53-bit uniform and Box-Muller for normals, in the manner of
+counter-based generators (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+SC 2011). The two methods give different (equally valid) numbers, so CPU and CUDA runs
+differ as they would with torch's own generators.
 """
 
 from __future__ import annotations
@@ -77,17 +80,30 @@ def _chain(*keys: torch.Tensor | int) -> torch.Tensor:
     return out
 
 
-def _hashed_uniform(key: torch.Tensor) -> torch.Tensor:
-    """A float64 uniform in (0, 1) from two words: (a 2^21 + b / 2^11 + 1/2) / 2^53."""
-    a = hash32(key ^ 0x2545F491)
-    b = hash32(a ^ 0x9E3779B9) >> 11
+_LANE_B = 0x5BD1E995
+"""XORed into the seed words of the second lane, so that the lanes' states are unrelated."""
+
+
+def _chain2(seed: int, *keys: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two 32-bit lanes (a, b) of H(seed, k1, k2, ...): :func:`_chain` over the keys
+    from the seed's low and high words, the second lane's seed words marked apart."""
+    low, high = seed & _MASK32, seed >> 32
+    return _chain(low, high, *keys), _chain(high ^ _LANE_B, low ^ _LANE_B, *keys)
+
+
+def _hashed_uniform(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A float64 uniform in (0, 1) from the two lanes' words a and b:
+    (a 2^21 + b / 2^11 + 1/2) / 2^53."""
+    a, b = hash32(lanes[0] ^ 0x2545F491), hash32(lanes[1] ^ 0x9E3779B9) >> 11
     return ((a * 2**21 + b).double() + 0.5) * 2.0**-53
 
 
-def _hashed_normal_pairs(key: torch.Tensor) -> torch.Tensor:
-    """Two standard normals per key (Box-Muller: r cos t, r sin t), stacked last."""
-    radius = torch.sqrt(-2.0 * torch.log(_hashed_uniform(key)))
-    angle = (hash32(key ^ 0x68E31DA4).double() + 0.5) * (2 * math.pi * 2.0**-32)
+def _hashed_normal_pairs(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Two standard normals per key (Box-Muller: r cos t, r sin t), stacked last; the angle
+    from a word of both lanes."""
+    radius = torch.sqrt(-2.0 * torch.log(_hashed_uniform(lanes)))
+    word = hash32(lanes[0] ^ hash32(lanes[1] ^ 0x68E31DA4))
+    angle = (word.double() + 0.5) * (2 * math.pi * 2.0**-32)
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
 
 
@@ -199,10 +215,10 @@ class DatumNoise:
             datum, particle, dim = index.view(1, -1, 1), particle.view(-1, 1, 1), dim.view(1, 1, -1)
         else:
             datum, particle = index[at[1]].view(-1, 1), (at[0] + self.offset).view(-1, 1)
-        keys = _chain(self.seed & _MASK32, self.seed >> 32, datum, role, particle, dim)
+        lanes = _chain2(self.seed, datum, role, particle, dim)
         if kind == "uniform":
-            return _hashed_uniform(keys)
-        return _hashed_normal_pairs(keys).flatten(-2)[..., :dims]
+            return _hashed_uniform(lanes)
+        return _hashed_normal_pairs(lanes).flatten(-2)[..., :dims]
 
     def uniform(
         self,

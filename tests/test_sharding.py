@@ -62,6 +62,15 @@ def test_datum_draws_are_uniform_and_normal(method):
         assert abs(corr) < 4 / a.numel() ** 0.5
 
 
+def test_no_two_data_share_their_numbers(method):
+    """5,000 data x 1,000 particles of one use: 5e6 uniforms of 53 bits, all distinct (a
+    repeat is expected with probability about 1e-3). A hash state of 32 bits would give
+    thousands of repeats: whole particle sets shared by pairs of data whose states differ
+    by an XOR below K, and 32-bit birthday repeats."""
+    u = DatumNoise(3, torch.arange(5000)).uniform(1000)
+    assert u.unique().numel() == u.numel()
+
+
 def test_a_datum_draws_the_same_in_any_batch_and_chunk(method):
     whole = DatumNoise(3, torch.tensor([4, 9, 11])).normal(10, 2)
     chunk = DatumNoise(3, torch.tensor([9]), total=10)
