@@ -275,8 +275,9 @@ class AggregatePosterior(LatentSource):
 
     ``sample`` picks n uniformly and draws from q(z | x_n). ``log_prob`` is a logsumexp
     over all N components. For a diagonal Normal encoder the stored ``loc``/``scale`` are
-    used and the quadratic form is a float64 matrix product (exact to rounding), so a pair
-    costs 2 z_dim multiply-adds and one exp. On the CPU, components that provably carry
+    used and the quadratic form is a float64 matrix product in coordinates centred on the
+    mean of the locs (exact to rounding), so a pair costs 2 z_dim multiply-adds and one
+    exp. On the CPU, components that provably carry
     less than ``tolerance`` of a point's mass are skipped
     (:class:`~pyrovae.analysis.mixture_pruning.PrunedDiagonalMixture`: exact upper bounds
     over kd-tree boxes of the points; the result is within ``tolerance`` nats of the full
@@ -319,7 +320,7 @@ class AggregatePosterior(LatentSource):
         self.tolerance = float(tolerance)
         # what the log-density derives from loc and scale, built on first use
         self._pruned: PrunedDiagonalMixture | None = None
-        self._dense: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._dense: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         keep = None
         if max_components is not None:
             check_positive_int("max_components", max_components)
@@ -387,8 +388,8 @@ class AggregatePosterior(LatentSource):
         for start in range(0, flat.shape[0], rows):
             chunk = flat[start : start + rows]
             if self.diagonal:
-                zc = chunk.double()
-                weights, const = self._dense_terms()
+                weights, const, centre = self._dense_terms()
+                zc = chunk.double() - centre
                 logits = torch.addmm(const, torch.cat([zc.pow(2), zc], 1), weights)
                 if torch.is_grad_enabled() and logits.requires_grad:  # HMC needs d/dz
                     out.append(torch.logsumexp(logits, -1))
@@ -400,27 +401,30 @@ class AggregatePosterior(LatentSource):
         log_q = torch.cat(out) - math.log(n)
         return log_q.to(z.dtype).reshape(z.shape[:-1])
 
-    def _dense_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """float64 (2 D, N) weights and (N,) constants of the full sum, built once per
-        device (only the dense path needs them; the pruned one keeps its own rows):
-        log N(z; loc, scale) = [z^2, z] . [-precision / 2, loc precision] + const_n."""
+    def _dense_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """float64 (2 D, N) weights, (N,) constants and the centre c of the full sum, built
+        once per device (only the dense path needs them; the pruned one keeps its own):
+        log N(z; loc, scale) = [w^2, w] . [-precision / 2, (loc - c) precision] + const_n
+        with w = z - c, c the mean of the locs, so that the expanded form cancels terms of
+        the size of ((loc - c) / scale)^2, not (loc / scale)^2."""
         dense = self._dense
         if dense is None or dense[0].device != self.loc.device:
             loc, scale = self.loc.double(), self.scale.double()
-            precision = scale.pow(-2)
-            weights = torch.cat([-0.5 * precision, loc * precision], 1).T.contiguous()
+            centre = loc.mean(0)
+            delta, precision = loc - centre, scale.pow(-2)
+            weights = torch.cat([-0.5 * precision, delta * precision], 1).T.contiguous()
             const = (
-                -0.5 * (loc.pow(2) * precision).sum(-1)
+                -0.5 * (delta.pow(2) * precision).sum(-1)
                 - scale.log().sum(-1)
                 - 0.5 * self.z_dim * LOG_2PI
             )
-            dense = self._dense = (weights, const)
+            dense = self._dense = (weights, const, centre)
         return dense
 
     def pruned_mixture(self) -> PrunedDiagonalMixture:
         """The pruned sum over this source's components (built once per device)."""
         pruned = self._pruned
-        if pruned is None or pruned.rows.device != self.loc.device:
+        if pruned is None or pruned.table.device != self.loc.device:
             pruned = PrunedDiagonalMixture(self.loc, self.scale, self.tolerance)
             self._pruned = pruned
         return pruned

@@ -70,6 +70,35 @@ def test_pruned_sum_is_within_its_tolerance_of_the_full_sum(d):
     assert pruned.kept_pairs < 0.5 * z.shape[0] * loc.shape[0]  # it did skip work
 
 
+@pytest.mark.parametrize("mu,sigma", [(10.0, 1e-4), (100.0, 1e-3), (10.0, 1e-6), (100.0, 1e-6)])
+def test_a_narrow_component_far_from_zero_is_summed_exactly(mu, sigma):
+    """The leaves sum in coordinates centred on their box: the expanded quadratic form in
+    z itself would cancel terms of (mu / sigma)^2 (1e16 at mu = 100, sigma = 1e-6) and
+    miss by up to several nats."""
+    g = torch.Generator().manual_seed(0)
+    loc = torch.full((3, 4), mu) + sigma * torch.randn(3, 4, generator=g)  # float32, as
+    loc, scale = loc.double(), torch.full((3, 4), sigma).double()  # an encoder makes them
+    z = loc[0] + sigma * torch.randn(200, 4, generator=g, dtype=torch.float64)
+    exact = reference(loc, scale, z)
+    got = PrunedDiagonalMixture(loc, scale, leaf_size=16, first_block=64)(z)
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-9)
+    dense = aggregate(loc, scale, tolerance=0).log_prob(z) + math.log(3)
+    torch.testing.assert_close(dense, exact, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("offset,narrowest", [(30.0, 1e-4), (100.0, 1e-6)])
+def test_encodings_far_from_zero_lose_no_accuracy(offset, narrowest):
+    """Encodings with means shifted far from 0 and narrow scales: within the tolerance of
+    the full sum up to 1e-10 (the expanded form in z itself missed by 4e-5 at a shift of
+    30 and scales down to 1e-4)."""
+    loc, scale = encodings_like(2000, 6, seed=9, narrowest=narrowest)
+    loc = loc + offset
+    z = points(loc, scale, seed=10)[:900]
+    exact = reference(loc, scale, z)
+    err = exact - PrunedDiagonalMixture(loc, scale, leaf_size=32, first_block=128)(z)
+    assert err.min().item() >= -1e-10 and err.max().item() <= 1e-6 + 1e-10
+
+
 def test_a_loose_tolerance_drops_mass_but_never_more_than_it():
     loc, scale = encodings_like(3000, 5, seed=3)
     z = points(loc, scale, seed=4)
@@ -107,6 +136,30 @@ def test_gradient_passes_gradcheck_and_keeps_the_input_dtype():
     z32 = z.detach().float().requires_grad_()
     (g,) = torch.autograd.grad(pruned(z32).sum(), z32)
     assert g.dtype == torch.float32 and g.shape == z32.shape
+
+
+def test_bounds_whose_squares_would_overflow_float32_are_made_in_float64():
+    """A gap of 1e4 at scale 1e-16 squares to 1e40, past float32's range: the bound would
+    be -inf for every candidate and a node of more than a leaf's points would drop them
+    all; the bound is made in float64 then, so any batch gives the full sum."""
+    g = torch.Generator().manual_seed(1)
+    loc = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    scale = torch.full((40, 2), 1e-16, dtype=torch.float64)
+    z = 1e4 + torch.randn(300, 2, generator=g, dtype=torch.float64)
+    mixture = PrunedDiagonalMixture(loc, scale, leaf_size=16, first_block=64)
+    exact = reference(loc, scale, z)
+    assert bool(torch.isfinite(exact).all())
+    torch.testing.assert_close(mixture(z), exact, rtol=1e-12, atol=0)
+    torch.testing.assert_close(mixture(z[:10]), exact[:10], rtol=1e-12, atol=0)
+
+
+def test_an_infinite_point_has_density_zero():
+    loc, scale = encodings_like(200, 3, seed=2)
+    z = points(loc, scale, seed=3)[:50].clone()
+    z[4, 1], z[5, 0] = math.inf, math.nan
+    got = PrunedDiagonalMixture(loc, scale, leaf_size=8)(z)
+    assert got[4].item() == -math.inf and math.isnan(got[5].item())
+    assert bool(torch.isfinite(got[6:]).all())
 
 
 def test_a_nan_point_leaves_its_neighbours_exact():
@@ -163,12 +216,12 @@ def test_float32_box_bounds_never_fall_below_the_exact_maximum(offset, narrowest
         torch.empty(n, d, dtype=torch.float64).uniform_(math.log(narrowest), 0.0, generator=g).exp()
     )
     mixture = PrunedDiagonalMixture(loc, scale)
-    assert mixture.bounds[0].dtype == torch.float32
+    assert mixture.bounds32 is not None and mixture.bounds32[0].dtype == torch.float32
     log_norm = -scale.log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
     for width in (0.0, 1e-6, 1e-3):
         for centre in (loc[0], loc[1] + 2e-4, torch.full((d,), offset, dtype=torch.float64)):
             lo, hi = centre - width, centre + width
             gap = ((loc - centre).abs() - width).clamp(min=0) / scale
             exact = log_norm - 0.5 * gap.pow(2).sum(-1)
-            bound = mixture._upper(mixture.bounds, lo, hi)
+            bound = mixture._upper(mixture.bounds32, lo, hi)
             assert bool((bound >= exact).all()), (bound - exact).min().item()
