@@ -59,21 +59,27 @@ def _shard(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """This rank's rows (i with i mod W = rank) and the data it computes; sets
     ``kwargs["datum_index"]`` (see :func:`_my_rows`)."""
-    rows, computed = _my_rows(context, x.shape[0], kwargs, "datum_index")
+    rows, computed = _my_rows(context, x.shape[0], kwargs, "datum_index", kwargs.get("seed"))
     computed = computed.to(x.device)
     kwargs["datum_index"] = computed
     return rows.to(x.device), x[computed], None if y is None else y[computed]
 
 
 def _my_rows(
-    context: DistributedContext, total: int, kwargs: dict, key: str
+    context: DistributedContext, total: int, kwargs: dict, key: str, seed: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's indices i mod W = rank of ``total`` data (CPU), and the indices it
     computes, which the sharding passes as ``kwargs[key]`` (refused from the caller): the
     same, or datum 0 as a stand-in when it holds none. Turns off the progress of the other
-    ranks."""
+    ranks. ``seed`` (the estimate's) must be an integer: with None each process would draw
+    its own numbers (BDMC would simulate other data on each)."""
     if key in kwargs:
         raise ValueError(f"{key} is set by the sharding; do not pass it")
+    if seed is None:
+        raise ValueError(
+            "seed=None in an estimate sharded over processes: every process must draw from "
+            "the same seed; pass an integer seed"
+        )
     if not context.is_writer:
         kwargs["progress"] = False
     rows = member_rows(torch.arange(total), context.rank, context.world_size)
@@ -164,7 +170,7 @@ def sharded_bdmc(
     if context is None:
         return bdmc(vae, source, **kwargs)
     num_data = kwargs.get("num_data", 100)
-    rows, computed = _my_rows(context, num_data, kwargs, "rows")
+    rows, computed = _my_rows(context, num_data, kwargs, "rows", kwargs.get("seed", 0))
     local = bdmc(vae, source, rows=computed, **kwargs)
     forward = _gather_ais(context, rows, local.forward, num_data)
     reverse = _gather_ais(context, rows, local.reverse, num_data)

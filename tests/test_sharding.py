@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,11 @@ from pyrovae.analysis.bdmc import bdmc
 from pyrovae.analysis.datum_noise import METHODS, DatumNoise, datum_normals
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.proposals import initial_distribution
+from pyrovae.analysis.sharding import (
+    sharded_ais_log_likelihood,
+    sharded_bdmc,
+    sharded_source_log_likelihoods,
+)
 from pyrovae.analysis.sources import fit_sources
 from pyrovae.cli import main
 
@@ -159,6 +165,20 @@ def test_datum_index_must_match_the_data():
         estimate_source_log_likelihoods(
             vae, x, sources, num_samples=4, datum_index=torch.arange(3), progress=False
         )
+
+
+def test_a_sharded_estimate_needs_a_seed():
+    """With seed=None each process would draw its own numbers (and BDMC simulate its own
+    data): refused before any work."""
+    vae, x, sources = problem()
+    context = SimpleNamespace(rank=0, world_size=2, is_writer=True)
+    message = "seed=None in an estimate sharded over processes"
+    with pytest.raises(ValueError, match=message):
+        sharded_source_log_likelihoods(context, vae, x, sources, num_samples=4)
+    with pytest.raises(ValueError, match=message):
+        sharded_ais_log_likelihood(context, vae, x, num_steps=3)
+    with pytest.raises(ValueError, match=message):
+        sharded_bdmc(context, vae, num_data=3, seed=None)
 
 
 def torchrun(*argv: str) -> subprocess.CompletedProcess:
