@@ -22,12 +22,13 @@ are dropped, so the dropped mass is at most ``tolerance`` times the point's tota
     0 <= log q(z) - log q_pruned(z) <= -log(1 - tolerance)   (about tolerance),
 
 up to float64 rounding. The exact sums are matrix products of the expanded quadratic
-form (below) in coordinates centred on the leaf's box centre c, whose rounding grows like
-1e-16 ((z - c)^2 + (mu - c)^2) / sigma^2; each point's 32 largest terms (those that carry
-the sum) are then recomputed as l_n - 1/2 sum_d ((z_d - mu_nd) / sigma_nd)^2, so that
-what remains is a smaller term's rounding scaled by its weight: within 1e-10 nats of
-the full sum (measured, and tested with means shifted to 100 and scales down to 1e-6,
-where the expanded form in z itself was off by several nats).
+form (below) in coordinates centred on the mean c of the locs, whose rounding grows like
+1e-16 ((z - c)^2 + (mu - c)^2) / sigma^2. Where a bound on that rounding exceeds 1e-9
+nats, each point's 32 largest terms among the leaf's probe (the components of largest
+bound, which carry the sum) are recomputed as l_n - 1/2 sum_d ((z_d - mu_nd) / sigma_nd)^2,
+so that what remains is a smaller term's rounding scaled by its weight: within 1e-10
+nats of the full sum (measured, and tested with means shifted to 100 and scales down to
+1e-6, where the expanded form in z itself was off by several nats).
 
 The bound is the closed-form maximum of a separable quadratic, not a heuristic; a
 component is never dropped because it looks small. The pruned sum is differentiable in
@@ -67,6 +68,16 @@ wide to prune; about the draws of one datum in an importance-sampling pass)."""
 
 NODE_PROBE, LEAF_PROBE = 32, 1024
 """Components of largest bound summed exactly for the lower bound of a node, a leaf."""
+
+TOP_EXACT = 32
+"""Components per point whose log density a leaf recomputes term by term (see
+:meth:`PrunedDiagonalMixture._refine_top`)."""
+
+REFINE_ABOVE = 1e-9
+"""Nats: a leaf recomputes its largest terms only where the expanded form's rounding could
+exceed this (:meth:`PrunedDiagonalMixture._rounding_bound`): never for encoders' usual
+scales (at z = 50 the bound is about 1e-11), always for means far out with narrow
+scales."""
 
 SKIP_AFTER = 0.95
 """A node whose bound kept more than this share of its candidates has children that are
@@ -110,9 +121,18 @@ class PrunedDiagonalMixture:
             if self.max_inv_scale < 1e30 and self.max_abs_loc < 1e30
             else None
         )
-        # [-precision / 2, loc, log normalizer] per component, float64: the exact terms
-        # centred on any point (see _centred)
+        # exact terms, float64: log N(c + w; mu_n, sigma_n) = [w^2, w, 1] . rows_n in
+        # coordinates centred on the mean c of the locs; and [a_n, mu_n, l_n] per
+        # component, from which a term is recomputed without the expanded form
+        self.centre = loc.mean(0)
+        delta = loc - self.centre
+        const = log_norm - 0.5 * (delta.pow(2) * precision).sum(-1)
+        self.rows = torch.cat([-0.5 * precision, delta * precision, const[:, None]], 1)
         self.table = torch.cat([-0.5 * precision, loc, log_norm[:, None]], 1)
+        # per component, for the bound on the expanded form's rounding (_rounding_bound)
+        self.rounding_terms = torch.stack(
+            [0.5 * precision.sum(-1), 0.5 * (delta.pow(2) * precision).sum(-1), log_norm.abs()]
+        )
         self.split_weight = scale.median(0).values.reciprocal()
         self.cut = math.log(tolerance) - math.log(n)
         self.leaf_size = leaf_size
@@ -145,7 +165,7 @@ class PrunedDiagonalMixture:
         # a nan or inf is summed densely: in a box it would spoil its neighbours' bounds
         bad, good = (~finite).nonzero().squeeze(1), finite.nonzero().squeeze(1)
         out = points.new_empty(m)
-        out[bad], bad_grads = self._exact(points[bad], self.table, with_grad)
+        out[bad], bad_grads = self._exact(points[bad], with_grad)
         # an infinite coordinate (and no nan) has density 0, where inf * 0 made a nan
         out[bad[~torch.isnan(points[bad]).any(-1)]] = -math.inf
         if grads is not None:
@@ -157,13 +177,32 @@ class PrunedDiagonalMixture:
                 grads[good] = good_grads
         return out, grads
 
-    def _exact(
-        self, p: torch.Tensor, table: torch.Tensor, with_grad: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The log-sum over the components of ``table`` for points ``p`` (uncentred: they
-        are not finite), and its gradient."""
-        rows = _centred(table, p.new_zeros(self.z_dim))
-        return self._combine(p, [_features(p) @ rows.T], [rows], with_grad)
+    def _exact(self, p: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The log-sum over every component for points ``p``, and its gradient."""
+        w = p - self.centre
+        return self._combine(w, [_features(w) @ self.rows.T], [self.rows], with_grad)
+
+    def _rounding_bound(self, w: torch.Tensor, ids: torch.Tensor) -> float:
+        """A bound on the rounding of the expanded form over the points ``w`` (centred)
+        and the components ``ids``: (3 D + 2) u (2 A_n max w^2 + 3 B_n + |l_n|), with
+        A_n = sum_d |a_nd| and B_n = sum_d |a_nd| delta_nd^2 (delta = mu - c), more than
+        the sum of the magnitudes of the products and of the rounded constant, times the
+        relative error of a dot product of 2 D + 1 terms."""
+        a, b, norm = self.rounding_terms.index_select(1, ids)
+        u = torch.finfo(torch.float64).eps / 2
+        widest = float(w.square().max())
+        return (3 * self.z_dim + 2) * u * float((2 * a * widest + 3 * b + norm).max())
+
+    def _refine_top(self, p: torch.Tensor, ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """Recompute in place each point's :data:`TOP_EXACT` largest ``logits`` (of the
+        components ``ids``; a leaf passes its probe's) as l_n + sum_d a_nd (z_d - mu_nd)^2,
+        free of the expanded form's cancellation: these carry the sum, while a rounding
+        error in a smaller one is scaled by its weight."""
+        top = logits.topk(min(TOP_EXACT, logits.shape[1]), dim=1).indices  # (m, t)
+        t = self.table.index_select(0, ids[top].flatten()).view(*top.shape, -1)
+        d = self.z_dim
+        diff = p.unsqueeze(1) - t[..., d : 2 * d]
+        logits.scatter_(1, top, t[..., 2 * d] + (t[..., :d] * diff.square()).sum(-1))
 
     def _combine(
         self,
@@ -191,6 +230,8 @@ class PrunedDiagonalMixture:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = points.device
         values, grads, order = [], [], []
+        centred = points - self.centre
+        feats = _features(centred)
         # float32 bounds unless a gap in units of a scale could overflow its square there
         reach = (self.max_abs_loc + float(points.abs().max())) * self.max_inv_scale
         bounds = self.bounds32 if self.bounds32 is not None and reach < 1e18 else self.bounds64
@@ -213,24 +254,20 @@ class PrunedDiagonalMixture:
                 k = min(LEAF_PROBE if leaf else NODE_PROBE, cand.numel())
                 probe = torch.zeros_like(upper, dtype=torch.bool)
                 probe[upper.topk(k).indices] = True
-                centre = 0.5 * (lo + hi)
-                w = p - centre
-                feats = _features(w)
-                probe_table = self.table.index_select(0, cand[probe])
-                probe_rows = _centred(probe_table, centre)
-                probe_logits = feats @ probe_rows.T
+                probe_rows = self.rows.index_select(0, cand[probe])
+                probe_logits = feats[idx] @ probe_rows.T
+                if leaf and self._rounding_bound(centred[idx], cand[probe]) > REFINE_ABOVE:
+                    self._refine_top(p, cand[probe], probe_logits)
                 probe_sum = torch.logsumexp(probe_logits, -1)
                 keep = upper >= probe_sum.min() + self.cut
                 if leaf:  # the probe's products reused, the other survivors added
                     rest = cand[keep & ~probe]
                     self.kept_pairs += (k + rest.numel()) * idx.numel()
-                    logits, rows, tables = [probe_logits], [probe_rows], [probe_table]
+                    logits, rows = [probe_logits], [probe_rows]
                     if rest.numel():
-                        tables.append(self.table.index_select(0, rest))
-                        rows.append(_centred(tables[-1], centre))
-                        logits.append(feats @ rows[-1].T)
-                    logits, rows = _refine_top(w, centre, logits, rows, tables)
-                    total, grad = self._combine(w, logits, rows, with_grad)
+                        rows.append(self.rows.index_select(0, rest))
+                        logits.append(feats[idx] @ rows[-1].T)
+                    total, grad = self._combine(centred[idx], logits, rows, with_grad)
                     values.append(total)
                     grads.append(grad)
                     order.append(idx)
@@ -274,44 +311,8 @@ class PrunedDiagonalMixture:
 
 
 def _features(w: torch.Tensor) -> torch.Tensor:
-    """[w^2, w, 1]: log N(c + w; mu_n, sigma_n) = features . rows_n (see :func:`_centred`)."""
+    """[w^2, w, 1]: log N(c + w; mu_n, sigma_n) = features . rows_n, c the centre."""
     return torch.cat([w.pow(2), w, w.new_ones(w.shape[0], 1)], 1)
-
-
-TOP_EXACT = 32
-"""Components per point whose log density a leaf recomputes term by term (see
-:func:`_refine_top`)."""
-
-
-def _refine_top(
-    w: torch.Tensor,
-    centre: torch.Tensor,
-    logits: list[torch.Tensor],
-    rows: list[torch.Tensor],
-    tables: list[torch.Tensor],
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The leaf's logits (one block) with each point's :data:`TOP_EXACT` largest
-    recomputed as l_n + sum_d a_nd (w_d - delta_nd)^2, free of the expanded form's
-    cancellation: these carry the sum, while a rounding error in a smaller one is scaled
-    by its small weight."""
-    block, table = torch.cat(logits, 1), torch.cat(tables)
-    d = w.shape[1]
-    top = block.topk(min(TOP_EXACT, block.shape[1]), dim=1).indices  # (m, t)
-    t = table[top]  # (m, t, 2 D + 1)
-    diff = w.unsqueeze(1) - (t[..., d : 2 * d] - centre)
-    block.scatter_(1, top, t[..., 2 * d] + (t[..., :d] * diff.square()).sum(-1))
-    return [block], [torch.cat(rows)]
-
-
-def _centred(table: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """Rows [a_n, b_n, c_n] with log N(centre + w; mu_n, sigma_n) = w^2 . a_n + w . b_n +
-    c_n, from table rows [a_n = -1/(2 sigma_n^2), mu_n, log normalizer l_n]: with
-    delta = mu_n - centre, b_n = -2 a_n delta and c_n = l_n + a_n . delta^2, computed from
-    delta itself, so no term larger than (delta / sigma)^2 enters the sum."""
-    d = centre.shape[0]
-    a, delta = table[:, :d], table[:, d : 2 * d] - centre
-    c = table[:, 2 * d] + (a * delta.square()).sum(-1)
-    return torch.cat([a, -2 * a * delta, c[:, None]], 1)
 
 
 class _PrunedLogSumExp(torch.autograd.Function):
