@@ -327,7 +327,8 @@ def _features(w: torch.Tensor) -> torch.Tensor:
 
 
 class _PrunedLogSumExp(torch.autograd.Function):
-    """The pruned sum with its analytic gradient (first order only)."""
+    """The pruned sum with its analytic gradient (first order only: a second derivative
+    raises instead of coming out as zero)."""
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, mixture: PrunedDiagonalMixture) -> torch.Tensor:
@@ -338,5 +339,10 @@ class _PrunedLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if torch.is_grad_enabled():  # create_graph=True: the gradient would have no graph
+            raise RuntimeError(
+                "the pruned aggregate's log_prob has first derivatives only; for second "
+                "derivatives (create_graph=True) sum every component: tolerance=0"
+            )
         (grads,) = ctx.saved_tensors
         return (grad_out.unsqueeze(-1) * grads).to(ctx.dtype), None

@@ -162,6 +162,15 @@ def test_an_infinite_point_has_density_zero():
     assert bool(torch.isfinite(got[6:]).all())
 
 
+def test_a_second_derivative_is_refused_not_zero():
+    loc, scale = encodings_like(100, 2, seed=4)
+    z = points(loc, scale, seed=5)[:10].clone().requires_grad_()
+    # with another term the gradient has a graph, in which the pruned part would count as 0
+    total = PrunedDiagonalMixture(loc, scale)(z).sum() + z.pow(3).sum()
+    with pytest.raises(RuntimeError, match="first derivatives only.*tolerance=0"):
+        torch.autograd.grad(total, z, create_graph=True)
+
+
 def test_a_nan_point_leaves_its_neighbours_exact():
     loc, scale = encodings_like(1000, 4, seed=7)
     z = points(loc, scale, seed=8)[:400].clone()
