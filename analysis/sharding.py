@@ -12,7 +12,6 @@ drops it before the gather, so that every rank takes part in the same collective
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,8 +48,6 @@ def sharded_source_log_likelihoods(
         return estimate_source_log_likelihoods(vae, x, sources, y, **kwargs)
     rows, x_mine, y_mine = _shard(context, x, y, kwargs)
     local = estimate_source_log_likelihoods(vae, x_mine, sources, y_mine, **kwargs)
-    if rows.numel() == 0:  # the stand-in's results are dropped
-        local = {name: _first_rows_of(r, 0) for name, r in local.items()}
     return gather_log_likelihoods(context, local, rows.cpu(), x.shape[0])
 
 
@@ -86,30 +83,20 @@ def _my_rows(
     return rows, rows if rows.numel() else torch.zeros(1, dtype=torch.int64)
 
 
-def _first_rows_of(result: LogLikelihood, n: int) -> LogLikelihood:
-    """``result`` restricted to its first ``n`` data."""
-    return dataclasses.replace(
-        result,
-        per_datum=result.per_datum[:n],
-        elbo=result.elbo[:n],
-        khat=None if result.khat is None else result.khat[:n],
-        log_weights=None if result.log_weights is None else result.log_weights[:n],
-        iwae={k: v[:n] for k, v in result.iwae.items()},
-    )
-
-
 def gather_log_likelihoods(
     context: DistributedContext,
     local: Mapping[str, LogLikelihood],
     rows: torch.Tensor,
     total: int,
 ) -> dict[str, LogLikelihood]:
-    """Every rank's results for its ``rows`` of ``total`` data, assembled in data order."""
+    """Every rank's results for its ``rows`` of ``total`` data (the first rows of
+    ``local``: a stand-in's are dropped), assembled in data order."""
+    n = rows.numel()
     mine = {
         name: {
             "rows": rows,
-            **{f: getattr(r, f) for f in _FIELDS},
-            "iwae": r.iwae,
+            **{f: None if getattr(r, f) is None else getattr(r, f)[:n] for f in _FIELDS},
+            "iwae": {k: v[:n] for k, v in r.iwae.items()},
             "num_samples": r.num_samples,
             "proposal": r.proposal,
         }
