@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEFAULT_TOLERANCE", "PrunedDiagonalMixture"]
+__all__ = ["DEFAULT_TOLERANCE", "PrunedDiagonalMixture", "centred_rows"]
 
 DEFAULT_TOLERANCE = 1e-6
 """Largest share of a point's mixture mass that pruning may drop (log error about this)."""
@@ -121,18 +121,13 @@ class PrunedDiagonalMixture:
             else None
         )
         self._bounds64 = None if self.bounds32 is not None else (loc, inv_scale, log_norm)
-        # exact terms, float64: log N(c + w; mu_n, sigma_n) = [w^2, w, 1] . rows_n in
-        # coordinates centred on the mean c of the locs; and [a_n, mu_n, l_n] per
-        # component, from which a term is recomputed without the expanded form
-        self.centre = loc.mean(0)
-        delta = loc - self.centre
-        const = log_norm - 0.5 * (delta.pow(2) * precision).sum(-1)
-        self.rows = torch.cat([-0.5 * precision, delta * precision, const[:, None]], 1)
+        # exact terms (centred_rows), and [a_n, mu_n, l_n] per component, from which a
+        # term is recomputed without the expanded form
+        self.centre, self.rows = centred_rows(loc, scale)
         self.table = torch.cat([-0.5 * precision, loc, log_norm[:, None]], 1)
         # per component, for the bound on the expanded form's rounding (_rounding_bound)
-        self.rounding_terms = torch.stack(
-            [0.5 * precision.sum(-1), 0.5 * (delta.pow(2) * precision).sum(-1), log_norm.abs()]
-        )
+        spread = 0.5 * ((loc - self.centre).pow(2) * precision).sum(-1)
+        self.rounding_terms = torch.stack([0.5 * precision.sum(-1), spread, log_norm.abs()])
         self.split_weight = scale.median(0).values.reciprocal()
         self.cut = math.log(tolerance) - math.log(n)
         self.leaf_size = leaf_size
@@ -319,6 +314,20 @@ class PrunedDiagonalMixture:
         gap = (loc - centre.to(loc.dtype)).abs_().sub_((radius + slack).to(loc.dtype))
         squares = gap.clamp_(min=0).mul_(inv_scale).square_().sum(-1)
         return log_norm - 0.5 * (1 - (self.z_dim + 8) * u) * squares.double()
+
+
+def centred_rows(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean c of the (N, D) float64 ``loc`` and rows (N, 2 D + 1) of the expanded
+    quadratic form in coordinates centred on it: log N(c + w; mu_n, sigma_n) =
+    [w^2, w, 1] . [-1 / (2 sigma_n^2), delta_n / sigma_n^2, l_n - 1/2 sum_d delta_nd^2 /
+    sigma_nd^2], delta_n = mu_n - c and l_n the log normalizer. Centring keeps the terms
+    that cancel of the size of (delta / sigma)^2, not (mu / sigma)^2."""
+    d = loc.shape[1]
+    centre = loc.mean(0)
+    delta, precision = loc - centre, scale.pow(-2)
+    log_norm = -scale.log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
+    const = log_norm - 0.5 * (delta.pow(2) * precision).sum(-1)
+    return centre, torch.cat([-0.5 * precision, delta * precision, const[:, None]], 1)
 
 
 def _features(w: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from pyrovae.nets import check_positive_int
 
-from .mixture_pruning import DEFAULT_TOLERANCE, PrunedDiagonalMixture
+from .mixture_pruning import DEFAULT_TOLERANCE, PrunedDiagonalMixture, centred_rows
 
 if TYPE_CHECKING:  # .encodings builds on this module
     from .encodings import Encodings
@@ -402,23 +402,14 @@ class AggregatePosterior(LatentSource):
         return log_q.to(z.dtype).reshape(z.shape[:-1])
 
     def _dense_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """float64 (2 D, N) weights, (N,) constants and the centre c of the full sum, built
-        once per device (only the dense path needs them; the pruned one keeps its own):
-        log N(z; loc, scale) = [w^2, w] . [-precision / 2, (loc - c) precision] + const_n
-        with w = z - c, c the mean of the locs, so that the expanded form cancels terms of
-        the size of ((loc - c) / scale)^2, not (loc / scale)^2."""
+        """float64 (2 D, N) weights, (N,) constants and the centre c of the full sum (the
+        expanded form of :func:`~pyrovae.analysis.mixture_pruning.centred_rows`, as the
+        pruned sum has it), built once per device: only the dense path needs them."""
         dense = self._dense
         if dense is None or dense[0].device != self.loc.device:
-            loc, scale = self.loc.double(), self.scale.double()
-            centre = loc.mean(0)
-            delta, precision = loc - centre, scale.pow(-2)
-            weights = torch.cat([-0.5 * precision, delta * precision], 1).T.contiguous()
-            const = (
-                -0.5 * (delta.pow(2) * precision).sum(-1)
-                - scale.log().sum(-1)
-                - 0.5 * self.z_dim * LOG_2PI
-            )
-            dense = self._dense = (weights, const, centre)
+            centre, rows = centred_rows(self.loc.double(), self.scale.double())
+            d = self.z_dim
+            dense = self._dense = (rows[:, : 2 * d].T.contiguous(), rows[:, 2 * d].clone(), centre)
         return dense
 
     def pruned_mixture(self) -> PrunedDiagonalMixture:
