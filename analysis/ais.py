@@ -76,7 +76,7 @@ from .annealing import (
     initial_draws,
     sigmoid_schedule,
 )
-from .datum_noise import DatumNoise, check_datum_index
+from .datum_noise import DatumNoise, check_datum_index, noise_key
 from .encodings import check_data
 from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_bar
 from .sources import LatentSource, is_diagonal_normal, seeded
@@ -489,7 +489,7 @@ def ais_log_likelihood(
     desc = f"AIS log p(x), {_source_label(source)}: {plural(num_data, 'image')}, {num_steps} steps"
     total = _num_batches(num_data, cfg) * num_steps
     with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
-        key = seed if seed is not None else int(torch.randint(2**31, ()))
+        key = noise_key(seed)
         log_weights, accept, _ = _run_batches(
             vae, x, y, source, initial, cfg, on_step=bar.update, datum_index=datum_index, key=key
         )

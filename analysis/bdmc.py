@@ -27,6 +27,7 @@ from .ais import (
     _run_batches,
     _source_label,
 )
+from .datum_noise import noise_key
 from .loglik import progress_bar
 from .sources import LatentSource, seeded
 
@@ -188,7 +189,7 @@ def bdmc(
     check_datum_rows(index, num_data)
     total = 2 * _num_batches(index.numel(), cfg) * num_steps
     with torch.no_grad(), seeded(seed, device), progress_bar(total, desc, "step", progress) as bar:
-        key = seed if seed is not None else int(torch.randint(2**31, ()))
+        key = noise_key(seed)
         x, y, z = _simulate(vae, source, num_data, device)
         xs, ys, zs = x[index], None if y is None else y[index], z[index]
         keyed = {"datum_index": index, "key": key, "on_step": bar.update}

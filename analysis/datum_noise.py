@@ -35,13 +35,27 @@ from contextlib import contextmanager
 import torch
 import torch.distributions.normal as _normal
 
-__all__ = ["METHODS", "DatumNoise", "check_datum_index", "datum_normals", "hash32", "mix64"]
+__all__ = [
+    "METHODS",
+    "DatumNoise",
+    "check_datum_index",
+    "datum_normals",
+    "hash32",
+    "mix64",
+    "noise_key",
+]
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = 0xFFFFFFFF
 METHODS = ("generator", "hash")
 DEFAULT_METHOD: str | None = None
 """The method every DatumNoise uses when given none; None: by device (see DatumNoise)."""
+
+
+def noise_key(seed: int | None) -> int:
+    """The key of an estimate's per-datum noise: its seed, or with ``seed=None`` one drawn
+    from torch's global generator (so that unseeded estimates differ from run to run)."""
+    return seed if seed is not None else int(torch.randint(2**31, ()))
 
 
 def mix64(*keys: int) -> int:

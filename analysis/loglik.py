@@ -33,7 +33,7 @@ from pyrovae.traces import (
     score_latents,
 )
 
-from .datum_noise import DatumNoise, check_datum_index, datum_normals
+from .datum_noise import DatumNoise, check_datum_index, datum_normals, noise_key
 from .diagnostics import KHAT_THRESHOLD, khat_fraction, psis_khat
 from .encodings import check_data
 from .progress import progress_bar
@@ -395,7 +395,7 @@ def _estimate(
         if source is not None
     }
     with torch.no_grad(), seeded(seed, x.device):
-        key = seed if seed is not None else int(torch.randint(2**31, ()))
+        key = noise_key(seed)
         views = {}
         if adapt and defensive < 1:
             views = {
