@@ -5,7 +5,7 @@ This is what ``pyrovae evaluate`` runs; the result is a plain JSON-ready dict::
     {"sources": {NAME: {"loglik", "stderr", "khat_gt_0.7", "ksweep": {"1": .., "10": ..},
                         "converged", "ais": {...}, "entropy", "ambiguous", ...}},
      "bdmc": {"lower", "upper", "gap", "steps", ...},
-     "surgery": {...}, "elbo": .., "loglik": .., ...}
+     "surgery": {...}, "elbo": .., "loglik": .., "fingerprint": SHA-256 of the weights, ...}
 
 The held-out images are a fixed random subset of the split (:meth:`pyrovae.data.Split.sample`);
 the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compared on the
@@ -35,6 +35,7 @@ from .proposals import initial_distribution
 from .quality import feature_stats, sample_quality
 from .sharding import sharded_ais_log_likelihood, sharded_bdmc
 from .source_fits import SOURCES
+from .source_store import model_fingerprint
 from .sources import LatentSource, PriorSource
 from .stats import mean_stderr
 from .surgery import elbo_surgery
@@ -200,6 +201,8 @@ def evaluate_run(
         "proposal": proposal,
         "conditional": bool(vae.conditional),
         "sources": per_source,
+        # the weights evaluated: a saved evaluation of other weights is never reused or shown
+        "fingerprint": model_fingerprint(vae),
     }
     if vae.conditional:
         result["note"] = (

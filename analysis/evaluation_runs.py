@@ -1,5 +1,13 @@
 """One evaluation per run, reused: evaluate with settings, keep the fitted sources, reuse
-``evaluation.json`` when its settings match what is asked, and never overwrite it unasked.
+``evaluation.json`` when its settings match what is asked and it was made with the same
+model weights, and never overwrite it unasked.
+
+``evaluation.json`` records the fingerprint of the weights it was made with
+(:func:`~pyrovae.analysis.source_store.model_fingerprint`, as the saved sources and the
+diagnostics do). An evaluation of other weights (the run was trained further, another
+``--checkpoint``), or one with no fingerprint (written by an older pyrovae: its weights
+are unknown), is never reused or shown: it is refused with the reason and the command
+that replaces it, as a settings mismatch is.
 
 ``pyrovae evaluate``, ``pyrovae report`` and the study all go through :func:`evaluate_with`
 (and :func:`reuse_or_evaluate`), so an evaluation written by one is recognised by the
@@ -26,6 +34,7 @@ from .source_store import (
     fit_record,
     fit_run_sources,
     load_sources,
+    model_fingerprint,
     save_sources,
     saved_source_names,
 )
@@ -33,8 +42,10 @@ from .sources import LatentSource
 
 __all__ = [
     "EvaluationMismatchError",
+    "StaleEvaluationError",
     "ais_budget",
     "check_reusable",
+    "check_weights",
     "saved_differences",
     "fitting_options",
     "evaluate_with",
@@ -45,6 +56,11 @@ __all__ = [
 
 class EvaluationMismatchError(ValueError):
     """A saved evaluation was made with other settings than those asked for."""
+
+
+class StaleEvaluationError(EvaluationMismatchError):
+    """A saved evaluation was made with other model weights than those loaded (or records
+    no fingerprint of its weights, so they are unknown)."""
 
 
 def ais_budget(settings: EvaluationSettings) -> AISBudget | None:
@@ -165,17 +181,67 @@ def saved_differences(
     return settings.differences(read_json(path).get("settings"), asked)
 
 
+def _stale_reason(evaluation: Any, vae: nn.Module) -> str | None:
+    """Why ``evaluation`` is not of ``vae``'s weights, or None when its fingerprint matches."""
+    recorded = evaluation.get("fingerprint") if isinstance(evaluation, dict) else None
+    if not isinstance(recorded, str):
+        return (
+            "records no fingerprint of the model weights it was made with (an older pyrovae "
+            "wrote it), so they are unknown"
+        )
+    if recorded != model_fingerprint(vae):
+        weights = getattr(vae, "checkpoint_name", None) or "the loaded weights"
+        return (
+            f"was made with other model weights than {weights} (the run was trained further, "
+            "or another --checkpoint was evaluated)"
+        )
+    return None
+
+
+def _stale(run_dir: str | Path, reason: str) -> StaleEvaluationError:
+    return StaleEvaluationError(
+        f"{Path(run_dir) / 'evaluation.json'} {reason}; pass --reevaluate to evaluate these "
+        f"weights and replace it, or run `pyrovae evaluate {run_dir}`"
+    )
+
+
+def check_weights(evaluation: Any, vae: nn.Module, where: str | Path = "the evaluation") -> None:
+    """Raise :class:`StaleEvaluationError` unless ``evaluation`` records the fingerprint of
+    ``vae``'s weights (an evaluation of other, or unknown, weights is never shown)."""
+    reason = _stale_reason(evaluation, vae)
+    if reason is not None:
+        raise StaleEvaluationError(
+            f"{where} {reason}; evaluate these weights (pyrovae evaluate RUN, or "
+            "pyrovae.analysis.evaluate.evaluate_run) before reporting on them"
+        )
+
+
 def check_reusable(
     run_dir: str | Path,
     settings: EvaluationSettings,
     asked: set[str] | None = None,
     reevaluate: bool = False,
+    vae: nn.Module | None = None,
 ) -> None:
     """Raise :class:`EvaluationMismatchError` when a saved evaluation differs from what is
-    asked and ``reevaluate`` is off (before any work is done)."""
+    asked, or :class:`StaleEvaluationError` when it was made with other (or unknown) model
+    weights, and ``reevaluate`` is off (before any work is done).
+
+    ``vae`` is the model to be evaluated; by default the run's ``settings.checkpoint`` is
+    loaded on the CPU to read its weights' fingerprint.
+    """
     diffs = saved_differences(run_dir, settings, asked)
-    if diffs and not reevaluate:
+    if diffs is None or reevaluate:
+        return
+    if diffs:
         raise _mismatch(run_dir, diffs)
+    if vae is None:
+        from pyrovae.runs import load_run
+
+        vae = load_run(run_dir, checkpoint=settings.checkpoint)
+    reason = _stale_reason(read_json(Path(run_dir) / "evaluation.json"), vae)
+    if reason is not None:
+        raise _stale(run_dir, reason)
 
 
 def _mismatch(run_dir: str | Path, diffs: list[str]) -> EvaluationMismatchError:
@@ -197,14 +263,16 @@ def reuse_or_evaluate(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], dict[str, LatentSource]]:
-    """``run_dir/evaluation.json`` when its settings match, else a new evaluation.
+    """``run_dir/evaluation.json`` when its settings match and it was made with ``vae``'s
+    weights, else a new evaluation.
 
     Args:
         asked: the settings the caller asked for explicitly (None: all of them); only
             these are compared with the saved ones.
-        reevaluate: evaluate again (and replace the file) when the saved settings differ;
-            without it a difference raises :class:`EvaluationMismatchError` naming each
-            setting with both values.
+        reevaluate: evaluate again (and replace the file) when the saved settings or
+            weights differ; without it a difference raises
+            :class:`EvaluationMismatchError` naming each setting with both values, and an
+            evaluation of other (or unknown) weights :class:`StaleEvaluationError`.
 
     Returns the evaluation and its sources (loaded from the run, or fitted for figures).
     """
@@ -214,15 +282,20 @@ def reuse_or_evaluate(
         raise _mismatch(run_dir, diffs)
     if diffs == []:
         saved = read_json(path)
-        log("    reusing evaluation.json (its settings match what was asked)")
-        stored = saved["settings"]
-        fit = EvaluationSettings(
-            sources=tuple(saved["sources"]),
-            num_train=stored.get("num_train"),
-            seed=stored.get("seed", settings.seed),
-            flow_steps=stored.get("flow_steps", settings.flow_steps),
-        )
-        return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
+        reason = _stale_reason(saved, vae)
+        if reason is None:
+            log("    reusing evaluation.json (its settings and weights match what was asked)")
+            stored = saved["settings"]
+            fit = EvaluationSettings(
+                sources=tuple(saved["sources"]),
+                num_train=stored.get("num_train"),
+                seed=stored.get("seed", settings.seed),
+                flow_steps=stored.get("flow_steps", settings.flow_steps),
+            )
+            return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
+        if not reevaluate:
+            raise _stale(run_dir, reason)
+        diffs = [f"it {reason}"]
     if diffs:
         log(f"    replacing {path}: {'; '.join(diffs)}")
     else:

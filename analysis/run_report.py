@@ -151,13 +151,23 @@ def build_run_report(
 
     ``diagnostics`` (``pyrovae diagnose``'s dict) adds an "Inference quality" section; by
     default the run's own ``RUN/diagnostics/diagnostics.json`` is used when it exists.
+
+    A non-empty ``evaluation`` must record the fingerprint of ``vae``'s weights (as
+    :func:`~pyrovae.analysis.evaluate.evaluate_run` does): an evaluation of other weights,
+    or of unknown ones, raises
+    :class:`~pyrovae.analysis.evaluation_runs.StaleEvaluationError` rather than being shown
+    beside the figures and training curves of these.
     """
     from pyrovae.runs import read_metrics
 
     from .diagnose import load_diagnostics
+    from .evaluation_runs import check_weights
 
     name = name or run_name(vae)
     run_dir = getattr(vae, "run_dir", None)
+    if evaluation:
+        where = "the evaluation" if run_dir is None else f"the evaluation of {run_dir}"
+        check_weights(evaluation, vae, where)
     metrics = read_metrics(run_dir) if run_dir is not None else None
     figures = run_figures(vae, data, evaluation, sources, metrics, classifier)
     folder = Path(out_dir) / name

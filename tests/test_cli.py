@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -252,6 +254,48 @@ def test_report_reuses_a_matching_evaluation(run_dirs, tmp_path, capsys):
     assert main([*changed, "--reevaluate"]) == 0
     assert "replacing" in capsys.readouterr().out
     assert '"num_test": 30' in (vae / "evaluation.json").read_text()
+
+
+def test_report_refuses_an_evaluation_of_other_weights(run_dirs, mnist_root, tmp_path, capsys):
+    """evaluate, one more epoch with --resume, report: the old evaluation is never shown."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dirs[0], run)
+    assert main(["evaluate", str(run), *EVAL_TINY, "--quiet"]) == 0
+    saved = json.loads((run / "evaluation.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{64}", saved["fingerprint"])
+    argv = ["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]
+    assert main([*argv, "--data-root", str(mnist_root)]) == 0
+    written = (run / "evaluation.json").read_text()
+    capsys.readouterr()
+    report = ["report", str(run), "--out", str(tmp_path / "r"), *EVAL_TINY]
+    code = main(report)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert "was made with other model weights than best.pt" in err
+    assert "--reevaluate" in err and f"pyrovae evaluate {run}" in err
+    assert (run / "evaluation.json").read_text() == written
+    assert not (tmp_path / "r" / "report.html").exists()
+
+    # an older evaluation.json without a fingerprint: its weights are unknown, not these
+    del saved["fingerprint"]
+    (run / "evaluation.json").write_text(json.dumps(saved))
+    code = main(report)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "records no fingerprint of the model weights" in err and "--reevaluate" in err
+
+    assert main([*report, "--reevaluate"]) == 0
+    assert "replacing" in capsys.readouterr().out
+    from pyrovae.analysis.source_store import model_fingerprint
+    from pyrovae.runs import load_run
+
+    fresh = json.loads((run / "evaluation.json").read_text())
+    assert fresh["fingerprint"] == model_fingerprint(load_run(run))
+    assert main(report) == 0  # now it is these weights' evaluation: reused
+    assert "reusing evaluation.json" in capsys.readouterr().out
 
 
 def test_bad_flags_answer_within_a_second():
