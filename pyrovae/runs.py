@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,6 +76,64 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     ]
 
 
+def _checkpoint_z_dim(
+    saved: dict[str, torch.Tensor], built: dict[str, torch.Tensor], z_dim: int
+) -> int | None:
+    """The z_dim the checkpoint was trained with, read off a size that is ``z_dim`` in the
+    model built from the config and differs in the checkpoint (None when none is)."""
+    for key in sorted(set(saved) & set(built)):
+        a, b = tuple(saved[key].shape), tuple(built[key].shape)
+        if len(a) == len(b):
+            for size_saved, size_built in zip(a, b, strict=True):
+                if size_built == z_dim and size_saved != z_dim:
+                    return size_saved
+    return None
+
+
+def _check_weights_fit(
+    file: Path, saved: dict[str, Any], built: dict[str, torch.Tensor], config: ModelConfig
+) -> None:
+    """Raise :class:`CheckpointError` (one line: the file, the parameter, both shapes and
+    the fix) when the checkpoint's weights do not fit the model ``config.json`` describes,
+    instead of torch's dozen lines of size mismatches."""
+    config_file = file.parent / "config.json"
+    fix = f"restore the config.json the run was trained with, or train {file.parent} anew"
+    missing = sorted(set(built) - set(saved))
+    unexpected = sorted(set(saved) - set(built))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            more = " ..." if len(unexpected) > 3 else ""
+            parts.append(f"has {', '.join(unexpected[:3])}{more}, which it does not build")
+        raise CheckpointError(
+            f"{file} does not fit the model {config_file} describes (prior {config.prior!r}, "
+            f"guide {config.guide!r}): the checkpoint {' and '.join(parts)}; {fix}"
+        )
+    wrong = [
+        key
+        for key in sorted(built)
+        if isinstance(saved[key], torch.Tensor) and saved[key].shape != built[key].shape
+    ]
+    if not wrong:
+        return
+    key = wrong[0]
+    shapes = (
+        f"{key} is {tuple(saved[key].shape)} in the checkpoint but "
+        f"{tuple(built[key].shape)} in the model built from config.json"
+    )
+    others = f" (and {len(wrong) - 1} more parameters)" if len(wrong) > 1 else ""
+    trained = _checkpoint_z_dim(saved, built, config.z_dim)
+    cause = (
+        f"; config.json says z_dim {config.z_dim} but the checkpoint was trained with "
+        f"z_dim {trained}"
+        if trained is not None
+        else ""
+    )
+    raise CheckpointError(f"{file} does not fit {config_file}: {shapes}{others}{cause}; {fix}")
+
+
 def load_run(
     run_dir: str | Path, device: torch.device | str = "cpu", checkpoint: str = "best"
 ) -> VAE:
@@ -105,6 +164,7 @@ def load_run(
             "`pyrovae train` wrote"
         )
     vae = build_model(config.model)
+    _check_weights_fit(file, state["model"], vae.state_dict(), config.model)
     vae.load_state_dict(state["model"])
     vae.run_config = config
     vae.run_dir = path

@@ -170,3 +170,37 @@ def test_good_files_still_load(run_dir):
     assert config.model.z_dim == 2
     assert load_run(run_dir).z_dim == 2
     json.loads((run_dir / "config.json").read_text())  # the files were not touched
+
+
+def _with_model_config(run: Path, **changes) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config["model"].update(changes)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_cli_names_a_z_dim_that_differs_from_the_checkpoint(run_copy, tmp_path, capsys, command):
+    """best.pt trained with z_dim 2, config.json edited to say 5: one line, not a dozen."""
+    _with_model_config(run_copy, z_dim=5)
+    if command == "sample":
+        code = sample(run_copy, tmp_path)
+    else:
+        code = main(["evaluate", str(run_copy), "--no-quality", "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"pyrovae {command}: error: {run_copy / 'best.pt'} does not fit ")
+    assert "decoder.net.0.weight is (32, 2) in the checkpoint but (32, 5) in the model" in err
+    assert "config.json says z_dim 5 but the checkpoint was trained with z_dim 2" in err
+    assert "restore the config.json the run was trained with" in err
+    assert "size mismatch" not in err
+
+
+def test_load_run_names_parameters_the_config_does_not_build(run_copy):
+    _with_model_config(run_copy, prior="mog")
+    with pytest.raises(CheckpointError) as info:
+        load_run(run_copy)
+    message = str(info.value)
+    assert message.startswith(f"{run_copy / 'best.pt'} does not fit the model")
+    assert "(prior 'mog', guide 'diagonal')" in message and "lacks prior.locs" in message
+    assert "has prior.loc, prior.scale, which it does not build" in message
+    assert "\n" not in message
