@@ -4,12 +4,35 @@ This is what ``pyrovae evaluate`` runs; the result is a plain JSON-ready dict::
 
     {"sources": {NAME: {"loglik", "stderr", "khat_gt_0.7", "ksweep": {"1": .., "10": ..},
                         "converged", "ais": {...}, "entropy", "ambiguous", ...}},
-     "bdmc": {"lower", "upper", "gap", "steps", ...},
      "surgery": {...}, "elbo": .., "loglik": .., "fingerprint": SHA-256 of the weights, ...}
 
 The held-out images are a fixed random subset of the split (:meth:`pyrovae.data.Split.sample`);
 the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compared on the
 same images.
+
+The prior's importance-sampled estimate (the headline ``"loglik"``) comes from draws of
+its own proposal, so it is the same whichever other sources are requested; the other
+sources share one adapted mixture (:mod:`pyrovae.analysis.compare`).
+
+Each AIS'd source's ``"ais"`` entry holds::
+
+    {"loglik", "stderr",          # AIS mean over the images, spread over images / sqrt(n)
+     "is_loglik", "is_stderr",    # importance sampling on the same images
+     "minus_is": {"mean", "stderr"},     # AIS - IS, paired image by image
+     "minus_prior": {"mean", "stderr"},  # AIS - the prior's AIS, paired (when the prior ran)
+     "per_datum", "num_test", "steps", "chains", "acceptance", ...,
+     "bdmc": {"source", "initial", "lower", "upper", "gap", "gap_stderr", "num_data",
+              "steps", "chains"}}
+
+``stderr`` is the spread of log p(x) over the images, not the error of comparing two
+estimates on the same images: compare with the paired ``minus_*`` instead. ``"bdmc"`` is
+this source's own sandwich (Grosse et al., 2015, https://arxiv.org/abs/1511.02543): data
+simulated from that source (z ~ r, x ~ p(x | z); for a CVAE the labels cycle through the
+classes and z ~ r(z) or r(z | y) as the source is conditional), forward AIS from the same
+initial distribution (``"initial"``: ``"guide"`` or ``"adapted proposal of NAME"``) and the
+same schedule and chains as the source's AIS. Its gap backs that source's AIS alone.
+Files written before the per-source BDMC hold one top-level ``"bdmc"`` instead: the
+prior's, from the guide (:func:`~pyrovae.analysis.evidence.source_bdmc` reads both).
 """
 
 from __future__ import annotations
@@ -28,12 +51,23 @@ from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
 from .classifier import MNISTClassifier
-from .compare import DEFAULT_SOURCES, SourceComparison, compare_sources, model_inputs
+from .compare import (
+    DEFAULT_SOURCES,
+    KSWEEP,
+    SourceComparison,
+    compare_sources,
+    model_inputs,
+)
+from .evidence import source_bdmc
 from .memorization import memorization
 from .progress import progress_bar, progress_iter
-from .proposals import initial_distribution
+from .proposals import initial_distribution, uses_guide
 from .quality import feature_stats, sample_quality
-from .sharding import sharded_ais_log_likelihood, sharded_bdmc
+from .sharding import (
+    sharded_ais_log_likelihood,
+    sharded_bdmc,
+    sharded_source_log_likelihoods,
+)
 from .source_fits import SOURCES
 from .source_store import model_fingerprint
 from .sources import LatentSource, PriorSource
@@ -66,7 +100,8 @@ class AISBudget:
         chains: C, independent chains per image.
         leapfrog_steps: leapfrog steps per HMC transition.
         sources: the sources run through AIS (None: every evaluated source).
-        bdmc_num_data: data simulated from the model for the BDMC gap (0: skip BDMC).
+        bdmc_num_data: data simulated from each AIS'd source for its BDMC gap (0: skip
+            BDMC); every source costs about twice its AIS on this many images.
     """
 
     num_test: int
@@ -148,15 +183,15 @@ def evaluate_run(
         proposal: importance proposal (see
             :func:`~pyrovae.analysis.loglik.estimate_source_log_likelihoods`).
         ais: also estimate every source's log-likelihood by AIS on the first
-            ``ais.num_test`` held-out images, and the BDMC gap on simulated data
-            (:class:`AISBudget`); None skips both.
+            ``ais.num_test`` held-out images, and each such source's BDMC gap on data
+            simulated from it (:class:`AISBudget`, :func:`run_ais`); None skips both.
         seed: seeds the fitting, the importance draws and the samples.
         progress: show progress on stderr while sources are fitted and scored, and during
             AIS and BDMC (the results are the same either way).
         context: in a torchrun job, the importance-sampled and AIS log-likelihoods are
             sharded over the ranks (:mod:`~pyrovae.analysis.sharding`: the same per-datum
-            values as one process); sample quality, BDMC and ELBO surgery then run on rank
-            0 alone, and the other ranks return ``({}, comparison)``.
+            values as one process), and so is BDMC; sample quality and ELBO surgery then run
+            on rank 0 alone, and the other ranks return ``({}, comparison)``.
 
     Returns:
         The JSON-ready evaluation dict and the :class:`SourceComparison` (with the fitted
@@ -182,6 +217,8 @@ def evaluate_run(
         progress=progress,
         context=context,
     )
+    if proposal == "adapted" and len(comparison.results) > 1:
+        _prior_on_its_own_draws(vae, comparison, held_out, num_test, seed, progress, context)
     if context is not None and not context.is_writer:
         if ais is not None:  # this rank's share of the AIS runs, then rank 0 goes on alone
             run_ais(vae, data, comparison, ais, split=split, seed=seed, context=context)
@@ -215,8 +252,6 @@ def evaluate_run(
         )
         for name, entry in annealed["ais"].items():
             per_source[name]["ais"] = entry
-        if "bdmc" in annealed:
-            result["bdmc"] = annealed["bdmc"]
     if classifier is not None:
         torch.manual_seed(seed)
         real = held_out.sample(num_test).x if num_test else held_out.x
@@ -256,6 +291,41 @@ def evaluate_run(
     return result, comparison
 
 
+def _prior_on_its_own_draws(
+    vae: nn.Module,
+    comparison: SourceComparison,
+    held_out: Split,
+    num_test: int | None,
+    seed: int,
+    progress: bool,
+    context: DistributedContext | None,
+) -> None:
+    """Replace the prior's estimate in ``comparison`` by one from draws of its own proposal.
+
+    The ``"adapted"`` mixture shares one set of draws among the sources, so its draws (and
+    the prior's estimate, while L_K is still rising) depend on which other sources were
+    requested; the model's headline log p(x) must not. The prior is estimated again from
+    its own adapted mixture (the guide alone, the plain IWAE bound L_K; Burda et al., 2016,
+    https://arxiv.org/abs/1509.00519), as with ``sources=["prior"]``: one more decoder pass
+    per draw. The other sources' ``vs_prior`` are then paired over images, not draws.
+    """
+    x, y = model_inputs(vae, held_out, num_test, random_subset=True)
+    num_samples = comparison.num_samples
+    own = sharded_source_log_likelihoods(
+        context,
+        vae,
+        x,
+        {"prior": comparison.sources["prior"]},
+        y,
+        num_samples=num_samples,
+        proposal="adapted",
+        iwae_particles=[k for k in KSWEEP if k < num_samples],
+        seed=seed,
+        progress=progress,
+    )
+    comparison.results["prior"] = own["prior"]
+
+
 def run_ais(
     vae: nn.Module,
     data: Splits,
@@ -267,18 +337,20 @@ def run_ais(
     progress: bool = True,
     context: DistributedContext | None = None,
 ) -> dict[str, Any]:
-    """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and BDMC.
+    """AIS for the sources of ``comparison`` on its first ``budget.num_test`` images, and
+    each one's BDMC.
 
-    Returns ``{"ais": {name: {"loglik", "stderr", "is_loglik", "is_stderr", "num_test",
-    "steps", "chains", "acceptance", "per_datum"}}, "bdmc": {...}}``; ``is_loglik`` is
-    the importance-sampling estimate on the same images, so the two can be compared
-    directly, and ``per_datum`` lets two sources be compared image by image (paired).
-    Each source starts from its adapted proposal
-    (:func:`~pyrovae.analysis.proposals.initial_distribution`). ``progress`` shows a bar
-    on stderr over the annealing steps of each run (the results are the same either way).
-    Every image's noise is keyed by its index (``datum_index``), so in a torchrun job
-    (``context``) the images are sharded over the ranks with the results of one process;
-    BDMC then runs on rank 0 alone (the other ranks return after the AIS runs).
+    Returns ``{"ais": {name: entry}}`` with the entries of the module docstring.
+    ``is_loglik`` is the importance-sampling estimate on the same images, ``minus_is`` and
+    ``minus_prior`` the paired differences (:func:`paired_difference`), and ``per_datum``
+    lets any two sources be compared image by image. Each source starts from its adapted
+    proposal (:func:`~pyrovae.analysis.proposals.initial_distribution`); with
+    ``budget.bdmc_num_data``, BDMC runs on data simulated from that source with that same
+    start and schedule (``entry["bdmc"]``), so each gap bounds the error of that source's
+    AIS. ``progress`` shows a bar on stderr over the annealing steps of each run (the
+    results are the same either way). Every image's noise is keyed by its index
+    (``datum_index``), so in a torchrun job (``context``) the images, and BDMC's simulated
+    data, are sharded over the ranks with the results of one process.
     """
     if budget.num_test > comparison.num_test:
         raise ValueError(
@@ -293,15 +365,17 @@ def run_ais(
         )
     x, y = model_inputs(vae, getattr(data, split), budget.num_test, random_subset=True)
     out: dict[str, Any] = {"ais": {}}
+    per_image: dict[str, torch.Tensor] = {}
     for name in names:
         source = comparison.sources[name]
+        initial = initial_distribution(vae, source, seed=seed)
         result = sharded_ais_log_likelihood(
             context,
             vae,
             x,
             y,
             source,
-            initial=initial_distribution(vae, source, seed=seed),
+            initial=initial,
             num_steps=budget.steps,
             num_chains=budget.chains,
             leapfrog_steps=budget.leapfrog_steps,
@@ -309,29 +383,61 @@ def run_ais(
             progress=progress,
         )
         is_part = comparison.results[name].per_datum[: budget.num_test]
+        per_image[name] = result.per_datum
         entry = result.to_dict()
         entry.update(
             is_loglik=float(is_part.mean()),
             is_stderr=_stderr(is_part),
+            minus_is=paired_difference(result.per_datum, is_part),
             num_test=budget.num_test,
             steps=budget.steps,
             chains=budget.chains,
             per_datum=result.per_datum.tolist(),
         )
+        if budget.bdmc_num_data:  # this source's own sandwich: its data, its start
+            sandwich = sharded_bdmc(
+                context,
+                vae,
+                source,
+                initial=initial,
+                num_data=budget.bdmc_num_data,
+                num_steps=budget.steps,
+                num_chains=budget.chains,
+                leapfrog_steps=budget.leapfrog_steps,
+                seed=seed,
+                progress=progress,
+            )
+            entry["bdmc"] = {
+                "source": name,
+                "initial": initial_label(vae, source, name),
+                **sandwich.to_dict(),
+            }
         out["ais"][name] = entry
-    if budget.bdmc_num_data:
-        sandwich = sharded_bdmc(
-            context,
-            vae,
-            num_data=budget.bdmc_num_data,
-            num_steps=budget.steps,
-            num_chains=budget.chains,
-            leapfrog_steps=budget.leapfrog_steps,
-            seed=seed,
-            progress=progress,
-        )
-        out["bdmc"] = sandwich.to_dict()
+    if "prior" in per_image:
+        for name, entry in out["ais"].items():
+            if name != "prior":
+                entry["minus_prior"] = paired_difference(per_image[name], per_image["prior"])
     return out
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float | None]:
+    """``{"mean", "stderr"}`` of d_i = a_i - b_i over the images: mean(d) and sd(d) / sqrt(n)
+    (ddof 1; stderr None for one image). Paired, so the spread of log p(x) between images,
+    which the two estimates share, cancels."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired values must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    mean, stderr = mean_stderr((a.double().cpu() - b.double().cpu()).tolist())
+    return {"mean": mean, "stderr": stderr}
+
+
+def initial_label(vae: nn.Module, source: LatentSource | None, name: str) -> str:
+    """Where AIS (and BDMC's forward chains) of ``source`` start: see
+    :func:`~pyrovae.analysis.proposals.initial_distribution`."""
+    if uses_guide(vae, source):
+        return "guide"
+    return f"adapted proposal of {name}"
 
 
 def _stderr(values: torch.Tensor) -> float | None:
@@ -387,13 +493,24 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
             f"AIS: {ais_run['num_test']} images, T={ais_run['steps']}, "
             f"{ais_run['chains']} chains; 'IS same' is importance sampling on those images"
         )
-    bdmc_run = evaluation.get("bdmc")
-    if bdmc_run:
-        lines.append(
-            f"BDMC on {bdmc_run.get('num_data')} simulated data, T={bdmc_run['steps']}: "
-            f"lower {bdmc_run['lower']:.2f}, upper {bdmc_run['upper']:.2f}, "
-            f"gap {bdmc_run['gap']:.2f} nats"
-        )
+    paired = []
+    for name, s in sources.items():
+        ais = s.get("ais") or {}
+        for key, label in (("minus_is", "AIS - IS"), ("minus_prior", "AIS - prior's AIS")):
+            d = ais.get(key) or {}
+            if d.get("mean") is not None:
+                paired.append(f"{name} {label} {d['mean']:+.2f} +- {_fmt(d.get('stderr'), '.2f')}")
+    if paired:
+        lines.append("paired over the same images: " + "; ".join(paired))
+    for name in sources:
+        run = source_bdmc(evaluation, name)
+        if run:
+            lines.append(
+                f"BDMC for {name} on {run.get('num_data')} data simulated from it, "
+                f"T={run.get('steps')}, from the {run.get('initial', 'guide')}: lower "
+                f"{run['lower']:.2f}, upper {run['upper']:.2f}, gap {run['gap']:.2f}"
+                f" +- {_fmt(run.get('gap_stderr'), '.2f')} nats (backs {name}'s AIS only)"
+            )
     surgery = evaluation.get("surgery")
     if surgery:
         lines.append(

@@ -3,8 +3,12 @@
 The report may say "source A beats source B" only with evidence. In order of strength:
 
 1. **AIS** (annealed importance sampling) estimates of both sources on the same images,
-   whose difference exceeds twice its standard error (paired image by image); the BDMC
-   gap says how far AIS at that number of steps can be from log p(x) on data like these.
+   whose difference exceeds 1.96 standard errors (paired image by image). Each source's
+   own BDMC gap (measured on data simulated from that source, from the start its AIS
+   used) says how far its AIS can lie below log p_r(x) on data like these: a gap above
+   :data:`BDMC_TRUSTED_GAP`, or a difference that the gaps could explain, leaves the
+   comparison undetermined; a source without a gap has AIS unchecked, and the verdict
+   says so (:attr:`Evidence.bdmc_gaps`).
 2. **Converged importance sampling**: the estimates of both sources have stopped rising
    in K (:func:`~pyrovae.analysis.compare.ksweep_converged`) and their paired difference
    exceeds 1.96 standard errors.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ __all__ = [
     "Evidence",
     "ais_difference",
     "judge",
+    "source_bdmc",
     "evidence_sentences",
 ]
 
@@ -51,12 +56,15 @@ class Evidence:
         difference: the difference the verdict rests on (nats per datum).
         stderr: its standard error (None when unknown).
         basis: ``"AIS"``, ``"converged importance sampling"``, or why it is undetermined.
+        bdmc_gaps: under AIS, each of the two sources' own BDMC gap (nats; None where no
+            BDMC was run for it, so its AIS is unchecked); empty otherwise.
     """
 
     established: bool
     difference: float | None
     stderr: float | None
     basis: str
+    bdmc_gaps: Mapping[str, float | None] = field(default_factory=dict)
 
 
 def _num(value: Any) -> float | None:
@@ -78,6 +86,37 @@ def _ais(entry: Mapping[str, Any]) -> tuple[float, float] | None:
         return None
     value, se = _num(ais.get("loglik")), _num(ais.get("stderr"))
     return None if value is None or se is None else (value, se)
+
+
+def _own_bdmc(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    ais = entry.get("ais")
+    run = ais.get("bdmc") if isinstance(ais, Mapping) else None
+    return run if isinstance(run, Mapping) and _num(run.get("gap")) is not None else None
+
+
+def source_bdmc(evaluation: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """The BDMC run that backs the AIS of source ``name``, or None where none was measured.
+
+    ``sources[name]["ais"]["bdmc"]``: data simulated from that source, forward AIS from its
+    own initial distribution. A file written before per-source BDMC holds one top-level
+    ``"bdmc"``: data simulated from the model's prior, forward AIS from the guide, which is
+    the prior's own start; it backs the prior alone and is returned for ``"prior"`` only.
+    """
+    sources = evaluation.get("sources")
+    entry = sources.get(name) if isinstance(sources, Mapping) else None
+    own = _own_bdmc(entry) if isinstance(entry, Mapping) else None
+    if own is not None or name != "prior":
+        return own
+    legacy = evaluation.get("bdmc")
+    if isinstance(legacy, Mapping) and _num(legacy.get("gap")) is not None:
+        if legacy.get("source", "prior") == "prior":
+            return {"source": "prior", "initial": "guide", **legacy}
+    return None
+
+
+def _gap(entry: Mapping[str, Any]) -> float | None:
+    run = _own_bdmc(entry)
+    return None if run is None else float(run["gap"])
 
 
 def ais_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
@@ -113,15 +152,50 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
 
     ``sources`` is the ``"sources"`` dict of an evaluation (see
     :func:`~pyrovae.analysis.evaluate.evaluate_run`). AIS on both sources decides when it
-    is there; otherwise importance sampling decides only if both estimates converged in K.
+    is there, with each source's own BDMC gap g (``sources[name]["ais"]["bdmc"]``): AIS
+    lies below log p_r(x) by about g at most (Grosse et al., 2015), so a difference is
+    shown when |d| > 1.96 se + g of the lower source, and no gap may reach
+    :data:`BDMC_TRUSTED_GAP`; a source without a gap counts as g = 0 and is named in
+    ``bdmc_gaps``. Otherwise importance sampling decides only if both estimates converged
+    in K.
     """
     ea, eb = _entry(sources, a), _entry(sources, b)
     ais_a, ais_b = _ais(ea), _ais(eb)
     if ais_a is not None and ais_b is not None:
         diff, se = ais_difference(ea["ais"], eb["ais"])
-        if abs(diff) > Z95 * se:
-            return Evidence(True, diff, se, "AIS")
-        return Evidence(False, diff, se, f"under AIS the difference is within {Z95} x {se:.2f}")
+        gaps = {a: _gap(ea), b: _gap(eb)}
+        if not abs(diff) > Z95 * se:
+            return Evidence(
+                False, diff, se, f"under AIS the difference is within {Z95} x {se:.2f}", gaps
+            )
+        wide = [
+            f"{n} ({g:.2f} nats)"
+            for n, g in gaps.items()
+            if g is not None and g >= BDMC_TRUSTED_GAP
+        ]
+        if wide:
+            return Evidence(
+                False,
+                diff,
+                se,
+                f"the BDMC gap of {' and '.join(wide)} is too large to trust AIS at this "
+                "number of steps",
+                gaps,
+            )
+        # AIS lies below log p_r(x) by about its BDMC gap at most: the lower source may
+        # be underestimated by up to its gap
+        lower = b if diff > 0 else a
+        slack = gaps[lower] or 0.0
+        if abs(diff) <= Z95 * se + slack:
+            return Evidence(
+                False,
+                diff,
+                se,
+                f"under AIS the difference is within {Z95} x {se:.2f} plus the BDMC gap of "
+                f"{lower} ({slack:.2f} nats)",
+                gaps,
+            )
+        return Evidence(True, diff, se, "AIS", gaps)
     diff, se = _is_difference(sources, a, b)
     rising = [n for n, e in ((a, ea), (b, eb)) if e.get("converged") is False]
     unknown = [n for n, e in ((a, ea), (b, eb)) if "converged" not in e]
@@ -167,10 +241,20 @@ def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
         value, is_value = _num(ais.get("loglik")), _num(ais.get("is_loglik"))
         if value is None or is_value is None:
             continue
+        paired = ais.get("minus_is")
+        paired = paired if isinstance(paired, Mapping) else {}
+        d, d_se = _num(paired.get("mean")), _num(paired.get("stderr"))
+        shown = (
+            ""
+            if d is None
+            else f"AIS - IS {d:+.2f}" + ("" if d_se is None else f" \u00b1 {d_se:.2f}")
+        )
         if abs(value - is_value) <= AIS_AGREEMENT:
-            agree.append(name)
+            agree.append(name if not shown else f"{name} ({shown})")
         else:
-            disagree.append(f"{name} (IS {is_value:.2f}, AIS {value:.2f})")
+            disagree.append(
+                f"{name} (IS {is_value:.2f}, AIS {value:.2f}" + (f"; {shown})" if shown else ")")
+            )
     if agree or disagree:
         budget = (
             f"AIS ({ais_meta.get('steps')} steps, {ais_meta.get('chains')} chains, "
@@ -184,19 +268,40 @@ def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
             )
         if disagree:
             parts.append(f"differs by more for {', '.join(disagree)}")
-        out.append(f"{budget} {'; it '.join(parts)}.")
-    bdmc = evaluation.get("bdmc")
-    if isinstance(bdmc, Mapping) and _num(bdmc.get("gap")) is not None:
-        gap = float(bdmc["gap"])
-        verdict = (
-            "small enough to trust AIS at this number of steps"
-            if gap < BDMC_TRUSTED_GAP
-            else "too large to trust AIS at this number of steps: raise it"
+        note = (
+            " (AIS - IS paired image by image on the same images, \u00b1 its standard error)"
+            if any("AIS - IS" in p for p in agree + disagree)
+            else ""
         )
+        out.append(f"{budget} {'; it '.join(parts)}{note}.")
+    unchecked = []
+    for name, entry in entries.items():
+        run = source_bdmc(evaluation, name)
+        if run is None:
+            if isinstance(entry.get("ais"), Mapping):
+                unchecked.append(name)
+            continue
+        gap = float(run["gap"])
+        gap_se = _num(run.get("gap_stderr"))
+        verdict = (
+            f"small enough to trust the AIS of {name} at this number of steps"
+            if gap < BDMC_TRUSTED_GAP
+            else f"too large to trust the AIS of {name} at this number of steps: raise it"
+        )
+        start = run.get("initial") or "guide"
         out.append(
-            f"BDMC on {bdmc.get('num_data')} data simulated from the model brackets log p(x) "
-            f"between {_num(bdmc.get('lower')):.2f} and {_num(bdmc.get('upper')):.2f} nats "
-            f"at {bdmc.get('steps')} steps: a gap of {gap:.2f} nats, {verdict}."
+            f"BDMC for {name}, on {run.get('num_data')} data simulated from {name} with "
+            f"forward AIS from the {start}, brackets log p(x) between "
+            f"{_num(run.get('lower')):.2f} and {_num(run.get('upper')):.2f} nats at "
+            f"{run.get('steps')} steps: a gap of {gap:.2f}"
+            + ("" if gap_se is None else f" \u00b1 {gap_se:.2f}")
+            + f" nats, {verdict}."
+        )
+    if unchecked:
+        out.append(
+            f"No BDMC gap was measured for {', '.join(unchecked)}: "
+            f"{'its AIS is' if len(unchecked) == 1 else 'their AIS estimates are'} an "
+            "unchecked stochastic lower bound."
         )
     return out
 

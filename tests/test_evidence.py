@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pyrovae.analysis.evidence import Z95, ais_difference, evidence_sentences, judge, plot_ksweep
+from pyrovae.analysis.evidence import (
+    Z95,
+    ais_difference,
+    evidence_sentences,
+    judge,
+    plot_ksweep,
+    source_bdmc,
+)
 from pyrovae.analysis.report import conclusions
 
 
@@ -96,26 +103,71 @@ def test_report_sentence_says_undetermined_when_evidence_is_missing():
     assert "undetermined" not in best and "converged importance sampling" in best
 
 
+def _bdmc(source, gap, initial="guide"):
+    return {"source": source, "initial": initial, "lower": -88.4, "upper": -88.4 + gap}
+
+
 def test_evidence_sentences_report_ais_agreement_and_bdmc():
     sources = {
         "prior": _entry(-100.0, ais=(-99.6, 0.3)),
         "gaussian-loc": _entry(-104.0, converged=False, ais=(-101.0, 0.3)),
     }
-    evaluation = {
-        "sources": sources,
-        "bdmc": {"lower": -88.4, "upper": -88.1, "gap": 0.3, "steps": 500, "num_data": 100},
-    }
+    sources["prior"]["ais"]["minus_is"] = {"mean": 0.4, "stderr": 0.05}
+    evaluation = {"sources": sources}
+    run = {**_bdmc("prior", 0.3), "gap": 0.3, "gap_stderr": 0.02, "steps": 500, "num_data": 100}
+    sources["prior"]["ais"]["bdmc"] = run
     sources["gaussian-loc"]["ksweep_remaining"] = 0.42
     sentences = evidence_sentences(evaluation)
     rising = next(s for s in sentences if s.startswith("Still rising in K"))
     assert "gaussian-loc (about 0.42 nats to go)" in rising
     ais = next(s for s in sentences if s.startswith("AIS (500 steps, 16 chains, 200 images)"))
-    assert "within 1 nat for prior" in ais and "gaussian-loc (IS -104.00, AIS -101.00)" in ais
-    bdmc = next(s for s in sentences if s.startswith("BDMC"))
-    assert "gap of 0.30 nats, small enough to trust AIS" in bdmc
-    evaluation["bdmc"]["gap"] = 2.5
-    assert "too large" in evidence_sentences(evaluation)[-1]
+    assert "within 1 nat for prior (AIS - IS +0.40 \u00b1 0.05)" in ais
+    assert "gaussian-loc (IS -104.00, AIS -101.00)" in ais and "paired image by image" in ais
+    # the gap is the prior's: it backs the prior's AIS and no other source's
+    bdmc = [s for s in sentences if s.startswith("BDMC")]
+    assert len(bdmc) == 1 and bdmc[0].startswith("BDMC for prior, on 100 data simulated from prior")
+    assert "a gap of 0.30 \u00b1 0.02 nats, small enough to trust the AIS of prior" in bdmc[0]
+    assert sentences[-1].startswith("No BDMC gap was measured for gaussian-loc: its AIS is")
+    run["gap"] = 2.5
+    assert any("too large to trust the AIS of prior" in s for s in evidence_sentences(evaluation))
+    # an old file: one top-level gap, simulated from the prior and run from the guide
+    del sources["prior"]["ais"]["bdmc"]
+    evaluation["bdmc"] = {"lower": -88.4, "upper": -88.1, "gap": 0.3, "steps": 500, "num_data": 9}
+    sentences = evidence_sentences(evaluation)
+    bdmc = [s for s in sentences if s.startswith("BDMC")]
+    assert len(bdmc) == 1
+    assert bdmc[0].startswith("BDMC for prior, on 9 data simulated from prior with forward AIS")
+    assert "from the guide" in bdmc[0] and "a gap of 0.30 nats" in bdmc[0]
+    assert "No BDMC gap was measured for gaussian-loc" in sentences[-1]
+    assert source_bdmc(evaluation, "gaussian-loc") is None
     assert evidence_sentences({}) == []
+
+
+def test_ais_verdict_uses_each_sources_own_bdmc_gap():
+    sources = {
+        "prior": _entry(-100.0, converged=False, ais=(-99.0, 0.1)),
+        "gmm": _entry(-99.0, converged=False, ais=(-97.0, 0.1)),
+    }
+    verdict = judge(sources, "gmm")  # AIS 2 nats apart, SE 0.14: shown, but unchecked
+    assert verdict.established and verdict.bdmc_gaps == {"gmm": None, "prior": None}
+    sentence = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
+    assert "holds under AIS" in sentence and "no BDMC gap measured for gmm and prior" in sentence
+    sources["gmm"]["ais"]["bdmc"] = {**_bdmc("gmm", 0.05), "gap": 0.05}
+    sources["prior"]["ais"]["bdmc"] = {**_bdmc("prior", 0.04), "gap": 0.04}
+    verdict = judge(sources, "gmm")
+    assert verdict.established and verdict.bdmc_gaps == {"gmm": 0.05, "prior": 0.04}
+    sentence = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
+    assert "BDMC gap 0.05 nats for gmm and 0.04 nats for prior" in sentence
+    # the prior (the lower one) may lie below its log p(x) by up to its gap: a difference
+    # it could explain is not shown
+    sources["prior"]["ais"]["bdmc"]["gap"] = 1.9
+    verdict = judge(sources, "gmm")
+    assert not verdict.established and "BDMC gap of prior" in verdict.basis
+    # a gap too large to trust AIS leaves the comparison undetermined
+    sources["prior"]["ais"]["bdmc"]["gap"] = 0.04
+    sources["gmm"]["ais"]["bdmc"]["gap"] = 1.5
+    verdict = judge(sources, "gmm")
+    assert not verdict.established and "BDMC gap of gmm (1.50 nats) is too large" in verdict.basis
 
 
 def test_ksweep_figure():

@@ -626,3 +626,27 @@ def test_inference_quality_section_and_summary(tmp_path):
     summary = text[text.index("<h3>Inference gaps</h3>") :]
     assert "vae-z2" in summary and "1 of 2" in summary and "71.0%" in summary
     assert "4.00 \u00b1 0.10" in summary and "vae-z10</a>" not in summary.split("</table>")[0]
+
+
+def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
+    evaluation = _evaluation()
+    for name, value in (("prior", -99.0), ("gmm", -96.0)):
+        ais = {"loglik": value, "stderr": 0.3, "is_loglik": value - 1, "num_test": 50}
+        evaluation["sources"][name]["ais"] = {**ais, "steps": 500, "chains": 16}
+    gap = {"lower": -96.1, "upper": -96.03, "gap": 0.07, "steps": 500, "num_data": 100}
+    evaluation["sources"]["gmm"]["ais"]["bdmc"] = {"source": "gmm", "initial": "guide", **gap}
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert text.count("[BDMC gap 0.07]") == 1
+    assert re.search(r"-96\.00 \u00b1 0\.30 \(IS -97\.00\) \[BDMC gap 0\.07\]", text)
+    found = " ".join(conclusions(evaluation))
+    assert "BDMC for gmm, on 100 data simulated from gmm" in found
+    assert "BDMC for prior" not in found and "No BDMC gap was measured for prior" in found
+    # an old file's one top-level gap was the prior's; it loads and is named so
+    del evaluation["sources"]["gmm"]["ais"]["bdmc"]
+    evaluation["bdmc"] = gap
+    render_report([RunReport("r", evaluation=evaluation)])
+    found = " ".join(conclusions(evaluation))
+    assert (
+        "BDMC for prior, on 100 data simulated from prior with forward AIS from the guide" in found
+    )
+    assert "No BDMC gap was measured for gmm" in found

@@ -49,9 +49,23 @@ def _evidence_clause(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -
         return f"; but the comparison of {a} and {b} is undetermined: {verdict.basis}"
     if verdict.basis == "AIS":
         return (
-            f"; it holds under AIS ({_signed(verdict.difference)} \u00b1 {verdict.stderr:.2f} nats)"
+            f"; it holds under AIS ({_signed(verdict.difference)} \u00b1 {verdict.stderr:.2f} nats"
+            f"{_bdmc_clause(verdict.bdmc_gaps)})"
         )
     return f"; it rests on {verdict.basis}"
+
+
+def _bdmc_clause(gaps: Mapping[str, float | None]) -> str:
+    """'; BDMC gap 0.04 nats for gmm, none measured for prior' (each gap backs its own
+    source's AIS only)."""
+    measured = [f"{g:.2f} nats for {n}" for n, g in gaps.items() if g is not None]
+    missing = [n for n, g in gaps.items() if g is None]
+    parts = []
+    if measured:
+        parts.append(f"BDMC gap {_listing(measured)}")
+    if missing:
+        parts.append(f"no BDMC gap measured for {_listing(missing)}")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _versus_prior(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:

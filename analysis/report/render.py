@@ -248,6 +248,9 @@ def _source_cells(
                 text += f" \u00b1 {ais['stderr']:.2f}"
             if _finite(ais.get("is_loglik")) is not None:
                 text += f" (IS {ais['is_loglik']:.2f})"
+            gap = _finite(_mapping(ais.get("bdmc")).get("gap"))
+            if gap is not None:  # this source's own sandwich; backs this row only
+                text += f" [BDMC gap {gap:.2f}]"
             cells.append(_text(text if ais else DASH, best=name in best[key]))
         else:
             cells.append(_text(fmt(_column_value(key, entry)), best=name in best[key]))
@@ -270,7 +273,8 @@ def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
         context.append(
             f"AIS on {ais_entry.get('num_test')} of those images with "
             f"{ais_entry.get('steps')} steps and {ais_entry.get('chains')} chains (IS on the "
-            "same images in brackets)"
+            "same images in brackets; in square brackets the BDMC gap measured on data "
+            "simulated from that source, from the start its AIS used: it backs that row only)"
         )
     return (
         f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
