@@ -14,16 +14,20 @@ on how the data are sharded over processes. Uses are numbered in the order an es
 asks, which is the same in every pass.
 
 For B data that is B generator calls per use: cheap on a CPU, but on a GPU each is a
-kernel launch. There (``method="hash"``, the default on CUDA) every number is instead a
-hash of its whole key, H(seed, n, u, particle, dim), computed for all draws at once: the
-lowbias32 mixer (C. Wellons, "Prospecting for hash functions", 2018) in int64 arithmetic
-that never overflows, chained over the key in two lanes of 32 bits seeded apart (a
-64-bit state: in one lane, two data whose states after (seed, n, u) differ by an XOR
-below K would share their K particles' numbers, about C(N, 2) K / 2^32 pairs per use),
-one word of each lane per 53-bit uniform and Box-Muller for normals, in the manner of
-counter-based generators (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
-SC 2011). The two methods give different (equally valid) numbers, so CPU and CUDA runs
-differ as they would with torch's own generators.
+kernel launch. There (``method="philox"``, the default on CUDA) every number comes from the
+counter-based generator Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as
+1, 2, 3", SC 2011; the generator of cuRAND and of torch's CUDA kernels), computed for all
+draws at once in int64 arithmetic that never overflows: the block of four 32-bit words
+Philox(key, counter) with key = (s_lo XOR (n >> 32), s_hi), s = H(seed, stream), and
+counter = (particle, j, n mod 2^32, u) gives the pair of dims (2j, 2j + 1) of particle p of
+datum n in its u-th use: two 53-bit uniforms (words 0, 1 and 2, 3), or two normals from
+them by Box-Muller. Checked against Random123's known-answer vectors, and by the battery of
+``benchmarks/noise_battery.py`` (uniformity, serial and cross-stream correlation, runs,
+gaps, bits, the normals' moments and tails). ``method="hash"`` is the earlier GPU method,
+kept to reproduce earlier runs: a hash of (seed, n, u, particle, dim) by the lowbias32
+mixer (C. Wellons, "Prospecting for hash functions", 2018) chained over the key in two
+32-bit lanes, Box-Muller for normals. The methods give different (equally valid) numbers,
+so CPU and CUDA runs differ as they would with torch's own generators.
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ __all__ = [
     "hash32",
     "mix64",
     "noise_key",
+    "philox4x32",
 ]
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = 0xFFFFFFFF
-METHODS = ("generator", "hash")
+METHODS = ("generator", "philox", "hash")
 DEFAULT_METHOD: str | None = None
 """The method every DatumNoise uses when given none; None: by device (see DatumNoise)."""
 
@@ -121,6 +126,59 @@ def _hashed_normal_pairs(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tens
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
 
 
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+"""Philox4x32's multipliers (Salmon et al. 2011, Table 2)."""
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+"""Philox4x32's key increments (the golden ratio and sqrt(3) - 1, as 32-bit fractions)."""
+_Word = torch.Tensor | int
+
+
+def _mulhilo(c: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit words of c * x for c, x in [0, 2^32), in int64 without overflow: x in
+    16-bit halves, c x = (c x_hi) 2^16 + c x_lo, each product below 2^48."""
+    p_lo = c * (x & 0xFFFF)
+    mid = c * (x >> 16) + (p_lo >> 16)  # c x = mid 2^16 + (p_lo mod 2^16)
+    return mid >> 16, ((mid & 0xFFFF) << 16) | (p_lo & 0xFFFF)
+
+
+def philox4x32(
+    counter: tuple[_Word, _Word, _Word, _Word],
+    key: tuple[_Word, _Word],
+    rounds: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-R (R = 10 by default) of a 128-bit counter under a 64-bit key, broadcast
+    over int64 tensors (or ints) holding 32-bit words; the four output words as int64.
+
+    Each round: (hi_0, lo_0) = M_0 c_0, (hi_1, lo_1) = M_1 c_2 and
+    c <- (hi_1 ^ c_1 ^ k_0, lo_1, hi_0 ^ c_3 ^ k_1, lo_0); the key gains (W_0, W_1) mod 2^32
+    between rounds ("Parallel random numbers: as easy as 1, 2, 3", Salmon et al., SC 2011).
+    """
+    c0, c1, c2, c3 = (torch.as_tensor(word, dtype=torch.int64) & _MASK32 for word in counter)
+    k0, k1 = (torch.as_tensor(word, dtype=torch.int64) & _MASK32 for word in key)
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + _PHILOX_W[0]) & _MASK32, (k1 + _PHILOX_W[1]) & _MASK32
+        hi0, lo0 = _mulhilo(_PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo(_PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def _uniform53(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """A float64 uniform in (0, 1) from two 32-bit words: (high 2^21 + low / 2^11 + 1/2) / 2^53."""
+    return ((high * 2**21 + (low >> 11)).double() + 0.5) * 2.0**-53
+
+
+def _philox_pairs(words: tuple[torch.Tensor, ...], kind: str) -> torch.Tensor:
+    """Two uniforms (words 0, 1 and 2, 3) per block of Philox output, or two normals from
+    them by Box-Muller (r cos t, r sin t, r = sqrt(-2 log u_1), t = 2 pi u_2), stacked last."""
+    u1, u2 = _uniform53(words[0], words[1]), _uniform53(words[2], words[3])
+    if kind == "uniform":
+        return torch.stack([u1, u2], -1)
+    radius, angle = torch.sqrt(-2.0 * torch.log(u1)), (2 * math.pi) * u2
+    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
+
+
 def check_datum_index(datum_index: torch.Tensor, num_data: int) -> None:
     """Refuse anything but int64 indices of shape (num_data,), one per row of the data."""
     if (
@@ -147,9 +205,9 @@ class DatumNoise:
         index: (B,) int64 global datum indices.
         total: particles per datum over all chunks (None: those of each request).
         stream: separate estimates with the same seed and data.
-        method: ``"generator"`` (one generator per datum and use) or ``"hash"`` (every
-            number hashed from its key, all at once); None: generators on the CPU, hashes
-            on a GPU.
+        method: ``"generator"`` (one generator per datum and use), ``"philox"`` (every
+            number from Philox4x32-10 of its key, all at once) or ``"hash"`` (the earlier
+            GPU method); None: generators on the CPU, Philox on a GPU.
     """
 
     def __init__(
@@ -162,13 +220,13 @@ class DatumNoise:
     ) -> None:
         method = method or DEFAULT_METHOD
         if method is None:
-            method = "generator" if index.device.type == "cpu" else "hash"
+            method = "generator" if index.device.type == "cpu" else "philox"
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         self.method = method
         self.seed = mix64(int(seed), int(stream))
         self.index = index.to(torch.int64)
-        # the generator method seeds on the host; the hash needs no round trip
+        # the generator method seeds on the host; Philox and the hash need no round trip
         self._data = self.index.tolist() if method == "generator" else []
         self.total = total
         self.offset = 0
@@ -198,6 +256,8 @@ class DatumNoise:
     ) -> torch.Tensor:
         role = self.next_role()
         device = torch.device(device or self.index.device)
+        if self.method == "philox":
+            return self._philox(kind, role, particles, dims, device, at)
         if self.method == "hash":
             return self._hashed(kind, role, particles, dims, device, at)
         stop = self.offset + particles
@@ -211,6 +271,38 @@ class DatumNoise:
             out[:, b] = draws[self.offset : stop]
         return out if at is None else out[at]
 
+    def _grid(
+        self,
+        particles: int,
+        width: int,
+        device: torch.device,
+        at: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(datum, particle, column) index tensors that broadcast to the draws' shape:
+        (particles, B, width), or with ``at`` (len(at[0]), width)."""
+        index = self.index.to(device)
+        column = torch.arange(width, device=device)
+        if at is None:
+            particle = torch.arange(self.offset, self.offset + particles, device=device)
+            return index.view(1, -1, 1), particle.view(-1, 1, 1), column.view(1, 1, -1)
+        return index[at[1]].view(-1, 1), (at[0] + self.offset).view(-1, 1), column
+
+    def _philox(
+        self,
+        kind: str,
+        role: int,
+        particles: int,
+        dims: int,
+        device: torch.device,
+        at: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The draws as Philox4x32-10 blocks: key (s_lo ^ (n >> 32), s_hi), counter
+        (particle, j, n mod 2^32, role) for dims 2j and 2j + 1."""
+        datum, particle, block = self._grid(particles, (dims + 1) // 2, device, at)
+        key = ((self.seed & _MASK32) ^ (datum >> 32), self.seed >> 32)
+        words = philox4x32((particle, block, datum, role), key)
+        return _philox_pairs(words, kind).flatten(-2)[..., :dims].contiguous()
+
     def _hashed(
         self,
         kind: str,
@@ -222,13 +314,7 @@ class DatumNoise:
     ) -> torch.Tensor:
         """The draws as hashes of (seed, datum, role, particle, dim), all at once."""
         width = (dims + 1) // 2 if kind == "normal" else dims  # Box-Muller makes pairs
-        index = self.index.to(device)
-        dim = torch.arange(width, device=device)
-        if at is None:
-            particle = torch.arange(self.offset, self.offset + particles, device=device)
-            datum, particle, dim = index.view(1, -1, 1), particle.view(-1, 1, 1), dim.view(1, 1, -1)
-        else:
-            datum, particle = index[at[1]].view(-1, 1), (at[0] + self.offset).view(-1, 1)
+        datum, particle, dim = self._grid(particles, width, device, at)
         lanes = _chain2(self.seed, datum, role, particle, dim)
         if kind == "uniform":
             return _hashed_uniform(lanes)
