@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -14,6 +15,15 @@ import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+STRICT_SKIPS = "PYROVAE_STRICT_SKIPS"
+"""With this variable set to 1 (as .ci/run does) a skip is a failure unless its reason
+names CUDA: a test skipped for missing data (MNIST), a missing browser (Chromium) or a
+missing package has not run, and CI must not pass without it."""
+_ALLOWED_SKIP = re.compile(r"\bCUDA\b")
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_SKIPS, "") not in ("", "0")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,6 +31,40 @@ def pytest_configure(config: pytest.Config) -> None:
     # unless the caller points PYROVAE_CACHE somewhere on purpose.
     if "PYROVAE_CACHE" not in os.environ:
         os.environ["PYROVAE_CACHE"] = tempfile.mkdtemp(prefix="pyrovae-test-cache-")
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Under PYROVAE_STRICT_SKIPS=1, a skip whose reason does not name CUDA fails the test."""
+    report = yield
+    if _strict() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if not _ALLOWED_SKIP.search(reason):
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{STRICT_SKIPS}=1 makes this skip a failure (only CUDA skips are allowed; "
+                f"provide what is missing): {reason}"
+            )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Under PYROVAE_STRICT_SKIPS=1: how many tests were skipped, and why."""
+    if not _strict():
+        return
+    reasons = collections.Counter(
+        _skip_reason(report) for report in terminalreporter.stats.get("skipped", [])
+    )
+    terminalreporter.section(f"skips ({STRICT_SKIPS}=1)")
+    terminalreporter.write_line(f"{sum(reasons.values())} tests skipped")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:5d}  {reason}")
 
 
 @pytest.fixture(autouse=True)
