@@ -594,8 +594,9 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
         "--bdmc-num-data",
         type=_non_negative_int,
         metavar="N",
-        help="data simulated from the model for the BDMC gap, with --ais-num-test "
-        f"(default: {d.bdmc_num_data}; 0 skips BDMC)",
+        help="data simulated from each AIS'd source for its own BDMC gap (forward AIS from "
+        "the start its AIS used), with --ais-num-test; costs about twice that source's AIS "
+        f"on N images (default: {d.bdmc_num_data}; 0 skips BDMC)",
     )
     p.add_argument(
         "--num-train",
