@@ -95,12 +95,14 @@ def test_report_sentence_says_undetermined_when_evidence_is_missing():
         "aggregate": _entry(-97.0, converged=False, vs_prior=(3.0, 0.2)),
     }
     best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
-    assert "from aggregate gives" in best and "so significant" in best
-    assert "the comparison of aggregate and prior is undetermined: the estimate for " in best
-    assert "aggregate is still rising in K" in best
+    # one verdict: a difference of estimates still rising in K is never called significant
+    assert "from aggregate gives" in best and "significant" not in best
+    assert "undetermined: importance sampling puts it beyond 1.96 standard errors" in best
+    assert "but the estimate for aggregate is still rising in K" in best
     sources["aggregate"]["converged"] = True
     best = next(s for s in conclusions({"sources": sources}) if "highest held-out" in s)
-    assert "undetermined" not in best and "converged importance sampling" in best
+    assert "undetermined" not in best and "significant: importance sampling" in best
+    assert "both estimates converged in K" in best
 
 
 def _bdmc(source, gap, initial="guide"):

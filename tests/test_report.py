@@ -23,6 +23,7 @@ from pyrovae.analysis.report import (
 
 def _source(loglik, stderr=0.4, khat=0.01, entropy=0.5, ambiguous=0.2, coverage=0.05, frechet=10.0):
     return {
+        "converged": True,  # L_K stopped rising in K: importance sampling may decide
         "loglik": loglik,
         "stderr": stderr,
         "khat_gt_0.7": khat,
@@ -31,6 +32,10 @@ def _source(loglik, stderr=0.4, khat=0.01, entropy=0.5, ambiguous=0.2, coverage=
         "coverage_kl": coverage,
         "frechet": frechet,
     }
+
+
+SIG = "significant: importance sampling puts it beyond"
+"""The verdict on a difference that converged importance sampling shows."""
 
 
 def _evaluation() -> dict:
@@ -81,7 +86,7 @@ def test_conclusions_names_best_source_and_significance():
     assert "from gmm gives" not in best and "The leading sources are tied" in best
     assert "gmm (-97.50 \u00b1 0.40) and aggregate (-98.50 \u00b1 0.40)" in best
     assert "+2.50 nats over the prior" in best
-    assert "so significant" in best and "not significant" not in best
+    assert SIG in best and "not significant" not in best
     # both standard errors combined: sqrt(0.4^2 + 0.4^2)
     assert f"{math.hypot(0.4, 0.4):.2f}" in best
 
@@ -89,7 +94,7 @@ def test_conclusions_names_best_source_and_significance():
     evaluation["sources"]["aggregate"]["loglik"] = -99.0  # now 1.50 behind gmm: beaten
     best = _first(conclusions(evaluation), "highest held-out log-likelihood")
     assert "from gmm gives" in best and "+2.50 nats over the prior" in best
-    assert "so significant" in best and "1.50 nats above the runner-up aggregate" in best
+    assert SIG in best and "1.50 nats above the runner-up aggregate" in best
 
 
 def test_conclusions_follow_the_numbers():
@@ -108,7 +113,7 @@ def test_conclusions_follow_the_numbers():
     evaluation["sources"]["gmm"]["vs_prior"] = 0.5  # a paired difference is more precise
     evaluation["sources"]["gmm"]["vs_prior_stderr"] = 0.1
     best = _first(conclusions(evaluation), "highest held-out")
-    assert "paired" in best and "so significant" in best
+    assert "paired" in best and SIG in best
 
     evaluation = _evaluation()
     evaluation["sources"]["prior"]["loglik"] = -90.0
@@ -206,7 +211,7 @@ def test_missing_fields_do_not_crash(evaluation, tmp_path):
 def test_none_sources_is_dash_in_table():
     text = render_report([RunReport("r", evaluation={"sources": {"gmm": {"loglik": None}}})])
     row = re.search(r"<tr><td>gmm</td>(.*?)</tr>", text).group(1)
-    assert row.count("\u2014") == 8  # every value column (no prior: no "vs prior" column)
+    assert row.count("\u2014") == 9  # every value column (no prior: no "vs prior" column)
 
 
 def test_conclusions_reject_non_dict():
@@ -437,8 +442,8 @@ def test_difference_within_error_is_no_difference():
     best = _first(conclusions(evaluation), "highest held-out")
     assert "from gmm gives" not in best and "The leading sources are tied" in best
     assert "gmm +0.30 nats over the prior" in best
-    assert "not significant: indistinguishable from the prior" in best
-    assert "so significant" not in best
+    assert "not significant: importance sampling puts it within 1.96 standard errors" in best
+    assert "so it is indistinguishable from the prior" in best and SIG not in best
 
     runs = [RunReport("a", evaluation=evaluation), RunReport("b", evaluation=_evaluation())]
     gain = _first(cross_run_conclusions(runs), "Gain")
@@ -454,7 +459,7 @@ def test_clear_difference_is_still_a_finding():
     sentences = conclusions(evaluation)
     best = _first(sentences, "highest held-out")
     assert best.startswith("Drawing z from gmm gives the highest held-out log-likelihood")
-    assert "+2.50 nats over the prior" in best and "so significant" in best
+    assert "+2.50 nats over the prior" in best and SIG in best
     assert "1.00 nats above the runner-up aggregate" in best and "tied" not in best
     assert "the most even class coverage (0.02 nats; prior 0.08 nats)" in " ".join(sentences)
     assert not any("No source gives clearly" in s for s in sentences)
@@ -579,7 +584,8 @@ def test_paired_errors_bound_the_difference_between_two_sources():
     evaluation["sources"]["flow"].update(vs_prior=3.0, vs_prior_stderr=0.1)
     best = _first(conclusions(evaluation), "highest held-out")
     assert best.startswith("Drawing z from gmm gives the highest")
-    assert "2.00 nats above the runner-up flow, beyond 1.96 x 0.20 (bounded by the paired" in best
+    assert "2.00 nats above the runner-up flow: significant: importance sampling puts it " in best
+    assert "beyond 1.96 standard errors (0.20, bounded by the paired errors)" in best
     evaluation["sources"]["flow"].update(loglik=-95.3, vs_prior=4.7)  # 0.30 apart: tied
     assert "The leading sources are tied" in _first(conclusions(evaluation), "highest held-out")
 
@@ -650,3 +656,172 @@ def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
         "BDMC for prior, on 100 data simulated from prior with forward AIS from the guide" in found
     )
     assert "No BDMC gap was measured for gmm" in found
+
+
+# ------------------------------------------- one verdict, evidence first, flags not remarks
+
+
+def _rising(evaluation: dict) -> dict:
+    """Every estimate still rising in K, as after a short sweep."""
+    for entry in evaluation["sources"].values():
+        entry["converged"] = False
+    return evaluation
+
+
+def test_one_verdict_per_comparison_from_the_strongest_evidence():
+    # importance sampling puts gmm +0.66 beyond 1.96 paired errors, but every estimate is
+    # still rising in K: the verdict is undetermined, and the word significant is not used
+    evaluation = _rising(_evaluation())
+    del evaluation["sources"]["aggregate"]
+    evaluation["sources"]["gmm"].update(loglik=-99.34, vs_prior=0.66, vs_prior_stderr=0.05)
+    evaluation["sources"]["gmm"]["stderr"] = evaluation["sources"]["prior"]["stderr"] = 0.1
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "+0.66 nats over the prior" in best and "undetermined" in best
+    assert "beyond 1.96 standard errors (0.05, paired)" in best
+    assert "significant" not in best, best
+
+    # AIS on both, within its error: AIS decides, whatever importance sampling says
+    for name, value in (("gmm", -99.5), ("prior", -99.6)):
+        evaluation["sources"][name]["ais"] = {"loglik": value, "stderr": 0.3}
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "not shown by AIS" in best and "significant" not in best, best
+
+    # AIS on both, clearly apart: significant, under AIS
+    evaluation["sources"]["gmm"]["ais"]["loglik"] = -97.0
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "significant; it holds under AIS (+2.60" in best and "undetermined" not in best
+
+
+def test_tied_sources_get_one_verdict_each_against_the_prior():
+    evaluation = _rising(_evaluation())  # gmm and aggregate tied, both 1.5+ over the prior
+    best = _first(conclusions(evaluation), "highest held-out")
+    assert "The leading sources are tied" in best
+    assert "gmm +2.50 \u00b1 0.57 (both errors combined)" in best
+    assert "undetermined, as importance sampling puts each beyond 1.96 standard errors" in best
+    assert "significant" not in best
+
+
+def test_the_level_of_evidence_comes_first():
+    evaluation = _rising(_evaluation())
+    for name, share in (("prior", 1.0), ("aggregate", 0.95), ("gmm", 0.98)):
+        evaluation["sources"][name]["khat_gt_0.7"] = share
+    sentences = conclusions(evaluation)
+    assert sentences[0].startswith("Level of evidence behind the log-likelihoods: importance ")
+    assert "no AIS" in sentences[0] and "k-hat > 0.7 for 95-100% of the images" in sentences[0]
+    assert "every source" in sentences[0]
+    khat = next(i for i, s in enumerate(sentences) if "unreliable: PSIS k-hat" in s)
+    loglik = next(i for i, s in enumerate(sentences) if "highest held-out" in s)
+    quality = next(i for i, s in enumerate(sentences) if "ambiguous" in s)
+    assert khat < loglik and khat < quality
+    assert "for 95-100% of the test data" in sentences[khat]
+
+    converged = _evaluation()
+    assert "whose L_K stopped rising in K for every source" in conclusions(converged)[0]
+
+
+def _copies(evaluation: dict, shares: dict[str, float], n: int = 1000) -> dict:
+    for name, share in shares.items():
+        evaluation["sources"][name]["memorization"] = {
+            "near_copy_fraction": share,
+            "num_samples": n,
+            "quantile": 0.05,
+        }
+        evaluation["sources"][name]["num_quality_samples"] = n
+    return evaluation
+
+
+def test_near_copies_are_shown_wherever_sample_quality_is():
+    evaluation = _copies(_evaluation(), {"prior": 0.005, "aggregate": 0.076, "gmm": 0.01})
+    evaluation["sources"]["aggregate"].update(ambiguous=0.03)
+    evaluation["sources"]["prior"].update(ambiguous=0.148)
+    sentences = conclusions(evaluation)
+    praised = _first(sentences, "the least ambiguous samples (3.0%")
+    assert praised.startswith("Drawing z from aggregate")
+    assert "but 7.6% of its samples are near-copies of training images (prior 0.5%)" in praised
+    listed = _first(sentences, "Near-copies of training images")
+    assert "aggregate 7.6%, gmm 1.0% and prior 0.5%" in listed
+    assert "aggregate copies clearly more than the prior" in listed
+
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert '<th class="n">near-copies</th>' in text and '<td class="n">7.6%</td>' in text
+
+
+def test_extrapolation_never_claims_a_convergence_the_sweep_contradicts():
+    evaluation = _evaluation()
+    # the last three rises shrink 155x (L_10 to L_100, then to L_1000), so a geometric
+    # extrapolation says 0.01 nats are left; but L_K rose 1.24 over the last 10x
+    sweep = {"1": -700.0, "10": -495.0, "100": -340.0, "1000": -338.76}
+    evaluation["sources"]["gmm"].update(converged=False, ksweep=sweep, ksweep_remaining=0.0099)
+    rising = _first(conclusions(evaluation), "Still rising in K")
+    assert "0.01" not in rising, rising
+    assert "gmm (+1.24 from K = 100 to 1000; at least 0.14 to go at the 1/K rate)" in rising
+
+    # a geometric extrapolation above the 1/K floor is shown beside it
+    evaluation["sources"]["gmm"]["ksweep_remaining"] = 0.8
+    rising = _first(conclusions(evaluation), "Still rising in K")
+    assert "about 0.80 to go by geometric extrapolation, at least 0.14" in rising
+
+
+def test_mutual_information_above_its_bound_is_a_flag():
+    evaluation = _evaluation()
+    evaluation["surgery"].update(
+        avg_kl=20.0, marginal_kl=13.64, mutual_information=6.36, mi_upper_bound=6.21
+    )
+    evaluation["surgery_subset"] = {
+        "num_data": 50,
+        "avg_kl": 20.0,
+        "marginal_kl": 16.2,
+        "mutual_information": 3.8,
+        "mi_upper_bound": 3.91,
+    }
+    evaluation["surgery"]["num_data"] = 500
+    sentences = conclusions(evaluation)
+    flag = _first(sentences, "exceeds its upper bound")
+    assert "I(x; z) = 6.36 nats on 500 training images exceeds its upper bound log N = 6.21" in flag
+    assert "unreliable" in flag
+    split = _first(sentences, "On N = 500")
+    assert "near log N" not in split and "outside [0, log N] at N = 500" in split
+    assert "unreliable" in split
+
+
+def test_khat_column_bolds_the_lowest_share_and_never_a_tie_of_the_worst():
+    evaluation = _evaluation()
+    for name, share in (("prior", 1.0), ("aggregate", 1.0), ("gmm", 1.0)):
+        evaluation["sources"][name]["khat_gt_0.7"] = share
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert '<td class="n best">100.0%</td>' not in text and '<td class="n">100.0%</td>' in text
+    evaluation["sources"]["gmm"]["khat_gt_0.7"] = 0.02
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert '<td class="n best">2.0%</td>' in text
+    assert '<td class="n best">100.0%</td>' not in text
+
+
+_WIDTH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const table = document.querySelector("table.sources");
+  const wrap = table.parentElement;
+  const cells = Array.from(table.querySelectorAll("th"));
+  const right = Math.max(...cells.map((c) => c.getBoundingClientRect().right));
+  const scrolls = getComputedStyle(wrap).overflowX === "auto"
+    && wrap.getBoundingClientRect().right <= window.innerWidth;
+  document.body.dataset.width = `${Math.round(right)}/${window.innerWidth}/${scrolls}`;
+});
+</script>"""
+
+
+def test_sources_table_loses_no_column_at_1280_px(tmp_path, chromium):
+    evaluation = _evaluation()
+    for name in ("gaussian-full", "gaussian-loc", "flow"):
+        evaluation["sources"][name] = _source(-99.0)
+    for entry in evaluation["sources"].values():
+        entry["ais"] = {"loglik": -98.12, "stderr": 0.31, "is_loglik": -99.25}
+    _copies(evaluation, {n: 0.05 for n in evaluation["sources"]})
+    page = write_report([RunReport("vae-z50", evaluation=evaluation)], tmp_path)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _WIDTH_PROBE + "</body>"))
+    dom = chromium.run("--window-size=1280,1000", "--dump-dom", probe.as_uri()).stdout
+    match = re.search(r'data-width="(\d+)/(\d+)/(true|false)"', dom)
+    assert match, dom[:300]
+    right, width, scrolls = int(match[1]), int(match[2]), match[3] == "true"
+    assert right <= width or scrolls, f"the last column ends at {right} px of {width}"
+    assert "Frechet" in dom and "near-copies" in dom

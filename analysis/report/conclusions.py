@@ -22,6 +22,7 @@ from .numbers import (
     _QUALITY,
     ADVICE,
     PRIOR,
+    _beyond,
     _finite,
     _flagged,
     _fmt,
@@ -34,7 +35,6 @@ from .numbers import (
     _pct,
     _prior_difference,
     _signed,
-    _significance,
     _sources,
     _unreliable,
 )
@@ -68,20 +68,103 @@ def _bdmc_clause(gaps: Mapping[str, float | None]) -> str:
     return "; " + ", ".join(parts) if parts else ""
 
 
+def _both_ais(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -> bool:
+    """Whether AIS estimates (with errors) of both sources are present."""
+    return all(
+        _finite(_mapping(sources.get(n, {}).get("ais")).get(key)) is not None
+        for n in (a, b)
+        for key in ("loglik", "stderr")
+    )
+
+
+def _measured(diff: float, se: float | None, paired: bool, kind: str | None = None) -> str:
+    """What importance sampling alone says: 'importance sampling puts it beyond/within ...'."""
+    if se is None:
+        return "importance sampling recorded no standard error for it"
+    kind = kind or ("paired" if paired else "both errors combined")
+    where = "beyond" if _beyond(diff, se) else "within"
+    return f"importance sampling puts it {where} {Z95} standard errors ({se:.2f}, {kind})"
+
+
+def _verdict(
+    sources: Mapping[str, Mapping[str, Any]],
+    a: str,
+    b: str,
+    diff: float,
+    se: float | None,
+    paired: bool,
+    other: str = "the prior",
+    kind: str | None = None,
+) -> str:
+    """One verdict on log p_a(x) - log p_b(x), from the strongest evidence present.
+
+    AIS on both sources decides when it is there (:func:`~pyrovae.analysis.evidence.judge`);
+    else importance sampling decides only where both estimates converged in K (with the
+    error ``se`` given: paired, or bounded by the paired errors, where known); an
+    importance-sampling difference of estimates still rising in K (or of unknown
+    convergence) is undetermined whatever its size, and is never called significant.
+    """
+    verdict = judge(sources, a, b)
+    measured = _measured(diff, se, paired, kind)
+    if _both_ais(sources, a, b):
+        if verdict.established:
+            return "significant" + _evidence_clause(sources, a, b)
+        return f"not shown by AIS, the strongest evidence here: {verdict.basis}"
+    if all(sources.get(n, {}).get("converged") is True for n in (a, b)):
+        if se is not None and _beyond(diff, se):
+            return f"significant: {measured}, and both estimates converged in K"
+        return f"not significant: {measured}, so it is indistinguishable from {other}"
+    return f"undetermined: {measured}, but {verdict.basis}"
+
+
 def _versus_prior(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:
-    """'gmm +2.50 nats over the prior, <significance>' (or '... below the prior ...')."""
+    """'gmm +2.50 nats over the prior, <verdict>' (or '... below the prior ...')."""
     diff, se, paired = _prior_difference(sources, name) or (math.nan, None, False)
     if not math.isfinite(diff):
         return f"{name}: no difference to the prior could be computed"
     where = f"{_signed(diff)} nats over" if diff >= 0 else f"{-diff:.2f} nats below"
-    return f"{name} {where} the prior, {_significance(diff, se, paired)}"
+    return f"{name} {where} the prior, {_verdict(sources, name, PRIOR, diff, se, paired)}"
+
+
+def _versus_prior_all(sources: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> str:
+    """Each of ``names`` against the prior, one verdict each; the importance-sampling
+    differences whose verdict is undetermined for the same reason share one clause."""
+    alone, grouped = [], {}
+    for name in names:
+        diff, se, paired = _prior_difference(sources, name) or (math.nan, None, False)
+        entries = [sources.get(n, {}) for n in (name, PRIOR)]
+        settled = _both_ais(sources, name, PRIOR) or all(
+            e.get("converged") is True for e in entries
+        )
+        if settled or not math.isfinite(diff) or se is None:
+            alone.append(_versus_prior(sources, name))
+            continue
+        rising = any(e.get("converged") is False for e in entries)
+        where = "beyond" if _beyond(diff, se) else "within"
+        kind = "paired" if paired else "both errors combined"
+        grouped.setdefault((where, rising), []).append(
+            f"{name} {_signed(diff)} \u00b1 {se:.2f} ({kind})"
+        )
+    for (where, rising), items in grouped.items():
+        why = (
+            "their estimates or the prior's are still rising in K (see above)"
+            if rising
+            else "convergence in K was not recorded"
+        )
+        each = "it" if len(items) == 1 else "each"
+        alone.append(
+            f"{_listing(items)} nats over the prior: undetermined, as importance sampling puts "
+            f"{each} {where} {Z95} standard errors but {why} and no AIS was run"
+        )
+    return "; ".join(alone)
 
 
 def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The leading source(s) by held-out log-likelihood, and how they compare with the prior.
 
     A single best source is named only when its difference to every other source is
-    shown (:func:`_beyond`); otherwise the leading group is listed as tied.
+    shown (:func:`_beyond`); otherwise the leading group is listed as tied. Each
+    comparison gets one verdict (:func:`_verdict`).
     """
     ranked, tied = _leading(sources)
     if not ranked:
@@ -90,7 +173,7 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     best_se = _finite(sources[best].get("stderr"))
     value = f"{best_value:.2f}" + ("" if best_se is None else f" \u00b1 {best_se:.2f}")
     caveat = (
-        " (but see the k-hat warning below)" if any(_unreliable(sources[n]) for n in tied) else ""
+        " (but see the k-hat warning above)" if any(_unreliable(sources[n]) for n in tied) else ""
     )
     if len(ranked) == 1:
         return [f"Only the source {best} has a held-out log-likelihood: {value} nats{caveat}."]
@@ -109,41 +192,34 @@ def _loglik_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         )
         others = [n for n in tied if n != PRIOR]
         if prior is not None and others:
-            text += f"; against the prior ({prior:.2f}): " + "; ".join(
-                _versus_prior(sources, n) for n in others
-            )
-            text += _evidence_clause(sources, others[0], PRIOR)
+            text += f"; against the prior ({prior:.2f}): " + _versus_prior_all(sources, others)
         return [text + caveat + "."]
     runner_value, runner = ranked[1]
     if prior is not None and best != PRIOR:
         diff, se, paired = _prior_difference(sources, best) or (best_value, None, False)
         text = (
             f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
-            f"{_signed(diff)} nats over the prior ({prior:.2f}); the difference is "
-            f"{_significance(diff, se, paired)}"
+            f"{_signed(diff)} nats over the prior ({prior:.2f}): "
+            f"{_verdict(sources, best, PRIOR, diff, se, paired)}"
         )
         if runner != PRIOR:
             margin, margin_se, bound = _pair(sources, best, runner) or (0.0, None, False)
             kind = "bounded by the paired errors" if bound else "both errors combined"
-            beyond = "" if margin_se is None else f", beyond {Z95} x {margin_se:.2f} ({kind})"
-            text += f", and {margin:.2f} nats above the runner-up {runner}{beyond}"
-        return [text + _evidence_clause(sources, best, PRIOR) + caveat + "."]
+            verdict = _verdict(sources, best, runner, margin, margin_se, bound, runner, kind)
+            text += f"; it lies {margin:.2f} nats above the runner-up {runner}: {verdict}"
+        return [text + caveat + "."]
     if best == PRIOR:
         diff, se, paired = _prior_difference(sources, runner) or (runner_value, None, False)
         return [
             f"Drawing z from the prior itself gives the highest held-out log-likelihood, "
-            f"{value} nats; the "
-            f"best fitted source, {runner}, is {abs(diff):.2f} nats lower, "
-            f"{_significance(diff, se, paired)}{_evidence_clause(sources, PRIOR, runner)}"
-            f"{caveat}."
+            f"{value} nats; the best fitted source, {runner}, is {abs(diff):.2f} nats lower: "
+            f"{_verdict(sources, PRIOR, runner, -diff, se, paired, runner)}{caveat}."
         ]
     diff, se, _ = _pair(sources, best, runner) or (best_value - runner_value, None, False)
     return [
         f"Drawing z from {best} gives the highest held-out log-likelihood, {value} nats, "
-        f"{diff:.2f} nats over "
-        f"the runner-up {runner} (no prior source to compare with); the difference is "
-        f"{_significance(diff, se, False, runner)}{_evidence_clause(sources, best, runner)}"
-        f"{caveat}."
+        f"{diff:.2f} nats over the runner-up {runner} (no prior source to compare with): "
+        f"{_verdict(sources, best, runner, diff, se, False, runner)}{caveat}."
     ]
 
 
@@ -196,6 +272,63 @@ def _quality_leaders(
     return leaders, " or ".join(sorted(reasons))
 
 
+def _near_copies(entry: Mapping[str, Any]) -> tuple[float, tuple[float, float] | None] | None:
+    """A source's share of samples that are near-copies of training images, and its 95%
+    (Wilson) interval from the number of samples compared (None when not measured)."""
+    memo = _mapping(entry.get("memorization"))
+    share, n = _finite(memo.get("near_copy_fraction")), _finite(memo.get("num_samples"))
+    if share is None or not 0 <= share <= 1:
+        return None
+    return share, None if n is None or n < 1 else wilson_interval(share, int(n))
+
+
+def _copies_clause(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    """', but 7.6% of its samples are near-copies of training images (prior 0.5%)' where the
+    share is clearly above the prior's (95% intervals apart), else ''."""
+    mine, prior = _near_copies(sources.get(name, {})), _near_copies(sources.get(PRIOR, {}))
+    if name == PRIOR or mine is None or prior is None or mine[1] is None or prior[1] is None:
+        return ""
+    if mine[1][0] <= prior[1][1]:
+        return ""
+    return (
+        f", but {_pct(mine[0])} of its samples are near-copies of training images "
+        f"(prior {_pct(prior[0])}), so part of that is copying"
+    )
+
+
+def _memorization_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every source's near-copy share beside the sample-quality findings (samples closer to
+    the training set than 5% of test images are; about 5% for new real data)."""
+    shares = {n: c for n, e in sources.items() if (c := _near_copies(e)) is not None}
+    if not shares:
+        return []
+    memo = _mapping(next(e for n, e in sources.items() if n in shares).get("memorization"))
+    quantile = _finite(memo.get("quantile"))
+    q = "5%" if quantile is None else _pct(quantile)
+    ranked = sorted(shares.items(), key=lambda t: -t[1][0])
+    listed = _listing([f"{n} {_pct(c[0])}" for n, c in ranked])
+    text = (
+        f"Near-copies of training images (samples nearer to the training set than {q} of test "
+        f"images are; about {q} for new real data): {listed}"
+    )
+    prior = shares.get(PRIOR)
+    above = [
+        n
+        for n, (_, interval) in shares.items()
+        if n != PRIOR
+        and prior is not None
+        and interval is not None
+        and prior[1] is not None
+        and interval[0] > prior[1][1]
+    ]
+    if above:
+        text += (
+            f"; {_listing(above)} {'copies' if len(above) == 1 else 'copy'} clearly more than "
+            "the prior (95% intervals apart), so their sample quality is partly memorization"
+        )
+    return [text + "."]
+
+
 def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The source with the best sample quality per score, or the tie when there is none."""
     wins: dict[str, list[str]] = {}
@@ -224,8 +357,29 @@ def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         [best] = leaders
         text = f"{label} ({shown[best]}" + ("" if best == PRIOR else prior_text) + ")"
         wins.setdefault(best, []).append(text)
-    sentences = [f"Drawing z from {n} gives {_listing(items)}." for n, items in wins.items()]
-    return sentences + ties
+    sentences = [
+        f"Drawing z from {n} gives {_listing(items)}{_copies_clause(sources, n)}."
+        for n, items in wins.items()
+    ]
+    return sentences + ties + _memorization_sentence(sources)
+
+
+def _mi_out_of_bounds(name: str, value: float, bound: float | None, data: str) -> list[str]:
+    """A flag where the estimate of I(x; z) lies outside [0, log N], which no true value
+    can (Hoffman & Johnson, 2016): the estimate, not the model, is then wrong."""
+    if bound is not None and value > bound:
+        return [
+            f"The estimate {name} = {value:.2f} nats {data} exceeds its upper bound log N = "
+            f"{bound:.2f} nats, which no true value can: it is unreliable (the Monte Carlo "
+            "estimate of the aggregate's density is off by at least "
+            f"{value - bound:.2f} nats), and so is the split of the KL term."
+        ]
+    if value < 0:
+        return [
+            f"The estimate {name} = {value:.2f} nats {data} is below 0, which no true value "
+            "can: it is unreliable, and so is the split of the KL term."
+        ]
+    return []
 
 
 def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
@@ -247,6 +401,7 @@ def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
             f"{marginal_name} = {marginal:.2f} nats; the rest, {mi_value:.2f} nats, is the "
             f"mutual information {mi_name}{bound_text}."
         )
+        sentences += _mi_out_of_bounds(mi_name, mi_value, bound, _training_label(surgery))
         marginal_se = _finite(surgery.get("marginal_kl_stderr"))
         if marginal_se is not None and marginal_se > 0 and marginal <= Z95 * marginal_se:
             sentences.append(
@@ -287,12 +442,20 @@ def _surgery_n_sentence(evaluation: Mapping[str, Any]) -> list[str]:
         return []
     n1, kl1, mi1, b1, n2, kl2, mi2, b2 = values
     near = max(mi1 / b1 if b1 > 0 else 0.0, mi2 / b2 if b2 > 0 else 0.0)
-    verdict = (
-        "I(x; z) is near log N, so this split depends on N and KL(q(z) || p(z)) is not a "
-        "property of the model alone"
-        if near > 0.9
-        else "I(x; z) stays well below log N, so the split hardly depends on N"
-    )
+    outside = [f"N = {int(n)}" for n, mi, b in ((n1, mi1, b1), (n2, mi2, b2)) if not 0 <= mi <= b]
+    if outside:
+        verdict = (
+            f"the estimate of I(x; z) lies outside [0, log N] at {_listing(outside)}, which no "
+            "true value can, so it is unreliable and the split at these sizes is not to be "
+            "trusted"
+        )
+    elif near > 0.9:
+        verdict = (
+            "I(x; z) is near log N, so this split depends on N and KL(q(z) || p(z)) is not a "
+            "property of the model alone"
+        )
+    else:
+        verdict = "I(x; z) stays well below log N, so the split hardly depends on N"
     return [
         f"On N = {int(n1)} training images KL(q(z) || p(z)) = {kl1:.2f} and I(x; z) = "
         f"{mi1:.2f} nats (log N = {b1:.2f}); on N = {int(n2)}, {kl2:.2f} and {mi2:.2f} "
@@ -363,6 +526,14 @@ def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"{limit}, so the importance weights are heavy-tailed for this source and its "
             "log-likelihood is probably an underestimate."
         ]
+    if len(flagged) == len(sources) and all(f is not None for f in flagged.values()):
+        low, high = 100 * min(flagged.values()), 100 * max(flagged.values())
+        span = f"{low:.0f}%" if round(low) == round(high) else f"{low:.0f}-{high:.0f}%"
+        return [
+            f"The estimate of every source is unreliable: PSIS k-hat > {KHAT_THRESHOLD} for "
+            f"{span} of the test data {limit}, so the importance weights are heavy-tailed and "
+            "the log-likelihoods are probably underestimates."
+        ]
     named = [n if f is None else f"{n} ({100 * f:.0f}%)" for n, f in flagged.items()]
     return [
         f"The estimates for {', '.join(named[:-1])} and {named[-1]} are unreliable: PSIS "
@@ -370,6 +541,105 @@ def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "weights are heavy-tailed for these sources and their log-likelihoods are probably "
         "underestimates."
     ]
+
+
+def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
+    """The level of evidence behind the log-likelihoods, stated before any of them.
+
+    In order of strength (DESIGN, "Trust in numbers"): AIS on the same images, importance
+    sampling whose L_K stopped rising in K, importance sampling at one K. PSIS k-hat is
+    named beside it, as the share of images above 0.7 over the sources.
+    """
+    sources = {n: e for n, e in _sources(evaluation).items() if _finite(e.get("loglik"))}
+    if not sources:
+        return []
+    k = _finite(evaluation.get("num_samples"))
+    at_k = "" if k is None else f" (K = {int(k)})"
+    with_ais = [n for n in sources if _both_ais(sources, n, n)]
+    converged = [n for n, e in sources.items() if e.get("converged") is True]
+    if with_ais:
+        level = f"AIS for {_listing(with_ais)}" + (
+            "" if len(with_ais) == len(sources) else ", importance sampling for the rest"
+        )
+    elif converged and len(converged) == len(sources):
+        level = f"importance sampling{at_k} whose L_K stopped rising in K for every source"
+    elif converged:
+        level = (
+            f"importance sampling{at_k}, converged in K for {_listing(converged)} only; the "
+            "other estimates are lower bounds still rising in K"
+        )
+    else:
+        level = (
+            f"importance sampling at one K{at_k}, no estimate shown to have converged in K and "
+            "no AIS: lower bounds of unknown tightness"
+        )
+    fractions = [f for e in sources.values() if (f := _khat_fraction(e)) is not None]
+    khat = ""
+    if fractions:
+        low, high = 100 * min(fractions), 100 * max(fractions)
+        span = f"{low:.0f}%" if round(low) == round(high) else f"{low:.0f}-{high:.0f}%"
+        flagged = [n for n, e in sources.items() if _unreliable(e)]
+        whom = "every source" if len(flagged) == len(sources) else "the sources"
+        khat = f"; PSIS k-hat > {KHAT_THRESHOLD} for {span} of the images across {whom}"
+    return [f"Level of evidence behind the log-likelihoods: {level}{khat}."]
+
+
+def _rising_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The sources whose L_K still rises in K, with what the sweep says is left.
+
+    If the bias of L_K falls no faster than 1/K (its asymptotic rate for light-tailed
+    weights; Burda et al., 2016, https://arxiv.org/abs/1509.00519), the last rise
+    d = L_K - L_k' leaves at least d k' / (K - k') to go. A geometric extrapolation of the
+    last rises (``ksweep_remaining``) is shown only where it is not below that floor: a
+    smaller one would claim a convergence that the sweep contradicts.
+    """
+    named = []
+    for name, entry in sources.items():
+        if entry.get("converged") is not False:
+            continue
+        sweep = {}
+        for key, value in _mapping(entry.get("ksweep")).items():
+            try:
+                k, v = int(key), _finite(value)
+            except (TypeError, ValueError):
+                continue
+            if v is not None and k > 0:
+                sweep[k] = v
+        if len(sweep) < 2:
+            named.append(name)
+            continue
+        k_last, k_prev = sorted(sweep)[-1], sorted(sweep)[-2]
+        rise = sweep[k_last] - sweep[k_prev]
+        text = f"{name} (+{rise:.2f} from K = {k_prev} to {k_last}; " if rise >= 0 else name
+        if rise >= 0:
+            floor = rise * k_prev / (k_last - k_prev)
+            geometric = _finite(entry.get("ksweep_remaining"))
+            if geometric is not None and geometric > floor:
+                text += f"about {geometric:.2f} to go by geometric extrapolation, "
+            text += f"at least {floor:.2f} to go at the 1/K rate)"
+        else:
+            text = f"{name} (L_K fell over the last step: Monte Carlo noise exceeds the rise)"
+        named.append(text)
+    if not named:
+        return []
+    return [
+        "Still rising in K, so these estimates are lower bounds that have not converged (L_K "
+        f"grew by more than 0.1 nats over the last 5x or more of draws): {'; '.join(named)} "
+        "(nats; at the 1/K rate: if the remaining bias falls as 1/K, its asymptotic rate)."
+    ]
+
+
+def _without_rising(evaluation: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``evaluation`` with the rising-in-K flags hidden from
+    :func:`~pyrovae.analysis.evidence.evidence_sentences` (:func:`_rising_sentence` says it)."""
+    sources = _mapping(evaluation.get("sources"))
+    return {
+        **evaluation,
+        "sources": {
+            n: {k: v for k, v in e.items() if k != "converged"} if isinstance(e, Mapping) else e
+            for n, e in sources.items()
+        },
+    }
 
 
 def _check_evaluation(evaluation: Any, where: str = "evaluation") -> Mapping[str, Any]:
@@ -386,29 +656,34 @@ def _check_evaluation(evaluation: Any, where: str = "evaluation") -> Mapping[str
 def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     """Plain-language findings computed from one run's ``pyrovae evaluate`` numbers.
 
-    In order: the source with the highest held-out log-likelihood and its margin over the
-    prior (significant when |d| > 1.96 standard errors), or the leading sources listed as
-    tied when the leader does not beat the runner-up by that much; per sample-quality
-    score the best source, or the tie (overlapping 95% intervals, or equal as shown); the
-    importance-sampling gap over the ELBO on the same held-out images; ELBO surgery on
-    the training data (the share of the KL term that is marginal KL(q(z) || p(z)), the
-    rest being mutual information; Hoffman & Johnson, 2016); active units; one warning
-    naming every source whose PSIS k-hat exceeds 0.7 on more than 10% of the data, and
-    what to do when every source is flagged; the evidence behind the numbers (sources
-    still rising in K, IS against AIS, the BDMC gap). A difference between two sources is
-    claimed only when it holds under AIS or both importance-sampling estimates converged
-    in K (:func:`~pyrovae.analysis.evidence.judge`); otherwise the sentence says
-    it is undetermined. Missing numbers only drop their sentence.
+    In order, the evidence first: the level of evidence behind the log-likelihoods (AIS,
+    importance sampling converged in K, or importance sampling at one K) with the range of
+    PSIS k-hat; one warning naming every source whose k-hat exceeds 0.7 on more than 10%
+    of the data, and what to do when every source is flagged; the sources still rising in
+    K (with a lower bound on what is left), IS against AIS, the BDMC gap. Then the source
+    with the highest held-out log-likelihood and its margin over the prior, or the leading
+    sources listed as tied; per sample-quality score the best source, or the tie
+    (overlapping 95% intervals, or equal as shown), with the near-copies of training
+    images beside them; the importance-sampling gap over the ELBO on the same held-out
+    images; ELBO surgery on the training data (the share of the KL term that is marginal
+    KL(q(z) || p(z)), the rest being mutual information, flagged where its estimate lies
+    outside [0, log N]; Hoffman & Johnson, 2016); active units. Each comparison gets one
+    verdict from the strongest evidence present (:func:`_verdict`): significant only when
+    it holds under AIS or both importance-sampling estimates converged in K
+    (:func:`~pyrovae.analysis.evidence.judge`), otherwise undetermined or not significant.
+    Missing numbers only drop their sentence.
     """
     evaluation = _check_evaluation(evaluation)
     sources = _sources(evaluation)
     return [
+        *_evidence_level(evaluation),
+        *_khat_sentences(sources),
+        *_advice_sentences(sources),
+        *_rising_sentence(sources),
+        *evidence_sentences(_without_rising(evaluation)),
         *_loglik_sentence(sources),
         *_quality_sentences(sources),
         *_gap_sentence(evaluation),
         *_surgery_sentences(_mapping(evaluation.get("surgery"))),
         *_surgery_n_sentence(evaluation),
-        *_khat_sentences(sources),
-        *_advice_sentences(sources),
-        *evidence_sentences(evaluation),
     ]

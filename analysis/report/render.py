@@ -180,6 +180,8 @@ def _column_value(key: str, entry: Mapping[str, Any]) -> float | None:
         return _finite(_mapping(entry.get("ais")).get("loglik"))
     if key == "converged":
         return None
+    if key == "near_copies":
+        return _finite(_mapping(entry.get("memorization")).get("near_copy_fraction"))
     return _finite(entry.get(key))
 
 
@@ -206,7 +208,11 @@ _SOURCE_COLUMNS: tuple[tuple[str, str, bool, Any], ...] = (
     ("ambiguous", "ambiguous", False, _pct),
     ("coverage_kl", "coverage KL [nats]", False, _fmt),
     ("frechet", "Frechet", False, _fmt),
+    ("near_copies", "near-copies", False, _pct),
 )
+_UNRANKED = frozenset({"converged", "near_copies"})
+"""Columns with no best value: convergence is yes/no, and a near-copy share is judged
+against the prior's and the 5% of new real data, not by being low."""
 
 
 def _source_best(sources: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]]:
@@ -220,6 +226,12 @@ def _source_best(sources: Mapping[str, Mapping[str, Any]]) -> dict[str, set[str]
     for key, *_ in _QUALITY:
         found = _quality_leaders(sources, key)
         best[key] = set() if found is None else set(found[0])
+    # the lowest share of k-hat > 0.7, unless it is flagged (a flagged row is never best)
+    best["khat"] = {n for n in best["khat"] if not _unreliable(sources[n])}
+    for key, *_ in _SOURCE_COLUMNS:
+        shown = {n for n, v in value[key].items() if v is not None}
+        if key in _UNRANKED or shown <= best[key]:  # every value tied: none is best
+            best[key] = set()
     return best
 
 
@@ -280,7 +292,10 @@ def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
         f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
         "(highest log-likelihood, lowest otherwise), with every value indistinguishable "
         f"from it (within {Z95} standard errors, overlapping 95% intervals, or equal as "
-        "shown). Converged in K: L_K rose by at most "
+        "shown); none where every value is tied, and a flagged k-hat share is never best. "
+        "Near-copies: samples nearer to the training set than 5% of test images are "
+        "(about 5% for new real data; judge it against the prior's). "
+        "Converged in K: L_K rose by at most "
         "0.1 nats over the last 5x or more of draws. Rows marked unreliable have PSIS "
         f"k-hat > {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
         "Sample quality is read by an MNIST classifier: entropy and ambiguous "
