@@ -561,8 +561,8 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
         "--ais-num-test",
         type=_positive_int,
         metavar="N",
-        help="also run AIS for every source on the first N of the held-out images, and BDMC "
-        "on data simulated from the model (default: no AIS)",
+        help="also run AIS for every source on the first N of the held-out images, and for "
+        "each such source BDMC on data simulated from it (default: no AIS)",
     )
     p.add_argument(
         "--ais-steps",
