@@ -134,6 +134,61 @@ def test_evaluate_with_quality_scores(small_cvae, mnist, tmp_path):
     assert "gaussian-z" in format_evaluation(result)
 
 
+def test_an_evaluation_of_other_weights_is_never_reused_or_shown(small_vae, mnist, tmp_path):
+    """evaluation.json records model_fingerprint (as sources and diagnostics do); reuse and
+    the report refuse it for other weights, and for a file that records none."""
+    import copy
+    import shutil
+
+    import torch
+
+    from pyrovae.analysis.evaluation_runs import (
+        StaleEvaluationError,
+        check_reusable,
+        reuse_or_evaluate,
+    )
+    from pyrovae.analysis.run_report import build_run_report
+    from pyrovae.analysis.source_store import model_fingerprint
+    from pyrovae.checkpoint import read_json, write_json
+    from pyrovae.runs import load_run
+    from pyrovae.settings import EvaluationSettings
+
+    run = tmp_path / "run"
+    shutil.copytree(small_vae.run_dir, run)
+    vae = load_run(run)
+    settings = EvaluationSettings(
+        sources=("gaussian-z",), num_samples=4, num_test=20, num_train=500, quality=False
+    )
+    logged: list[str] = []
+    evaluation, _ = reuse_or_evaluate(run, vae, mnist, settings, log=logged.append)
+    assert evaluation["fingerprint"] == model_fingerprint(vae)
+    assert read_json(run / "evaluation.json")["fingerprint"] == model_fingerprint(vae)
+    check_reusable(run, settings)  # the same weights: reusable
+
+    trained_further = copy.deepcopy(vae)
+    with torch.no_grad():
+        next(trained_further.parameters()).add_(1e-3)
+    with pytest.raises(StaleEvaluationError, match="was made with other model weights than"):
+        check_reusable(run, settings, vae=trained_further)
+    with pytest.raises(StaleEvaluationError, match="pass --reevaluate"):
+        reuse_or_evaluate(run, trained_further, mnist, settings, log=logged.append)
+    with pytest.raises(StaleEvaluationError, match="the evaluation of .* was made with other"):
+        build_run_report(trained_further, mnist, evaluation, tmp_path / "report")
+
+    old = {k: v for k, v in evaluation.items() if k != "fingerprint"}  # an older pyrovae's
+    write_json(run / "evaluation.json", old)
+    with pytest.raises(StaleEvaluationError, match="records no fingerprint .* unknown"):
+        check_reusable(run, settings, vae=vae)
+    with pytest.raises(StaleEvaluationError, match="records no fingerprint"):
+        build_run_report(vae, mnist, old, tmp_path / "report")
+
+    fresh, _ = reuse_or_evaluate(
+        run, trained_further, mnist, settings, reevaluate=True, log=logged.append
+    )
+    assert fresh["fingerprint"] == model_fingerprint(trained_further) != evaluation["fingerprint"]
+    assert any(line.strip().startswith("replacing") for line in logged)
+
+
 def test_evaluate_rejects_bad_arguments(small_vae, capsys):
     code = main(["evaluate", str(small_vae.run_dir), "--out", "x.txt", "--no-quality"])
     err = capsys.readouterr().err
