@@ -20,13 +20,15 @@ counter-based generator Philox4x32-10 (Salmon et al., "Parallel random numbers: 
 draws at once in int64 arithmetic that never overflows: the block of four 32-bit words
 Philox(key, counter) with key = (s_lo XOR (n >> 32), s_hi), s = H(seed, stream), and
 counter = (particle, j, n mod 2^32, u) gives the pair of dims (2j, 2j + 1) of particle p of
-datum n in its u-th use: two 53-bit uniforms (words 0, 1 and 2, 3), or two normals from
+datum n in its u-th use: two uniforms of 52 bits (words 0, 1 and 2, 3), or two normals from
 them by Box-Muller. Checked against Random123's known-answer vectors, and by the battery of
 ``benchmarks/noise_battery.py`` (uniformity, serial and cross-stream correlation, runs,
 gaps, bits, the normals' moments and tails). ``method="hash"`` is the earlier GPU method,
 kept to reproduce earlier runs: a hash of (seed, n, u, particle, dim) by the lowbias32
 mixer (C. Wellons, "Prospecting for hash functions", 2018) chained over the key in two
-32-bit lanes, Box-Muller for normals. The methods give different (equally valid) numbers,
+32-bit lanes, Box-Muller for normals; it reads only the low 32 bits of n (data n and
+n + 2^32 share their numbers) and its uniform (k + 1/2) / 2^53 rounds to 1 for the
+largest k. The methods give different (equally valid) numbers,
 so CPU and CUDA runs differ as they would with torch's own generators.
 """
 
@@ -164,15 +166,16 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
-def _uniform53(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-    """A float64 uniform in (0, 1) from two 32-bit words: (high 2^21 + low / 2^11 + 1/2) / 2^53."""
-    return ((high * 2**21 + (low >> 11)).double() + 0.5) * 2.0**-53
+def _uniform52(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """A float64 uniform in (0, 1) from two 32-bit words: (k + 1/2) / 2^52 with k = high 2^20 +
+    low / 2^12, exact in float64 (k + 1/2 has 53 significant bits), symmetric about 1/2."""
+    return ((high * 2**20 + (low >> 12)).double() + 0.5) * 2.0**-52
 
 
 def _philox_pairs(words: tuple[torch.Tensor, ...], kind: str) -> torch.Tensor:
     """Two uniforms (words 0, 1 and 2, 3) per block of Philox output, or two normals from
     them by Box-Muller (r cos t, r sin t, r = sqrt(-2 log u_1), t = 2 pi u_2), stacked last."""
-    u1, u2 = _uniform53(words[0], words[1]), _uniform53(words[2], words[3])
+    u1, u2 = _uniform52(words[0], words[1]), _uniform52(words[2], words[3])
     if kind == "uniform":
         return torch.stack([u1, u2], -1)
     radius, angle = torch.sqrt(-2.0 * torch.log(u1)), (2 * math.pi) * u2

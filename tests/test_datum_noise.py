@@ -55,7 +55,7 @@ def test_philox_draws_are_the_documented_blocks():
                 key = ((s & 0xFFFFFFFF) ^ (n >> 32), s >> 32)
                 words = [int(w) for w in philox4x32((5 + p, d // 2, n & 0xFFFFFFFF, 2), key)]
                 high, low = words[2 * (d % 2)], words[2 * (d % 2) + 1]
-                assert u[p, b, d].item() == ((high << 21) + (low >> 11) + 0.5) * 2.0**-53
+                assert u[p, b, d].item() == ((high << 20) + (low >> 12) + 0.5) * 2.0**-52
     assert not torch.equal(u[:, 0], u[:, 1])  # n and n + 2^32 do not share their numbers
 
 
