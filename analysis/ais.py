@@ -68,9 +68,12 @@ from pyrovae.nets import check_positive_int
 from pyrovae.traces import score_latents
 
 from .annealing import (
+    ADAPT_MODES,
+    DEFAULT_PILOT_CHAINS,
     MIN_VARIANCE,
     AnnealResult,
     LogTarget,
+    adapt_mode,
     anneal,
     hmc_transition,
     initial_draws,
@@ -82,6 +85,7 @@ from .loglik import PerDatumEstimate, default_draws_per_pass, plural, progress_b
 from .sources import LatentSource, is_diagonal_normal, seeded
 
 __all__ = [
+    "ADAPT_MODES",
     "AnnealResult",
     "AISResult",
     "anneal",
@@ -281,6 +285,13 @@ class _RunConfig:
     adapt_per_chain: bool
     precondition: bool
     batch_size: int
+    adapt: str = "pilot"
+    pilot_chains: int = DEFAULT_PILOT_CHAINS
+
+    @property
+    def piloted(self) -> bool:
+        """Whether forward runs adapt on pilot chains (then drawn with the chains' starts)."""
+        return self.adapt == "pilot" and self.adapt_rate > 0 and self.num_steps > 1
 
 
 def _run_batches(
@@ -319,17 +330,18 @@ def _run_batches(
         draws = (
             None if datum_index is None else DatumNoise(key, datum_index[start:stop], stream=stream)
         )
+        schedule = None if replay is None or replay[index] is None else replay[index].flip(0)
+        pilot_z0 = None
         if z_start is None:  # drawn here to run in the model's dtype, whatever g's
-            z0 = (
-                g.sample((cfg.num_chains,))
-                if draws is None
-                else initial_draws(g, draws, cfg.num_chains)
-            )
+            pilots = cfg.pilot_chains if cfg.piloted and schedule is None else 0
+            chains = cfg.num_chains + pilots
+            z0 = g.sample((chains,)) if draws is None else initial_draws(g, draws, chains)
             z0 = z0.to(dtype)
+            if pilots:  # one use of the noise: the chains' rows first, the pilot's after
+                z0, pilot_z0 = z0[: cfg.num_chains], z0[cfg.num_chains :]
         else:
             zb = z_start[start:stop].to(dtype)
             z0 = zb.unsqueeze(0).expand(cfg.num_chains, *zb.shape).contiguous()
-        schedule = None if replay is None or replay[index] is None else replay[index].flip(0)
         result = anneal(
             _vae_log_target(vae, source, xb, yb),
             g,
@@ -340,7 +352,9 @@ def _run_batches(
             step_size=cfg.step_size,
             target_accept=cfg.target_accept,
             adapt_rate=cfg.adapt_rate,
-            adapt_per_chain=cfg.adapt_per_chain,
+            adapt=cfg.adapt,
+            pilot_chains=cfg.pilot_chains,
+            pilot_z0=pilot_z0,
             step_schedule=schedule,
             record_step_sizes=record,
             inverse_mass=_initial_variance(g) if cfg.precondition else None,
@@ -366,6 +380,9 @@ def _config(
     precondition: bool,
     batch_size: int | None,
     device: torch.device,
+    *,
+    adapt: str = "pilot",
+    pilot_chains: int = DEFAULT_PILOT_CHAINS,
 ) -> _RunConfig:
     check_positive_int("num_steps", num_steps)
     check_positive_int("num_chains", num_chains)
@@ -375,6 +392,9 @@ def _config(
     if batch_size is None:
         batch_size = max(1, default_draws_per_pass(device) // num_chains)
     check_positive_int("batch_size", batch_size)
+    mode = adapt_mode(adapt, adapt_per_chain)
+    if mode == "pilot":
+        check_positive_int("pilot_chains", pilot_chains)
     return _RunConfig(
         num_steps,
         num_chains,
@@ -382,9 +402,11 @@ def _config(
         float(step_size),
         target_accept,
         adapt_rate,
-        bool(adapt_per_chain),
+        mode == "per_chain",
         bool(precondition),
         batch_size,
+        mode,
+        pilot_chains,
     )
 
 
@@ -419,6 +441,8 @@ def ais_log_likelihood(
     seed: int | None = None,
     progress: bool = True,
     datum_index: torch.Tensor | None = None,
+    adapt: str = "pilot",
+    pilot_chains: int = DEFAULT_PILOT_CHAINS,
 ) -> AISResult:
     """AIS estimate of log p_r(x_n) = log int p(x_n | z) r(z) dz for every datum.
 
@@ -484,6 +508,8 @@ def ais_log_likelihood(
         precondition,
         batch_size,
         device,
+        adapt=adapt,
+        pilot_chains=pilot_chains,
     )
     num_data = x.shape[0]
     desc = f"AIS log p(x), {_source_label(source)}: {plural(num_data, 'image')}, {num_steps} steps"

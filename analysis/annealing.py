@@ -19,7 +19,17 @@ from .datum_noise import DatumNoise
 
 MIN_STEP_SIZE = 1e-6
 
-__all__ = ["AnnealResult", "anneal", "hmc_transition", "initial_draws", "sigmoid_schedule"]
+__all__ = [
+    "ADAPT_MODES",
+    "AnnealResult",
+    "DEFAULT_PILOT_CHAINS",
+    "Kernel",
+    "adapt_mode",
+    "anneal",
+    "hmc_transition",
+    "initial_draws",
+    "sigmoid_schedule",
+]
 
 
 MAX_STEP_SIZE = 10.0
@@ -30,6 +40,18 @@ MIN_VARIANCE = 1e-10
 
 
 LogTarget = Callable[[torch.Tensor], torch.Tensor]
+
+Kernel = Callable[[torch.Tensor, float], torch.Tensor]
+"""A Markov transition ``kernel(z, beta) -> z'`` on states (C, B, D) that leaves f_beta
+invariant (e.g. an exact sampler of a Gaussian f_beta); replaces HMC in :func:`anneal`."""
+
+ADAPT_MODES = ("pilot", "pooled", "per_chain")
+"""How :func:`anneal` adapts its step sizes: on pilot chains run alongside and discarded
+(the weights stay exactly unbiased), or on the estimate's own chains, pooled over a
+datum's chains or per chain (the weights are then biased; see :mod:`pyrovae.analysis.ais`)."""
+
+DEFAULT_PILOT_CHAINS = 4
+"""Pilot chains per datum of ``adapt="pilot"``."""
 
 
 def sigmoid_schedule(num_steps: int, delta: float = 4.0) -> torch.Tensor:
@@ -89,6 +111,10 @@ class _Point:
 
     def grad_f(self, beta: float) -> torch.Tensor:
         return torch.lerp(self.grad_initial, self.grad_target, beta)
+
+    def head(self, chains: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """log gamma and log g of the first ``chains`` chains (the estimate's, not the pilot's)."""
+        return self.log_target[:chains], self.log_initial[:chains]
 
     def where(self, keep_new: torch.Tensor, old: _Point) -> _Point:
         """This point where ``keep_new`` (C, B) holds, ``old`` elsewhere."""
@@ -251,8 +277,9 @@ class AnnealResult:
         z: the final chain states, shape (C, B, D) (after the last transition, at
             beta_{T-1}; the final step only adds a weight increment).
         acceptance: mean acceptance probability over the T - 1 transitions, (C, B); NaN
-            for T = 1 (no transitions).
-        step_size: the step sizes after adaptation, (C, B).
+            for T = 1 (no transitions) and with a ``kernel``.
+        step_size: the step sizes after adaptation, (C, B) (the estimate's chains; a
+            pilot's are dropped).
         num_transitions: T - 1, the HMC transitions made.
         step_history: the step sizes each transition used, (T - 1, C, B), when recorded
             (``record_step_sizes``), else None; replay them reversed with
@@ -287,6 +314,20 @@ def initial_draws(initial: Distribution, draws: DatumNoise, num_chains: int) -> 
     )
 
 
+def adapt_mode(adapt: str, adapt_per_chain: bool = False) -> str:
+    """The adaptation mode of ``adapt`` (one of :data:`ADAPT_MODES`); ``adapt_per_chain=True``
+    (the older spelling) means ``"per_chain"``."""
+    if adapt not in ADAPT_MODES:
+        raise ValueError(f"adapt must be one of {list(ADAPT_MODES)}, got {adapt!r}")
+    if adapt_per_chain:
+        if adapt == "pooled":
+            raise ValueError(
+                "adapt_per_chain=True contradicts adapt='pooled'; pass adapt='per_chain' alone"
+            )
+        return "per_chain"
+    return adapt
+
+
 def anneal(
     log_target: LogTarget,
     initial: Distribution,
@@ -299,18 +340,28 @@ def anneal(
     target_accept: float = 0.65,
     adapt_rate: float = 0.3,
     adapt_per_chain: bool = False,
+    adapt: str = "pilot",
+    pilot_chains: int = DEFAULT_PILOT_CHAINS,
+    pilot_z0: torch.Tensor | None = None,
     step_schedule: torch.Tensor | None = None,
     record_step_sizes: bool = False,
     inverse_mass: torch.Tensor | None = None,
     on_step: Callable[[], None] | None = None,
     draws: DatumNoise | None = None,
+    kernel: Kernel | None = None,
 ) -> AnnealResult:
     """Run AIS along log f_t = (1 - beta_t) log g + beta_t log_target for C chains per datum.
 
     Forward (betas rising from 0 to 1, z0=None: chains start at z ~ initial) the mean of
     exp(log_weights) over chains estimates Z_target / Z_g (= p_r(x) for a normalized g);
     reverse (betas falling from 1 to 0, z0 exact draws from the normalized target) it
-    estimates Z_g / Z_target.
+    estimates Z_g / Z_target. Chain c's log weight is sum_t (beta_t - beta_{t-1})
+    [log gamma - log g](z_{t-1}), each increment taken at the state *before* the
+    transition at beta_t. Given the sequence of kernels, E[w] is exactly the ratio of
+    normalizers (Neal, 2001): so with fixed step sizes (``adapt_rate=0``, a
+    ``step_schedule``, a ``kernel``) or the default ``adapt="pilot"``, whose step sizes
+    come from pilot chains that share no random numbers with the estimate's chains.
+    ``"pooled"`` and ``"per_chain"`` adapt on the estimate's own chains, which biases w.
 
     Args:
         log_target: maps z (C, B, D) to (C, B), differentiable in z: log p(x | z) + log r(z)
@@ -322,24 +373,39 @@ def anneal(
         betas: the schedule, T + 1 monotone values in [0, 1] (see :func:`sigmoid_schedule`).
         num_chains: C, chains per datum.
         leapfrog_steps: L, leapfrog steps per HMC transition (each one forward and one
-            backward pass of ``log_target``); a run costs (T - 1) L + 1 passes.
-        step_size: initial leapfrog step size, a float or a (C, B) tensor.
+            backward pass of ``log_target``); a run costs (T - 1) L + 1 passes (of
+            C + ``pilot_chains`` chains with a pilot).
+        step_size: initial leapfrog step size, a float or a (C, B) tensor (a pilot starts
+            from its mean over the chains).
         target_accept: the acceptance probability the step sizes are adapted toward.
         adapt_rate: log step size += adapt_rate (accept_prob - target_accept) after each
-            transition; 0 keeps the step sizes fixed (exact AIS).
-        adapt_per_chain: adapt each chain on its own acceptance probability instead of
-            the mean over the datum's chains (more bias: see the module docstring).
+            transition; 0 keeps the step sizes fixed.
+        adapt_per_chain: the same as ``adapt="per_chain"`` (kept for older calls).
+        adapt: where the acceptance probabilities that drive the adaptation come from
+            (:data:`ADAPT_MODES`). ``"pilot"``: ``pilot_chains`` extra chains per datum,
+            started at their own draws from g and moved by the same kernels (the same step
+            size per datum) but with their own random numbers; the estimate's chains use
+            the step size the pilot reached from its earlier transitions, and the pilot is
+            dropped from every output. ``"pooled"``: the mean over the datum's own chains.
+            ``"per_chain"``: each chain's own.
+        pilot_chains: P, pilot chains per datum for ``adapt="pilot"``.
+        pilot_z0: the pilot's start states (P, B, D), draws from f at ``betas[0]``
+            independent of z0; None draws them from g (then betas must start at 0).
         step_schedule: fixed step sizes for the T - 1 transitions, broadcastable to
             (T - 1, C, B), e.g. a recorded ``step_history`` flipped for a reverse run;
             replaces ``step_size`` and the adaptation (exact AIS given the schedule).
         record_step_sizes: keep the step sizes of every transition in ``step_history``
             ((T - 1) C B floats).
         inverse_mass: diagonal inverse mass matrix (per-dim variances), broadcastable to
-            (C, B, D); None is the identity.
+            (C, B, D); None is the identity. The pilot's chains take chain 0's.
         on_step: called after each of the T steps (e.g. to advance a progress bar).
         draws: per-datum noise (:class:`~pyrovae.analysis.datum_noise.DatumNoise` of the
             batch's data) for z0, the momenta and the accept tests, so that a datum's run
             does not depend on the other data of its batch; None uses torch's generator.
+            The pilot's numbers are rows C, ..., C + P - 1 of each use.
+        kernel: a transition ``kernel(z, beta) -> z'`` leaving f_beta invariant, made in
+            place of HMC (step sizes and adaptation unused; acceptance NaN). For tests with
+            exact transitions and for samplers other than HMC.
     """
     if not isinstance(initial, Distribution):
         raise ValueError(
@@ -358,58 +424,101 @@ def anneal(
         raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
     if not adapt_rate >= 0:
         raise ValueError(f"adapt_rate must be >= 0 (0: fixed step sizes), got {adapt_rate!r}")
+    mode = adapt_mode(adapt, adapt_per_chain)
     schedule = _check_betas(betas, from_initial=z0 is None)
+    num_steps = len(schedule) - 1
+    if step_schedule is not None or kernel is not None:
+        adapt_rate = 0.0
+    pilot = mode == "pilot" and adapt_rate > 0 and num_steps > 1
+    if pilot:
+        check_positive_int("pilot_chains", pilot_chains)
+    if kernel is not None and not callable(kernel):
+        raise ValueError(f"kernel must be callable as kernel(z, beta), got {type(kernel).__name__}")
     shape = (num_chains, *initial.batch_shape, *initial.event_shape)
     if z0 is None:
-        with torch.no_grad():
-            z0 = (
-                initial.sample((num_chains,))
-                if draws is None
-                else initial_draws(initial, draws, num_chains)
-            )
+        extra = pilot_chains if pilot and pilot_z0 is None else 0
+        z0 = _draw_initial(initial, draws, num_chains + extra)
+        if extra:
+            z0, pilot_z0 = z0[:num_chains], z0[num_chains:]
     _check_z(z0, "z0")
     if tuple(z0.shape) != shape:
         raise ValueError(
             f"z0 must have shape (num_chains, batch, z_dim) = {shape}, got {tuple(z0.shape)}"
         )
-    num_steps = len(schedule) - 1
+    if pilot and pilot_z0 is None:
+        if schedule[0] != 0.0:
+            raise ValueError(
+                f"adapt='pilot' needs pilot start states drawn from f at betas[0]={schedule[0]}: "
+                "pass pilot_z0, a step_schedule, or adapt_rate=0"
+            )
+        pilot_z0 = _draw_initial(initial, draws, pilot_chains)
+    if pilot:
+        assert pilot_z0 is not None
+        pilot_shape = (pilot_chains, *shape[1:])
+        if not isinstance(pilot_z0, torch.Tensor) or tuple(pilot_z0.shape) != pilot_shape:
+            got = tuple(pilot_z0.shape) if isinstance(pilot_z0, torch.Tensor) else pilot_z0
+            raise ValueError(
+                f"pilot_z0 must have shape (pilot_chains, batch, z_dim) = {pilot_shape}, got {got}"
+            )
+        start = torch.cat([z0, pilot_z0.to(z0)])
+    else:
+        pilot_chains = 0
+        start = z0
     if step_schedule is None:
         step = _step_sizes(step_size, z0.shape[:-1], z0)
+        if pilot:
+            step = step.mean(0, keepdim=True).expand(z0.shape[:-1])
     else:
         step_schedule = _step_sizes(
             step_schedule, torch.Size((num_steps - 1, *z0.shape[:-1])), z0, "step_schedule"
         )
-        adapt_rate = 0.0
     inverse_mass = _check_inverse_mass(inverse_mass, z0)
+    if inverse_mass is not None and pilot_chains:
+        inverse_mass = torch.cat([inverse_mass, inverse_mass[:1].expand(pilot_chains, -1, -1)])
 
     path = _Path(log_target, initial)
-    point = path(z0)
+    point = path(start)
     log_weights = torch.zeros(z0.shape[:-1], dtype=torch.double, device=z0.device)
-    accept_sum = torch.zeros_like(point.log_target)
+    accept_sum = torch.zeros_like(log_weights, dtype=point.log_target.dtype)
     history = []
     for t in range(1, num_steps + 1):
         delta = schedule[t] - schedule[t - 1]
-        if delta != 0.0:
-            log_weights += delta * (point.log_target - point.log_initial).double()
+        if delta != 0.0:  # the increment at z_{t-1}, before the transition at beta_t
+            log_gamma, log_g = point.head(num_chains)
+            log_weights += delta * (log_gamma - log_g).double()
         if t == num_steps:
             if on_step is not None:
                 on_step()
             break  # a last transition would not change the weights
+        if kernel is not None:
+            point = path(_kernel_step(kernel, point.z, schedule[t]))
+            if on_step is not None:
+                on_step()
+            continue
         eps = step if step_schedule is None else step_schedule[t - 1]
         if record_step_sizes:
             history.append(eps)
+        if pilot_chains:
+            eps = torch.cat([eps, eps[:1].expand(pilot_chains, -1)])
         point, accept_prob = _transition(
             path, point, schedule[t], eps, leapfrog_steps, inverse_mass, draws
         )
-        accept_sum += accept_prob
+        own, pilots = accept_prob[:num_chains], accept_prob[num_chains:]
+        accept_sum += own
         if adapt_rate > 0:
-            signal = accept_prob if adapt_per_chain else accept_prob.mean(0, keepdim=True)
+            if mode == "per_chain":
+                signal = own
+            else:
+                signal = (pilots if pilot_chains else own).mean(0, keepdim=True)
             factor = torch.exp(adapt_rate * (signal - target_accept))
             step = (step * factor).clamp(MIN_STEP_SIZE, MAX_STEP_SIZE)
         if on_step is not None:
             on_step()
     num_transitions = num_steps - 1
-    acceptance = accept_sum / num_transitions if num_transitions else accept_sum + math.nan
+    if num_transitions == 0 or kernel is not None:
+        acceptance = accept_sum + math.nan
+    else:
+        acceptance = accept_sum / num_transitions
     if step_schedule is None:
         final_eps = step
     elif num_transitions:
@@ -418,9 +527,25 @@ def anneal(
         final_eps = torch.full_like(accept_sum, math.nan)
     return AnnealResult(
         log_weights,
-        point.z,
+        point.z[:num_chains],
         acceptance,
         final_eps,
         num_transitions,
         torch.stack(history) if record_step_sizes and history else None,
     )
+
+
+def _draw_initial(initial: Distribution, draws: DatumNoise | None, chains: int) -> torch.Tensor:
+    """``chains`` draws from g (C, B, D), from per-datum noise when given (one use)."""
+    with torch.no_grad():
+        if draws is None:
+            return initial.sample((chains,))
+        return initial_draws(initial, draws, chains)
+
+
+def _kernel_step(kernel: Kernel, z: torch.Tensor, beta: float) -> torch.Tensor:
+    new = kernel(z, beta)
+    if not isinstance(new, torch.Tensor) or new.shape != z.shape:
+        got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+        raise ValueError(f"kernel(z, beta) must return z's shape {tuple(z.shape)}, got {got}")
+    return new.detach().to(z.dtype)

@@ -115,6 +115,130 @@ def test_sigmoid_schedule():
     torch.testing.assert_close(sigmoid_schedule(1), torch.tensor([0.0, 1.0], dtype=torch.double))
 
 
+# ----------------------------------------------------------------------------- exact AIS
+# A 1-D Gaussian path: g = N(0, 1), gamma(z) = Z N(z; M, S^2), so f_b = g^(1 - b) gamma^b
+# is Gaussian and a kernel can sample it exactly; then every state is independent of the
+# others and the moments of any estimator built from the states have closed forms.
+
+GAUSS_M, GAUSS_S, GAUSS_LOG_Z = 1.0, 0.5, 0.7
+
+
+def gauss_log_target(z: torch.Tensor) -> torch.Tensor:
+    return GAUSS_LOG_Z + torch.distributions.Normal(GAUSS_M, GAUSS_S).log_prob(z).sum(-1)
+
+
+def gauss_initial(batch: int, dims: int = 1) -> torch.distributions.Distribution:
+    zeros = torch.zeros(batch, dims, dtype=torch.double)
+    return torch.distributions.Independent(torch.distributions.Normal(zeros, 1.0), 1)
+
+
+def exact_kernel(z: torch.Tensor, beta: float) -> torch.Tensor:
+    """An exact draw from f_beta: precision (1 - b) + b / S^2, mean (b M / S^2) / precision."""
+    precision = (1 - beta) + beta / GAUSS_S**2
+    return beta * GAUSS_M / GAUSS_S**2 / precision + torch.randn_like(z) / math.sqrt(precision)
+
+
+def log_path_integral(beta: float) -> float:
+    """log int N(z; 0, 1)^(1 - b) N(z; M, S^2)^b dz (finite for any b with 1 - b + b / S^2 > 0)."""
+    precision = (1 - beta) + beta / GAUSS_S**2
+    linear = beta * GAUSS_M / GAUSS_S**2
+    const = -0.5 * (1 - beta) * math.log(2 * math.pi) - 0.5 * beta * math.log(
+        2 * math.pi * GAUSS_S**2
+    )
+    const -= 0.5 * beta * GAUSS_M**2 / GAUSS_S**2
+    return const + linear**2 / (2 * precision) + 0.5 * math.log(2 * math.pi / precision)
+
+
+def exact_moment(betas: list[float], states: list[int], power: float) -> float:
+    """E[(w / Z)^power] for w = prod_t (gamma / g)(z_{k_t})^(b_t - b_{t-1}), increment t taken
+    at state k_t = ``states[t - 1]``, z_k ~ f_{b_k} independent (exact transitions):
+    prod_k I(b_k + power a_k) / I(b_k), a_k the summed beta steps that use state k."""
+    steps: dict[int, float] = {}
+    for t, k in enumerate(states, start=1):
+        steps[k] = steps.get(k, 0.0) + betas[t] - betas[t - 1]
+    return math.exp(
+        sum(
+            log_path_integral(betas[k] + power * a) - log_path_integral(betas[k])
+            for k, a in steps.items()
+        )
+    )
+
+
+@pytest.mark.parametrize("betas", [[0.0, 0.5, 1.0], [0.0, 0.3, 0.7, 1.0]])
+def test_exact_transitions_pin_the_weight_order_and_the_averaging(betas):
+    # With exact transitions E[1/C sum_c w_c] = Z exactly, so exp(log-mean-exp) averages to Z.
+    # Increments taken after the transitions, or the mean of the log weights in place of
+    # log-mean-exp, have other expectations (closed forms below), hundreds and tens of
+    # standard errors away.
+    batch, chains, steps = 20_000, 2, len(betas) - 1
+    torch.manual_seed(0)
+    run = anneal(
+        gauss_log_target,
+        gauss_initial(batch),
+        betas=betas,
+        num_chains=chains,
+        leapfrog_steps=1,
+        kernel=exact_kernel,
+    )
+    assert run.num_transitions == steps - 1 and torch.isnan(run.acceptance).all()
+    result = AISResult.from_log_weights(run.log_weights.T, math.nan, steps, chains, 1)
+    ratio = (result.per_datum - GAUSS_LOG_Z).exp()
+    se = float(ratio.std()) / math.sqrt(batch)
+    assert abs(float(ratio.mean()) - 1) < 4 * se, (float(ratio.mean()), se)
+    before = list(range(steps))  # increment t at z_{t-1}
+    after = [min(t, steps - 1) for t in range(1, steps + 1)]  # at z_t (no transition at T)
+    assert exact_moment(betas, before, 1.0) == pytest.approx(1.0)
+    assert exact_moment(betas, after, 1.0) > 1 + 100 * se  # E[w] with the wrong order
+    assert exact_moment(betas, before, 1 / chains) ** chains < 1 - 30 * se  # mean of logs
+    # the variance of the estimate matches its closed form too (Var w / C)
+    variance = (exact_moment(betas, before, 2.0) - 1) / chains
+    assert float(ratio.var()) == pytest.approx(variance, rel=0.15)
+
+
+def test_pilot_adaptation_keeps_the_weights_unbiased():
+    # One chain per datum and a fast adaptation: adapting on the chain's own acceptance
+    # (pooled over one chain = per chain) biases E[w] by about 5%; the pilot's step sizes
+    # share no random numbers with the chain, so E[w] = Z exactly.
+    batch = 100_000
+    kwargs = dict(
+        betas=sigmoid_schedule(5), num_chains=1, leapfrog_steps=3, step_size=0.5, adapt_rate=3.0
+    )
+    g = gauss_initial(batch, dims=2)
+
+    def mean_and_se(run):
+        ratio = (run.log_weights[0] - GAUSS_LOG_Z).exp()
+        return float(ratio.mean()) - 1, float(ratio.std()) / math.sqrt(batch)
+
+    torch.manual_seed(0)
+    bias, se = mean_and_se(anneal(gauss_log_target, g, **kwargs))  # the default: a pilot
+    assert abs(bias) < 4 * se, (bias, se)
+    torch.manual_seed(0)
+    bias, se = mean_and_se(anneal(gauss_log_target, g, **kwargs, adapt="pooled"))
+    assert bias < -6 * se, (bias, se)  # the test can see the bias of self-adaptation
+
+
+def test_pilot_step_sizes_do_not_depend_on_the_chains():
+    g = gauss_initial(50, dims=2)
+    kwargs = dict(betas=sigmoid_schedule(10), num_chains=3, leapfrog_steps=2, step_size=0.3)
+    pilot_z0 = g.sample((4,))
+    histories = {}
+    for adapt in ("pilot", "pooled"):
+        for shift in (0.0, 2.0):  # the same random numbers, other start states
+            torch.manual_seed(1)
+            run = anneal(
+                gauss_log_target,
+                g,
+                g.sample((3,)) + shift,
+                **kwargs,
+                adapt=adapt,
+                pilot_z0=pilot_z0,
+                record_step_sizes=True,
+            )
+            histories[adapt, shift] = run.step_history
+    assert torch.equal(histories["pilot", 0.0], histories["pilot", 2.0])
+    assert not torch.allclose(histories["pooled", 0.0], histories["pooled", 2.0])
+
+
 # ----------------------------------------------------------------------------- AIS on PPCA
 
 
@@ -225,13 +349,17 @@ def test_recorded_step_sizes_replay_as_a_fixed_schedule(ppca):
 
     betas = sigmoid_schedule(20)
     kwargs = dict(betas=betas, num_chains=4, leapfrog_steps=3)
-    torch.manual_seed(1)
-    adapted = anneal(log_joint, g, **kwargs, step_size=0.05, record_step_sizes=True)
-    steps = adapted.step_history
-    assert steps.shape == (19, 4, 24)
-    torch.testing.assert_close(steps[0], torch.full((4, 24), 0.05))
-    assert (steps[-1] > 0.1).all()  # adapted upward from a small start
-    assert torch.equal(steps[:, 0], steps[:, 3])  # pooled over the chains of a datum
+    for adapt in ("pilot", "pooled"):
+        torch.manual_seed(1)
+        adapted = anneal(
+            log_joint, g, **kwargs, step_size=0.05, adapt=adapt, record_step_sizes=True
+        )
+        steps = adapted.step_history
+        assert steps.shape == (19, 4, 24)
+        torch.testing.assert_close(steps[0], torch.full((4, 24), 0.05))
+        assert (steps[-1] > 0.1).all()  # adapted upward from a small start
+        assert torch.equal(steps[:, 0], steps[:, 3])  # one step size for the datum's chains
+    # the same random numbers (no pilot drawing its own): replaying gives the same weights
     torch.manual_seed(1)
     replayed = anneal(log_joint, g, **kwargs, step_schedule=steps)
     torch.testing.assert_close(replayed.log_weights, adapted.log_weights, rtol=0, atol=0)
@@ -437,6 +565,11 @@ def test_bad_anneal_arguments():
         ({"adapt_rate": -0.1}, "adapt_rate must be >= 0"),
         ({"num_chains": 0}, "num_chains must be a positive integer"),
         ({"inverse_mass": torch.ones(3)}, "inverse_mass must broadcast"),
+        ({"adapt": "chains"}, r"adapt must be one of \['pilot', 'pooled', 'per_chain'\]"),
+        ({"adapt": "pooled", "adapt_per_chain": True}, "adapt_per_chain=True contradicts"),
+        ({"pilot_chains": 0}, "pilot_chains must be a positive integer"),
+        ({"pilot_z0": torch.zeros(3, 4, 2)}, r"pilot_z0 must have shape .* = \(4, 4, 2\)"),
+        ({"kernel": lambda z, beta: z[0]}, r"kernel\(z, beta\) must return z's shape"),
     ]
     for change, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -445,8 +578,13 @@ def test_bad_anneal_arguments():
         anneal(log_target, g, torch.zeros(2, 4, 2), **ok)
     with pytest.raises(ValueError, match="initial must have batch shape"):
         anneal(log_target, torch.distributions.Normal(torch.zeros(4, 2), 1.0), **ok)
-    with pytest.raises(ValueError, match=r"log_target\(z\) must return shape \(3, 4\)"):
-        anneal(lambda z: z.sum(), g, **ok)
-    # reverse runs start from given states
-    run = anneal(log_target, g, torch.zeros(3, 4, 2), **{**ok, "betas": [1.0, 0.5, 0.0]})
+    with pytest.raises(ValueError, match=r"log_target\(z\) must return shape \(7, 4\)"):
+        anneal(lambda z: z.sum(), g, **ok)  # 3 chains and 4 pilot chains
+    # reverse runs start from given states; a pilot needs its own exact draws
+    reverse = {**ok, "betas": [1.0, 0.5, 0.0]}
+    with pytest.raises(ValueError, match=r"adapt='pilot' needs pilot start states .* pilot_z0"):
+        anneal(log_target, g, torch.zeros(3, 4, 2), **reverse)
+    run = anneal(log_target, g, torch.zeros(3, 4, 2), **reverse, pilot_z0=torch.zeros(4, 4, 2))
+    assert run.num_transitions == 1 and run.z.shape == (3, 4, 2)
+    run = anneal(log_target, g, torch.zeros(3, 4, 2), **reverse, adapt_rate=0.0)
     assert run.num_transitions == 1 and run.z.shape == (3, 4, 2)
