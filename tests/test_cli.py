@@ -263,18 +263,20 @@ def test_report_refuses_an_evaluation_of_other_weights(run_dirs, mnist_root, tmp
 
     run = tmp_path / "run"
     shutil.copytree(run_dirs[0], run)
-    assert main(["evaluate", str(run), *EVAL_TINY, "--quiet"]) == 0
+    last = ["--checkpoint", "last"]  # checkpoint.pt changes with every epoch (best.pt may not)
+    assert main(["evaluate", str(run), *EVAL_TINY, *last, "--quiet"]) == 0
     saved = json.loads((run / "evaluation.json").read_text())
     assert re.fullmatch(r"[0-9a-f]{64}", saved["fingerprint"])
-    argv = ["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]
+    epochs = str(read_metrics(run)[-1]["epoch"] + 1)
+    argv = ["train", "--out", str(run), "--resume", "--epochs", epochs, "--quiet"]
     assert main([*argv, "--data-root", str(mnist_root)]) == 0
     written = (run / "evaluation.json").read_text()
     capsys.readouterr()
-    report = ["report", str(run), "--out", str(tmp_path / "r"), *EVAL_TINY]
+    report = ["report", str(run), "--out", str(tmp_path / "r"), *EVAL_TINY, *last]
     code = main(report)
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
-    assert "was made with other model weights than best.pt" in err
+    assert "was made with other model weights than checkpoint.pt" in err
     assert "--reevaluate" in err and f"pyrovae evaluate {run}" in err
     assert (run / "evaluation.json").read_text() == written
     assert not (tmp_path / "r" / "report.html").exists()
@@ -293,7 +295,7 @@ def test_report_refuses_an_evaluation_of_other_weights(run_dirs, mnist_root, tmp
     from pyrovae.runs import load_run
 
     fresh = json.loads((run / "evaluation.json").read_text())
-    assert fresh["fingerprint"] == model_fingerprint(load_run(run))
+    assert fresh["fingerprint"] == model_fingerprint(load_run(run, checkpoint="last"))
     assert main(report) == 0  # now it is these weights' evaluation: reused
     assert "reusing evaluation.json" in capsys.readouterr().out
 
