@@ -304,7 +304,7 @@ def _memorization_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str
         return []
     memo = _mapping(next(e for n, e in sources.items() if n in shares).get("memorization"))
     quantile = _finite(memo.get("quantile"))
-    q = "5%" if quantile is None else _pct(quantile)
+    q = "5%" if quantile is None else f"{100 * quantile:g}%"
     ranked = sorted(shares.items(), key=lambda t: -t[1][0])
     listed = _listing([f"{n} {_pct(c[0])}" for n, c in ranked])
     text = (
@@ -579,8 +579,8 @@ def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
         low, high = 100 * min(fractions), 100 * max(fractions)
         span = f"{low:.0f}%" if round(low) == round(high) else f"{low:.0f}-{high:.0f}%"
         flagged = [n for n, e in sources.items() if _unreliable(e)]
-        whom = "every source" if len(flagged) == len(sources) else "the sources"
-        khat = f"; PSIS k-hat > {KHAT_THRESHOLD} for {span} of the images across {whom}"
+        if len(flagged) < len(sources):  # else the warning that follows says it
+            khat = f"; PSIS k-hat > {KHAT_THRESHOLD} for {span} of the images across the sources"
     return [f"Level of evidence behind the log-likelihoods: {level}{khat}."]
 
 
