@@ -32,7 +32,16 @@ from pyrovae.train import one_hot
 from .datum_noise import mix64
 from .figures import plot_gaps, plot_posteriors, save_figure
 from .gaps import GAP_NAMES, GapResult, inference_gaps
-from .posterior import default_data, guide_vs_posterior, reference_posterior
+from .posterior import (
+    ESS_PER_CHAIN,
+    FLAG_REASONS,
+    MAX_DIVERGENT,
+    RHAT_THRESHOLD,
+    default_data,
+    ess_threshold,
+    guide_vs_posterior,
+    reference_posterior,
+)
 from .sharding import sharded_ais_log_likelihood
 from .source_store import model_fingerprint
 from .stats import mean_stderr
@@ -152,10 +161,14 @@ def diagnose_run(
 
     Returns the dict written to ``out_dir/diagnostics.json``: ``{"data": [{"index",
     "label", "reference", "gaps": {...}} and, where ``reference``, "r_hat_max",
-    "ess_bulk_min", "ess_tail_min", "flagged", "guide"}], "gaps": {name: {"mean",
-    "stderr"}}, "flagged", "num_reference", "budget", "fingerprint", "figures", ...}``. A
-    flagged datum (R-hat > 1.01) keeps its entry, marked, and is left out of
-    ``"coverage_90_mean"``; the gaps need no NUTS and cover every datum.
+    "ess_bulk_min", "ess_tail_min", "num_divergent", "flagged", "flag_reasons",
+    "guide"}], "gaps": {name: {"mean", "stderr"}}, "flagged", "flag_counts",
+    "thresholds", "coverage_excluded", "num_reference", "budget", "fingerprint",
+    "figures", ...}``. A reference is flagged (:func:`~pyrovae.analysis.posterior.flag_reasons`)
+    when R-hat > 1.01, bulk or tail ESS < 100 per chain, or any transition diverged
+    (``"thresholds"`` states them, ``"flag_counts"`` counts each reason). A flagged datum
+    keeps its entry, marked with its reasons, and is left out of ``"coverage_90_mean"``
+    (``"coverage_excluded"`` of them); the gaps need no NUTS and cover every datum.
 
     The gaps take log p(x) from AIS (every image with its own random numbers) and fit q*
     to groups of :data:`GAP_GROUP` images, each group seeded by (seed, group).
@@ -214,13 +227,26 @@ def diagnose_run(
     for i, entry in enumerate(entries):
         entry["gaps"] = {name: float(getattr(gaps, name)[i]) for name in GAP_NAMES}
     references = [e for e in entries if e["reference"]]
+    flagged = sum(e["flagged"] for e in references)
     result = {
         "split": split,
         "num_data": len(entries),
         "num_reference": len(references),
-        "flagged": sum(e["flagged"] for e in references),
+        "flagged": flagged,
+        "flag_counts": {
+            reason: sum(reason in e["flag_reasons"] for e in references) for reason in FLAG_REASONS
+        },
+        "thresholds": {
+            "r_hat_max": RHAT_THRESHOLD,
+            "ess_per_chain": ESS_PER_CHAIN,
+            "ess_min": ess_threshold(budget.chains),
+            "max_divergent": MAX_DIVERGENT,
+        },
+        "coverage_excluded": flagged,
         "r_hat_max": max((e["r_hat_max"] for e in references), default=None),
         "ess_bulk_min": min((e["ess_bulk_min"] for e in references), default=None),
+        "ess_tail_min": min((e["ess_tail_min"] for e in references), default=None),
+        "num_divergent": sum(e["num_divergent"] for e in references),
         "coverage_90_mean": sum(coverage) / len(coverage) if coverage else None,
         "coverage_90_stderr": mean_stderr(coverage)[1] if coverage else None,
         "gaps": gaps.to_dict(),

@@ -69,6 +69,40 @@ def _paired(data: Sequence[Any], a: str, b: str) -> tuple[float, float | None, i
     return (*mean_stderr(diffs), len(diffs))
 
 
+FLAG_LABELS = {
+    "r_hat": "R-hat",
+    "ess_bulk": "bulk ESS",
+    "ess_tail": "tail ESS",
+    "divergent": "divergences",
+    "not_finite": "non-finite draws or diagnostics",
+}
+"""How :func:`inference_conclusions` names each reason a NUTS reference is flagged for."""
+
+
+def _flag_rule(diag: Mapping[str, Any]) -> str:
+    """The rule the references were flagged by, with the count of each reason, in brackets.
+
+    Files written before the ESS and divergence checks flagged on R-hat alone; they are
+    said to be so, so that a reference with a tiny ESS or divergences is never taken as
+    checked for them."""
+    thresholds = diag.get("thresholds")
+    if not isinstance(thresholds, Mapping):
+        return (
+            "(on rank-normalized R-hat above 1.01 alone: this file predates the ESS and "
+            "divergence checks, so re-run pyrovae diagnose)"
+        )
+    per_chain, least = thresholds.get("ess_per_chain"), _finite(thresholds.get("ess_min"))
+    rule = (
+        f"(rank-normalized R-hat above {thresholds.get('r_hat_max')}, bulk or tail ESS "
+        f"below {least:.0f} ({per_chain} per chain), or any divergent transition"
+        if least is not None
+        else "(R-hat, ESS or divergences"
+    )
+    counts = diag.get("flag_counts") if isinstance(diag.get("flag_counts"), Mapping) else {}
+    named = [f"{FLAG_LABELS.get(k, k)} {v}" for k, v in counts.items() if v]
+    return rule + (f"; images by reason: {', '.join(named)})" if named else ")")
+
+
 def _nuts_sentences(diag: Mapping[str, Any]) -> list[str]:
     budget = diag.get("budget") if isinstance(diag.get("budget"), Mapping) else {}
     n_ref = diag.get("num_reference")
@@ -83,20 +117,26 @@ def _nuts_sentences(diag: Mapping[str, Any]) -> list[str]:
     text = (
         f"NUTS reference posteriors p(z | x) for {n_ref} of {n} test images"
         + (f" ({what})" if what else "")
-        + f": {flagged} flagged (rank-normalized R-hat above 1.01)"
+        + f": {flagged} flagged {_flag_rule(diag)}"
     )
     r_hat, ess = _finite(diag.get("r_hat_max")), _finite(diag.get("ess_bulk_min"))
+    tail, divergent = _finite(diag.get("ess_tail_min")), diag.get("num_divergent")
     if r_hat is not None:
         text += f"; largest R-hat {r_hat:.3f}"
     if ess is not None:
         text += f", smallest bulk ESS {ess:.0f}"
+    if tail is not None:
+        text += f", smallest tail ESS {tail:.0f}"
+    if isinstance(divergent, int) and not isinstance(divergent, bool):
+        text += f", {divergent} divergent transitions in all"
     text += "."
     out = [text]
     if flagged:
         which = "The flagged image is" if flagged == 1 else f"The {flagged} flagged images are"
         out.append(
-            f"{which} left out of the guide-against-posterior comparison; more warm-up or "
-            "draws (--warmup, --samples) may mix them."
+            f"{which} left out of the guide-against-posterior comparison (the gaps below "
+            "need no NUTS reference and cover every image); more warm-up or draws "
+            "(--warmup, --samples) may mix them."
         )
     coverage, se = _finite(diag.get("coverage_90_mean")), _finite(diag.get("coverage_90_stderr"))
     if coverage is not None:

@@ -7,10 +7,15 @@ other, each started at a dispersed point z_0 = m + spread (z_q - m) with z_q ~ q
 and m the guide's mean, and each adapts its own step size and diagonal mass matrix during
 warm-up. The No-U-Turn Sampler (Hoffman & Gelman, 2014), https://arxiv.org/abs/1111.4246
 
-Convergence is judged by ArviZ's rank-normalized split R-hat and the bulk and tail
-effective sample sizes; a run is flagged when R-hat exceeds 1.01 in any dim or a
-diagnostic is NaN. Rank-normalization, folding, and localization: an improved R-hat for
-assessing convergence of MCMC (Vehtari et al., 2021), https://arxiv.org/abs/1903.08008
+Convergence is judged by ArviZ's rank-normalized split R-hat, the bulk and tail
+effective sample sizes and NUTS's divergent transitions. A run is flagged, with each
+reason named (:data:`FLAG_REASONS`), when R-hat exceeds 1.01 in any dim, when the bulk or
+the tail ESS of any dim falls below 100 per chain (400 for four chains), when any
+transition after warm-up diverged (the sampler met curvature it could not follow, so
+the draws may miss part of the posterior), or when a diagnostic or draw is not finite.
+The thresholds are those recommended by Rank-normalization, folding, and localization:
+an improved R-hat for assessing convergence of MCMC (Vehtari et al., 2021),
+https://arxiv.org/abs/1903.08008
 
 Example::
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import arviz as az
@@ -40,7 +45,12 @@ from .sources import is_diagonal_normal, seeded
 
 __all__ = [
     "RHAT_THRESHOLD",
+    "ESS_PER_CHAIN",
+    "MAX_DIVERGENT",
+    "FLAG_REASONS",
     "ReferencePosterior",
+    "ess_threshold",
+    "flag_reasons",
     "reference_posterior",
     "reference_posteriors",
     "guide_vs_posterior",
@@ -49,6 +59,15 @@ __all__ = [
 
 RHAT_THRESHOLD = 1.01
 """Runs whose largest rank-normalized split R-hat exceeds this are flagged."""
+ESS_PER_CHAIN = 100
+"""Runs whose smallest bulk or tail ESS is below this many per chain are flagged (Vehtari
+et al. 2021: at least 100 per chain, 400 for four chains, before R-hat and the Monte Carlo
+errors can be trusted)."""
+MAX_DIVERGENT = 0
+"""Runs with more divergent transitions after warm-up than this are flagged (any one)."""
+FLAG_REASONS = ("r_hat", "ess_bulk", "ess_tail", "divergent", "not_finite")
+"""Why a run is flagged: R-hat above :data:`RHAT_THRESHOLD`; bulk or tail ESS below
+:func:`ess_threshold`; divergent transitions; a NaN diagnostic or a non-finite draw."""
 MOMENT_DRAWS = 256
 """Draws of a guide that is not a diagonal Normal, for its mean (chain initialisation)."""
 Z_95 = 1.6448536269514722
@@ -67,10 +86,12 @@ class ReferencePosterior:
         ess_bulk_min: the smallest bulk effective sample size over the latent dims.
         ess_tail_min: the smallest tail effective sample size over the latent dims.
         num_divergent: divergent transitions after warm-up, all chains together.
-        flagged: True when ``r_hat_max > RHAT_THRESHOLD`` or any diagnostic or draw is NaN:
-            the draws should not be trusted as a reference.
+        flagged: True when any check failed (``flag_reasons`` is not empty): the draws
+            should not be trusted as a reference.
         mean: the posterior mean per dim, float64 (z_dim,).
         std: the posterior standard deviation per dim, float64 (z_dim,).
+        flag_reasons: which checks failed, a sub-list of :data:`FLAG_REASONS` (see
+            :func:`flag_reasons`); empty for a run that can serve as a reference.
     """
 
     draws: torch.Tensor
@@ -82,6 +103,7 @@ class ReferencePosterior:
     flagged: bool
     mean: torch.Tensor
     std: torch.Tensor
+    flag_reasons: list[str] = field(default_factory=list)
 
     @property
     def num_chains(self) -> int:
@@ -101,6 +123,7 @@ class ReferencePosterior:
             "ess_tail_min": self.ess_tail_min,
             "num_divergent": self.num_divergent,
             "flagged": self.flagged,
+            "flag_reasons": list(self.flag_reasons),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
         }
@@ -183,6 +206,43 @@ def _min_or_nan(values: np.ndarray) -> float:
     return math.nan if np.isnan(values).any() else float(values.min())
 
 
+def ess_threshold(num_chains: int) -> float:
+    """The smallest bulk and tail ESS a run of ``num_chains`` chains may have unflagged:
+    :data:`ESS_PER_CHAIN` per chain."""
+    return float(ESS_PER_CHAIN * num_chains)
+
+
+def flag_reasons(
+    r_hat_max: float,
+    ess_bulk_min: float,
+    ess_tail_min: float,
+    num_divergent: int,
+    num_chains: int,
+    finite: bool = True,
+) -> list[str]:
+    """The checks that a NUTS run fails, in the order of :data:`FLAG_REASONS`.
+
+    ``"r_hat"``: R-hat > :data:`RHAT_THRESHOLD`; ``"ess_bulk"``/``"ess_tail"``: that ESS
+    below :func:`ess_threshold` (``num_chains``); ``"divergent"``: more than
+    :data:`MAX_DIVERGENT` divergent transitions; ``"not_finite"``: a NaN diagnostic, or
+    ``finite`` False (a draw that is not finite). Vehtari et al. (2021),
+    https://arxiv.org/abs/1903.08008
+    """
+    minimum = ess_threshold(num_chains)
+    reasons = []
+    if r_hat_max > RHAT_THRESHOLD:
+        reasons.append("r_hat")
+    if ess_bulk_min < minimum:
+        reasons.append("ess_bulk")
+    if ess_tail_min < minimum:
+        reasons.append("ess_tail")
+    if num_divergent > MAX_DIVERGENT:
+        reasons.append("divergent")
+    if not finite or any(math.isnan(v) for v in (r_hat_max, ess_bulk_min, ess_tail_min)):
+        reasons.append("not_finite")
+    return reasons
+
+
 def reference_posterior(
     vae: nn.Module,
     x: torch.Tensor,
@@ -246,21 +306,29 @@ def reference_posterior(
     ess_bulk = az.ess(idata, var_names=["z"], method="bulk")["z"].values
     ess_tail = az.ess(idata, var_names=["z"], method="tail")["z"].values
     diverging = idata.sample_stats["diverging"].values
-    values = np.concatenate([r_hat, ess_bulk, ess_tail])
     r_hat_max = math.nan if np.isnan(r_hat).any() else float(r_hat.max())
+    ess_bulk_min, ess_tail_min = _min_or_nan(ess_bulk), _min_or_nan(ess_tail)
+    num_divergent = int(diverging.sum())
+    reasons = flag_reasons(
+        r_hat_max,
+        ess_bulk_min,
+        ess_tail_min,
+        num_divergent,
+        num_chains,
+        finite=bool(torch.isfinite(draws).all()),
+    )
     flat = draws.double().reshape(-1, draws.shape[-1])
     return ReferencePosterior(
         draws=draws,
         inference_data=idata,
         r_hat_max=r_hat_max,
-        ess_bulk_min=_min_or_nan(ess_bulk),
-        ess_tail_min=_min_or_nan(ess_tail),
-        num_divergent=int(diverging.sum()),
-        flagged=bool(
-            np.isnan(values).any() or not torch.isfinite(draws).all() or r_hat_max > RHAT_THRESHOLD
-        ),
+        ess_bulk_min=ess_bulk_min,
+        ess_tail_min=ess_tail_min,
+        num_divergent=num_divergent,
+        flagged=bool(reasons),
         mean=flat.mean(0),
         std=flat.std(0),
+        flag_reasons=reasons,
     )
 
 
@@ -331,6 +399,7 @@ def guide_vs_posterior(
         "coverage_90_stderr": [float(v) for v in stderr],
         "coverage_90_mean": float(coverage.mean()),
         "reference_flagged": reference.flagged,
+        "reference_flag_reasons": list(reference.flag_reasons),
     }
 
 

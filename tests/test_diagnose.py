@@ -9,6 +9,8 @@ import torch
 
 from pyrovae import build_model
 from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run, load_diagnostics
+from pyrovae.analysis.inference_quality import inference_conclusions
+from pyrovae.analysis.posterior import FLAG_REASONS, flag_reasons
 
 BUDGET = DiagnoseBudget(
     num_data=5,
@@ -43,6 +45,36 @@ def test_first_images_get_nuts_and_every_image_its_gaps(diagnosed):
     assert sorted(p.name for p in out.glob("posterior-*.nc")) == sorted(
         f"posterior-{e['index']:05d}.nc" for e in entries[:2]
     )
+
+
+def test_flagged_references_are_counted_by_reason_and_left_out(diagnosed):
+    """2 chains of 20 draws: every reference has an ESS below 100 per chain, so each is
+    flagged for it, counted, excluded from the coverage, and the sentences say why."""
+    _, _, result = diagnosed
+    refs = [e for e in result["data"] if e["reference"]]
+    for e in refs:
+        expected = flag_reasons(
+            e["r_hat_max"], e["ess_bulk_min"], e["ess_tail_min"], e["num_divergent"], 2
+        )
+        assert e["flag_reasons"] == expected and e["flagged"] == bool(expected)
+        assert "ess_bulk" in e["flag_reasons"] and e["guide"]["reference_flagged"]
+    assert result["thresholds"] == {
+        "r_hat_max": 1.01,
+        "ess_per_chain": 100,
+        "ess_min": 200.0,
+        "max_divergent": 0,
+    }
+    assert result["flag_counts"] == {
+        r: sum(r in e["flag_reasons"] for e in refs) for r in FLAG_REASONS
+    }
+    assert result["flagged"] == result["coverage_excluded"] == 2
+    assert result["coverage_90_mean"] is None  # no trusted reference is left
+    assert result["num_divergent"] == sum(e["num_divergent"] for e in refs)
+    assert result["ess_tail_min"] == min(e["ess_tail_min"] for e in refs)
+    said = " ".join(inference_conclusions(result))
+    assert "2 flagged (rank-normalized R-hat above 1.01, bulk or tail ESS below 200" in said
+    assert "images by reason: " in said and "bulk ESS 2" in said  # both, for their ESS
+    assert "The 2 flagged images are left out" in said
 
 
 def test_figures_reload_and_other_weights_are_stale(diagnosed):

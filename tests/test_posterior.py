@@ -8,13 +8,19 @@ from types import SimpleNamespace
 
 import arviz as az
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from torch import nn
+from torch.distributions import constraints
 
 from pyrovae import build_model
 from pyrovae.analysis.exact import ppca_posterior, ppca_vae
 from pyrovae.analysis.posterior import (
+    FLAG_REASONS,
     default_data,
+    flag_reasons,
     guide_vs_posterior,
     reference_posterior,
     reference_posteriors,
@@ -113,7 +119,90 @@ def test_unmixed_run_is_flagged():
     ref = reference_posterior(
         vae, x, num_chains=2, warmup=0, num_samples=6, init_spread=100.0, seed=0
     )
-    assert ref.flagged and ref.r_hat_max > 1.01
+    assert ref.flagged and ref.r_hat_max > 1.01 and "r_hat" in ref.flag_reasons
+
+
+def test_flag_rules_and_their_thresholds():
+    """R-hat above 1.01, bulk or tail ESS below 100 per chain, any divergence, a NaN."""
+    good = {"r_hat_max": 1.01, "ess_bulk_min": 400.0, "ess_tail_min": 400.0, "num_divergent": 0}
+    assert flag_reasons(**good, num_chains=4) == []
+    for change, reason in [
+        ({"r_hat_max": 1.0101}, "r_hat"),
+        ({"ess_bulk_min": 399.9}, "ess_bulk"),
+        ({"ess_tail_min": 399.9}, "ess_tail"),
+        ({"num_divergent": 1}, "divergent"),
+        ({"ess_tail_min": math.nan}, "not_finite"),
+    ]:
+        assert flag_reasons(**{**good, **change}, num_chains=4) == [reason], change
+    assert flag_reasons(**{**good, "ess_bulk_min": 150.0}, num_chains=1) == []  # 100 per chain
+    assert flag_reasons(**good, num_chains=4, finite=False) == ["not_finite"]
+    assert set(FLAG_REASONS) == {"r_hat", "ess_bulk", "ess_tail", "divergent", "not_finite"}
+
+
+def test_a_mixed_run_with_too_few_draws_is_flagged_for_its_ess():
+    """2 chains of 40 draws: R-hat within 1.01, but too few effective draws (below 200)."""
+    vae = ppca_vae(*ppca_weight((2.0, 0.0)), NOISE)
+    x = torch.linspace(-1, 1, X_DIM)
+    ref = reference_posterior(vae, x, num_chains=2, warmup=50, num_samples=40, seed=1)
+    assert ref.r_hat_max <= 1.01 and ref.num_divergent == 0  # R-hat alone would trust it
+    assert max(ref.ess_bulk_min, ref.ess_tail_min) < 200
+    assert ref.flagged and ref.flag_reasons == ["ess_bulk", "ess_tail"]
+    summary = ref.to_dict()
+    assert summary["flagged"] and summary["flag_reasons"] == ref.flag_reasons
+    assert guide_vs_posterior(vae, x, None, ref)["reference_flag_reasons"] == ref.flag_reasons
+
+
+class _Walled(dist.TorchDistribution):
+    """N(0, I_2) with a stiff wall at z_0 = 2.5 (log density - 1e8 (z_0 - 2.5)_+^2): a
+    leapfrog step into the wall diverges, while the draws mix as for a Normal."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    WALL, STIFFNESS = 2.5, 1e8
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(torch.Size([batch]), torch.Size([2]), validate_args=False)
+
+    def sample(self, sample_shape=()):
+        return torch.randn(*sample_shape, *self.batch_shape, 2).clamp(max=self.WALL)
+
+    def log_prob(self, z):
+        wall = torch.relu(z[..., 0] - self.WALL).pow(2)
+        return -0.5 * z.pow(2).sum(-1) - math.log(2 * math.pi) - self.STIFFNESS * wall
+
+
+class _WalledModel(nn.Module):
+    """A model with the VAE's interface whose posterior p(z | x) is the walled Normal."""
+
+    x_dim, z_dim, y_dim, conditional = 1, 2, 0, False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def encoder(self, x, y=None):
+        return dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1)
+
+    def model(self, x, y=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", _Walled(x.shape[0]))
+            pyro.sample("x", dist.Normal(torch.zeros_like(x), 1.0).to_event(1), obs=x)
+
+
+def test_a_mixed_run_with_divergences_is_flagged_for_them():
+    """Trajectories that hit the wall diverge; R-hat and ESS alone would pass the run."""
+    ref = reference_posterior(
+        _WalledModel(),
+        torch.zeros(1),
+        num_chains=2,
+        warmup=100,
+        num_samples=300,
+        init_spread=0.5,  # every chain starts well inside the wall
+        seed=2,
+    )
+    assert ref.r_hat_max <= 1.01 and min(ref.ess_bulk_min, ref.ess_tail_min) >= 200
+    assert ref.num_divergent > 0
+    assert ref.flagged and ref.flag_reasons == ["divergent"]
 
 
 def test_cvae_with_flow_guide_runs():
