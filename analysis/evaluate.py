@@ -11,8 +11,9 @@ the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compare
 same images.
 
 The prior's importance-sampled estimate (the headline ``"loglik"``) comes from draws of
-its own proposal, so it is the same whichever other sources are requested; the other
-sources share one adapted mixture (:mod:`pyrovae.analysis.compare`).
+its own proposal (``"prior_draws": "own"``; files without the key may have shared them),
+so it is the same whichever other sources are requested; the other sources share one
+adapted mixture (:mod:`pyrovae.analysis.compare`).
 
 Each AIS'd source's ``"ais"`` entry holds::
 
@@ -236,6 +237,7 @@ def evaluate_run(
         "unreliable_sources": comparison.flagged,
         "unconverged_sources": comparison.unconverged,
         "proposal": proposal,
+        "prior_draws": "own",  # the prior's estimate shares no draws with other sources
         "conditional": bool(vae.conditional),
         "sources": per_source,
         # the weights evaluated: a saved evaluation of other weights is never reused or shown
@@ -478,7 +480,13 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
         )
     lines.append(
         f"ELBO {evaluation['elbo']:.2f}, log p(x) {evaluation['loglik']:.2f} "
-        f"+- {evaluation['loglik_stderr']:.2f} (prior)"
+        f"+- {evaluation['loglik_stderr']:.2f} (prior"
+        + (
+            ", on draws of its own proposal: the same whichever other sources are evaluated"
+            if evaluation.get("prior_draws") == "own"
+            else ""
+        )
+        + ")"
     )
     sweep = {name: s["ksweep"] for name, s in sources.items() if s.get("ksweep")}
     if sweep:

@@ -128,7 +128,8 @@ def test_prior_headline_does_not_depend_on_the_other_sources(setup):
     many, _ = evaluate_run(vae, data, sources=["prior", "gaussian-loc", "gmm"], **kwargs)
     assert many["loglik"] == alone["loglik"] and many["elbo"] == alone["elbo"]
     assert many["sources"]["prior"]["ksweep"] == alone["sources"]["prior"]["ksweep"]
-    assert many["loglik"] == many["sources"]["prior"]["loglik"]
+    assert many["loglik"] == many["sources"]["prior"]["loglik"] and many["prior_draws"] == "own"
+    assert "prior, on draws of its own proposal" in format_evaluation(many)
     assert set(many["sources"]) == {"prior", "gaussian-loc", "gmm"}
 
 
