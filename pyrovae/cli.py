@@ -936,7 +936,8 @@ def _add_study(sub: Any) -> None:
         "--ais-num-test",
         type=_positive_int,
         metavar="N",
-        help="also run AIS and BDMC on N of the test images of every run (default: no AIS)",
+        help="also run AIS on N of the test images of every run, and BDMC for each AIS'd "
+        "source on data simulated from it (default: no AIS)",
     )
     p.add_argument("--ais-steps", type=_positive_int, metavar="T", help="AIS steps (500)")
     p.add_argument("--ais-chains", type=_positive_int, metavar="C", help="AIS chains (16)")

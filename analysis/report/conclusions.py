@@ -56,8 +56,8 @@ def _evidence_clause(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -
 
 
 def _bdmc_clause(gaps: Mapping[str, float | None]) -> str:
-    """'; BDMC gap 0.04 nats for gmm, none measured for prior' (each gap backs its own
-    source's AIS only)."""
+    """'; BDMC gap 0.04 nats for gmm, no BDMC gap measured for prior' (each gap backs its
+    own source's AIS only)."""
     measured = [f"{g:.2f} nats for {n}" for n, g in gaps.items() if g is not None]
     missing = [n for n, g in gaps.items() if g is None]
     parts = []
