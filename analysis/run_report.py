@@ -21,7 +21,14 @@ from .source_fits import fit_per_class
 from .sources import LatentSource
 from .surgery import ACTIVITY_THRESHOLD
 
-__all__ = ["run_figures", "build_run_report", "run_name", "figure_filename", "slug"]
+__all__ = [
+    "run_figures",
+    "build_run_report",
+    "run_name",
+    "figure_filename",
+    "samples_title",
+    "slug",
+]
 
 SLUG_LENGTH = 40
 """Most characters of the title part of a figure's file name."""
@@ -96,7 +103,7 @@ def run_figures(
     )
     scores = evaluation.get("sources") if evaluation else None
     if sources:
-        figs["Samples from each latent source"] = F.plot_samples(
+        figs[samples_title(scores)] = F.plot_samples(
             vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
         )
     figs["Latent space per class (train and test)"] = F.plot_latent_space(
@@ -129,6 +136,22 @@ def run_figures(
             surgery["activity"], threshold=ACTIVITY_THRESHOLD
         )
     return figs
+
+
+def samples_title(scores: Mapping[str, Any] | None) -> str:
+    """The caption of the sample grids, with each source's share of near-copies of training
+    images where the evaluation measured it (shown wherever sample quality is)."""
+    title = "Samples from each latent source"
+    copies = {}
+    for name, entry in (scores or {}).items():
+        memo = entry.get("memorization") if isinstance(entry, Mapping) else None
+        share = memo.get("near_copy_fraction") if isinstance(memo, Mapping) else None
+        if isinstance(share, (int, float)) and 0 <= share <= 1:
+            copies[name] = share
+    if not copies:
+        return title
+    listed = ", ".join(f"{name} {100 * share:.1f}%" for name, share in copies.items())
+    return f"{title} (near-copies of training images: {listed})"
 
 
 def _cycle(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:

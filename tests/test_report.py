@@ -827,3 +827,15 @@ def test_sources_table_loses_no_column_at_1280_px(tmp_path, chromium):
     right, width, scrolls = int(match[1]), int(match[2]), match[3] == "true"
     assert right <= width or scrolls, f"the last column ends at {right} px of {width}"
     assert "Frechet" in dom and "near-copies" in dom
+
+
+def test_sample_grid_caption_shows_the_near_copies():
+    from pyrovae.analysis.run_report import samples_title
+
+    evaluation = _copies(_evaluation(), {"prior": 0.005, "aggregate": 0.076})
+    title = samples_title(evaluation["sources"])
+    assert title == (
+        "Samples from each latent source (near-copies of training images: prior 0.5%, "
+        "aggregate 7.6%)"
+    )
+    assert samples_title(_evaluation()["sources"]) == "Samples from each latent source"
