@@ -20,7 +20,7 @@ their standard errors; the frequencies beyond 3, 4 and 5 sigma against the exact
 tails erfc(t / sqrt 2); Kolmogorov-Smirnov against Phi; neighbouring data's correlation,
 also of the squares (Box-Muller's pairs share a radius).
 
-    python benchmarks/noise_battery.py                      # all methods, 2^23 numbers a test
+    python benchmarks/noise_battery.py                      # all methods, 2^22 numbers a test
     python benchmarks/noise_battery.py --methods philox --data 256 --particles 4096
     python benchmarks/noise_battery.py --speed-only
 """
@@ -64,9 +64,10 @@ def corr_test(name: str, a: np.ndarray, b: np.ndarray) -> Result:
 
 
 def uniform_tests(draw: Callable[..., np.ndarray], data: int, particles: int) -> list[Result]:
-    """The battery on uniforms; ``draw(seed=, stream=, index=, uses=)`` gives the (uses, K,
-    B, D) uniforms of consecutive uses."""
-    u_all = draw()
+    """The battery on uniforms; ``draw(seed=, stream=, index=, uses=, particles=)`` gives
+    the (uses, K, B, 2) uniforms of consecutive uses (the streams of other seeds, estimate
+    streams and data are compared on their first K / 8 particles)."""
+    u_all = draw(uses=2)
     u, u_next = u_all[0], u_all[1]  # (K, B, 2), its next use
     flat = u.ravel()
     n = flat.size
@@ -90,11 +91,13 @@ def uniform_tests(draw: Callable[..., np.ndarray], data: int, particles: int) ->
     out.append(corr_test("data n, n + 1", u[:, 1:], u[:, :-1]))
     out.append(corr_test("uses u, u + 1", u, u_next))
     out.append(corr_test("dims 0, 1", u[..., 0], u[..., 1]))
-    out.append(corr_test("seeds s, s + 1", u, draw(seed=1)[0]))
-    out.append(corr_test("estimate streams 0, 1", u, draw(stream=1)[0]))
+    few = particles // 8
+    out.append(corr_test("seeds s, s + 1", u[:few], draw(seed=1, particles=few)[0]))
+    out.append(corr_test("estimate streams 0, 1", u[:few], draw(stream=1, particles=few)[0]))
     for bit in (0, 7, 16, 31, 32):
         index = torch.arange(data) ^ (1 << bit)
-        out.append(corr_test(f"data n, n ^ 2^{bit}", u, draw(index=index)[0]))
+        other = draw(index=index, particles=few)[0]
+        out.append(corr_test(f"data n, n ^ 2^{bit}", u[:few], other))
 
     # runs up and down of each stream: mean (2m - 1) / 3, variance (16 m - 29) / 90
     up = np.diff(stream, axis=0) > 0
@@ -187,11 +190,16 @@ def flag(p: float, upper: bool) -> str:
 
 
 def battery(method: str, data: int, particles: int) -> list[Result]:
-    def draw(seed: int = 0, stream: int = 0, index: torch.Tensor | None = None) -> np.ndarray:
-        noise = DatumNoise(
-            seed, torch.arange(data) if index is None else index, stream=stream, method=method
-        )
-        return np.stack([noise.uniform(particles, 2).numpy() for _ in range(2)])
+    def draw(
+        seed: int = 0,
+        stream: int = 0,
+        index: torch.Tensor | None = None,
+        uses: int = 1,
+        particles: int = particles,
+    ) -> np.ndarray:
+        index = torch.arange(data) if index is None else index
+        noise = DatumNoise(seed, index, stream=stream, method=method)
+        return np.stack([noise.uniform(particles, 2).numpy() for _ in range(uses)])
 
     normals = DatumNoise(2, torch.arange(data), method=method).normal(particles, 2).numpy()
     return uniform_tests(draw, data, particles) + normal_tests(normals)
@@ -213,7 +221,7 @@ def speed(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--data", type=int, default=512, help="B data (streams)")
+    parser.add_argument("--data", type=int, default=256, help="B data (streams)")
     parser.add_argument("--particles", type=int, default=8192, help="K particles per stream")
     parser.add_argument(
         "--speed-shape",
