@@ -646,6 +646,8 @@ def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
     assert re.search(r"-96\.00 \u00b1 0\.30 \(IS -97\.00\) \[BDMC gap 0\.07\]", text)
     found = " ".join(conclusions(evaluation))
     assert "BDMC for gmm, on 100 data simulated from gmm" in found
+    level = "AIS with a BDMC gap of its own below 1 nat for gmm; AIS with no BDMC gap measured "
+    assert level + "for prior; importance sampling for the rest" in found
     assert "BDMC for prior" not in found and "No BDMC gap was measured for prior" in found
     # an old file's one top-level gap was the prior's; it loads and is named so
     del evaluation["sources"]["gmm"]["ais"]["bdmc"]
@@ -656,6 +658,7 @@ def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
         "BDMC for prior, on 100 data simulated from prior with forward AIS from the guide" in found
     )
     assert "No BDMC gap was measured for gmm" in found
+    assert "below 1 nat for prior; AIS with no BDMC gap measured for gmm;" in found
 
 
 # ------------------------------------------- one verdict, evidence first, flags not remarks

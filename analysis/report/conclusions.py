@@ -15,7 +15,7 @@ from typing import Any
 
 from ..compare import KHAT_FLAG_FRACTION
 from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import Z95, evidence_sentences, judge
+from ..evidence import BDMC_TRUSTED_GAP, Z95, evidence_sentences, judge, source_bdmc
 from ..quality import wilson_interval
 from ..surgery import ACTIVITY_THRESHOLD
 from .numbers import (
@@ -543,6 +543,26 @@ def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _ais_level(evaluation: Mapping[str, Any], names: Sequence[str]) -> str:
+    """'AIS with a BDMC gap of its own below 1 nat for prior; AIS with no BDMC gap measured
+    for gmm': each source's AIS is backed only by the gap measured on data simulated from
+    it (:func:`~pyrovae.analysis.evidence.source_bdmc`)."""
+    gaps = {n: source_bdmc(evaluation, n) for n in names}
+    checked = [n for n, r in gaps.items() if r is not None and float(r["gap"]) < BDMC_TRUSTED_GAP]
+    wide = [n for n, r in gaps.items() if r is not None and n not in checked]
+    missing = [n for n, r in gaps.items() if r is None]
+    parts = []
+    if checked:
+        parts.append(
+            f"AIS with a BDMC gap of its own below {BDMC_TRUSTED_GAP:g} nat for {_listing(checked)}"
+        )
+    if wide:
+        parts.append(f"AIS whose own BDMC gap is too large to trust for {_listing(wide)}")
+    if missing:
+        parts.append(f"AIS with no BDMC gap measured for {_listing(missing)}")
+    return "; ".join(parts)
+
+
 def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
     """The level of evidence behind the log-likelihoods, stated before any of them.
 
@@ -558,8 +578,8 @@ def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
     with_ais = [n for n in sources if _both_ais(sources, n, n)]
     converged = [n for n, e in sources.items() if e.get("converged") is True]
     if with_ais:
-        level = f"AIS for {_listing(with_ais)}" + (
-            "" if len(with_ais) == len(sources) else ", importance sampling for the rest"
+        level = _ais_level(evaluation, with_ais) + (
+            "" if len(with_ais) == len(sources) else "; importance sampling for the rest"
         )
     elif converged and len(converged) == len(sources):
         level = f"importance sampling{at_k} whose L_K stopped rising in K for every source"
