@@ -146,7 +146,12 @@ def bdmc(
     reverse AIS from z_n with the schedule run backwards (an upper bound). The gap
     upper - lower bounds the error of AIS with this schedule on data like these
     (Grosse et al., 2015). Arguments as :func:`ais_log_likelihood`; the default schedule
-    and chains match it, so the gap measures the accuracy of that estimator.
+    and chains match it, so the gap measures the accuracy of that estimator. The gap
+    speaks for one chain only: AIS toward this ``source``, from this ``initial``, with this
+    schedule. To bound the error of an AIS run, pass its source and its ``initial`` (for
+    ``pyrovae evaluate``, :func:`~pyrovae.analysis.proposals.initial_distribution`, as
+    :func:`~pyrovae.analysis.evaluate.run_ais` does); the default, the guide, is the start
+    of AIS for the model's own prior only.
 
     The reverse chains do not adapt: they replay, backwards, the step sizes the forward
     chains of the same datum adapted to (chain c uses forward chain c's). Those depend on
