@@ -31,8 +31,8 @@ kept to reproduce earlier runs: a hash of (seed, n, u, particle, dim) by the low
 mixer (C. Wellons, "Prospecting for hash functions", 2018) chained over the key in two
 32-bit lanes, Box-Muller for normals; it reads only the low 32 bits of n (data n and
 n + 2^32 share their numbers) and its uniform (k + 1/2) / 2^53 rounds to 1 for the
-largest k. The methods give different (equally valid) numbers,
-so CPU and CUDA runs differ as they would with torch's own generators.
+largest k. The methods give different (equally valid) numbers, so CPU and CUDA runs
+differ as they would with torch's own generators.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _hashed_normal_pairs(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tens
 
 
 _PHILOX_M = (0xD2511F53, 0xCD9E8D57)
-"""Philox4x32's multipliers (Salmon et al. 2011, Table 2)."""
+"""Philox4x32's multipliers (Salmon et al. 2011)."""
 _PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 """Philox4x32's key increments (the golden ratio and sqrt(3) - 1, as 32-bit fractions)."""
 _Word = torch.Tensor | int
