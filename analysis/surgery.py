@@ -58,6 +58,7 @@ class ElboSurgery:
         mutual_information_direct: E[log q(z | x_n) - log q(z)] on the marginal draws: an
             independent estimate, always <= log N draw by draw; the gap to
             ``mutual_information`` shows the Monte Carlo error of the identity.
+        mutual_information_direct_stderr: its standard error, std over the draws / sqrt(M).
         mi_upper_bound: log N (for a conditional prior, sum_c N_c / N log N_c).
         active_units: number of dims with Cov_n(E_q[z_d | x_n]) > ``activity_threshold``.
         activity: Cov_n(E_q[z_d | x_n]) per latent dim, shape (z_dim,); for a guide whose
@@ -81,6 +82,7 @@ class ElboSurgery:
     mutual_information: float
     mutual_information_stderr: float
     mutual_information_direct: float
+    mutual_information_direct_stderr: float
     mi_upper_bound: float
     active_units: int
     activity: torch.Tensor
@@ -199,6 +201,7 @@ def elbo_surgery(
         mutual_information=mi,
         mutual_information_stderr=math.hypot(avg_kl_stderr, _stderr(marginal)),
         mutual_information_direct=float(direct.mean()),
+        mutual_information_direct_stderr=_stderr(direct),
         mi_upper_bound=bound,
         active_units=int((activity > activity_threshold).sum()),
         activity=activity,
