@@ -485,8 +485,11 @@ def _mixture_draws(
     """
     with datum_normals(noise):
         z = guide_latents(vae.guide, x, y, num_particles=num_particles)[LATENT_SITE]
-    shares = torch.tensor([log_guide_share] + [log_share] * len(proposals)).exp()
-    cdf = (shares.cumsum(0) / shares.sum()).double().to(z.device)
+    # float64 shares: the choice must follow the mixture that scores the draws (float32
+    # picked the guide with probability 0.2 - 1.2e-8 for a share of 0.2)
+    log_shares = [log_guide_share] + [log_share] * len(proposals)
+    shares = torch.tensor(log_shares, dtype=torch.float64).exp()
+    cdf = (shares.cumsum(0) / shares.sum()).to(z.device)
     u = noise.uniform(num_particles, device=z.device)[..., 0]  # (K, B)
     which = torch.searchsorted(cdf, u.contiguous()).clamp_(max=len(proposals))
     z = z.clone()

@@ -10,12 +10,22 @@ import torch
 from torch.nn import functional as F
 
 from pyrovae import build_model
+from pyrovae.analysis.datum_noise import DatumNoise
 from pyrovae.analysis.diagnostics import khat_fraction, psis_khat
+from pyrovae.analysis.exact import ppca_log_marginal, ppca_posterior, ppca_vae
 from pyrovae.analysis.loglik import (
     LogLikelihood,
+    _mixture_draws,
     estimate_log_likelihood,
     estimate_source_log_likelihoods,
     iwae_bound,
+)
+from pyrovae.analysis.proposals import (
+    adapted_proposal,
+    guide_gaussian,
+    likelihood_message,
+    prior_gaussian,
+    source_view,
 )
 from pyrovae.analysis.sources import GaussianSource, PriorSource
 from pyrovae.guides import DiagonalNormalEncoder
@@ -112,6 +122,85 @@ def test_exact_posterior_gives_exact_estimate_for_every_k():
         torch.testing.assert_close(result.elbo, exact, atol=1e-4, rtol=0)
         spread = result.log_weights.max(1).values - result.log_weights.min(1).values
         assert (spread < 1e-4).all()
+
+
+def ppca64(num_data: int = 16) -> tuple[VAE, torch.Tensor]:
+    """PPCA in float64 with its exact posterior as guide, and data x ~ p(x) (float64).
+
+    The posterior is computed in float64 from the float64 decoder's own W, b and s (the
+    model of :func:`ppca_vae` is built in float32, so after ``.double()`` its guide is the
+    posterior only to float32 rounding, about 1e-7 nats per log weight): every importance
+    weight is p(x) up to float64 rounding, for any K and any draw."""
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(X_DIM, Z_DIM, generator=gen, dtype=torch.double))
+    weight = q * torch.tensor([2.0, 1.0], dtype=torch.double)
+    bias = 0.1 * torch.randn(X_DIM, generator=gen, dtype=torch.double)
+    vae = ppca_vae(weight, bias, NOISE).double()
+    with torch.no_grad():
+        vae.decoder.net[0].weight.copy_(weight)
+        vae.decoder.net[0].bias.copy_(bias)
+        gain, offset, cov = ppca_posterior(weight, bias, float(vae.decoder.scale))
+        vae.encoder.gain.copy_(gain)
+        vae.encoder.offset.copy_(offset)
+        vae.encoder.scale.copy_(cov.diagonal().sqrt())
+        z = torch.randn(num_data, Z_DIM, generator=gen, dtype=torch.double)
+        noise = torch.randn(num_data, X_DIM, generator=gen, dtype=torch.double)
+        x = z @ weight.T + bias + vae.decoder.scale * noise
+    return vae, x
+
+
+@pytest.mark.parametrize("proposal", ["guide", "adapted"])
+def test_a_float64_model_is_estimated_in_float64(proposal):
+    """Every weight is p(x), so the estimate and the ELBO are exact to float64 rounding
+    (1e-10 nats; float32 anywhere on the way gives about 1e-7). The standard Normal as a
+    source, unlike the model's prior, gets its own adapted proposal, l(z) N(0, I): for
+    exact PPCA the posterior itself, so the weights of the mixture draws are p(x) too."""
+    vae, x = ppca64()
+    exact = ppca_log_marginal(vae, x)
+    standard = GaussianSource(
+        torch.zeros(Z_DIM, dtype=torch.double), scale=torch.ones(Z_DIM, dtype=torch.double)
+    )
+    for k in (1, 10, 1000):
+        options = {"num_samples": k, "proposal": proposal, "seed": 0, "progress": False}
+        results = estimate_source_log_likelihoods(
+            vae, x, {"prior": None, "standard": standard}, keep_log_weights=True, **options
+        )
+        results["plain"] = estimate_log_likelihood(vae, x, keep_log_weights=True, **options)
+        for name, result in results.items():
+            assert result.log_weights.dtype == torch.float64
+            torch.testing.assert_close(result.per_datum, exact, rtol=0, atol=1e-10, msg=name)
+            torch.testing.assert_close(result.elbo, exact, rtol=0, atol=1e-10, msg=name)
+            spread = result.log_weights.max(1).values - result.log_weights.min(1).values
+            assert (spread < 1e-10).all(), (name, k, spread.max())
+
+
+class _FixedFirstUniform(DatumNoise):
+    """Datum noise whose first use, the mixture's choice of component, is one value."""
+
+    def __init__(self, value: float, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.value = value
+
+    def uniform(self, particles, dims=1, device=None, at=None):
+        out = super().uniform(particles, dims, device, at)
+        return out.fill_(self.value) if self._role == 2 else out  # uses: guide draws, choice
+
+
+def test_mixture_components_are_chosen_with_float64_shares():
+    """A uniform 1e-9 above the guide's share of 0.2 picks the adapted proposal, below it
+    the guide: the choice follows the mixture density that scores the draws (with float32
+    shares the guide's came out as 0.2 - 1.2e-8, so the adapted proposal took both)."""
+    vae, x = ppca64(num_data=3)
+    source = GaussianSource(torch.zeros(Z_DIM), scale=torch.ones(Z_DIM))
+    message = likelihood_message(guide_gaussian(vae, x, None), prior_gaussian(vae, x, None))
+    proposals = {"standard": adapted_proposal(message, source_view(source))}
+    index = torch.arange(3)
+    for value, from_guide in [(0.2 - 1e-9, True), (0.2 + 1e-9, False)]:
+        noise = _FixedFirstUniform(value, 0, index, total=4)
+        _, _, chose_guide = _mixture_draws(
+            vae, x, None, 4, proposals, math.log(0.2), math.log(0.8), noise
+        )
+        assert (chose_guide == from_guide).all(), (value, chose_guide)
 
 
 def test_source_estimates_agree_with_exact_gaussian_marginals():
