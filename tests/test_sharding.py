@@ -69,8 +69,8 @@ def test_datum_draws_are_uniform_and_normal(method):
 
 
 def test_no_two_data_share_their_numbers(method):
-    """5,000 data x 1,000 particles of one use: 5e6 uniforms of 53 bits, all distinct (a
-    repeat is expected with probability about 1e-3). A hash state of 32 bits would give
+    """5,000 data x 1,000 particles of one use: 5e6 uniforms of 52 or 53 bits, all distinct
+    (a repeat is expected with probability below 3e-3). A hash state of 32 bits would give
     thousands of repeats: whole particle sets shared by pairs of data whose states differ
     by an XOR below K, and 32-bit birthday repeats."""
     u = DatumNoise(3, torch.arange(5000)).uniform(1000)
