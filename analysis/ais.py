@@ -56,10 +56,10 @@ the estimate above log p_r(x). ``benchmarks/ais_bias.py`` (PPCA with 6 latent di
 inexact guide, T = 100, 8 chains, 10 leapfrog steps, 1,024 data) measured the mean error
 against the exact log p(x): pilot -0.011 +- 0.006 nats, pooled -0.010 +- 0.005, per-chain
 +0.029 +- 0.005 (5.5 standard errors above the truth, where an estimate with E[w] = p(x)
-lies below it in expectation), fixed step sizes -0.008 +- 0.003; at T = 200 pilot -0.010 +- 0.004, pooled
--0.013 +- 0.004, per-chain +0.028 +- 0.004. The pilot took 1.3x the CPU time of the
-pooled adaptation with 8 chains (1.14x with P = 2) and 1.27x with 16 (``--num-chains
-16``). ``adapt_rate=0`` (fixed step sizes) is exact too;
+lies below it in expectation), fixed step sizes -0.008 +- 0.003; at T = 200 pilot
+-0.010 +- 0.004, pooled -0.013 +- 0.004, per-chain +0.028 +- 0.004. The pilot took 1.3x
+the CPU time of the pooled adaptation with 8 chains (1.14x with P = 2) and 1.27x with 16
+(``--num-chains 16``). ``adapt_rate=0`` (fixed step sizes) is exact too;
 :func:`bdmc` replays the forward step sizes in its reverse runs (they depend on x and the
 forward run, not on the true z), so its upper bound is exact in expectation.
 """
