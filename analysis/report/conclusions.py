@@ -68,13 +68,15 @@ def _bdmc_clause(gaps: Mapping[str, float | None]) -> str:
     return "; " + ", ".join(parts) if parts else ""
 
 
+def _has_ais(sources: Mapping[str, Mapping[str, Any]], name: str) -> bool:
+    """Whether an AIS estimate (with its error) of ``name`` is present."""
+    ais = _mapping(sources.get(name, {}).get("ais"))
+    return all(_finite(ais.get(key)) is not None for key in ("loglik", "stderr"))
+
+
 def _both_ais(sources: Mapping[str, Mapping[str, Any]], a: str, b: str) -> bool:
     """Whether AIS estimates (with errors) of both sources are present."""
-    return all(
-        _finite(_mapping(sources.get(n, {}).get("ais")).get(key)) is not None
-        for n in (a, b)
-        for key in ("loglik", "stderr")
-    )
+    return _has_ais(sources, a) and _has_ais(sources, b)
 
 
 def _measured(diff: float, se: float | None, paired: bool, kind: str | None = None) -> str:
@@ -109,7 +111,10 @@ def _verdict(
     if _both_ais(sources, a, b):
         if verdict.established:
             return "significant" + _evidence_clause(sources, a, b)
-        return f"not shown by AIS, the strongest evidence here: {verdict.basis}"
+        d, d_se = verdict.difference, verdict.stderr
+        if d is not None and d_se is not None and abs(d) <= Z95 * d_se:
+            return f"not significant under AIS, the strongest evidence here: {verdict.basis}"
+        return f"undetermined under AIS, the strongest evidence here: {verdict.basis}"
     if all(sources.get(n, {}).get("converged") is True for n in (a, b)):
         if se is not None and _beyond(diff, se):
             return f"significant: {measured}, and both estimates converged in K"
@@ -575,7 +580,7 @@ def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
         return []
     k = _finite(evaluation.get("num_samples"))
     at_k = "" if k is None else f" (K = {int(k)})"
-    with_ais = [n for n in sources if _both_ais(sources, n, n)]
+    with_ais = [n for n in sources if _has_ais(sources, n)]
     converged = [n for n, e in sources.items() if e.get("converged") is True]
     if with_ais:
         level = _ais_level(evaluation, with_ais) + (
