@@ -788,6 +788,9 @@ def test_mutual_information_above_its_bound_is_a_flag():
     split = _first(sentences, "On N = 500")
     assert "near log N" not in split and "outside [0, log N] at N = 500" in split
     assert "unreliable" in split
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    row = re.search(r'<tr class="unreliable"><td>mutual information<span class="badge">', text)
+    assert row and "outside [0, log N]</span>" in text
 
 
 def test_khat_column_bolds_the_lowest_share_and_never_a_tie_of_the_worst():

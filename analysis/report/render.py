@@ -389,10 +389,15 @@ def surgery_table(surgery: Mapping[str, Any]) -> Table | None:
         ("upper bound on I", _fmt(surgery.get("mi_upper_bound")), "", "log N"),
         ("active units", active_text, "", f"dims with Cov_n E[z_d | x_n] > {ACTIVITY_THRESHOLD:g}"),
     ]
-    rows = [
-        Row([_text(q, numeric=False), _text(v), _text(s), _text(m, numeric=False)])
-        for q, v, s, m in rows_data
-    ]
+    mi, bound = _mutual_information(surgery), _finite(surgery.get("mi_upper_bound"))
+    outside = mi is not None and (mi < 0 or (bound is not None and mi > bound))
+    rows = []
+    for q, v, s, m in rows_data:
+        flagged = outside and q == "mutual information"
+        cells = [_text(q, numeric=False), _text(v), _text(s), _text(m, numeric=False)]
+        if flagged:  # no true value lies outside [0, log N]: the estimate is wrong
+            cells[0].badge = "outside [0, log N]"
+        rows.append(Row(cells, "unreliable" if flagged else ""))
     if kl_dims:
         listed = ", ".join(_fmt(v) for v in kl_dims[:16]) + (ELLIPSIS if len(kl_dims) > 16 else "")
         rows.append(
