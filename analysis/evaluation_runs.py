@@ -201,7 +201,7 @@ def _stale_reason(evaluation: Any, vae: nn.Module) -> str | None:
 def _stale(run_dir: str | Path, reason: str) -> StaleEvaluationError:
     return StaleEvaluationError(
         f"{Path(run_dir) / 'evaluation.json'} {reason}; pass --reevaluate to evaluate these "
-        f"weights and replace it, or run `pyrovae evaluate {run_dir}`"
+        f"weights and replace it (or run `pyrovae evaluate {run_dir}` with these settings)"
     )
 
 
