@@ -642,7 +642,7 @@ def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
     gap = {"lower": -96.1, "upper": -96.03, "gap": 0.07, "steps": 500, "num_data": 100}
     evaluation["sources"]["gmm"]["ais"]["bdmc"] = {"source": "gmm", "initial": "guide", **gap}
     text = render_report([RunReport("r", evaluation=evaluation)])
-    assert text.count("[BDMC gap 0.07]") == 1
+    assert text.count("[BDMC gap 0.07]") == 1 and "a row without one has no BDMC check" in text
     assert re.search(r"-96\.00 \u00b1 0\.30 \(IS -97\.00\) \[BDMC gap 0\.07\]", text)
     found = " ".join(conclusions(evaluation))
     assert "BDMC for gmm, on 100 data simulated from gmm" in found
@@ -652,7 +652,9 @@ def test_bdmc_gap_is_shown_only_for_the_source_it_was_measured_on():
     # an old file's one top-level gap was the prior's; it loads and is named so
     del evaluation["sources"]["gmm"]["ais"]["bdmc"]
     evaluation["bdmc"] = gap
-    render_report([RunReport("r", evaluation=evaluation)])
+    text = render_report([RunReport("r", evaluation=evaluation)])
+    assert re.search(r"-99\.00 \u00b1 0\.30 \(IS -100\.00\) \[BDMC gap 0\.07\]", text)
+    assert text.count("[BDMC gap 0.07]") == 1
     found = " ".join(conclusions(evaluation))
     assert (
         "BDMC for prior, on 100 data simulated from prior with forward AIS from the guide" in found

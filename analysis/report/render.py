@@ -27,7 +27,7 @@ from pyrovae.checkpoint import atomic_write_text
 
 from ..compare import KHAT_FLAG_FRACTION
 from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import Z95, ais_difference
+from ..evidence import Z95, ais_difference, source_bdmc
 from ..inference_quality import GAP_ROWS, gap_table, inference_conclusions
 from ..surgery import ACTIVITY_THRESHOLD
 from .conclusions import (
@@ -282,11 +282,18 @@ def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
         )
     ais_entry = next((_mapping(e.get("ais")) for e in sources.values() if e.get("ais")), {})
     if ais_entry:
+        gaps = any(_mapping(_mapping(e.get("ais")).get("bdmc")) for e in sources.values())
         context.append(
             f"AIS on {ais_entry.get('num_test')} of those images with "
             f"{ais_entry.get('steps')} steps and {ais_entry.get('chains')} chains (IS on the "
-            "same images in brackets; in square brackets the BDMC gap measured on data "
-            "simulated from that source, from the start its AIS used: it backs that row only)"
+            "same images in brackets"
+            + (
+                "; in square brackets the BDMC gap measured on data simulated from that "
+                "source, from the start its AIS used: it backs that row only, and a row "
+                "without one has no BDMC check)"
+                if gaps
+                else "; no BDMC gap was measured for any row)"
+            )
         )
     return (
         f"{'; '.join(context) + '. ' if context else ''}Best value per column in bold "
@@ -308,6 +315,10 @@ def sources_table(evaluation: Mapping[str, Any]) -> Table | None:
     sources = _sources(evaluation)
     if not sources:
         return None
+    prior_ais = _mapping(_mapping(sources.get(PRIOR)).get("ais"))
+    legacy = source_bdmc(evaluation, PRIOR)  # an old file's top-level gap was the prior's
+    if prior_ais and legacy is not None and "bdmc" not in prior_ais:
+        sources = {**sources, PRIOR: {**sources[PRIOR], "ais": {**prior_ais, "bdmc": legacy}}}
     header = [("source", False)] + [(label, True) for _, label, _, _ in _SOURCE_COLUMNS]
     if PRIOR in sources:
         header.insert(2, ("vs prior [nats]", True))
