@@ -45,9 +45,10 @@ class LinearGaussianEncoder(nn.Module):
     def __init__(self, gain: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> None:
         super().__init__()
         self.z_dim, self.x_dim = gain.shape
-        self.register_buffer("gain", gain.float())
-        self.register_buffer("offset", offset.float())
-        self.register_buffer("scale", scale.float())
+        # kept in the dtype given (ppca_vae passes the decoder's): a float64 model stays exact
+        self.register_buffer("gain", gain.clone())
+        self.register_buffer("offset", offset.clone())
+        self.register_buffer("scale", scale.clone())
 
     def encode(
         self, x: torch.Tensor, y: torch.Tensor | None = None
@@ -80,6 +81,7 @@ def ppca_vae(
     *,
     widen: float = 1.0,
     shift: float = 0.0,
+    dtype: torch.dtype = torch.float32,
 ) -> VAE:
     """PPCA with decoder N(W z + b, noise^2 I), prior N(0, I) and its exact posterior as guide.
 
@@ -90,6 +92,9 @@ def ppca_vae(
         noise: the decoder's standard deviation s > 0.
         widen: multiplies the guide's scale (1 keeps it exact).
         shift: added to the guide's mean in every dim (0 keeps it exact).
+        dtype: of every parameter and buffer; the guide is the exact posterior of the
+            decoder as stored in this dtype (computed in float64, then cast), so a
+            float64 model's guide is exact to float64 rounding.
     """
     if weight.dim() != 2 or bias.shape != (weight.shape[0],):
         raise ValueError(
@@ -108,14 +113,17 @@ def ppca_vae(
         )
     decoder = GaussianDecoder(
         z_dim, x_dim, hidden_dims=(), scale="isotropic", min_scale=0.0, init_scale=float(noise)
-    )
+    ).to(dtype)
     with torch.no_grad():
         decoder.net[0].weight.copy_(weight)
         decoder.net[0].bias.copy_(bias)
-    gain, offset, cov = ppca_posterior(weight, bias, float(decoder.scale.detach()))
+    stored = decoder.net[0]  # the posterior of the decoder as stored, not of the inputs
+    gain, offset, cov = ppca_posterior(
+        stored.weight.detach(), stored.bias.detach(), float(decoder.scale.detach().double())
+    )
     scale = widen * cov.diagonal().sqrt()
-    encoder = LinearGaussianEncoder(gain, offset + shift, scale)
-    return VAE(encoder, decoder, StandardNormalPrior(z_dim)).eval()
+    encoder = LinearGaussianEncoder(gain.to(dtype), (offset + shift).to(dtype), scale.to(dtype))
+    return VAE(encoder, decoder, StandardNormalPrior(z_dim)).to(dtype).eval()
 
 
 def _decoder_parts(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

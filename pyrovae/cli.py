@@ -870,10 +870,17 @@ def _cmd_diagnose(args: argparse.Namespace) -> None:
     ]
     print(
         f"{result['num_data']} images, {result['num_reference']} with a NUTS reference, "
-        f"{result['flagged']} flagged (R-hat > 1.01); "
+        f"{result['flagged']} flagged ({_flag_counts(result)}); "
         + "; ".join(parts)
         + f" nats; wrote {Path(out) / 'diagnostics.json'}"
     )
+
+
+def _flag_counts(result: dict[str, Any]) -> str:
+    """How many NUTS references each check flagged, e.g. ``r_hat 1, ess_tail 2``."""
+    counts = result.get("flag_counts") or {}
+    named = [f"{reason} {count}" for reason, count in counts.items() if count]
+    return ", ".join(named) if named else "R-hat, ESS and divergences checked"
 
 
 def _add_study(sub: Any) -> None:

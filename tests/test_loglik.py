@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from pyrovae import build_model
 from pyrovae.analysis.datum_noise import DatumNoise
 from pyrovae.analysis.diagnostics import khat_fraction, psis_khat
-from pyrovae.analysis.exact import ppca_log_marginal, ppca_posterior, ppca_vae
+from pyrovae.analysis.exact import ppca_log_marginal, ppca_vae
 from pyrovae.analysis.loglik import (
     LogLikelihood,
     _mixture_draws,
@@ -127,22 +127,17 @@ def test_exact_posterior_gives_exact_estimate_for_every_k():
 def ppca64(num_data: int = 16) -> tuple[VAE, torch.Tensor]:
     """PPCA in float64 with its exact posterior as guide, and data x ~ p(x) (float64).
 
-    The posterior is computed in float64 from the float64 decoder's own W, b and s (the
-    model of :func:`ppca_vae` is built in float32, so after ``.double()`` its guide is the
-    posterior only to float32 rounding, about 1e-7 nats per log weight): every importance
-    weight is p(x) up to float64 rounding, for any K and any draw."""
+    ``ppca_vae(..., dtype=torch.float64)`` computes the posterior of the float64 decoder
+    as stored (a float32 model turned ``.double()`` has a guide exact only to float32
+    rounding, about 1e-7 nats per log weight): every importance weight is p(x) up to
+    float64 rounding, for any K and any draw."""
     gen = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(X_DIM, Z_DIM, generator=gen, dtype=torch.double))
     weight = q * torch.tensor([2.0, 1.0], dtype=torch.double)
     bias = 0.1 * torch.randn(X_DIM, generator=gen, dtype=torch.double)
-    vae = ppca_vae(weight, bias, NOISE).double()
+    vae = ppca_vae(weight, bias, NOISE, dtype=torch.float64)
+    assert all(t.dtype == torch.float64 for t in [*vae.parameters(), *vae.buffers()])
     with torch.no_grad():
-        vae.decoder.net[0].weight.copy_(weight)
-        vae.decoder.net[0].bias.copy_(bias)
-        gain, offset, cov = ppca_posterior(weight, bias, float(vae.decoder.scale))
-        vae.encoder.gain.copy_(gain)
-        vae.encoder.offset.copy_(offset)
-        vae.encoder.scale.copy_(cov.diagonal().sqrt())
         z = torch.randn(num_data, Z_DIM, generator=gen, dtype=torch.double)
         noise = torch.randn(num_data, X_DIM, generator=gen, dtype=torch.double)
         x = z @ weight.T + bias + vae.decoder.scale * noise

@@ -206,7 +206,10 @@ def _panel_title(index: int | None, label: int | None, reference: ReferencePoste
         )
         if part
     )
-    flag = ", FLAGGED" if reference.flagged else ""
+    reasons = getattr(reference, "flag_reasons", None) or []
+    flag = (
+        f", FLAGGED: {' '.join(reasons)}" if reasons else (", FLAGGED" if reference.flagged else "")
+    )
     return f"{head}\nR-hat {reference.r_hat_max:.3f}{flag}".strip()
 
 
@@ -344,7 +347,7 @@ def plot_gaps(diagnostics: Mapping[str, Any]) -> Figure:
                 s=14,
                 color="#de2d26",
                 marker="x",
-                label="flagged (R-hat > 1.01)",
+                label="flagged (R-hat, ESS or divergences)",
             )
         ax2.axhline(0.9, color="grey", linestyle="--", linewidth=0.8, label="0.9 (calibrated)")
         ax2.set_ylim(0, 1.02)
