@@ -108,7 +108,8 @@ def main() -> None:
         f"{statistics.median(ratios):.1f}"
     )
     print(
-        f"unflagged (R-hat <= {RHAT_THRESHOLD}, ESS, divergences): {sum(mixed)} of {len(mixed)} data "
+        f"unflagged (R-hat <= {RHAT_THRESHOLD}, ESS, divergences): "
+        f"{sum(mixed)} of {len(mixed)} data "
         f"({sum(mixed) / len(mixed):.0%}; target >= 95%)"
     )
 
