@@ -357,11 +357,12 @@ def anneal(
     reverse (betas falling from 1 to 0, z0 exact draws from the normalized target) it
     estimates Z_g / Z_target. Chain c's log weight is sum_t (beta_t - beta_{t-1})
     [log gamma - log g](z_{t-1}), each increment taken at the state *before* the
-    transition at beta_t. Given the sequence of kernels, E[w] is exactly the ratio of
-    normalizers (Neal, 2001): so with fixed step sizes (``adapt_rate=0``, a
-    ``step_schedule``, a ``kernel``) or the default ``adapt="pilot"``, whose step sizes
-    come from pilot chains that share no random numbers with the estimate's chains.
-    ``"pooled"`` and ``"per_chain"`` adapt on the estimate's own chains, which biases w.
+    transition at beta_t. E[w] is exactly the ratio of normalizers when the sequence of
+    kernels does not depend on the chains (Neal, 2001): with fixed step sizes
+    (``adapt_rate=0``, a ``step_schedule``), a fixed ``kernel``, or the default
+    ``adapt="pilot"``, whose step sizes come from pilot chains that share no random
+    numbers with the estimate's chains (then E[w | pilot] is that ratio). ``"pooled"`` and
+    ``"per_chain"`` adapt on the estimate's own chains, which biases w.
 
     Args:
         log_target: maps z (C, B, D) to (C, B), differentiable in z: log p(x | z) + log r(z)
