@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from pyrovae.nets import check_positive_int
 
-from .mixture_pruning import DEFAULT_TOLERANCE, PrunedDiagonalMixture, centred_rows
+from .mixture_pruning import DEFAULT_TOLERANCE, DiagonalLogDensities, PrunedDiagonalMixture
 
 if TYPE_CHECKING:  # .encodings builds on this module
     from .encodings import Encodings
@@ -275,15 +275,18 @@ class AggregatePosterior(LatentSource):
 
     ``sample`` picks n uniformly and draws from q(z | x_n). ``log_prob`` is a logsumexp
     over all N components. For a diagonal Normal encoder the stored ``loc``/``scale`` are
-    used and the quadratic form is a float64 matrix product in coordinates centred on the
-    mean of the locs (exact to rounding), so a pair costs 2 z_dim multiply-adds and one
-    exp. On the CPU, components that provably carry
-    less than ``tolerance`` of a point's mass are skipped
-    (:class:`~pyrovae.analysis.mixture_pruning.PrunedDiagonalMixture`: exact upper bounds
-    over kd-tree boxes of the points; the result is within ``tolerance`` nats of the full
-    sum, below it, 10 to 33 times faster at z <= 10, 8 to 9 at z = 50). ``tolerance=0``
-    (and any GPU) sums all components, streamed over chunks of ``chunk_size`` (point,
-    component) pairs. Any other guide (e.g. the IAF flow guide) is
+    used, in float64: the quadratic form is a matrix product in coordinates centred on the
+    mean of the locs (a pair costs 2 z_dim multiply-adds and one exp) wherever a bound on
+    its rounding is at most 1e-9 nats, and each term is computed directly elsewhere (means
+    far apart relative to their scales; :mod:`~pyrovae.analysis.mixture_pruning`). On the
+    CPU, components that provably carry less than ``tolerance`` of a point's mass are
+    skipped (:class:`~pyrovae.analysis.mixture_pruning.PrunedDiagonalMixture`: exact upper
+    bounds over kd-tree boxes of the points, 10 to 33 times faster at z <= 10, 8 to 9 at
+    z = 50). ``tolerance=0`` (and any GPU) sums all components, streamed over chunks of
+    ``chunk_size`` (point, component) pairs. For float64 z and any means and scales, the
+    value lies within [log q(z) + log(1 - tolerance) - eps, log q(z) + eps], eps = 1e-9
+    nats plus float64 rounding (relative 1e-15 of |log q(z)| and of the log scales; see
+    the module). Any other guide (e.g. the IAF flow guide) is
     evaluated exactly by re-running the encoder on the stored data for each chunk of
     points (of ``chunk_size / 16`` pairs, as the flow's networks need memory per pair) and
     scoring ``q(z | x_n).log_prob(z)``; for an autoregressive flow that means inverting it,
@@ -320,7 +323,7 @@ class AggregatePosterior(LatentSource):
         self.tolerance = float(tolerance)
         # what the log-density derives from loc and scale, built on first use
         self._pruned: PrunedDiagonalMixture | None = None
-        self._dense: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._dense: DiagonalLogDensities | None = None
         keep = None
         if max_components is not None:
             check_positive_int("max_components", max_components)
@@ -387,29 +390,20 @@ class AggregatePosterior(LatentSource):
         out = []
         for start in range(0, flat.shape[0], rows):
             chunk = flat[start : start + rows]
-            if self.diagonal:
-                weights, const, centre = self._dense_terms()
-                zc = chunk.double() - centre
-                logits = torch.addmm(const, torch.cat([zc.pow(2), zc], 1), weights)
-                if torch.is_grad_enabled() and logits.requires_grad:  # HMC needs d/dz
-                    out.append(torch.logsumexp(logits, -1))
-                    continue
-                top = logits.amax(-1, keepdim=True)  # an in-place logsumexp over components
-                out.append(logits.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1)))
+            if self.diagonal:  # differentiable (HMC needs d/dz), to any order
+                out.append(self._dense_terms().log_sum(chunk.double()))
             else:
                 out.append(self._generic_logsumexp(chunk))
         log_q = torch.cat(out) - math.log(n)
         return log_q.to(z.dtype).reshape(z.shape[:-1])
 
-    def _dense_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """float64 (2 D, N) weights, (N,) constants and the centre c of the full sum (the
-        expanded form of :func:`~pyrovae.analysis.mixture_pruning.centred_rows`, as the
-        pruned sum has it), built once per device: only the dense path needs them."""
+    def _dense_terms(self) -> DiagonalLogDensities:
+        """The full sum's float64 terms (the expanded form where its rounding bound is at
+        most 1e-9 nats, direct elsewhere, as in the pruned sum), built once per device:
+        only the dense path needs them."""
         dense = self._dense
-        if dense is None or dense[0].device != self.loc.device:
-            centre, rows = centred_rows(self.loc.double(), self.scale.double())
-            d = self.z_dim
-            dense = self._dense = (rows[:, : 2 * d].T.contiguous(), rows[:, 2 * d].clone(), centre)
+        if dense is None or dense.table.device != self.loc.device:
+            dense = self._dense = DiagonalLogDensities(self.loc, self.scale)
         return dense
 
     def pruned_mixture(self) -> PrunedDiagonalMixture:
