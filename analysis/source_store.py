@@ -77,7 +77,10 @@ def model_fingerprint(vae: nn.Module) -> str:
     for key, tensor in sorted(vae.state_dict().items()):
         digest.update(key.encode())
         digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # a fresh dense copy: ``contiguous()`` keeps the stride 0 of a size-1 dim, which
+        # ``view(torch.uint8)`` refuses (an isotropic decoder scale)
+        dense = tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
+        digest.update(dense.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

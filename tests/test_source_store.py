@@ -10,6 +10,7 @@ from pyrovae.analysis.source_store import (
     StaleSourceError,
     load_source,
     load_sources,
+    model_fingerprint,
     sample_latents,
     save_source,
     save_sources,
@@ -203,3 +204,15 @@ def test_generate_from_a_source(tmp_path):
     save_sources(tmp_path, {"gmm": gmm}, vae)
     torch.manual_seed(1)
     assert torch.equal(vae.generate(6, source="gmm"), expected)
+
+
+def test_fingerprint_of_a_model_with_an_isotropic_scale():
+    """A parameter with a stride-0 dim (the isotropic decoder scale of PPCA) is hashed by
+    value: equal weights give equal fingerprints, one changed weight another."""
+    from pyrovae.analysis.exact import ppca_vae
+
+    vae = ppca_vae(torch.eye(4, 2), torch.zeros(4), 0.5)
+    same = ppca_vae(torch.eye(4, 2), torch.zeros(4), 0.5)
+    other = ppca_vae(torch.eye(4, 2), torch.zeros(4), 0.6)
+    assert model_fingerprint(vae) == model_fingerprint(same)
+    assert model_fingerprint(vae) != model_fingerprint(other)
