@@ -52,7 +52,7 @@ from torch.distributions import Distribution, constraints
 from pyrovae.nets import check_positive_int
 
 from .source_fits import fit_gaussian_mixture
-from .sources import GaussianMixtureView, LatentSource, PriorSource
+from .sources import GaussianMixtureView, LatentSource, PriorSource, seeded
 
 __all__ = [
     "DiagonalGaussian",
@@ -382,11 +382,14 @@ def uses_guide(vae: nn.Module, source: LatentSource | None) -> bool:
 def source_view(
     source: LatentSource, num_draws: int = 4096, num_components: int = 10, seed: int = 0
 ) -> GaussianMixtureView:
-    """``source`` as a Gaussian mixture: its own form, or EM on ``num_draws`` of its draws."""
+    """``source`` as a Gaussian mixture: its own form, or EM on ``num_draws`` of its draws
+    (drawn under ``seed``, so the view, and every estimate that starts from it, is the same
+    whatever the global random state, e.g. on every process of a torchrun job)."""
     view = source.gaussian_mixture()
     if view is not None:
         return view
-    z = source.sample(num_draws)
+    with seeded(seed, "cuda" if torch.cuda.is_available() else None):
+        z = source.sample(num_draws)
     fit = fit_gaussian_mixture(z, num_components=min(num_components, num_draws), seed=seed)
     return fit.gaussian_mixture()
 
