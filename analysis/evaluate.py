@@ -463,7 +463,8 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
         f"({evaluation.get('proposal', 'guide')} proposal; sources fitted on "
         f"{evaluation.get('num_train')} training data)",
         f"{'source':<14}{'loglik':>9}{'stderr':>8}{'vs prior':>16}{'k>0.7':>7}{'conv.':>6}"
-        f"{'AIS':>9}{'IS same':>9}{'entropy':>9}{'ambig.':>8}{'cov.KL':>8}{'Frechet':>9}",
+        f"{'AIS':>9}{'IS same':>9}{'entropy':>9}{'ambig.':>8}{'cov.KL':>8}{'Frechet':>9}"
+        f"{'copies':>8}",
     ]
     for name in sorted(sources, key=lambda n: -sources[n]["loglik"]):
         s = sources[name]
@@ -471,12 +472,14 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
         flag = "  <- k-hat: unreliable" if s.get("khat_flag") else ""
         converged = {True: "yes", False: "no"}.get(s.get("converged"), "-")
         ais = s.get("ais") or {}
+        copies = (s.get("memorization") or {}).get("near_copy_fraction")
         lines.append(
             f"{name:<14}{s['loglik']:>9.2f}{s['stderr']:>8.2f}{vs:>16}{s['khat_gt_0.7']:>7.1%}"
             f"{converged:>6}{_fmt(ais.get('loglik'), '.2f'):>9}"
             f"{_fmt(ais.get('is_loglik'), '.2f'):>9}"
             f"{_fmt(s.get('entropy'), '.3f'):>9}{_fmt(s.get('ambiguous'), '.1%'):>8}"
-            f"{_fmt(s.get('coverage_kl'), '.3f'):>8}{_fmt(s.get('frechet'), '.2f'):>9}{flag}"
+            f"{_fmt(s.get('coverage_kl'), '.3f'):>8}{_fmt(s.get('frechet'), '.2f'):>9}"
+            f"{_fmt(copies, '.1%'):>8}{flag}"
         )
     lines.append(
         f"ELBO {evaluation['elbo']:.2f}, log p(x) {evaluation['loglik']:.2f} "

@@ -741,7 +741,8 @@ def _add_report(sub: Any) -> None:
         description="Draw the figures of each run as PNG and write one self-contained "
         "report.html. A run's evaluation.json is reused when the settings given here (the "
         "same flags as `pyrovae evaluate`) match its own; a run without one is evaluated. "
-        "When they differ, report names each difference and stops, unless --reevaluate.",
+        "When they differ, or it was made with other model weights (the run was trained "
+        "further, another --checkpoint), report says why and stops, unless --reevaluate.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -749,7 +750,8 @@ def _add_report(sub: Any) -> None:
     p.add_argument(
         "--reevaluate",
         action="store_true",
-        help="evaluate again and replace evaluation.json when its settings differ",
+        help="evaluate again and replace evaluation.json when its settings or the model "
+        "weights differ",
     )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     _add_device_flags(p)

@@ -310,3 +310,22 @@ def test_study_quick_with_priors_and_seeds(mnist_root, tmp_path):
         assert "bdmc" in evaluation["sources"]["prior"]["ais"]
     html = (tmp_path / "report.html").read_text()
     assert all(run in html for run in runs)
+
+
+def test_format_evaluation_shows_near_copies_beside_sample_quality():
+    entry = {"loglik": -90.5, "stderr": 2.0, "khat_gt_0.7": 0.0, "ambiguous": 0.03}
+    evaluation = {
+        "sources": {
+            "prior": {**entry, "memorization": {"near_copy_fraction": 0.005}},
+            "aggregate": {**entry, "memorization": {"near_copy_fraction": 0.076}},
+            "gmm": dict(entry),  # evaluated without the memorization check
+        },
+        "elbo": -95.0,
+        "loglik": -90.5,
+        "loglik_stderr": 2.0,
+    }
+    lines = format_evaluation(evaluation).splitlines()
+    assert lines[1].split()[-1] == "copies"
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert rows["aggregate"][-1] == "7.6%" and rows["prior"][-1] == "0.5%"
+    assert rows["gmm"][-1] == "-"
