@@ -22,14 +22,24 @@ also of the squares (Box-Muller's pairs share a radius).
 
     python benchmarks/noise_battery.py                      # all methods, 2^22 numbers a test
     python benchmarks/noise_battery.py --methods philox --data 256 --particles 4096
-    python benchmarks/noise_battery.py --speed-only
+    python benchmarks/noise_battery.py --no-battery                   # the speed only
+    python benchmarks/noise_battery.py --methods philox --dieharder 0 3 4 8 15 100 101
+
+``--dieharder N ...`` also runs those tests of dieharder (R. G. Brown's suite of the
+Diehard, NIST STS and RGB tests; Debian's ``dieharder`` package) on each method's numbers,
+fed as the top 32 bits of the uniforms in the estimator's layout (particle-major over
+``--data`` neighbouring data, 2 dims), ``--psamples`` p-values per test (dieharder's
+default is 100; fewer run faster with less power). Feeding from Python limits it to a
+few million words a second, so a test takes 10 s to a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -218,6 +228,29 @@ def speed(
     return {m: statistics.median(t) for m, t in times.items()}
 
 
+def dieharder(method: str, test: int, data: int, psamples: int) -> list[str]:
+    """dieharder's result lines for test ``-d test`` on the method's uniforms, top 32 bits
+    (``-g 200``: raw words from stdin), particles 0, 1, ... of data 0, ..., data - 1."""
+    command = ["dieharder", "-g", "200", "-d", str(test), "-p", str(psamples)]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
+    assert proc.stdin is not None and proc.stdout is not None
+    offset, chunk = 0, 1024
+    try:
+        while proc.poll() is None:
+            noise = DatumNoise(0, torch.arange(data), method=method)
+            noise.start_chunk(offset)
+            u = noise.uniform(chunk, 2).numpy()
+            proc.stdin.write(np.floor(u * 2.0**32).astype("<u4").tobytes())
+            offset += chunk
+    except BrokenPipeError:
+        pass
+    out = proc.stdout.read().decode()
+    proc.wait()
+    return [
+        line for line in out.splitlines() if line.rstrip().endswith(("PASSED", "WEAK", "FAILED"))
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -232,7 +265,9 @@ def main() -> None:
         help="normals timed: B data, K particles, D dims",
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median)")
-    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--no-battery", action="store_true", help="skip the battery")
+    parser.add_argument("--dieharder", type=int, nargs="+", metavar="N", help="dieharder tests")
+    parser.add_argument("--psamples", type=int, default=20, help="dieharder's p-values a test")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -241,7 +276,7 @@ def main() -> None:
         f"{args.particles} particles x 2 dims = {args.data * args.particles * 2:,}"
     )
     failed = False
-    if not args.speed_only:
+    if not args.no_battery:
         for method in args.methods:
             start = time.perf_counter()
             results = battery(method, args.data, args.particles)
@@ -252,6 +287,18 @@ def main() -> None:
                 print(f"{name:<34} {stat:<34} p = {p:.3g} {mark}")
             flagged = sum(1 for *_, p, upper in results if flag(p, upper))
             print(f"{len(results)} tests, {flagged} flagged")
+    if args.dieharder:
+        if shutil.which("dieharder") is None:
+            sys.exit("dieharder not found: apt-get install dieharder (Debian), or omit --dieharder")
+        for method in args.methods:
+            print(f"\n== dieharder on {method}, {args.psamples} p-values a test")
+            for test in args.dieharder:
+                start = time.perf_counter()
+                lines = dieharder(method, test, args.data, args.psamples)
+                failed |= any(line.rstrip().endswith("FAILED") for line in lines)
+                for line in lines:
+                    print(line)
+                print(f"   (-d {test}: {time.perf_counter() - start:.0f} s)")
     b, k, d = args.speed_shape
     medians = speed(args.methods, b, k, d, args.repeats)
     print(f"\n== speed on the CPU: normal({k}, {d}) for {b} data, median of {args.repeats} runs")
