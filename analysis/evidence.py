@@ -37,6 +37,7 @@ __all__ = [
     "judge",
     "source_bdmc",
     "evidence_sentences",
+    "rising_sentence",
 ]
 
 AIS_AGREEMENT = 1.0
@@ -213,6 +214,52 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
     return Evidence(False, diff, se, f"importance sampling puts it within {Z95} standard errors")
 
 
+def rising_sentence(sources: Mapping[str, Any]) -> list[str]:
+    """The sources whose L_K still rises in K, with what the sweep says is left.
+
+    If the bias of L_K falls no faster than 1/K (its asymptotic rate for light-tailed
+    weights; Burda et al., 2016, https://arxiv.org/abs/1509.00519), the last rise
+    d = L_K - L_k' leaves at least d k' / (K - k') to go. A geometric extrapolation of the
+    last rises (``ksweep_remaining``) is shown only where it is not below that floor: a
+    smaller one would claim a convergence that the sweep contradicts.
+    """
+    named = []
+    for name, entry in sources.items():
+        if not isinstance(entry, Mapping) or entry.get("converged") is not False:
+            continue
+        sweep = {}
+        ksweep = entry.get("ksweep")
+        for key, value in (ksweep if isinstance(ksweep, Mapping) else {}).items():
+            try:
+                k, v = int(key), _num(value)
+            except (TypeError, ValueError):
+                continue
+            if v is not None and k > 0:
+                sweep[k] = v
+        if len(sweep) < 2:
+            named.append(name)
+            continue
+        k_last, k_prev = sorted(sweep)[-1], sorted(sweep)[-2]
+        rise = sweep[k_last] - sweep[k_prev]
+        text = f"{name} (+{rise:.2f} from K = {k_prev} to {k_last}; " if rise >= 0 else name
+        if rise >= 0:
+            floor = rise * k_prev / (k_last - k_prev)
+            geometric = _num(entry.get("ksweep_remaining"))
+            if geometric is not None and geometric > floor:
+                text += f"about {geometric:.2f} to go by geometric extrapolation, "
+            text += f"at least {floor:.2f} to go at the 1/K rate)"
+        else:
+            text = f"{name} (L_K fell over the last step: Monte Carlo noise exceeds the rise)"
+        named.append(text)
+    if not named:
+        return []
+    return [
+        "Still rising in K, so these estimates are lower bounds that have not converged (L_K "
+        f"grew by more than 0.1 nats over the last 5x or more of draws): {'; '.join(named)} "
+        "(nats; at the 1/K rate: if the remaining bias falls as 1/K, its asymptotic rate)."
+    ]
+
+
 def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
     """Plain-language findings on the evidence: IS against AIS, convergence in K, BDMC."""
     sources = evaluation.get("sources")
@@ -220,17 +267,7 @@ def evidence_sentences(evaluation: Mapping[str, Any]) -> list[str]:
         return []
     out = []
     entries = {n: e for n, e in sources.items() if isinstance(e, Mapping)}
-    rising = [n for n, e in entries.items() if e.get("converged") is False]
-    if rising:
-        named = []
-        for name in rising:
-            left = _num(entries[name].get("ksweep_remaining"))
-            named.append(name if left is None else f"{name} (about {left:.2f} nats to go)")
-        out.append(
-            f"Still rising in K (L_K grew by more than 0.1 nats over the last 5x or more of "
-            f"draws, so these are lower bounds that have not converged; what is left is a "
-            f"geometric extrapolation of the last rises): {', '.join(named)}."
-        )
+    out.extend(rising_sentence(entries))
     agree, disagree = [], []
     ais_meta: Mapping[str, Any] = {}
     for name, entry in entries.items():

@@ -121,7 +121,11 @@ def test_evidence_sentences_report_ais_agreement_and_bdmc():
     sources["gaussian-loc"]["ksweep_remaining"] = 0.42
     sentences = evidence_sentences(evaluation)
     rising = next(s for s in sentences if s.startswith("Still rising in K"))
-    assert "gaussian-loc (about 0.42 nats to go)" in rising
+    assert "gaussian-loc (+0.05 from K = 100 to 1000; about 0.42 to go by geometric" in rising
+    # an extrapolation below the 1/K floor of the last rise would claim convergence
+    sources["gaussian-loc"]["ksweep"]["1000"] += 4.0  # rise 4.05: floor 4.05 / 9 = 0.45
+    rising = next(s for s in evidence_sentences(evaluation) if s.startswith("Still rising"))
+    assert "about 0.42" not in rising and "at least 0.45 to go at the 1/K rate" in rising
     ais = next(s for s in sentences if s.startswith("AIS (500 steps, 16 chains, 200 images)"))
     assert "within 1 nat for prior (AIS - IS +0.40 \u00b1 0.05)" in ais
     assert "gaussian-loc (IS -104.00, AIS -101.00)" in ais and "paired image by image" in ais

@@ -609,64 +609,6 @@ def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
     return [f"Level of evidence behind the log-likelihoods: {level}{khat}."]
 
 
-def _rising_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The sources whose L_K still rises in K, with what the sweep says is left.
-
-    If the bias of L_K falls no faster than 1/K (its asymptotic rate for light-tailed
-    weights; Burda et al., 2016, https://arxiv.org/abs/1509.00519), the last rise
-    d = L_K - L_k' leaves at least d k' / (K - k') to go. A geometric extrapolation of the
-    last rises (``ksweep_remaining``) is shown only where it is not below that floor: a
-    smaller one would claim a convergence that the sweep contradicts.
-    """
-    named = []
-    for name, entry in sources.items():
-        if entry.get("converged") is not False:
-            continue
-        sweep = {}
-        for key, value in _mapping(entry.get("ksweep")).items():
-            try:
-                k, v = int(key), _finite(value)
-            except (TypeError, ValueError):
-                continue
-            if v is not None and k > 0:
-                sweep[k] = v
-        if len(sweep) < 2:
-            named.append(name)
-            continue
-        k_last, k_prev = sorted(sweep)[-1], sorted(sweep)[-2]
-        rise = sweep[k_last] - sweep[k_prev]
-        text = f"{name} (+{rise:.2f} from K = {k_prev} to {k_last}; " if rise >= 0 else name
-        if rise >= 0:
-            floor = rise * k_prev / (k_last - k_prev)
-            geometric = _finite(entry.get("ksweep_remaining"))
-            if geometric is not None and geometric > floor:
-                text += f"about {geometric:.2f} to go by geometric extrapolation, "
-            text += f"at least {floor:.2f} to go at the 1/K rate)"
-        else:
-            text = f"{name} (L_K fell over the last step: Monte Carlo noise exceeds the rise)"
-        named.append(text)
-    if not named:
-        return []
-    return [
-        "Still rising in K, so these estimates are lower bounds that have not converged (L_K "
-        f"grew by more than 0.1 nats over the last 5x or more of draws): {'; '.join(named)} "
-        "(nats; at the 1/K rate: if the remaining bias falls as 1/K, its asymptotic rate)."
-    ]
-
-
-def _without_rising(evaluation: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``evaluation`` with the rising-in-K flags hidden from
-    :func:`~pyrovae.analysis.evidence.evidence_sentences` (:func:`_rising_sentence` says it)."""
-    sources = _mapping(evaluation.get("sources"))
-    return {
-        **evaluation,
-        "sources": {
-            n: {k: v for k, v in e.items() if k != "converged"} if isinstance(e, Mapping) else e
-            for n, e in sources.items()
-        },
-    }
-
-
 def _check_evaluation(evaluation: Any, where: str = "evaluation") -> Mapping[str, Any]:
     if evaluation is None:
         return {}
@@ -704,8 +646,7 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
         *_evidence_level(evaluation),
         *_khat_sentences(sources),
         *_advice_sentences(sources),
-        *_rising_sentence(sources),
-        *evidence_sentences(_without_rising(evaluation)),
+        *evidence_sentences(evaluation),
         *_loglik_sentence(sources),
         *_quality_sentences(sources),
         *_gap_sentence(evaluation),
