@@ -151,6 +151,9 @@ class DiagonalLogDensities:
         # S_n, and the part of the rounding bound e_n that does not depend on the points
         self.log_scale_size = log_scale.abs().sum(-1) + d
         self.rounding_const = self._rounding_const(spread, self.log_scale_size)
+        # for a bound on e_n over all components at once (most blocks need no more)
+        self._widest_a = (0.5 * scale.pow(-2)).amax(0)
+        self._widest_const = float(self.rounding_const.max())
 
     def _rounding_const(self, spread: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
         """(5 D + 15) B_n + (3 D + 8) S_n, from B_n (``spread``) and S_n (``size``)."""
@@ -164,7 +167,7 @@ class DiagonalLogDensities:
         ``rows`` at any of the (m, D) points ``w`` centred like them, ``const`` their
         :meth:`_rounding_const`: u ((4 D + 14) sum_d |a_nd| max_m w_md^2 + const)."""
         d = self.z_dim
-        widest = w.square().amax(0)
+        widest = w.detach().square().amax(0)
         # a_nd = -1 / (2 sigma_nd^2) < 0, so -a . w^2 = sum_d |a_nd| w_d^2
         return _U * torch.addmv(const, rows[:, :d], widest, alpha=-(4 * d + 14))
 
@@ -210,6 +213,10 @@ class DiagonalLogDensities:
             rows = self.rows if ids is None else self.rows.index_select(0, ids)
         if features is None:
             features = _features(w)
+        d = self.z_dim
+        widest = (4 * d + 14) * float(self._widest_a @ w.detach().square().amax(0))
+        if _U * (widest + self._widest_const) <= REFINE_ABOVE:  # e_n for every component
+            return [Terms(features @ rows.T, rows, w, None, None)]
         const = self.rounding_const if ids is None else self.rounding_const.index_select(0, ids)
         err = self.rounding_bound(w, rows, const)
         over = err > REFINE_ABOVE
