@@ -27,11 +27,12 @@ also of the squares (Box-Muller's pairs share a radius).
 
 ``--dieharder N ...`` also runs those tests of dieharder (R. G. Brown's suite of the
 Diehard, NIST STS and RGB tests; Debian's ``dieharder`` package) on each method's numbers,
-fed as the top 32 bits of the uniforms in the estimator's layout (particle-major over
-``--data`` neighbouring data, 2 dims), ``--psamples`` p-values per test (dieharder's
-default is 100; fewer run faster with less power); a WEAK result is rerun with more
-p-values until it passes or fails (dieharder's ``-Y 1``). Feeding from Python limits it to
-a few million words a second, so a test takes 10 s to a few minutes.
+fed as the top 32 bits of the uniforms in the estimator's layout (1024 particles,
+particle-major over blocks of ``--data`` neighbouring data, 2 dims), ``--psamples``
+p-values per test (dieharder's default is 100; fewer run faster with less power); a WEAK
+result is rerun with more p-values until it passes or fails (dieharder's ``-Y 1``).
+Feeding from Python limits it to a few million words a second, so a test takes 10 s to a
+few minutes.
 """
 
 from __future__ import annotations
@@ -231,18 +232,18 @@ def speed(
 
 def dieharder(method: str, test: int, data: int, psamples: int) -> list[str]:
     """dieharder's result lines for test ``-d test`` on the method's uniforms, top 32 bits
-    (``-g 200``: raw words from stdin), particles 0, 1, ... of data 0, ..., data - 1."""
+    (``-g 200``: raw words from stdin): particles 0, ..., 1023 of data 0, ..., data - 1,
+    then of the next ``data`` data, and so on (particle-major within each block)."""
     command = ["dieharder", "-g", "200", "-d", str(test), "-p", str(psamples), "-Y", "1"]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
     assert proc.stdin is not None and proc.stdout is not None
-    offset, chunk = 0, 1024
+    first = 0
     try:
         while proc.poll() is None:
-            noise = DatumNoise(0, torch.arange(data), method=method)
-            noise.start_chunk(offset)
-            u = noise.uniform(chunk, 2).numpy()
+            noise = DatumNoise(0, torch.arange(first, first + data), method=method)
+            u = noise.uniform(1024, 2).numpy()
             proc.stdin.write(np.floor(u * 2.0**32).astype("<u4").tobytes())
-            offset += chunk
+            first += data
     except BrokenPipeError:
         pass
     out = proc.stdout.read().decode()
