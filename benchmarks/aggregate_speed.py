@@ -6,7 +6,9 @@ of a trained run; the points are the draws of the importance-sampled log-likelih
 (the source-adapted defensive mixture, K = ``--num-samples``) on ``--num-test`` test
 images, captured from a real estimate. Both sums score the same points in the same
 rounds (interleaved, ``--repeats`` rounds, medians), and the pruned one is checked point
-by point against the full float64 sum (its error bound is the source's ``tolerance``).
+by point against the full float64 sum (its error bound is the source's ``tolerance``); the
+largest bound on the expanded quadratic form's rounding says whether any term had to be
+computed otherwise (box-centred or directly: means far apart relative to their scales).
 A gradient timing (as AIS needs) uses ``--grad-points`` points spread evenly over the
 images (AIS scores a few chains of many images at a time); an end-to-end
 timing runs the whole estimate on the first ``--e2e-test`` images with each sum.
@@ -28,6 +30,7 @@ import torch
 from pyrovae import load_run
 from pyrovae.analysis.encodings import Encodings
 from pyrovae.analysis.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.mixture_pruning import REFINE_ABOVE
 from pyrovae.analysis.sources import AggregatePosterior
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 
@@ -114,6 +117,12 @@ def main() -> None:
     print(
         f"error (full - pruned, nats): max {err.max().item():.2e}, min {err.min().item():.2e}"
         f", max |.| {err.abs().max().item():.2e}"
+    )
+    bound = scorer.rounding_bound(z.double() - scorer.centre, scorer.rows, scorer.rounding_const)
+    print(
+        f"bound on the expanded form's rounding over all components and draws: max "
+        f"{bound.max().item():.1e} nats; {100 * (bound > REFINE_ABOVE).double().mean().item():.1f}%"
+        f" of components above {REFINE_ABOVE:g} (their terms computed box-centred or directly)"
     )
     for name, t in (("full", t_full), ("pruned", t_pruned)):
         minutes = t / m * EVALUATE_POINTS / 60
