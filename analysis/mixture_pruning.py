@@ -236,6 +236,7 @@ class DiagonalLogDensities:
         allowed = None
         if upper is not None:  # what a direct evaluation could not beat
             allowed = (self.z_dim + 8) * _U * ((-upper).clamp(min=0) + 3 * size)
+            allowed = allowed.clamp(max=torch.finfo(allowed.dtype).max)  # inf only for err
             over &= err > allowed
         out = []
         smooth = (~over).nonzero().squeeze(1)
