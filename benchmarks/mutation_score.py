@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_TESTS: dict[str, list[str]] = {
     "analysis/annealing.py": ["tests/test_ais.py"],
     "analysis/ais.py": ["tests/test_ais.py"],
-    "analysis/bdmc.py": ["tests/test_ais.py", "tests/test_sharding.py"],
+    "analysis/bdmc.py": ["tests/test_bdmc_sources.py", "tests/test_ais.py"],
     "analysis/loglik.py": ["tests/test_loglik.py", "tests/test_proposals.py"],
     "analysis/proposals.py": ["tests/test_proposals.py", "tests/test_loglik.py"],
     "analysis/mixture_pruning.py": ["tests/test_mixture_pruning.py"],
@@ -46,6 +46,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "analysis/gaps.py": ["tests/test_gaps.py"],
     "analysis/surgery.py": ["tests/test_surgery.py"],
     "analysis/stats.py": ["tests/test_stats.py"],
+    "analysis/evidence.py": ["tests/test_evidence.py"],
+    "analysis/datum_noise.py": ["tests/test_datum_noise.py"],
 }
 """The estimator modules and the test files that should catch a wrong number in each."""
 
