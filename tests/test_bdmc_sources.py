@@ -46,18 +46,23 @@ def marginal_of(vae, loc: torch.Tensor, cov: torch.Tensor):
     )
 
 
-def test_each_source_gets_the_bdmc_of_its_own_data_and_start(setup):
-    vae, data, source = setup
-    comparison = compare_sources(
+def _compare(vae, data, source, num_samples: int, num_test: int):
+    """The prior and the shifted source scored by importance sampling on the test split."""
+    return compare_sources(
         vae,
         data.train,
         data.test,
         ["prior"],
         sources={"shifted": source},
-        num_samples=64,
-        num_test=40,
+        num_samples=num_samples,
+        num_test=num_test,
         progress=False,
     )
+
+
+def test_each_source_gets_the_bdmc_of_its_own_data_and_start(setup):
+    vae, data, source = setup
+    comparison = _compare(vae, data, source, num_samples=64, num_test=40)
     budget = AISBudget(num_test=40, steps=30, chains=8, leapfrog_steps=5, bdmc_num_data=64)
     out = run_ais(vae, data, comparison, budget, seed=3, progress=False)["ais"]
     kwargs = dict(num_data=64, num_steps=30, num_chains=8, leapfrog_steps=5, seed=3)
@@ -93,16 +98,7 @@ def test_each_source_gets_the_bdmc_of_its_own_data_and_start(setup):
 
 def test_paired_differences_over_the_same_images(setup):
     vae, data, source = setup
-    comparison = compare_sources(
-        vae,
-        data.train,
-        data.test,
-        ["prior"],
-        sources={"shifted": source},
-        num_samples=32,
-        num_test=30,
-        progress=False,
-    )
+    comparison = _compare(vae, data, source, num_samples=32, num_test=30)
     budget = AISBudget(num_test=30, steps=10, chains=4, leapfrog_steps=3, bdmc_num_data=0)
     out = run_ais(vae, data, comparison, budget, seed=0, progress=False)["ais"]
     prior = torch.tensor(out["prior"]["per_datum"], dtype=torch.double)
