@@ -113,6 +113,9 @@ def test_sigmoid_schedule():
     assert steps[50] > 10 * steps[0]  # small steps at the ends, large in the middle
     torch.testing.assert_close(betas + betas.flip(0), torch.ones(101, dtype=torch.double))
     torch.testing.assert_close(sigmoid_schedule(1), torch.tensor([0.0, 1.0], dtype=torch.double))
+    for delta in (0.0, -0.5, math.nan):
+        with pytest.raises(ValueError, match="delta must be positive"):
+            sigmoid_schedule(10, delta=delta)
 
 
 # ----------------------------------------------------------------------------- exact AIS
@@ -580,6 +583,10 @@ def test_bad_anneal_arguments():
             anneal(log_target, g, **{**ok, **change})
     with pytest.raises(ValueError, match=r"z0 must have shape \(num_chains, batch, z_dim\)"):
         anneal(log_target, g, torch.zeros(2, 4, 2), **ok)
+    with pytest.raises(
+        ValueError, match=r"z0 must have shape \(chains, batch, z_dim\), got \(3, 8\)"
+    ):
+        anneal(log_target, g, torch.zeros(3, 8), **ok)  # a tensor of the wrong rank
     with pytest.raises(ValueError, match="initial must have batch shape"):
         anneal(log_target, torch.distributions.Normal(torch.zeros(4, 2), 1.0), **ok)
     with pytest.raises(ValueError, match=r"log_target\(z\) must return shape \(7, 4\)"):
