@@ -37,8 +37,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 MODULE_TESTS: dict[str, list[str]] = {
     "analysis/annealing.py": ["tests/test_ais.py"],
-    "analysis/ais.py": ["tests/test_ais.py"],
-    "analysis/bdmc.py": ["tests/test_bdmc_sources.py", "tests/test_ais.py"],
+    "analysis/ais.py": ["tests/test_ais.py", "tests/test_progress.py"],
+    "analysis/bdmc.py": [
+        "tests/test_bdmc_sources.py",
+        "tests/test_ais.py",
+        "tests/test_progress.py",
+        "tests/test_sharding.py",
+    ],
     "analysis/loglik.py": ["tests/test_loglik.py", "tests/test_proposals.py"],
     "analysis/proposals.py": ["tests/test_proposals.py", "tests/test_loglik.py"],
     "analysis/mixture_pruning.py": ["tests/test_mixture_pruning.py"],
@@ -193,7 +198,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
     args = parser.parse_args()
     if shutil.which("cosmic-ray") is None:
-        parser.error("cosmic-ray is not installed; run `pip install -e \".[mutation]\"`")
+        parser.error('cosmic-ray is not installed; run `pip install -e ".[mutation]"`')
     if not 0 < args.sample <= 1:
         parser.error(f"--sample must be in (0, 1], got {args.sample}")
     unknown = [m for m in args.modules if m not in MODULE_TESTS]

@@ -543,6 +543,9 @@ def test_bad_arguments_name_the_argument(ppca):
         ais_log_likelihood(vae, x, source=wrong)
     with pytest.raises(ValueError, match="source must have log_prob"):
         ais_log_likelihood(vae, x, source=object())
+    elsewhere = GaussianSource(torch.zeros(Z_DIM), scale=torch.ones(Z_DIM)).to("meta")
+    with pytest.raises(ValueError, match=r"source is on meta but the model is on cpu"):
+        ais_log_likelihood(vae, x, source=elsewhere)
 
     def bad_initial(xb, yb):
         return torch.distributions.Normal(torch.zeros(xb.shape[0], Z_DIM), 1.0)
