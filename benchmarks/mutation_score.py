@@ -117,8 +117,12 @@ def sample_jobs(session: Path, fraction: float, seed: int) -> None:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
+    def place(item) -> tuple:  # job ids are random: order by what each mutant changes
+        m = item.mutations[0]
+        return (str(m.module_path), tuple(m.start_pos), m.operator_name, m.occurrence)
+
     with use_db(str(session), WorkDB.Mode.open) as db:
-        pending = sorted(item.job_id for item in db.pending_work_items)
+        pending = [item.job_id for item in sorted(db.pending_work_items, key=place)]
         keep = set(random.Random(seed).sample(pending, round(fraction * len(pending))))
         for job_id in pending:
             if job_id not in keep:
