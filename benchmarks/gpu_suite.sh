@@ -66,7 +66,7 @@ cat "$logs/environment.txt"
 
 step device-tests 300 env PYROVAE_TEST_DEVICE="$device" PYROVAE_TEST_DATA="$data" \
     "$python" -m pytest -q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" \
-    "$repo/tests/test_device.py" "$repo/tests/test_objectives.py"
+    "$repo/tests/test_device.py" "$repo/tests/test_objectives.py" "$repo/tests/test_datum_noise.py"
 step train-128 240 "$python" "$repo"/benchmarks/train_speed.py --device "$device" --data-root "$data" \
     --repeats "$repeats" --batch-size 128 --out "$work/train-128"
 step train-1024 120 "$python" "$repo"/benchmarks/train_speed.py --device "$device" --data-root "$data" \
