@@ -73,6 +73,13 @@ PACKAGE_DIRS = {"models": "models", "guides": "guides", "analysis": "analysis"}
 """The folders installed inside the ``pyrovae`` namespace (pyproject's package-dir)."""
 
 
+def tool(name: str) -> str:
+    """A console script of this interpreter's environment (a virtual environment need not
+    be activated), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else name
+
+
 def copy_tree(dest: Path) -> Path:
     """A copy of the tracked and untracked (not ignored) files of the checkout, laid out as
     the installed ``pyrovae`` package: ``pyrovae/analysis`` and its siblings are symlinks to
@@ -135,7 +142,7 @@ def sample_jobs(session: Path, fraction: float, seed: int) -> None:
 def summarize(session: Path) -> dict:
     """Counts of the tested mutants by outcome, and the survivors' diffs."""
     dump = subprocess.run(
-        ["cosmic-ray", "dump", str(session)], check=True, capture_output=True, text=True
+        [tool("cosmic-ray"), "dump", str(session)], check=True, capture_output=True, text=True
     ).stdout
     counts = {"killed": 0, "survived": 0, "incompetent": 0, "timeout": 0}
     survivors = []
@@ -182,12 +189,12 @@ def run_module(module: str, tests: list[str], tree: Path, args: argparse.Namespa
     def cosmic(*words: str) -> None:
         subprocess.run(words, cwd=tree, env=env, check=True, capture_output=True)
 
-    cosmic("cosmic-ray", "init", config.name, session.name)
-    cosmic("cr-filter-operators", session.name, config.name)
+    cosmic(tool("cosmic-ray"), "init", config.name, session.name)
+    cosmic(tool("cr-filter-operators"), session.name, config.name)
     if args.sample < 1:
         sample_jobs(session, args.sample, args.seed)
     start = time.perf_counter()
-    cosmic("cosmic-ray", "exec", config.name, session.name)
+    cosmic(tool("cosmic-ray"), "exec", config.name, session.name)
     summary = summarize(session)
     summary.update(module=module, tests=tests, seconds=time.perf_counter() - start)
     return summary
@@ -201,7 +208,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     parser.add_argument("--out", type=Path, default=None, help="write JSON results here")
     args = parser.parse_args()
-    if shutil.which("cosmic-ray") is None:
+    if shutil.which(tool("cosmic-ray")) is None:
         parser.error('cosmic-ray is not installed; run `pip install -e ".[mutation]"`')
     if not 0 < args.sample <= 1:
         parser.error(f"--sample must be in (0, 1], got {args.sample}")
