@@ -526,8 +526,9 @@ def test_bad_arguments_name_the_argument(ppca):
     for name in ("num_steps", "num_chains", "leapfrog_steps", "batch_size"):
         with pytest.raises(ValueError, match=f"{name} must be a positive integer, got 0"):
             ais_log_likelihood(vae, x, **{name: 0})
-    with pytest.raises(ValueError, match="step_size must be a positive float"):
-        ais_log_likelihood(vae, x, step_size=-1.0)
+    for step_size in (-1.0, 0.0, float("inf"), math.nan):
+        with pytest.raises(ValueError, match="step_size must be a positive float"):
+            ais_log_likelihood(vae, x, step_size=step_size)
     with pytest.raises(ValueError, match="pilot_chains must be a positive integer, got 0"):
         ais_log_likelihood(vae, x, pilot_chains=0)
     with pytest.raises(ValueError, match=r"adapt must be one of \['pilot', 'pooled'"):
