@@ -153,3 +153,24 @@ def test_flow_q_star_starts_at_a_flow_guide():
     result = inference_gaps(vae, x, y, log_px=torch.zeros(2), steps=20, elbo_draws=200)
     assert result.family == "flow"
     assert (result.amortization_gap >= -TOLERANCE * mc_error(result)).all()
+
+
+def test_guide_elbo_is_the_mean_of_its_draws_with_their_standard_error():
+    """On the same draws (same seed), guide_elbo gives the mean of the log weights and
+    sd(log w) / sqrt(K) with the ddof-1 sd; at K = 4 the K / (K - 1) correction is a third
+    of the variance, so a dropped or floored correction shows."""
+    from pyrovae.analysis.gaps import guide_elbo
+    from pyrovae.analysis.posterior import frozen
+    from pyrovae.traces import importance_terms
+
+    w, b = ppca_weight()
+    vae = ppca_vae(w, b, NOISE, widen=1.5, shift=0.3)  # an inexact guide: log w varies
+    x = ppca_data(vae, n=5)
+    torch.manual_seed(7)
+    mean, stderr = guide_elbo(vae, vae.guide, x, None, num_draws=4)
+    torch.manual_seed(7)
+    lw = importance_terms(frozen(vae, vae.model), vae.guide, x, None, num_particles=4)
+    lw = lw.log_weights.double()
+    torch.testing.assert_close(mean, lw.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(stderr, lw.std(0, correction=1) / 2.0, rtol=1e-9, atol=1e-12)
+    assert (stderr > 0.01).all()
