@@ -174,3 +174,17 @@ def test_guide_elbo_is_the_mean_of_its_draws_with_their_standard_error():
     torch.testing.assert_close(mean, lw.mean(0), rtol=0, atol=1e-12)
     torch.testing.assert_close(stderr, lw.std(0, correction=1) / 2.0, rtol=1e-9, atol=1e-12)
     assert (stderr > 0.01).all()
+
+
+def test_flow_of_q_star_starts_as_the_amortized_guide():
+    """Before fitting, the flow family's q* maps u to loc + scale * u of the guide: its IAF
+    steps start as the identity (two steps, each followed by a reversal)."""
+    from pyrovae.analysis.gaps import _flow_transform
+
+    w, b = ppca_weight()
+    vae = ppca_vae(w, b, NOISE, widen=1.5, shift=0.3)
+    x = ppca_data(vae, n=1)
+    loc, scale, _ = vae.encoder.encode(x)
+    u = torch.randn(16, vae.z_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(_flow_transform(vae, x, None)(u), loc + scale * u)
