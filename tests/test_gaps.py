@@ -188,3 +188,20 @@ def test_flow_of_q_star_starts_as_the_amortized_guide():
     u = torch.randn(16, vae.z_dim)
     with torch.no_grad():
         torch.testing.assert_close(_flow_transform(vae, x, None)(u), loc + scale * u)
+
+
+@pytest.mark.parametrize("family", ["diagonal", "flow"])
+def test_q_star_samples_have_one_row_per_datum(family):
+    """sample(K): z of shape (K, B, z_dim) and log q*(z | x_n) of shape (K, B), for both
+    families; for the diagonal family the density is that of distribution()."""
+    w, b = ppca_weight()
+    vae = ppca_vae(w, b, NOISE, widen=1.5)
+    x = ppca_data(vae, n=3)
+    q = optimal_local_guide(vae, x, family=family, steps=2, num_particles=2)
+    with torch.no_grad():
+        z, log_q = q.sample(5)
+    assert z.shape == (5, 3, vae.z_dim) and log_q.shape == (5, 3)
+    assert torch.isfinite(log_q).all()
+    if family == "diagonal":
+        with torch.no_grad():
+            torch.testing.assert_close(log_q, q.distribution().log_prob(z))
