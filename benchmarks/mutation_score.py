@@ -44,7 +44,12 @@ MODULE_TESTS: dict[str, list[str]] = {
         "tests/test_progress.py",
         "tests/test_sharding.py",
     ],
-    "analysis/loglik.py": ["tests/test_loglik.py", "tests/test_proposals.py"],
+    "analysis/loglik.py": [
+        "tests/test_loglik.py",
+        "tests/test_proposals.py",
+        "tests/test_progress.py",
+        "tests/test_objectives.py",
+    ],
     "analysis/proposals.py": ["tests/test_proposals.py", "tests/test_loglik.py"],
     "analysis/mixture_pruning.py": ["tests/test_mixture_pruning.py"],
     "analysis/sources.py": ["tests/test_sources.py", "tests/test_mixture_pruning.py"],

@@ -328,3 +328,15 @@ def test_khat_special_cases():
         psis_khat(torch.tensor([[0.0, math.nan] * 20]))
     with pytest.raises(ValueError, match="shape"):
         psis_khat(torch.zeros(50))
+
+
+def test_source_densities_in_chunks_equal_the_whole(monkeypatch):
+    """A budget too small for all draws at once: log r(z) in chunks of rows, reshaped back
+    to (K, B), equals the density of every draw at once."""
+    from pyrovae.analysis import loglik
+
+    source = GaussianSource(torch.tensor([0.5, -1.0]), scale=torch.tensor([2.0, 0.5]))
+    z = torch.randn(7, 5, 2)
+    whole = source.log_prob(z)
+    monkeypatch.setattr(loglik, "SOURCE_BUDGET_BYTES", 4 * 3 * 8)  # 8 rows of cost 3
+    torch.testing.assert_close(loglik._source_log_prob(source, z, None, cost=3), whole)

@@ -237,3 +237,20 @@ def test_ppca_elbo_is_log_marginal_for_the_exact_guide():
     vae = ppca_vae(*ppca_weight(), NOISE)
     x = sample(vae, 20)
     assert torch.allclose(ppca_elbo(vae, x), ppca_log_marginal(vae, x), atol=1e-4)
+
+
+def test_sample_rows_follows_its_uniform_and_normal():
+    """Given the uniform and the normal, the component is the inverse CDF of the uniform
+    (component 0 holds the first 0.3 of the mass) and the draw loc + scale * normal."""
+    from pyrovae.analysis.proposals import GaussianMixtureProposal
+
+    logits = torch.tensor([[0.3, 0.7]]).log().expand(3, 2)
+    loc = torch.tensor([[[-5.0, 0.0], [5.0, 1.0]]]).expand(3, 2, 2)
+    scale = torch.tensor([[[1.0, 2.0], [0.5, 0.25]]]).expand(3, 2, 2)
+    mixture = GaussianMixtureProposal(logits, loc, scale)
+    rows = torch.tensor([0, 1, 2, 2])
+    uniform = torch.tensor([0.3 - 1e-6, 0.3 + 1e-6, 0.01, 0.99])
+    normal = torch.tensor([[1.0, -1.0], [1.0, -1.0], [0.0, 2.0], [2.0, 0.0]])
+    expected = torch.tensor([[-4.0, -2.0], [5.5, 0.75], [-5.0, 4.0], [6.0, 1.0]])
+    for _ in range(3):  # no other randomness: the same every time
+        torch.testing.assert_close(mixture.sample_rows(rows, uniform, normal), expected)
