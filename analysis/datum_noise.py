@@ -122,13 +122,17 @@ def _hashed_uniform(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     return ((a * 2**21 + b).double() + 0.5) * 2.0**-53
 
 
-def _hashed_normal_pairs(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Two standard normals per key (Box-Muller: r cos t, r sin t), stacked last; the angle
-    from a word of both lanes."""
-    radius = torch.sqrt(-2.0 * torch.log(_hashed_uniform(lanes)))
-    word = hash32(lanes[0] ^ hash32(lanes[1] ^ 0x68E31DA4))
-    angle = (word.double() + 0.5) * (2 * math.pi * 2.0**-32)
+def _box_muller(u: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Two standard normals (r cos t, r sin t), r = sqrt(-2 log u), from a uniform u in
+    (0, 1) and an angle t uniform in (0, 2 pi), stacked last (Box & Muller, 1958)."""
+    radius = torch.sqrt(-2.0 * torch.log(u))
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
+
+
+def _hashed_normal_pairs(lanes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Two standard normals per key by Box-Muller; the angle from a word of both lanes."""
+    word = hash32(lanes[0] ^ hash32(lanes[1] ^ 0x68E31DA4))
+    return _box_muller(_hashed_uniform(lanes), (word.double() + 0.5) * (2 * math.pi * 2.0**-32))
 
 
 _PHILOX_M = (0xD2511F53, 0xCD9E8D57)
@@ -177,12 +181,11 @@ def _uniform52(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
 
 def _philox_pairs(words: tuple[torch.Tensor, ...], kind: str) -> torch.Tensor:
     """Two uniforms (words 0, 1 and 2, 3) per block of Philox output, or two normals from
-    them by Box-Muller (r cos t, r sin t, r = sqrt(-2 log u_1), t = 2 pi u_2), stacked last."""
+    them by Box-Muller (t = 2 pi u_2), stacked last."""
     u1, u2 = _uniform52(words[0], words[1]), _uniform52(words[2], words[3])
     if kind == "uniform":
         return torch.stack([u1, u2], -1)
-    radius, angle = torch.sqrt(-2.0 * torch.log(u1)), (2 * math.pi) * u2
-    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], -1)
+    return _box_muller(u1, (2 * math.pi) * u2)
 
 
 def check_datum_index(datum_index: torch.Tensor, num_data: int) -> None:
