@@ -370,20 +370,17 @@ def run_ais(
     per_image: dict[str, torch.Tensor] = {}
     for name in names:
         source = comparison.sources[name]
-        initial = initial_distribution(vae, source, seed=seed)
-        result = sharded_ais_log_likelihood(
-            context,
-            vae,
-            x,
-            y,
-            source,
-            initial=initial,
-            num_steps=budget.steps,
-            num_chains=budget.chains,
-            leapfrog_steps=budget.leapfrog_steps,
-            seed=seed,
-            progress=progress,
-        )
+        # one start and schedule for the source's AIS and for its BDMC, so that the gap
+        # bounds the error of this very chain
+        chain: dict[str, Any] = {
+            "initial": initial_distribution(vae, source, seed=seed),
+            "num_steps": budget.steps,
+            "num_chains": budget.chains,
+            "leapfrog_steps": budget.leapfrog_steps,
+            "seed": seed,
+            "progress": progress,
+        }
+        result = sharded_ais_log_likelihood(context, vae, x, y, source, **chain)
         is_part = comparison.results[name].per_datum[: budget.num_test]
         per_image[name] = result.per_datum
         entry = result.to_dict()
@@ -397,18 +394,7 @@ def run_ais(
             per_datum=result.per_datum.tolist(),
         )
         if budget.bdmc_num_data:  # this source's own sandwich: its data, its start
-            sandwich = sharded_bdmc(
-                context,
-                vae,
-                source,
-                initial=initial,
-                num_data=budget.bdmc_num_data,
-                num_steps=budget.steps,
-                num_chains=budget.chains,
-                leapfrog_steps=budget.leapfrog_steps,
-                seed=seed,
-                progress=progress,
-            )
+            sandwich = sharded_bdmc(context, vae, source, num_data=budget.bdmc_num_data, **chain)
             entry["bdmc"] = {
                 "source": name,
                 "initial": initial_label(vae, source, name),
