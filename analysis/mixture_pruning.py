@@ -182,6 +182,11 @@ class DiagonalLogDensities:
         # a_nd = -1 / (2 sigma_nd^2) < 0, so -a . w^2 = sum_d |a_nd| w_d^2
         return _U * torch.addmv(const, rows[:, :d], widest, alpha=-(4 * d + 14))
 
+    def direct_rounding(self, magnitude: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+        """A bound on the rounding of a directly computed term of magnitude |t_n| (or a
+        lower bound of it), S_n = ``size``: (D + 8) u (|t_n| + 3 S_n)."""
+        return (self.z_dim + 8) * _U * (magnitude + 3 * size)
+
     def direct(self, points: torch.Tensor, table_rows: torch.Tensor) -> torch.Tensor:
         """(m, k) terms l_n + sum_d a_nd (z_d - mu_nd)^2 of the components whose
         :attr:`table` rows are ``table_rows``, at the (uncentred) ``points``: one (m, k)
@@ -236,7 +241,7 @@ class DiagonalLogDensities:
         size = self.log_scale_size if ids is None else self.log_scale_size.index_select(0, ids)
         allowed = None
         if upper is not None:  # what a direct evaluation could not beat
-            allowed = (self.z_dim + 8) * _U * ((-upper).clamp(min=0) + 3 * size)
+            allowed = self.direct_rounding((-upper).clamp(min=0), size)
             allowed = allowed.clamp(max=torch.finfo(allowed.dtype).max)  # inf only for err
             over &= err > allowed
         out = []
@@ -270,7 +275,7 @@ class DiagonalLogDensities:
         """log sum_n N(z_m; mu_n, sigma_n) over every component, for (m, D) float64 points
         (differentiable by autograd, to any order)."""
         sums = [_logsumexp(t.logits) for t in self.terms(points)]
-        return sums[0] if len(sums) == 1 else torch.stack(sums).logsumexp(0)
+        return _log_add(sums)
 
     def lower_sum(self, terms: list[Terms]) -> torch.Tensor:
         """A lower bound of the exact log-sum of the densities that ``terms`` approximate:
@@ -278,13 +283,13 @@ class DiagonalLogDensities:
         sums = []
         for t in terms:
             if t.size is not None:  # computed directly
-                err = (self.z_dim + 8) * _U * (t.logits.abs() + 3 * t.size)
+                err = self.direct_rounding(t.logits.abs(), t.size)
                 sums.append(torch.logsumexp(t.logits - err, -1))
             elif t.err is None or t.err.numel() == 0 or float(t.err.max()) <= REFINE_ABOVE:
                 sums.append(torch.logsumexp(t.logits, -1) - REFINE_ABOVE)
             else:
                 sums.append(torch.logsumexp(t.logits - t.err.clamp(min=REFINE_ABOVE), -1))
-        low = sums[0] if len(sums) == 1 else torch.stack(sums).logsumexp(0)
+        low = _log_add(sums)
         k = sum(t.logits.shape[1] for t in terms)
         return low - _U * (4 * low.abs() + k + 4)
 
@@ -295,7 +300,7 @@ class DiagonalLogDensities:
         sum_n s_n d t_n / dz (s the softmax): 2 w a_n + b_n from the expanded form's rows,
         2 a_n (z - mu_n) for the directly computed terms."""
         sums = [torch.logsumexp(t.logits, -1) for t in terms]
-        total = sums[0] if len(sums) == 1 else torch.stack(sums).logsumexp(0)
+        total = _log_add(sums)
         if not with_grad:
             return total, None
         d = self.z_dim
@@ -520,6 +525,11 @@ def _rows_at(table: torch.Tensor, centre: torch.Tensor) -> tuple[torch.Tensor, t
     delta, precision = table[:, d : 2 * d] - centre, -2 * a
     spread = 0.5 * (delta.square() * precision).sum(-1)
     return torch.cat([a, delta * precision, (log_norm - spread)[:, None]], 1), spread
+
+
+def _log_add(sums: list[torch.Tensor]) -> torch.Tensor:
+    """log sum_i exp(sums_i) of per-group log-sums of one set of points."""
+    return sums[0] if len(sums) == 1 else torch.stack(sums).logsumexp(0)
 
 
 def _logsumexp(logits: torch.Tensor) -> torch.Tensor:
