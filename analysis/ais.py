@@ -89,6 +89,7 @@ from .annealing import (
     hmc_transition,
     initial_draws,
     sigmoid_schedule,
+    uses_pilot,
 )
 from .datum_noise import DatumNoise, check_datum_index, noise_key
 from .encodings import check_data
@@ -303,7 +304,7 @@ class _RunConfig:
     @property
     def piloted(self) -> bool:
         """Whether forward runs adapt on pilot chains (then drawn with the chains' starts)."""
-        return self.adapt == "pilot" and self.adapt_rate > 0 and self.num_steps > 1
+        return uses_pilot(self.adapt, self.adapt_rate, self.num_steps)
 
 
 def _run_batches(
@@ -405,8 +406,7 @@ def _config(
     if mode == "pilot":
         check_positive_int("pilot_chains", pilot_chains)
     if batch_size is None:
-        piloted = mode == "pilot" and adapt_rate > 0 and num_steps > 1
-        chains = num_chains + (pilot_chains if piloted else 0)
+        chains = num_chains + (pilot_chains if uses_pilot(mode, adapt_rate, num_steps) else 0)
         batch_size = max(1, default_draws_per_pass(device) // chains)
     check_positive_int("batch_size", batch_size)
     return _RunConfig(

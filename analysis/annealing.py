@@ -29,6 +29,7 @@ __all__ = [
     "hmc_transition",
     "initial_draws",
     "sigmoid_schedule",
+    "uses_pilot",
 ]
 
 
@@ -328,6 +329,12 @@ def adapt_mode(adapt: str, adapt_per_chain: bool = False) -> str:
     return adapt
 
 
+def uses_pilot(mode: str, adapt_rate: float, num_steps: int) -> bool:
+    """Whether a forward run with T = ``num_steps`` adapts on pilot chains: in mode
+    ``"pilot"`` when it adapts at all (a rate above 0 and at least one transition)."""
+    return mode == "pilot" and adapt_rate > 0 and num_steps > 1
+
+
 def anneal(
     log_target: LogTarget,
     initial: Distribution,
@@ -430,7 +437,7 @@ def anneal(
     num_steps = len(schedule) - 1
     if step_schedule is not None or kernel is not None:
         adapt_rate = 0.0
-    pilot = mode == "pilot" and adapt_rate > 0 and num_steps > 1
+    pilot = uses_pilot(mode, adapt_rate, num_steps)
     if pilot:
         check_positive_int("pilot_chains", pilot_chains)
     if kernel is not None and not callable(kernel):

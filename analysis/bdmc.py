@@ -154,7 +154,8 @@ def bdmc(
     of AIS for the model's own prior only.
 
     The reverse chains do not adapt: they replay, backwards, the step sizes the forward
-    chains of the same datum adapted to (chain c uses forward chain c's). Those depend on
+    run of the same datum adapted to (by default its pilot's, one per datum; with
+    ``adapt="per_chain"`` chain c uses forward chain c's). Those depend on
     x but not on z_n nor on the reverse chains, so every reverse transition is a fixed
     f_t-invariant kernel and the upper bound holds exactly in expectation; the two runs
     also use the same kernels, as the sandwich assumes. Memory: (T - 1) C floats per
