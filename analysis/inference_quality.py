@@ -23,7 +23,7 @@ from typing import Any
 from .evidence import Z95
 from .stats import mean_stderr
 
-__all__ = ["inference_conclusions", "gap_table", "GAP_ROWS"]
+__all__ = ["inference_conclusions", "gap_table", "flag_counts_text", "GAP_ROWS", "FLAG_LABELS"]
 
 CALIBRATED = 0.9
 """The coverage of a central 90% interval of a guide whose marginals match the posterior's."""
@@ -79,6 +79,13 @@ FLAG_LABELS = {
 """How :func:`inference_conclusions` names each reason a NUTS reference is flagged for."""
 
 
+def flag_counts_text(diag: Mapping[str, Any]) -> str:
+    """How many NUTS references each check flagged, e.g. ``R-hat 1, tail ESS 2`` (empty
+    when none was flagged or the file has no counts)."""
+    counts = diag.get("flag_counts") if isinstance(diag.get("flag_counts"), Mapping) else {}
+    return ", ".join(f"{FLAG_LABELS.get(k, k)} {v}" for k, v in counts.items() if v)
+
+
 def _flag_rule(diag: Mapping[str, Any]) -> str:
     """The rule the references were flagged by, with the count of each reason, in brackets.
 
@@ -98,9 +105,8 @@ def _flag_rule(diag: Mapping[str, Any]) -> str:
         if least is not None
         else "(R-hat, ESS or divergences"
     )
-    counts = diag.get("flag_counts") if isinstance(diag.get("flag_counts"), Mapping) else {}
-    named = [f"{FLAG_LABELS.get(k, k)} {v}" for k, v in counts.items() if v]
-    return rule + (f"; images by reason: {', '.join(named)})" if named else ")")
+    named = flag_counts_text(diag)
+    return rule + (f"; images by reason: {named})" if named else ")")
 
 
 def _nuts_sentences(diag: Mapping[str, Any]) -> list[str]:

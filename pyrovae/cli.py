@@ -879,10 +879,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def _flag_counts(result: dict[str, Any]) -> str:
-    """How many NUTS references each check flagged, e.g. ``r_hat 1, ess_tail 2``."""
-    counts = result.get("flag_counts") or {}
-    named = [f"{reason} {count}" for reason, count in counts.items() if count]
-    return ", ".join(named) if named else "R-hat, ESS and divergences checked"
+    """How many NUTS references each check flagged, e.g. ``R-hat 1, tail ESS 2``."""
+    from pyrovae.analysis.inference_quality import flag_counts_text
+
+    return flag_counts_text(result) or "R-hat, ESS and divergences checked"
 
 
 def _add_study(sub: Any) -> None:
