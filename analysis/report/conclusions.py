@@ -277,7 +277,11 @@ def _quality_leaders(
     return leaders, " or ".join(sorted(reasons))
 
 
-def _near_copies(entry: Mapping[str, Any]) -> tuple[float, tuple[float, float] | None] | None:
+_Share = tuple[float, tuple[float, float] | None]
+"""A near-copy share and its 95% interval (None where the sample count is unknown)."""
+
+
+def _near_copies(entry: Mapping[str, Any]) -> _Share | None:
     """A source's share of samples that are near-copies of training images, and its 95%
     (Wilson) interval from the number of samples compared (None when not measured)."""
     memo = _mapping(entry.get("memorization"))
@@ -287,13 +291,19 @@ def _near_copies(entry: Mapping[str, Any]) -> tuple[float, tuple[float, float] |
     return share, None if n is None or n < 1 else wilson_interval(share, int(n))
 
 
+def _copies_more(mine: _Share | None, prior: _Share | None) -> bool:
+    """Whether a source's near-copy share (:func:`_near_copies`) is clearly above the
+    prior's: their 95% intervals apart."""
+    if mine is None or prior is None or mine[1] is None or prior[1] is None:
+        return False
+    return mine[1][0] > prior[1][1]
+
+
 def _copies_clause(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:
     """', but 7.6% of its samples are near-copies of training images (prior 0.5%)' where the
     share is clearly above the prior's (95% intervals apart), else ''."""
     mine, prior = _near_copies(sources.get(name, {})), _near_copies(sources.get(PRIOR, {}))
-    if name == PRIOR or mine is None or prior is None or mine[1] is None or prior[1] is None:
-        return ""
-    if mine[1][0] <= prior[1][1]:
+    if name == PRIOR or not _copies_more(mine, prior):
         return ""
     return (
         f", but {_pct(mine[0])} of its samples are near-copies of training images "
@@ -316,16 +326,7 @@ def _memorization_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str
         f"Near-copies of training images (samples nearer to the training set than {q} of test "
         f"images are; about {q} for new real data): {listed}"
     )
-    prior = shares.get(PRIOR)
-    above = [
-        n
-        for n, (_, interval) in shares.items()
-        if n != PRIOR
-        and prior is not None
-        and interval is not None
-        and prior[1] is not None
-        and interval[0] > prior[1][1]
-    ]
+    above = [n for n, c in shares.items() if n != PRIOR and _copies_more(c, shares.get(PRIOR))]
     if above:
         text += (
             f"; {_listing(above)} {'copies' if len(above) == 1 else 'copy'} clearly more than "
