@@ -30,6 +30,7 @@ from .numbers import (
     _leading,
     _listing,
     _mapping,
+    _mi_outside,
     _mutual_information,
     _pair,
     _pct,
@@ -373,6 +374,8 @@ def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _mi_out_of_bounds(name: str, value: float, bound: float | None, data: str) -> list[str]:
     """A flag where the estimate of I(x; z) lies outside [0, log N], which no true value
     can (Hoffman & Johnson, 2016): the estimate, not the model, is then wrong."""
+    if not _mi_outside(value, bound):
+        return []
     if bound is not None and value > bound:
         return [
             f"The estimate {name} = {value:.2f} nats {data} exceeds its upper bound log N = "
@@ -380,12 +383,10 @@ def _mi_out_of_bounds(name: str, value: float, bound: float | None, data: str) -
             "estimate of the aggregate's density is off by at least "
             f"{value - bound:.2f} nats), and so is the split of the KL term."
         ]
-    if value < 0:
-        return [
-            f"The estimate {name} = {value:.2f} nats {data} is below 0, which no true value "
-            "can: it is unreliable, and so is the split of the KL term."
-        ]
-    return []
+    return [
+        f"The estimate {name} = {value:.2f} nats {data} is below 0, which no true value "
+        "can: it is unreliable, and so is the split of the KL term."
+    ]
 
 
 def _surgery_sentences(surgery: Mapping[str, Any]) -> list[str]:
@@ -448,7 +449,7 @@ def _surgery_n_sentence(evaluation: Mapping[str, Any]) -> list[str]:
         return []
     n1, kl1, mi1, b1, n2, kl2, mi2, b2 = values
     near = max(mi1 / b1 if b1 > 0 else 0.0, mi2 / b2 if b2 > 0 else 0.0)
-    outside = [f"N = {int(n)}" for n, mi, b in ((n1, mi1, b1), (n2, mi2, b2)) if not 0 <= mi <= b]
+    outside = [f"N = {int(n)}" for n, mi, b in ((n1, mi1, b1), (n2, mi2, b2)) if _mi_outside(mi, b)]
     if outside:
         verdict = (
             f"the estimate of I(x; z) lies outside [0, log N] at {_listing(outside)}, which no "

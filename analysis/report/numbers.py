@@ -96,6 +96,12 @@ def _mutual_information(surgery: Mapping[str, Any]) -> float | None:
     return None if avg is None or marginal is None else avg - marginal
 
 
+def _mi_outside(value: float, bound: float | None) -> bool:
+    """Whether an estimate of I(x; z) lies outside [0, log N] (``bound``, when known), where
+    no true value can (Hoffman & Johnson, 2016): the estimate is then wrong."""
+    return value < 0 or (bound is not None and value > bound)
+
+
 def _z_dim(run: RunReport) -> int | None:
     for key in ("z_dim", "model.z_dim"):
         value = _flatten(run.config).get(key)

@@ -57,6 +57,7 @@ from .numbers import (
     _khat_fraction,
     _leading,
     _mapping,
+    _mi_outside,
     _mutual_information,
     _pct,
     _prior_difference,
@@ -401,7 +402,7 @@ def surgery_table(surgery: Mapping[str, Any]) -> Table | None:
         ("active units", active_text, "", f"dims with Cov_n E[z_d | x_n] > {ACTIVITY_THRESHOLD:g}"),
     ]
     mi, bound = _mutual_information(surgery), _finite(surgery.get("mi_upper_bound"))
-    outside = mi is not None and (mi < 0 or (bound is not None and mi > bound))
+    outside = mi is not None and _mi_outside(mi, bound)
     rows = []
     for q, v, s, m in rows_data:
         flagged = outside and q == "mutual information"
