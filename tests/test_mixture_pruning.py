@@ -14,6 +14,7 @@ from pyrovae.analysis.mixture_pruning import (
     REFINE_ABOVE,
     DiagonalLogDensities,
     PrunedDiagonalMixture,
+    Terms,
     _features,
     _rows_at,
 )
@@ -361,3 +362,185 @@ def test_the_rounding_bound_bounds_the_expanded_forms_error(box):
             assert error <= bound[n].item(), (m, n, error, bound[n].item())
             worst = max(worst, error)
     assert worst > REFINE_ABOVE  # the bound was put to the test
+
+
+def exact_log_sum(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> list:
+    """log sum_n N(z_m; loc_n, scale_n) of the float64 values, to 100 bits (mpmath)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workprec(100):
+        half_log_2pi = mpmath.log(2 * mpmath.pi) / 2
+        locs = [[mpmath.mpf(v) for v in row] for row in loc.tolist()]
+        scales = [[mpmath.mpf(v) for v in row] for row in scale.tolist()]
+        logs = [sum(-mpmath.log(s) - half_log_2pi for s in row) for row in scales]
+        out = []
+        for point in z.tolist():
+            zs = [mpmath.mpf(v) for v in point]
+            terms = [
+                log_n - sum(((zj - mj) / sj) ** 2 for zj, mj, sj in zip(zs, m, s, strict=True)) / 2
+                for log_n, m, s in zip(logs, locs, scales, strict=True)
+            ]
+            out.append(mpmath.log(mpmath.fsum(mpmath.exp(t) for t in terms)))
+        return out
+
+
+def exceeds(value: torch.Tensor, exact: list) -> list:
+    """The entries of ``value`` above the exact values (empty: a true lower bound)."""
+    pairs = enumerate(zip(value.tolist(), exact, strict=True))
+    return [(i, float(v), float(e)) for i, (v, e) in pairs if v > e]
+
+
+@pytest.mark.parametrize("d", [1, 4])
+@pytest.mark.parametrize("part", ["spread", "size"])
+def test_the_rounding_bound_covers_the_constants_rounding(part, d):
+    """At the centre (w = 0) the expanded form is its constant l_n - B_n alone, so its
+    rounding must be covered by u ((5 D + 15) B_n + (3 D + 8) S_n) alone: against the
+    exact log density (100 bits), with B_n dominant (clusters at +-30, scales of 1e-5:
+    the error is about 3 u B_n) or S_n dominant (one shared mean, scales down to 1e-150:
+    B_n = 0 and the error is the log normalizer's, about u S_n). A coefficient dropped,
+    negated or divided by would leave an error uncovered."""
+    g = torch.Generator().manual_seed(d)
+    n = 64
+    if part == "spread":
+        side = torch.cat([torch.ones(n // 2, 1), -torch.ones(n // 2, 1)]).double()
+        loc = 30 * side + 1e-5 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        scale = 1e-5 * torch.empty(n, d, dtype=torch.float64).uniform_(1, 4, generator=g)
+    else:  # 64 equal means: their mean is exact, so every delta_n is 0
+        loc = torch.full((n, d), 0.3, dtype=torch.float64)
+        log_scale = torch.empty(n, d, dtype=torch.float64).uniform_(-345, -230, generator=g)
+        scale = log_scale.exp()
+    terms = DiagonalLogDensities(loc, scale)
+    z = terms.centre[None]
+    w = z - terms.centre
+    assert not bool(w.any())
+    got = (_features(w) @ terms.rows.T)[0]
+    bound = terms.rounding_bound(w, terms.rows, terms.rounding_const)
+    exact = [exact_log_sum(loc[k : k + 1], scale[k : k + 1], z)[0] for k in range(n)]
+    errors = [abs(float(v - e)) for v, e in zip(got.tolist(), exact, strict=True)]
+    over = [(k, errors[k], bound[k].item()) for k in range(n) if errors[k] > bound[k].item()]
+    assert not over
+    _, spread = _rows_at(terms.table, terms.centre)
+    scale_of = spread if part == "spread" else terms.log_scale_size
+    relative = [e / (U * float(s)) for e, s in zip(errors, scale_of, strict=True)]
+    assert max(relative) > 0.1  # the bound was put to the test
+
+
+def test_the_lower_bound_of_directly_computed_terms_lies_below_the_exact_sum():
+    """Clusters at +-1e8 with unit scales are computed directly (the expanded form's bound is
+    10 nats); a term's own rounding bound, (D + 8) u (|t_n| + 3 S_n), is then some 50 u,
+    so the log-sum-exp's rounding of 2048 terms, about (k + 4) u, must be subtracted too:
+    the lower bound that prunes must lie below the exact log-sum (100 bits), for points
+    among a cluster's components (log q > 0) and 20 scales out (log q < 0)."""
+    g = torch.Generator().manual_seed(3)
+    n = 1024
+    side = torch.cat([torch.ones(n, 1), -torch.ones(n, 1)]).double()
+    loc = 1e8 * side + torch.randn(2 * n, 1, generator=g, dtype=torch.float64)
+    scale = torch.empty(2 * n, 1, dtype=torch.float64).uniform_(0.5, 2.0, generator=g)
+    z = torch.tensor([[1e8], [1e8 + 0.7], [1e8 - 1.3], [1e8 + 25.0], [1e8 - 30.0]]).double()
+    terms = DiagonalLogDensities(loc, scale)
+    parts = terms.terms(z)
+    assert all(t.size is not None for t in parts)  # every term computed directly
+    exact = exact_log_sum(loc, scale, z)
+    assert min(exact) < 0 < max(exact)
+    assert not exceeds(terms.lower_sum(parts), exact)
+
+
+def test_the_lower_bound_of_expanded_terms_is_lowered_by_their_rounding_bound():
+    """Terms of the expanded form whose rounding bound exceeds 1e-9 (clusters at +-30 with
+    scales of 1e-5: up to 1e-2 nats) given to the lower bound with that bound: each must be
+    lowered by it (raised, multiplied or divided by it, the sum would exceed the exact one
+    for points among the components, log q > 0, or near misses, log q < 0)."""
+    loc, scale, z = spread_clusters(30.0, 1e-5, 3, n=20, seed=7)
+    z = z[::25]
+    terms = DiagonalLogDensities(loc, scale)
+    w = z - terms.centre
+    err = terms.rounding_bound(w, terms.rows, terms.rounding_const)
+    assert err.max().item() > 1e-6
+    part = Terms(_features(w) @ terms.rows.T, terms.rows, w, err, None)
+    exact = exact_log_sum(loc, scale, z)
+    assert min(exact) < 0 < max(exact)
+    assert not exceeds(terms.lower_sum([part]), exact)
+
+
+def exact_box_maximum(loc, scale, log_norm, lo, hi) -> torch.Tensor:
+    """max over the box [lo, hi] of each component's log density, its gap to the box in
+    exact rational arithmetic (the float64 log normalizer ``log_norm``)."""
+    out = []
+    for mu, sigma, norm in zip(loc.tolist(), scale.tolist(), log_norm.tolist(), strict=True):
+        squares = Fraction(0)
+        for m, s, a, b in zip(mu, sigma, lo.tolist(), hi.tolist(), strict=True):
+            c, r = (Fraction(a) + Fraction(b)) / 2, (Fraction(b) - Fraction(a)) / 2
+            gap = max(Fraction(0), abs(Fraction(m) - c) - r)
+            squares += (gap / Fraction(s)) ** 2
+        out.append(norm - float(squares / 2))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def box_cases() -> list:
+    """(loc, scale, lo, hi): means that float32 rounds towards the box by up to an ulp, on
+    boxes where the radius (a box [-1, 1], means just past +-1), the centre (a box [0, 2000],
+    means just below 0) or the relative rounding of the squares (50 dims, a box of one
+    point at 0, means 1 to 2 away) makes the float32 gap too small without its margins."""
+    g = torch.Generator().manual_seed(11)
+    ulp = 2.0**-23
+    cases = []
+    sign = torch.where(torch.rand(400, 1, generator=g) < 0.5, -1.0, 1.0).double()
+    past = torch.rand(400, 1, generator=g, dtype=torch.float64) * 3 * ulp
+    cases.append((sign * (1 + past), torch.full((400, 1), 1e-9).double(), -1.0, 1.0))
+    below = -torch.rand(400, 1, generator=g, dtype=torch.float64) * 3 * ulp * 1024
+    cases.append((below, torch.full((400, 1), 1e-5).double(), 0.0, 2000.0))
+    far = torch.empty(200, 50, dtype=torch.float64).uniform_(1, 2, generator=g)
+    far = far * torch.where(torch.rand(200, 50, generator=g) < 0.5, -1.0, 1.0).double()
+    scale = torch.empty(200, 50, dtype=torch.float64).uniform_(0.5, 2, generator=g)
+    cases.append((far, scale, 0.0, 0.0))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_float32_box_bounds_keep_their_margins(case):
+    """The bound's margins (8 u (max |mu| + max |c| + max r) on each gap, (D + 8) u on the
+    sum of squares) must cover float32 rounding where each of their parts is the one that
+    matters: the bound is at least the exact maximum (gaps in rational arithmetic)."""
+    loc, scale, a, b = box_cases()[case]
+    d = loc.shape[1]
+    mixture = PrunedDiagonalMixture(loc, scale)
+    assert mixture.bounds32 is not None
+    lo, hi = torch.full((d,), a, dtype=torch.float64), torch.full((d,), b, dtype=torch.float64)
+    exact = exact_box_maximum(loc, scale, mixture.table[:, -1], lo, hi)
+    bound = mixture._upper(mixture.bounds32, lo, hi)
+    assert bool((bound >= exact).all()), (bound - exact).min().item()
+    assert (exact - mixture.table[:, -1]).min().item() < -1e-3  # gaps that count
+
+
+def test_float64_bounds_use_the_log_normalizer_in_more_than_two_dims():
+    """One component of scale 1e-18 makes squares of gaps overflow float32, so every box is
+    bounded in float64, from the table's columns; in 3 dims (where 2 + D, 2 ** D and 2 D
+    differ) the components of scale 1e-5 (log normalizer 32 nats) that carry the points'
+    mass must keep their bound, and the pruned sum its claim."""
+    g = torch.Generator().manual_seed(5)
+    n, d = 300, 3
+    loc = 0.3 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    scale = 1e-5 * torch.empty(n, d, dtype=torch.float64).uniform_(1, 30, generator=g)
+    loc[0], scale[0] = 50.0, 1e-18
+    pick = torch.randint(1, n, (400,), generator=g)
+    z = loc[pick] + scale[pick] * torch.randn(400, d, generator=g, dtype=torch.float64)
+    mixture = PrunedDiagonalMixture(loc, scale, leaf_size=16, first_block=64)
+    got = mixture(z)
+    assert mixture._bounds64 is not None  # the float64 bounds were used
+    assert within_claim(reference(loc, scale, z), got, scale, 1e-6)
+
+
+def test_second_derivatives_through_directly_computed_terms():
+    """The full sum (tolerance=0) is differentiable to any order, also where its terms are
+    computed directly (clusters at +-100 with scales of 1e-6): first and second derivatives
+    (create_graph=True) against the float64 density of torch.distributions."""
+    loc, scale, z = spread_clusters(100.0, 1e-6, 2, n=40, seed=2)
+    z = z[::4].clone().requires_grad_()
+    terms = DiagonalLogDensities(loc, scale)
+    assert any(t.size is not None for t in terms.terms(z.detach()))
+    derivatives = []
+    for value in (terms.log_sum(z), reference(loc, scale, z)):
+        (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
+        (second,) = torch.autograd.grad(grad.sum(), z)
+        derivatives.append((grad.detach(), second))
+    for got, want in zip(*derivatives, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9 * want.abs().max().item())
