@@ -1,22 +1,42 @@
-"""The cached MNIST classifier: shapes, training, the cache round trip, input checks."""
+"""The MNIST classifier: the shipped weights (no training, checksum, accuracy, in the wheel),
+shapes, training (announced first), the cache round trip, input checks."""
 
 from __future__ import annotations
 
+import fnmatch
+import re
+import shutil
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
 from pyrovae.analysis import classifier as clf_mod
 from pyrovae.analysis.classifier import (
+    SHIPPED_PATH,
+    SHIPPED_SHA256,
     ClassifierConfig,
     MNISTClassifier,
     classifier_path,
+    estimate_training_seconds,
     evaluate_accuracy,
+    file_sha256,
     load_classifier,
+    load_shipped_classifier,
     train_classifier,
+    weights_sha256,
 )
+from pyrovae.checkpoint import CheckpointError
 from pyrovae.data import Splits
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: tomli comes with the dev extra's `build`
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def small_splits(mnist, num_train: int = 8000) -> Splits:
@@ -98,25 +118,132 @@ def test_training_is_seeded_and_leaves_global_rng(mnist):
         assert torch.equal(pa, pb), name
 
 
+def must_not_train(*args, **kwargs):
+    raise AssertionError("the classifier must not be trained here")
+
+
+def test_shipped_classifier_loads_without_training(mnist, tmp_path, monkeypatch):
+    """The default MNIST recipe is the file in the package: nothing trains, nothing cached."""
+    monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path))
+    monkeypatch.setattr(clf_mod, "train_classifier", must_not_train)
+    net = load_classifier()
+    again = load_classifier(data=mnist, config=ClassifierConfig())
+    assert not list(tmp_path.rglob("*"))
+    meta = net.metadata
+    assert meta["dataset"] == "mnist" and meta["version"] == clf_mod.VERSION
+    assert meta["recipe"] == asdict(ClassifierConfig()) and meta["seed"] == 0
+    assert meta["num_train"] == len(mnist.train)
+    assert meta["train_seconds"] > 0
+    assert weights_sha256(net) == meta["weights_sha256"] == weights_sha256(again)
+    assert not net.training
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_shipped_classifier_is_accurate(mnist):
+    """On real MNIST test images (not seen in training): at least 97% of the first 1,000, and
+    the whole test split as stated in its metadata."""
+    net = load_shipped_classifier()
+    assert evaluate_accuracy(net, mnist.test.subset(1000)) >= 0.97
+    full = evaluate_accuracy(net, mnist.test)
+    assert full >= 0.98
+    assert full == pytest.approx(net.metadata["test_accuracy"], abs=2e-4)  # 2 images of 10k
+
+
+def test_shipped_checksum_is_verified(tmp_path, monkeypatch):
+    assert file_sha256(SHIPPED_PATH) == SHIPPED_SHA256
+    copy = tmp_path / SHIPPED_PATH.name
+    shutil.copyfile(SHIPPED_PATH, copy)
+    with open(copy, "r+b") as f:  # one byte of the weights changed: still a loadable file
+        f.seek(copy.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(clf_mod, "SHIPPED_PATH", copy)
+    monkeypatch.setattr(clf_mod, "train_classifier", must_not_train)
+    with pytest.raises(CheckpointError) as err:
+        load_classifier()
+    message = str(err.value)
+    assert "\n" not in message
+    assert re.match(rf"{re.escape(str(copy))} has sha256 [0-9a-f]{{12}}\.\.\., not the ", message)
+    assert "reinstall pyrovae" in message and "--no-quality" in message
+    copy.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"shipped classifier {re.escape(str(copy))} is"):
+        load_classifier()
+
+
+def test_wheel_ships_the_weights():
+    """pyproject.toml puts the shipped file into the wheel as package data."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir = REPO / setuptools["package-dir"]["pyrovae.analysis"]
+    assert SHIPPED_PATH.is_relative_to(package_dir.resolve())
+    inside = SHIPPED_PATH.relative_to(package_dir.resolve()).as_posix()
+    patterns = setuptools["package-data"]["pyrovae.analysis"]
+    assert any(fnmatch.fnmatch(inside, pattern) for pattern in patterns), (inside, patterns)
+
+
+def test_training_is_announced_before_it_starts(mnist, tmp_path, monkeypatch, capfd):
+    """One line on stderr first (what, where, how long, how to skip), then the progress."""
+    monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path))
+    tiny = small_splits(mnist, num_train=300)
+    config = ClassifierConfig(epochs=2, batch_size=100)
+    seen_before: list[str] = []
+
+    def recording(*args, **kwargs):
+        seen_before.append(capfd.readouterr().err)
+        return train_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(clf_mod, "train_classifier", recording)
+    capfd.readouterr()
+    net = load_classifier(data=tiny, config=config, progress=True)
+    after = capfd.readouterr().err
+    path = classifier_path("mnist", "-epochs2-batch_size100")
+    assert path.is_file()
+    [notice] = seen_before
+    assert notice.count("\n") == 1, notice
+    assert notice.startswith("training the mnist classifier for sample-quality scores")
+    assert "2 epochs over 300 images, about " in notice
+    assert f"cached at {path}" in notice and "--no-quality" in notice
+    assert re.search(r"about [\d.]+ (s|min|h) on cpu \(\d+ ms a batch of 100\)", notice), notice
+    assert "mnist classifier" in after  # the progress of the 6 batches
+    assert f"test accuracy {net.metadata['test_accuracy']:.4f}, cached at {path}" in after
+    load_classifier(config=config)  # cached now: no second notice
+    assert seen_before == [notice] and capfd.readouterr().err == ""
+
+
+def test_estimate_counts_every_batch(mnist):
+    tiny = small_splits(mnist, num_train=300)
+    config = ClassifierConfig(epochs=3, batch_size=64)
+    seconds, per_batch = estimate_training_seconds(tiny, config, subset=200, num_steps=1)
+    steps = 3 * 4  # ceil(200 / 64) batches an epoch
+    scored = 3 * len(tiny.val) + len(tiny.test)
+    assert per_batch > 0
+    assert seconds == pytest.approx(per_batch * (steps + scored / 64 / 3))
+
+
 def test_cache_round_trip(mnist, tmp_path, monkeypatch):
+    """Another recipe is trained once and cached under a name of its own."""
     monkeypatch.setenv("PYROVAE_CACHE", str(tmp_path))
     tiny = small_splits(mnist, num_train=1024)
-    path = classifier_path("mnist")
+    config = ClassifierConfig(epochs=1)
+    path = classifier_path("mnist", "-epochs1")
     assert path.parent == tmp_path / "classifier"
-    first = load_classifier(data=tiny, config=ClassifierConfig(epochs=1))
+    first = load_classifier(data=tiny, config=config)
     assert path.is_file()
     assert not list(path.parent.glob("*.tmp"))  # the atomic write left no temp file
-
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("a cached classifier must not be retrained")
+    assert not classifier_path("mnist").exists()
 
     monkeypatch.setattr(clf_mod, "train_classifier", must_not_train)
-    second = load_classifier()
+    second = load_classifier(config=config)
     assert second.metadata == first.metadata
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
-    with pytest.raises(AssertionError, match="must not be retrained"):
+    assert load_classifier().metadata == load_shipped_classifier().metadata  # not this one
+    with pytest.raises(AssertionError, match="must not be trained"):
         load_classifier(data=tiny, retrain=True)
+    with pytest.raises(AssertionError, match="must not be trained"):
+        load_classifier(data=tiny, config=ClassifierConfig(epochs=1, seed=1))
+    with pytest.raises(AssertionError, match="must not be trained"):
+        load_classifier(data=tiny, config=config, subset=512)
 
 
 def test_load_rejects_mismatched_dataset(mnist):
