@@ -11,8 +11,7 @@ The weights of the default MNIST recipe (:class:`ClassifierConfig`) ship inside 
 test accuracy 0.9885 on the 10,000 MNIST test images (the float32 weights, 831 kB: 0.9885
 too), made by ``python benchmarks/train_classifier.py`` (seed 0, CPU, one thread; 87 s of
 training on a busy 2-core machine), which rebuilds the same weights bit for bit on the same
-CPU and torch. The file is
-checked against :data:`SHIPPED_SHA256` whenever it is read.
+CPU and torch. The file is checked against :data:`SHIPPED_SHA256` whenever it is read.
 
 Fashion-MNIST, other recipes and ``retrain=True`` train: one line on stderr says so first
 (what, where it is cached, about how long, how to skip it), a progress bar follows, and the
@@ -464,9 +463,10 @@ def load_classifier(
         why = "only the default recipe's weights ship with pyrovae"
     seconds, per_batch = estimate_training_seconds(data, config, device, subset)
     n = len(_train_split(data, subset))
+    epochs = f"{config.epochs} epoch" + ("s" if config.epochs != 1 else "")
     print(
         f"training the {dataset} classifier for sample-quality scores ({why}): "
-        f"{config.epochs} epochs over {n:,} images, about {_duration(seconds)} on {device} "
+        f"{epochs} over {n:,} images, about {_duration(seconds)} on {device} "
         f"({per_batch * 1e3:.0f} ms a batch of {config.batch_size}), cached at {path}; "
         f"{SKIP_HINT}",
         file=sys.stderr,
