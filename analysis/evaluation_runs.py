@@ -25,7 +25,7 @@ from torch import nn
 from pyrovae.checkpoint import read_json, write_json
 from pyrovae.data import Splits
 from pyrovae.distributed import DistributedContext
-from pyrovae.settings import EvaluationSettings
+from pyrovae.settings import AGGREGATE_COMPONENTS, EvaluationSettings
 
 from .classifier import MNISTClassifier
 from .evaluate import AISBudget, evaluate_run
@@ -78,8 +78,13 @@ def ais_budget(settings: EvaluationSettings) -> AISBudget | None:
 
 
 def fitting_options(settings: EvaluationSettings) -> dict[str, dict[str, Any]]:
-    """Per-source fitting options that the settings decide (the flow's optimizer steps)."""
-    return {"flow": {"num_steps": settings.flow_steps}} if "flow" in settings.sources else {}
+    """Per-source fitting options that the settings decide (the flow's optimizer steps, and
+    the aggregate's cap on a flow guide's encodings where it is not the default)."""
+    options = {"flow": {"num_steps": settings.flow_steps}} if "flow" in settings.sources else {}
+    cap = settings.aggregate_components
+    if "aggregate" in settings.sources and cap != AGGREGATE_COMPONENTS:
+        options["aggregate"] = {"flow_components": None if cap == "all" else cap}
+    return options
 
 
 def evaluate_with(
@@ -291,6 +296,7 @@ def reuse_or_evaluate(
                 num_train=stored.get("num_train"),
                 seed=stored.get("seed", settings.seed),
                 flow_steps=stored.get("flow_steps", settings.flow_steps),
+                aggregate_components=stored.get("aggregate_components") or AGGREGATE_COMPONENTS,
             )
             return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
         if not reevaluate:

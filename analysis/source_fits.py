@@ -7,6 +7,7 @@ entry points (also importable from :mod:`pyrovae.analysis.sources`)."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 
 from pyrovae.build import lookup
 from pyrovae.nets import check_positive_int
+from pyrovae.settings import AGGREGATE_COMPONENTS
 
 from .encodings import Encodings
 from .mixture_pruning import DEFAULT_TOLERANCE
@@ -187,7 +189,30 @@ def _fit_aggregate(
     chunk_size: int = 2**22,
     name: str = "aggregate",
     tolerance: float = DEFAULT_TOLERANCE,
+    flow_components: int | None = AGGREGATE_COMPONENTS,
 ) -> LatentSource:
+    """The aggregate q(z) = 1/N sum_n q(z | x_n) (:class:`AggregatePosterior`).
+
+    ``max_components`` keeps a seeded random subset of that many data for any guide.
+    ``flow_components`` caps a guide that is not a diagonal Normal (the flow guide, whose
+    every (draw, encoding) pair costs a pass of its networks): it keeps a seeded random
+    subset of that many encodings and says so on stderr, so the source is the exact mixture
+    over that subset, not over all N; ``None`` sums all N. A diagonal guide is never capped
+    by it (its sum is pruned and fast).
+    """
+    if flow_components is not None:
+        check_positive_int("flow_components", flow_components)
+    n = enc.num_data if max_components is None else min(max_components, enc.num_data)
+    if not enc.diagonal and flow_components is not None and flow_components < n:
+        print(
+            f"{name}: the guide is not a diagonal Normal (each draw costs a pass of its "
+            f"networks per training encoding), so q(z) is the mixture over a random "
+            f"{flow_components} of the {n} training encodings (seed {seed}; an exact density "
+            f"of a slightly different source); pass --aggregate-components all (Python: the "
+            f"fitting option flow_components=None) for the exact sum over all {n}",
+            file=sys.stderr,
+        )
+        max_components = flow_components
     return AggregatePosterior(enc, max_components, seed, chunk_size, name, tolerance)
 
 

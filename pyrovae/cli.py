@@ -611,6 +611,15 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
         help=f"optimizer steps of the flow source (default: {d.flow_steps})",
     )
     p.add_argument(
+        "--aggregate-components",
+        type=lambda text: "all" if text == "all" else _positive_int(text),
+        metavar="N|all",
+        help="training encodings in the 'aggregate' source of a guide that is not a diagonal "
+        "Normal (the flow guide: each draw costs a pass of its networks per encoding), a "
+        "seeded random subset; 'all' sums all of them, exactly and slowly (default: "
+        f"{d.aggregate_components}; a diagonal guide always uses all)",
+    )
+    p.add_argument(
         "--num-quality-samples",
         type=_positive_int,
         metavar="N",

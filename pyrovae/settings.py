@@ -8,8 +8,8 @@ tests, so that ``pyrovae --help`` and argument errors need no heavy import.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar
 
 __all__ = [
     "DATASET_NAMES",
@@ -24,6 +24,7 @@ __all__ = [
     "SPLIT_NAMES",
     "PROPOSAL_NAMES",
     "CHECKPOINT_NAMES",
+    "AGGREGATE_COMPONENTS",
     "EvaluationSettings",
     "StudyBudget",
     "FULL",
@@ -50,6 +51,11 @@ SOURCE_NAMES = (
 SPLIT_NAMES = ("test", "val")
 PROPOSAL_NAMES = ("adapted", "separate", "guide")
 CHECKPOINT_NAMES = ("best", "last")
+AGGREGATE_COMPONENTS = 100
+"""Training encodings in the 'aggregate' source of a guide that is not a diagonal Normal (the
+flow guide), by default: a seeded random subset, since every (draw, encoding) pair costs a
+pass of the flow's networks (``"all"`` asks for the exact sum; a diagonal guide always
+uses all of them)."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,19 @@ class EvaluationSettings:
     ais_leapfrog: int = 10
     ais_sources: tuple[str, ...] | None = None
     bdmc_num_data: int = 100
+    aggregate_components: int | str = AGGREGATE_COMPONENTS
+
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ("aggregate_components",)
+    """Settings that older pyrovae versions did not store: a saved dict that lacks one was
+    made with its default (what that version did), so it matches the default."""
 
     def __post_init__(self) -> None:
+        n = self.aggregate_components
+        if n != "all" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(
+                f"aggregate_components must be a positive integer or 'all' (the exact sum), "
+                f"got {n!r}"
+            )
         unknown = sorted(set(self.sources) - set(SOURCE_NAMES))
         if unknown:
             raise ValueError(f"unknown sources {unknown}; valid names are {list(SOURCE_NAMES)}")
@@ -91,8 +108,12 @@ class EvaluationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (tuples as lists). The AIS fields are None when AIS is off, the
-        quality sample count when quality is off, so that unused settings never differ."""
+        quality sample count when quality is off, ``aggregate_components`` (an integer or
+        ``"all"``) when the 'aggregate' source is not evaluated, so that unused settings
+        never differ."""
         out = asdict(self)
+        if "aggregate" not in self.sources:
+            out["aggregate_components"] = None
         for key in ("sources", "ais_sources"):
             if out[key] is not None:
                 out[key] = list(out[key])
@@ -107,15 +128,21 @@ class EvaluationSettings:
         self, saved: Mapping[str, Any] | None, keys: set[str] | None = None
     ) -> list[str]:
         """``"name: saved A, asked B"`` for each setting (of ``keys``, default all) in which
-        a stored settings dict differs from these; a key the dict lacks always differs."""
+        a stored settings dict differs from these; a key the dict lacks differs, unless it is
+        one of :attr:`ADDED_LATER` and these settings store what its default would."""
         if not isinstance(saved, Mapping):
             return ["settings: none stored (written by an older pyrovae)"]
         mine = self.to_dict()
+        defaults = {f.name: f.default for f in fields(self) if f.name in self.ADDED_LATER}
         out = []
         for key, value in mine.items():
             if keys is not None and key not in keys:
                 continue
-            if key not in saved:
+            if key not in saved and key in defaults:
+                if value == replace(self, **{key: defaults[key]}).to_dict()[key]:
+                    continue
+                out.append(f"{key}: not stored (read as {defaults[key]!r}), asked {value!r}")
+            elif key not in saved:
                 out.append(f"{key}: not stored, asked {value!r}")
             elif saved[key] != value:
                 out.append(f"{key}: saved {saved[key]!r}, asked {value!r}")

@@ -86,7 +86,8 @@ def test_files_hold_tensors_only(tmp_path):
 def test_flow_guide_aggregate_stores_binary_data_compactly(tmp_path):
     vae = tiny("flow")
     x = binary_data(200)
-    source = fit_sources(["aggregate"], vae, x)["aggregate"]
+    options = {"aggregate": {"flow_components": None}}  # all 200, not the default subset
+    source = fit_sources(["aggregate"], vae, x, options=options)["aggregate"]
     path = save_source(tmp_path / "a.pt", source, vae)
     tensors = torch.load(path, weights_only=True)["source"]["tensors"]
     assert tensors["x_uint8"].dtype == torch.uint8
