@@ -384,9 +384,10 @@ def exact_log_sum(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> li
 
 
 def exceeds(value: torch.Tensor, exact: list) -> list:
-    """The entries of ``value`` above the exact values (empty: a true lower bound)."""
+    """The entries of ``value`` not at or below the exact values, nan included (empty: a
+    true lower bound)."""
     pairs = enumerate(zip(value.tolist(), exact, strict=True))
-    return [(i, float(v), float(e)) for i, (v, e) in pairs if v > e]
+    return [(i, float(v), float(e)) for i, (v, e) in pairs if not v <= e]
 
 
 @pytest.mark.parametrize("d", [1, 4])
@@ -424,18 +425,21 @@ def test_the_rounding_bound_covers_the_constants_rounding(part, d):
     assert max(relative) > 0.1  # the bound was put to the test
 
 
-def test_the_lower_bound_of_directly_computed_terms_lies_below_the_exact_sum():
-    """Clusters at +-1e8 with unit scales are computed directly (the expanded form's bound is
-    10 nats); a term's own rounding bound, (D + 8) u (|t_n| + 3 S_n), is then some 50 u,
-    so the log-sum-exp's rounding of 2048 terms, about (k + 4) u, must be subtracted too:
-    the lower bound that prunes must lie below the exact log-sum (100 bits), for points
-    among a cluster's components (log q > 0) and 20 scales out (log q < 0)."""
+@pytest.mark.parametrize("n,sigma", [(1024, 1.0), (2, 1e-3)])
+def test_the_lower_bound_of_directly_computed_terms_lies_below_the_exact_sum(n, sigma):
+    """Clusters at +-1e8 are computed directly (the expanded form's bound is 10 nats or more).
+    With n = 1024 unit scales a term's own rounding bound, (D + 8) u (|t_n| + 3 S_n), is
+    some 50 u, so the log-sum-exp's rounding of 2048 terms, about (k + 4) u, must be
+    subtracted too; with n = 2 scales of 1e-3 it is the terms' bounds that count: at a
+    mean, |t_n| < 3 S_n, and 100 scales out, (D + 8) u |t_n| > 4 u |t_n|. The lower bound
+    that prunes must lie below the exact log-sum (100 bits), for points among a cluster's
+    components (log q > 0) and far from them (log q < 0)."""
     g = torch.Generator().manual_seed(3)
-    n = 1024
     side = torch.cat([torch.ones(n, 1), -torch.ones(n, 1)]).double()
-    loc = 1e8 * side + torch.randn(2 * n, 1, generator=g, dtype=torch.float64)
-    scale = torch.empty(2 * n, 1, dtype=torch.float64).uniform_(0.5, 2.0, generator=g)
-    z = torch.tensor([[1e8], [1e8 + 0.7], [1e8 - 1.3], [1e8 + 25.0], [1e8 - 30.0]]).double()
+    loc = 1e8 * side + sigma * torch.randn(2 * n, 1, generator=g, dtype=torch.float64)
+    scale = sigma * torch.empty(2 * n, 1, dtype=torch.float64).uniform_(0.5, 2.0, generator=g)
+    steps = torch.tensor([0.0, 0.7, -1.3, 25.0, -30.0, 100.0], dtype=torch.float64)
+    z = torch.cat([loc[:2], loc[0] + sigma * steps[:, None]])
     terms = DiagonalLogDensities(loc, scale)
     parts = terms.terms(z)
     assert all(t.size is not None for t in parts)  # every term computed directly
