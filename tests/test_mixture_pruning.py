@@ -18,8 +18,16 @@ from pyrovae.analysis.mixture_pruning import (
     _features,
     _rows_at,
 )
+from pyrovae.analysis import mixture_pruning
 from pyrovae.analysis.source_store import source_from_state, source_state
 from pyrovae.analysis.sources import AggregatePosterior
+
+
+@pytest.fixture(autouse=True)
+def always_prune(monkeypatch):
+    """The kd-tree itself is tested here, on data where a call's pilot might choose the
+    dense sum instead (that choice: tests/test_dense_fallback.py)."""
+    monkeypatch.setattr(mixture_pruning, "DENSE_ABOVE", 1.0)
 
 
 def encodings_like(n: int, d: int, seed: int, narrowest: float = 1e-3) -> tuple:
@@ -548,3 +556,16 @@ def test_second_derivatives_through_directly_computed_terms():
         derivatives.append((grad.detach(), second))
     for got, want in zip(*derivatives, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9 * want.abs().max().item())
+
+
+def test_kept_pairs_counts_every_pair_summed():
+    """kept_pairs counts the (point, component) pairs summed exactly: where no component can
+    be dropped (all equal) that is every pair of every call, and nothing before the first."""
+    loc = torch.zeros(300, 2, dtype=torch.float64)
+    scale = torch.ones(300, 2, dtype=torch.float64)
+    pruned = PrunedDiagonalMixture(loc, scale, leaf_size=16)
+    assert pruned.kept_pairs == 0
+    z = torch.randn(200, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    pruned(z)
+    pruned(z[:50])
+    assert pruned.kept_pairs == 250 * 300
