@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -123,55 +124,88 @@ class _Step:
         """W_h h_n + b of the first layer for each datum, transposed: (H_0, N)."""
         return (h @ self.context_weight.T + self.biases[0]).T
 
-    def plan(self, num_pairs: int, like: torch.Tensor) -> _Plan:
-        """Buffers for ``num_pairs`` pairs and, per solve step, the views each operation reads
-        and writes (built once per chunk size: slicing costs as much as the arithmetic)."""
+    def plan(self, num_pairs: int, like: torch.Tensor, block: int = 8) -> _Plan:
+        """Buffers for ``num_pairs`` pairs and the views each operation reads and writes
+        (built once per chunk size: slicing costs as much as the arithmetic).
+
+        The steps are solved in blocks of ``block`` coordinates, as in a blocked triangular
+        solve: at the start of a block, every unit (and output) the block will compute gets
+        the contribution of all inputs already known in one matrix product; each step then
+        adds only that of the inputs solved within the block. The large inputs are thus read
+        once per block rather than once per coordinate.
+        """
         d = self.d
         xs = like.new_zeros(d, num_pairs)
         hidden = [like.new_empty(w.shape[0], num_pairs) for w in self.weights]
         context = like.new_empty(self.weights[0].shape[0], num_pairs)
-        ops: list[list[tuple[torch.Tensor, ...]]] = []
-        done = [0] * len(self.weights)
-        for t in range(d):
-            layers = []
-            for i, (w, ends) in enumerate(zip(self.weights, self.ends, strict=True)):
-                s, e = done[i], ends[t]
+        partial = like.new_empty(block, 2, num_pairs)
+        inputs = [xs, *hidden[:-1]]
+
+        def ends(i: int, t: int) -> int:  # units of layer i (-1: coordinates) of degree <= t
+            if t < 0:
+                return 0
+            return t + 1 if i < 0 else self.ends[i][t]
+
+        blocks = []
+        for t0 in range(0, d, block):
+            t1 = min(d, t0 + block)
+            start = []  # (add, weight, input, out): out = add + weight @ input
+            for i, w in enumerate(self.weights):
+                s, e = ends(i, t0 - 1), ends(i, t1 - 1)
                 if e == s:
                     continue
-                if i == 0:
-                    layers.append((context[s:e], w[s:e, :t], xs[:t], hidden[0][s:e]))
-                else:
-                    k = self.ends[i - 1][t]
-                    bias = self.biases[i][s:e, None]
-                    layers.append((bias, w[s:e, :k], hidden[i - 1][:k], hidden[i][s:e]))
-                done[i] = e
-            k = self.ends[-1][t]
-            out = (self.out_bias[t], self.out_weight[t, :, :k], hidden[-1][:k], xs[t])
-            ops.append(layers + [out])
-        return _Plan(xs, context, like.new_empty(num_pairs), like.new_empty(2, num_pairs), ops)
+                k = ends(i - 1, t0 - 1)  # inputs known at the block's start
+                add = context[s:e] if i == 0 else self.biases[i][s:e, None]
+                start.append((add, w[s:e, :k], inputs[i][:k], hidden[i][s:e]))
+            k = ends(len(self.weights) - 1, t0 - 1)
+            out_w = self.out_weight[t0:t1, :, :k].reshape((t1 - t0) * 2, k)
+            out_b = self.out_bias[t0:t1].reshape((t1 - t0) * 2, 1)
+            out = partial[: t1 - t0].view((t1 - t0) * 2, num_pairs)
+            start.append((out_b, out_w, hidden[-1][:k], out))
+            steps = []
+            for t in range(t0, t1):
+                ops = []  # (weight, input, out): out += weight @ input; then f
+                for i, w in enumerate(self.weights):
+                    s, e = ends(i, t - 1), ends(i, t)
+                    if e == s:
+                        continue
+                    a, b = ends(i - 1, t0 - 1), ends(i - 1, t - 1 if i == 0 else t)
+                    ops.append((w[s:e, a:b], inputs[i][a:b], hidden[i][s:e]))
+                last = len(self.weights) - 1
+                a, b = ends(last, t0 - 1), ends(last, t)
+                tail = (self.out_weight[t, :, a:b], hidden[-1][a:b], partial[t - t0], xs[t])
+                steps.append((ops, tail))
+            blocks.append((start, steps))
+        return _Plan(xs, context, like.new_empty(num_pairs), blocks)
 
     def inverse(self, plan: _Plan, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x and sum_i log scale_i for y, laid out (d, P) in this step's solve order;
         ``plan.context`` must hold the first layer's context terms of each pair."""
         lo, hi = self.clip
         relu = type(self.f) is nn.ReLU
-        log_det, out = plan.log_det.zero_(), plan.out
-        for t, layers in enumerate(plan.ops):
-            *hidden, (bias, w, h, x) = layers
-            for add, w_in, inp, dst in hidden:
-                if w_in.shape[1]:
-                    torch.addmm(add, w_in, inp, out=dst)
+        log_det = plan.log_det.zero_()
+        t = 0
+        for start, steps in plan.blocks:
+            for add, w, inp, out in start:
+                if w.shape[1]:
+                    torch.addmm(add, w, inp, out=out)
                 else:
-                    dst.copy_(add.expand_as(dst))
-                if relu:
-                    dst.relu_()
-                else:
-                    dst.copy_(self.f(dst))
-            torch.addmm(bias, w, h, out=out)
-            log_scale = out[1].clamp_(lo, hi)
-            log_det.add_(log_scale)
-            torch.sub(ys[t], out[0], out=x)
-            x.mul_(log_scale.neg_().exp_())
+                    out.copy_(add.expand_as(out))
+            for ops, (w, h, part, x) in steps:
+                for w_in, inp, dst in ops:
+                    if w_in.shape[1]:
+                        dst.addmm_(w_in, inp)
+                    if relu:
+                        dst.relu_()
+                    else:
+                        dst.copy_(self.f(dst))
+                if w.shape[1]:
+                    part.addmm_(w, h)
+                log_scale = part[1].clamp_(lo, hi)
+                log_det.add_(log_scale)
+                torch.sub(ys[t], part[0], out=x)
+                x.mul_(log_scale.neg_().exp_())
+                t += 1
         return plan.xs, log_det
 
 
@@ -182,8 +216,7 @@ class _Plan:
     xs: torch.Tensor  # (d, P): x in solve order
     context: torch.Tensor  # (H_0, P): first-layer context terms of each pair
     log_det: torch.Tensor  # (P,)
-    out: torch.Tensor  # (2, P): mean and log scale of the coordinate being solved
-    ops: list[list[tuple[torch.Tensor, ...]]]
+    blocks: list[tuple[list[tuple[torch.Tensor, ...]], list[tuple[Any, ...]]]]
 
 
 @dataclass
@@ -204,7 +237,9 @@ class FlowPairs:
         x, y: the data (N, x_dim) and, for a CVAE, one-hot labels (N, y_dim).
         batch_size: data per encoder pass when the tables are built.
         pair_chunk: (point, datum) pairs per step; about 4096 keeps a step's buffers in a
-            CPU core's L2 cache, where they are read z_dim times.
+            CPU core's L2 cache.
+        block: coordinates solved per block (see :meth:`_Step.plan`); the values do not
+            depend on it beyond float rounding.
     """
 
     def __init__(
@@ -214,6 +249,7 @@ class FlowPairs:
         y: torch.Tensor | None,
         batch_size: int,
         pair_chunk: int = 4096,
+        block: int = 8,
     ) -> None:
         if not supports(encoder):
             raise ValueError(
@@ -224,6 +260,7 @@ class FlowPairs:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.pair_chunk = pair_chunk
+        self.block = block
         self._steps: list[_Step] | None = None
         self._gathers: list[torch.Tensor] = []
         self._tables: _Tables | None = None
@@ -322,7 +359,7 @@ class FlowPairs:
         if plan is None or plan.xs.device != like.device or plan.xs.dtype != like.dtype:
             if len(self._plans) > 4 * len(self.encoder.flows):
                 self._plans.clear()
-            plan = self._plans[key] = self._steps[k].plan(num_pairs, like)
+            plan = self._plans[key] = self._steps[k].plan(num_pairs, like, self.block)
         return plan
 
     def logsumexp(self, z: torch.Tensor) -> torch.Tensor:

@@ -290,10 +290,11 @@ class AggregatePosterior(LatentSource):
     flow guide (:class:`~pyrovae.guides.FlowEncoder`) is scored by
     :class:`~pyrovae.analysis.flow_pairs.FlowPairs`: the encoder runs once per datum (cached
     while its parameters are unchanged) and each (point, datum) pair costs one pass of the
-    flow's networks instead of z_dim (about 10 us a pair at z = 50 on one core, against
-    600 us through the flow's own ``log_prob``), still N x (points) pairs: on 50,000
-    encodings a minute per hundred points, so :func:`~pyrovae.analysis.sources.fit_source`
-    caps it by default (see its 'aggregate' entry). Any other guide, and the flow guide
+    flow's networks instead of z_dim (5 to 7 us a pair at z = 50, 400-400, on one core,
+    against 360 to 830 us through the flow's own ``log_prob``); that is still N x (points)
+    pairs, half a minute per hundred points on 50,000 encodings, so
+    :func:`~pyrovae.analysis.sources.fit_source` keeps a random 20 by default
+    (:data:`pyrovae.settings.AGGREGATE_COMPONENTS`). Any other guide, and the flow guide
     when gradients are on (AIS), is scored through ``q(z | x_n).log_prob(z)``, the
     encoder run once per call on chunks of ``chunk_size / 16`` pairs.
 

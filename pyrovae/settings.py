@@ -51,7 +51,7 @@ SOURCE_NAMES = (
 SPLIT_NAMES = ("test", "val")
 PROPOSAL_NAMES = ("adapted", "separate", "guide")
 CHECKPOINT_NAMES = ("best", "last")
-AGGREGATE_COMPONENTS = 100
+AGGREGATE_COMPONENTS = 20
 """Training encodings in the 'aggregate' source of a guide that is not a diagonal Normal (the
 flow guide), by default: a seeded random subset, since every (draw, encoding) pair costs a
 pass of the flow's networks (``"all"`` asks for the exact sum; a diagonal guide always

@@ -37,27 +37,25 @@ def direct_log_probs(encoder, x, z, y=None):
 
 
 @pytest.mark.parametrize(
-    "num_flows, flow_hidden_dims, y_dim",
-    [(2, None, 0), (3, [8, 12], 0), (1, [16], 3)],
+    "num_flows, flow_hidden_dims, y_dim, block",
+    [(2, None, 0, 2), (3, [10, 12], 0, 1), (1, [16], 3, 8)],
 )
-def test_pairs_equal_the_guides_log_prob(num_flows, flow_hidden_dims, y_dim):
+def test_pairs_equal_the_guides_log_prob(num_flows, flow_hidden_dims, y_dim, block):
     """Every (point, datum) pair, in float64 to 1e-10 nats, for 1 to 3 steps, one or two
-    hidden layers per step, and a CVAE's guide q(z | x, y)."""
-    z_dim = 4
-    encoder = (
-        FlowEncoder(
-            X_DIM, z_dim, [16], y_dim, num_flows=num_flows, flow_hidden_dims=flow_hidden_dims
-        )
-        .double()
-        .eval()
+    hidden layers per step, coordinates solved in blocks of 1, 2 (uneven: z_dim 5) or all
+    at once, and a CVAE's guide q(z | x, y)."""
+    z_dim = 5
+    encoder = FlowEncoder(
+        X_DIM, z_dim, [16], y_dim, num_flows=num_flows, flow_hidden_dims=flow_hidden_dims
     )
+    encoder = encoder.double().eval()
     assert supports(encoder)
     x = torch.randn(13, X_DIM, dtype=torch.float64)
     y = torch.eye(3, dtype=torch.float64)[torch.arange(13) % 3] if y_dim else None
     with torch.no_grad():
         z = encoder(x[:7], None if y is None else y[:7]).sample() + 0.3
         # a chunk smaller than N: several blocks of data per point, several points per chunk
-        pairs = FlowPairs(encoder, x, y, batch_size=5, pair_chunk=8)
+        pairs = FlowPairs(encoder, x, y, batch_size=5, pair_chunk=8, block=block)
         got = pairs.log_prob(z, 2, 11)
         lse = pairs.logsumexp(z)
     want = direct_log_probs(encoder, x, z, y)
