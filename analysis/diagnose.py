@@ -14,6 +14,7 @@ never shown as this model's.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -29,9 +30,20 @@ from pyrovae.distributed import DistributedContext
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
+from .ais import ais_log_likelihood
+from .annealing import DEFAULT_PILOT_CHAINS
+from .cost import Step, announce, measure_rate
 from .datum_noise import mix64
 from .figures import plot_gaps, plot_posteriors, save_figure
-from .gaps import GAP_NAMES, GapResult, inference_gaps
+from .gaps import (
+    GAP_NAMES,
+    SELECT_DRAWS,
+    GapResult,
+    elbo_draw_timer,
+    inference_gaps,
+    svi_step_timer,
+)
+from .loglik import plural
 from .posterior import (
     ESS_PER_CHAIN,
     FLAG_REASONS,
@@ -39,17 +51,22 @@ from .posterior import (
     RHAT_THRESHOLD,
     default_data,
     ess_threshold,
+    gradient_timer,
     guide_vs_posterior,
+    nuts_length,
     reference_posterior,
 )
+from .progress import progress_bar
 from .sharding import sharded_ais_log_likelihood
 from .source_store import model_fingerprint
+from .sources import is_diagonal_normal
 from .stats import mean_stderr
 
 __all__ = [
     "DIAGNOSTICS_DIRNAME",
     "DIAGNOSTICS_FILENAME",
     "DiagnoseBudget",
+    "diagnose_plan",
     "diagnose_run",
     "diagnosed_indices",
     "diagnostics_dir",
@@ -74,6 +91,18 @@ _GAP_FIELDS = (
     "elbo_amortized_stderr",
     "elbo_optimal_stderr",
 )
+PILOT_WARMUP = 20
+PILOT_SAMPLES = 10
+"""The short NUTS chain that counts gradients per iteration before the plan is said."""
+AIS_PROBE_STEPS = 4
+"""AIS steps of each timed call that measures AIS's rate on the real batch."""
+ELBO_PROBE_DRAWS = 64
+"""ELBO draws per datum of each timed call that measures their rate."""
+BOUNDS = (
+    "shorten it with --nuts-data, --chains, --warmup, --samples (NUTS), --gap-steps, "
+    "--elbo-draws (q* fits), --ais-steps, --ais-chains (AIS) or --num-data (all)"
+)
+"""The flags (DiagnoseBudget's fields of the same names) that bound the work."""
 FIGURES = {
     "posterior.png": "Posterior p(z | x) by NUTS against the guide q(z | x)",
     "gaps.png": "Inference gaps per image and coverage of the guide's intervals",
@@ -153,6 +182,7 @@ def diagnose_run(
     seed: int = 0,
     figures: bool = True,
     context: DistributedContext | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Reference posteriors, guide-vs-posterior summaries and gaps; written to ``out_dir``.
 
@@ -178,6 +208,11 @@ def diagnose_run(
     one process) and writes their NetCDF files, the AIS of the images i mod W = r and the
     q* fits of the groups g mod W = r; rank 0 gathers everything, draws the figures and
     writes ``diagnostics.json`` (what one process writes); the other ranks return {}.
+
+    With ``progress`` (on rank 0 of a job) the plan (:func:`diagnose_plan`: each step's
+    work and time at rates measured now, and the flags that bound it) goes to stderr
+    first, then the progress of NUTS, AIS and the q* fits; the results are the same
+    without.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,8 +222,15 @@ def diagnose_run(
     num_reference = budget.num_data if budget.nuts_data is None else budget.nuts_data
     entries = [{"index": n, "label": int(held_out.y[n]), "reference": False} for n in idx.tolist()]
     rank, world = (0, 1) if context is None else (context.rank, context.world_size)
+    show = progress and (context is None or context.is_writer)
+    if show:
+        announce("pyrovae diagnose", _steps(vae, x, y, budget, seed, world), BOUNDS)
+    positions = range(rank, min(num_reference, len(entries)), world)
+    per_image = budget.chains * (budget.warmup + budget.samples)
+    desc = f"NUTS p(z | x) of {plural(len(positions), 'image')}, {budget.chains} chains each"
+    bar = progress_bar(len(positions) * per_image, desc, "iteration", show)
     mine = {}  # position: (summary, guide summary, reference if it may be drawn)
-    for i in range(rank, min(num_reference, len(entries)), world):
+    for i in positions:
         yi = None if y is None else y[i]
         ref = reference_posterior(
             vae,
@@ -198,6 +240,7 @@ def diagnose_run(
             warmup=budget.warmup,
             num_samples=budget.samples,
             seed=seed + i,
+            on_iteration=bar.update,
         )
         path = out / f"posterior-{entries[i]['index']:05d}.nc"
         partial = path.with_name(f".{path.name}.part")  # whole files only: write, then rename
@@ -205,10 +248,11 @@ def diagnose_run(
         os.replace(partial, path)
         summary = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
         mine[i] = (ref.to_dict(), summary, ref if i < POSTERIOR_PANELS else None)
+    bar.close()
     if context is not None:
         parts = context.all_gather(mine)
         mine = {i: item for part in parts for i, item in part.items()}
-    gaps = _gaps(vae, x, y, budget, seed, context)
+    gaps = _gaps(vae, x, y, budget, seed, context, show)
     if context is not None and not context.is_writer:
         return {}
     keep = {f"posterior-{entries[i]['index']:05d}.nc" for i in mine}
@@ -270,6 +314,7 @@ def _gaps(
     budget: DiagnoseBudget,
     seed: int,
     context: DistributedContext | None,
+    progress: bool = False,
 ) -> GapResult:
     """The inference gaps of every image: log p(x) by AIS with each image's own random
     numbers (sharded like ``evaluate``'s AIS), q* fitted per group of :data:`GAP_GROUP`
@@ -282,12 +327,15 @@ def _gaps(
         num_steps=budget.ais_steps,
         num_chains=budget.ais_chains,
         seed=seed,
-        progress=False,
+        progress=progress,
     )
     rank, world = (0, 1) if context is None else (context.rank, context.world_size)
     starts = range(0, x.shape[0], GAP_GROUP)
+    groups = range(rank, len(starts), world)
+    desc = f"q* fits of {plural(x.shape[0], 'image')} in {plural(len(starts), 'group')}"
+    bar = progress_bar(len(groups) * budget.gap_steps, desc, "SVI step", progress)
     mine = {}
-    for g in range(rank, len(starts), world):
+    for g in groups:
         rows = slice(starts[g], starts[g] + GAP_GROUP)
         part = inference_gaps(
             vae,
@@ -297,13 +345,129 @@ def _gaps(
             steps=budget.gap_steps,
             elbo_draws=budget.elbo_draws,
             seed=mix64(seed, _GAP_KEY, g) % 2**31,
+            on_step=bar.update,
         )
         mine[g] = {"family": part.family, **{f: getattr(part, f) for f in _GAP_FIELDS}}
+    bar.close()
     if context is not None:
         mine = {g: part for shard in context.all_gather(mine) for g, part in shard.items()}
     ordered = [mine[g] for g in range(len(starts))]
     values = {f: torch.cat([part[f] for part in ordered]) for f in _GAP_FIELDS}
     return GapResult(family=ordered[0]["family"], log_px_method="ais", **values)
+
+
+def _share(count: int, world: int) -> int:
+    """Items of ``count`` dealt round-robin to ``world`` ranks that rank 0 gets."""
+    return len(range(0, count, world))
+
+
+def _steps(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    budget: DiagnoseBudget,
+    seed: int,
+    world: int = 1,
+) -> list[Step]:
+    """The plan of :func:`diagnose_run` on ``x`` (every image, rank 0's share of a job of
+    ``world`` processes), each step's units counted from the budget and its rate measured
+    now on the first image(s):
+
+    - NUTS: images x chains x (warm-up x G_w + samples x G_s) gradients of log p(x, z),
+      G_w and G_s counted on a short pilot chain (:func:`~.posterior.nuts_length`), at the
+      gradient rate of that chain (its tree building included);
+    - AIS: images x (chains + pilot chains) x ((T - 1) L + 1) gradients, at the rate of a
+      timed AIS run of a few steps on all the images (the real batch);
+    - q* fits: groups x ``gap_steps`` SVI steps, at the rate of timed ELBO gradients of the
+      first group (:func:`~.gaps.svi_step_timer`);
+    - ELBOs: images x 2 (``elbo_draws`` + the start-or-fit choice's draws) draws.
+    """
+    num_reference = budget.num_data if budget.nuts_data is None else budget.nuts_data
+    x0, y0 = x[0], None if y is None else y[0]
+    steps = []
+    nuts_images = _share(num_reference, world)
+    if nuts_images:
+        length = nuts_length(
+            vae,
+            x0,
+            y0,
+            warmup=min(budget.warmup, PILOT_WARMUP),
+            num_samples=min(budget.samples, PILOT_SAMPLES),
+            seed=seed,
+        )
+        gradients = nuts_images * budget.chains * length.gradients(budget.warmup, budget.samples)
+        rate = length.rate
+        if not math.isfinite(rate):  # a pilot of one iteration: timed gradients instead
+            rate = measure_rate(gradient_timer(vae, x0, y0))
+        what = (
+            f"NUTS p(z | x) of {plural(nuts_images, 'image')} x {budget.chains} chains x "
+            f"({budget.warmup} warm-up + {budget.samples}) iterations, "
+            f"~{length.sample:.0f} gradients per draw"
+        )
+        steps.append(Step(what, gradients / rate, gradients, "gradients"))
+    ais_images = _share(x.shape[0], world)
+    leapfrog = inspect.signature(ais_log_likelihood).parameters["leapfrog_steps"].default
+
+    def ais_gradients(num_steps: int) -> float:
+        return (
+            ais_images
+            * (budget.ais_chains + DEFAULT_PILOT_CHAINS)
+            * ((num_steps - 1) * leapfrog + 1)
+        )
+
+    def ais_probe() -> float:
+        probe = min(budget.ais_steps, AIS_PROBE_STEPS)
+        ais_log_likelihood(
+            vae,
+            x[:ais_images],
+            None if y is None else y[:ais_images],
+            num_steps=probe,
+            num_chains=budget.ais_chains,
+            seed=seed,
+            progress=False,
+        )
+        return ais_gradients(probe)
+
+    units = ais_gradients(budget.ais_steps)
+    what = (
+        f"AIS log p(x) of {plural(ais_images, 'image')} x {budget.ais_chains} chains x "
+        f"{budget.ais_steps} steps x {leapfrog} leapfrog"
+    )
+    steps.append(Step(what, units / measure_rate(ais_probe), units, "gradients"))
+    group = slice(0, GAP_GROUP)
+    xg, yg = x[group], None if y is None else y[group]
+    with torch.no_grad():
+        q = vae.encoder(xg[:1], None if yg is None else yg[:1])
+    family = "diagonal" if is_diagonal_normal(q) else "flow"
+    groups = _share(math.ceil(x.shape[0] / GAP_GROUP), world)
+    units = groups * budget.gap_steps
+    rate = measure_rate(svi_step_timer(vae, xg, yg, family))
+    what = f"q* fits ({family}) of {plural(groups, 'group')} of up to {GAP_GROUP} images"
+    steps.append(Step(f"{what} x {budget.gap_steps} steps", units / rate, units, "SVI steps"))
+    images = min(x.shape[0], groups * GAP_GROUP)
+    units = images * 2 * (budget.elbo_draws + SELECT_DRAWS)
+    rate = measure_rate(elbo_draw_timer(vae, xg, yg, min(budget.elbo_draws, ELBO_PROBE_DRAWS)))
+    what = f"ELBO of q and q* on {plural(images, 'image')} x {budget.elbo_draws} draws"
+    steps.append(Step(what, units / rate, units, "draws"))
+    return steps
+
+
+def diagnose_plan(
+    vae: nn.Module,
+    data: Splits,
+    budget: DiagnoseBudget = DiagnoseBudget(),
+    split: str = "test",
+    seed: int = 0,
+    world: int = 1,
+) -> list[Step]:
+    """What :func:`diagnose_run` with these arguments is about to do, as
+    :class:`~pyrovae.analysis.cost.Step` s whose seconds come from rates measured now (a
+    few seconds: a short NUTS pilot chain and timed gradients; the global RNG is left as
+    it was). ``world``: processes of a torchrun job (rank 0's share)."""
+    held_out = getattr(data, split)
+    idx = diagnosed_indices(held_out, budget.num_data, data.num_classes, seed)
+    x, y = _inputs(vae, held_out, idx)
+    return _steps(vae, x, y, budget, seed, world)
 
 
 def _draw(

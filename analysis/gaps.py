@@ -53,6 +53,7 @@ from .ais import ais_log_likelihood, guide_initial
 from .encodings import check_data
 from .loglik import default_draws_per_pass
 from .posterior import frozen, latent_model
+from .progress import progress_bar
 from .sources import is_diagonal_normal, seeded
 
 __all__ = [
@@ -62,6 +63,8 @@ __all__ = [
     "optimal_local_guide",
     "guide_elbo",
     "inference_gaps",
+    "svi_step_timer",
+    "elbo_draw_timer",
 ]
 
 FAMILIES = ("diagonal", "flow")
@@ -268,19 +271,97 @@ def _init_at(loc: torch.Tensor) -> Callable[[dict[str, Any]], torch.Tensor]:
     return init_loc_fn
 
 
+def _loss_fn(num_particles: int) -> Trace_ELBO:
+    return Trace_ELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+
+
+def _guide_pairs(
+    vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, family: str
+) -> list[tuple[Callable[[], None], AutoContinuous]]:
+    """The (model, autoguide) pairs of q* (one for the batch, or one per datum for a
+    flow), set up at the amortized guide; call under ``module_local_params``."""
+    pairs: list[tuple[Callable[[], None], AutoContinuous]] = []
+    if family == "diagonal":
+        init = guide_initial(vae, x, y)
+        model = latent_model(vae, x, y)
+        guide = AutoDiagonalNormal(model, init_loc_fn=_init_at(init.base_dist.loc))
+        with torch.no_grad():
+            guide()  # sets the guide up: its loc is the amortized mean
+        guide.scale = PyroParam(
+            init.base_dist.scale.reshape(-1).clone(), AutoDiagonalNormal.scale_constraint
+        )
+        pairs.append((model, guide))
+    else:
+        for n in range(x.shape[0]):
+            xn, yn = x[n : n + 1], None if y is None else y[n : n + 1]
+            model = latent_model(vae, xn, yn)
+            transform = _flow_transform(vae, xn, yn)
+            guide = AutoNormalizingFlow(model, lambda _, t=transform: t)
+            with torch.no_grad():
+                guide()  # sets the guide up and registers the flow's parameters
+            pairs.append((model, guide))
+    for _, guide in pairs:
+        _check_real_support(guide)
+    return pairs
+
+
+def svi_step_timer(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    family: str = "diagonal",
+    num_particles: int = 8,
+) -> Callable[[], float]:
+    """A call that computes one gradient of the ELBO of q* over ``x`` (a group of data, as
+    :func:`optimal_local_guide` fits it) and returns 1, for
+    :func:`~pyrovae.analysis.cost.measure_rate`: SVI steps per second. Nothing is updated
+    and the global RNG is left as it was."""
+    x, y = x.detach(), None if y is None else y.detach()
+    with seeded(0, x.device), pyro.settings.context(module_local_params=True):
+        pairs = _guide_pairs(vae, x, y, family)
+    loss_fn = _loss_fn(num_particles)
+    params = [p for _, guide in pairs for p in guide.parameters()]
+
+    def run() -> float:
+        with seeded(0, x.device), pyro.settings.context(module_local_params=True):
+            loss = sum(loss_fn.differentiable_loss(model, guide) for model, guide in pairs)
+            torch.autograd.grad(loss, params, allow_unused=True)
+        return 1.0
+
+    return run
+
+
+def elbo_draw_timer(
+    vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, num_draws: int = 64
+) -> Callable[[], float]:
+    """A call that draws ``num_draws`` ELBO terms of the amortized guide per datum of ``x``
+    (as :func:`guide_elbo`) and returns their number, for
+    :func:`~pyrovae.analysis.cost.measure_rate`; the global RNG is left as it was."""
+    guide = frozen(vae, vae.guide)
+
+    def run() -> float:
+        with seeded(0, x.device):
+            guide_elbo(vae, guide, x, y, num_draws)
+        return float(num_draws * x.shape[0])
+
+    return run
+
+
 def _fit(
     pairs: list[tuple[Callable[[], None], AutoContinuous]],
     steps: int,
     lr: float,
     num_particles: int,
+    on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Maximize the ELBO of every (model, autoguide) pair over the autoguides' parameters
     only: Adam with the rate decaying to LR_DECAY * lr, and the parameters set at the end
     to their average over the second half of the steps (Polyak-Ruppert averaging, which
-    removes most of the optimizer's jitter around q*). Returns the summed loss per step."""
-    loss_fn = Trace_ELBO(
-        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
-    )
+    removes most of the optimizer's jitter around q*). Returns the summed loss per step;
+    ``on_step`` is called after each."""
+    loss_fn = _loss_fn(num_particles)
     params = [p for _, guide in pairs for p in guide.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, LR_DECAY ** (1 / max(steps, 1)))
@@ -299,6 +380,8 @@ def _fit(
             with torch.no_grad():
                 for mean, p in zip(average, params, strict=True):
                     mean += (p - mean) / (step - start + 1)
+        if on_step is not None:
+            on_step()
     with torch.no_grad():
         for mean, p in zip(average, params, strict=True):
             p.copy_(mean)
@@ -315,6 +398,8 @@ def optimal_local_guide(
     lr: float = 0.05,
     num_particles: int = 8,
     seed: int | None = 0,
+    progress: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> OptimalGuide:
     """Fit q*(z | x_n) = argmax_{r in family} ELBO(r) for every datum, decoder and prior frozen.
 
@@ -335,6 +420,9 @@ def optimal_local_guide(
         lr: Adam's initial learning rate.
         num_particles: draws per datum per step for the ELBO's gradient.
         seed: seeds the fit (the global RNG is restored after); None uses it.
+        progress: show progress over the SVI steps on stderr.
+        on_step: called after every SVI step (e.g. a caller's progress bar over many fits).
+            Neither changes the fit.
     """
     check_data(vae, x, y)
     if family not in FAMILIES:
@@ -344,31 +432,17 @@ def optimal_local_guide(
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     x, y = x.detach(), None if y is None else y.detach()
-    pairs: list[tuple[Callable[[], None], AutoContinuous]] = []
-    with seeded(seed, x.device), pyro.settings.context(module_local_params=True):
-        if family == "diagonal":
-            init = guide_initial(vae, x, y)
-            model = latent_model(vae, x, y)
-            guide = AutoDiagonalNormal(model, init_loc_fn=_init_at(init.base_dist.loc))
-            with torch.no_grad():
-                guide()  # sets the guide up: its loc is the amortized mean
-            guide.scale = PyroParam(
-                init.base_dist.scale.reshape(-1).clone(), AutoDiagonalNormal.scale_constraint
-            )
-            pairs.append((model, guide))
-        else:
-            for n in range(x.shape[0]):
-                xn, yn = x[n : n + 1], None if y is None else y[n : n + 1]
-                model = latent_model(vae, xn, yn)
-                transform = _flow_transform(vae, xn, yn)
-                guide = AutoNormalizingFlow(model, lambda _, t=transform: t)
-                with torch.no_grad():
-                    guide()  # sets the guide up and registers the flow's parameters
-                pairs.append((model, guide))
-        for _, guide in pairs:
-            _check_real_support(guide)
+    bar = progress_bar(steps, f"q* fit of {x.shape[0]} data", "SVI step", progress)
+
+    def step_done() -> None:
+        bar.update()
+        if on_step is not None:
+            on_step()
+
+    with bar, seeded(seed, x.device), pyro.settings.context(module_local_params=True):
+        pairs = _guide_pairs(vae, x, y, family)
         start = [[p.detach().clone() for p in guide.parameters()] for _, guide in pairs]
-        losses = _fit(pairs, steps, lr, num_particles)
+        losses = _fit(pairs, steps, lr, num_particles, on_step=step_done)
         optimal = OptimalGuide(vae, family, [g for _, g in pairs], losses, x, y)
         optimal.kept_start = _keep_better_start(optimal, start)
     return optimal
@@ -512,9 +586,10 @@ def _log_px(
     log_px: Any,
     ais_options: Mapping[str, Any] | None,
     seed: int | None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, str]:
     if log_px is None:
-        options = {"seed": seed, "progress": False, **(ais_options or {})}
+        options = {"seed": seed, "progress": progress, **(ais_options or {})}
         return ais_log_likelihood(vae, x, y, **options).per_datum.double().cpu(), "ais"
     values = getattr(log_px, "per_datum", log_px)
     values = torch.as_tensor(values, dtype=torch.double).detach().cpu()
@@ -538,6 +613,8 @@ def inference_gaps(
     num_particles: int = 8,
     ais_options: Mapping[str, Any] | None = None,
     seed: int | None = 0,
+    progress: bool = False,
+    on_step: Callable[[], None] | None = None,
 ) -> GapResult:
     """Split log p(x_n) - ELBO(q) into the approximation and amortization gaps per datum.
 
@@ -553,6 +630,8 @@ def inference_gaps(
         steps, lr, num_particles: the SVI fit of q* (:func:`optimal_local_guide`).
         ais_options: keyword arguments for ``ais_log_likelihood`` (e.g. ``num_steps``).
         seed: seeds AIS, the fit and the ELBO draws (the global RNG is restored after).
+        progress: show progress of AIS and of the SVI fit on stderr.
+        on_step: called after every SVI step of the fit. Neither changes the result.
     """
     check_data(vae, x, y)
     check_positive_int("elbo_draws", elbo_draws)
@@ -560,9 +639,18 @@ def inference_gaps(
         with torch.no_grad():
             q = vae.encoder(x[:1], None if y is None else y[:1])
         family = "diagonal" if is_diagonal_normal(q) else "flow"
-    values, method = _log_px(vae, x, y, log_px, ais_options, seed)
+    values, method = _log_px(vae, x, y, log_px, ais_options, seed, progress)
     optimal = optimal_local_guide(
-        vae, x, y, family, steps=steps, lr=lr, num_particles=num_particles, seed=seed
+        vae,
+        x,
+        y,
+        family,
+        steps=steps,
+        lr=lr,
+        num_particles=num_particles,
+        seed=seed,
+        progress=progress,
+        on_step=on_step,
     )
     with seeded(None if seed is None else seed + 1, x.device):
         amortized, amortized_se = guide_elbo(vae, frozen(vae, vae.guide), x, y, elbo_draws)

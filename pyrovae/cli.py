@@ -839,7 +839,19 @@ def _add_diagnose(sub: Any) -> None:
     p.add_argument(
         "--ais-chains", type=_positive_int, default=16, metavar="C", help="AIS chains (16)"
     )
+    p.add_argument(
+        "--elbo-draws",
+        type=_positive_int,
+        default=1000,
+        metavar="K",
+        help="draws per ELBO of the guide and of q* (1000)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no plan (each step's work and time, said before it starts) and no progress",
+    )
     _add_checkpoint_flag(p)
     _add_device_flags(p)
     p.set_defaults(func=_cmd_diagnose)
@@ -865,13 +877,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> None:
         gap_steps=args.gap_steps,
         ais_steps=args.ais_steps,
         ais_chains=args.ais_chains,
+        elbo_draws=args.elbo_draws,
     )
     out = args.out if args.out is not None else diagnostics_dir(args.run_dir)
     with process_group(args.device) as context:  # torchrun: NUTS, AIS and q* fits shared out
         device = resolve_device(args.device) if context is None else context.device
         vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
         data = _load_data(args.run_dir, args, device)
-        result = diagnose_run(vae, data, out, budget, seed=args.seed, context=context)
+        result = diagnose_run(
+            vae, data, out, budget, seed=args.seed, context=context, progress=not args.quiet
+        )
         if context is not None and not context.is_writer:
             return
     gaps = result["gaps"]
