@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pyrovae.analysis.compare import compare_sources
 from pyrovae.analysis.evaluation_runs import fitting_options
 from pyrovae.analysis.flow_pairs import FlowPairs, supports
 from pyrovae.analysis.sources import AggregatePosterior, Encodings, fit_source
@@ -204,3 +205,22 @@ def test_aggregate_components_setting_and_flag():
         assert "aggregate_components" not in _settings(build_parser().parse_args(command))[1]
         with pytest.raises(SystemExit):
             build_parser().parse_args([*command, "--aggregate-components", "0"])
+
+
+def test_compare_sources_caps_a_flow_guide_once_and_lifts_it_when_asked(mnist, capsys):
+    """The README's call, scaled down: one line on stderr for the capped aggregate, finite
+    estimates either way."""
+    vae = build_model(z_dim=3, hidden_dims=[16], guide="flow").eval()
+    kwargs = dict(num_samples=10, num_train=AGGREGATE_COMPONENTS + 10, num_test=4, progress=False)
+    capped = compare_sources(vae, mnist.train, mnist.test, ["prior", "aggregate"], **kwargs)
+    err = capsys.readouterr().err
+    assert err.count("--aggregate-components all") == 1
+    assert capped.sources["aggregate"].num_components == AGGREGATE_COMPONENTS
+    options = {"aggregate": {"flow_components": None}}
+    exact = compare_sources(
+        vae, mnist.train, mnist.test, ["prior", "aggregate"], options=options, **kwargs
+    )
+    assert "--aggregate-components" not in capsys.readouterr().err
+    assert exact.sources["aggregate"].num_components == AGGREGATE_COMPONENTS + 10
+    for comparison in (capped, exact):
+        assert math.isfinite(comparison.to_dict()["aggregate"]["loglik"])
