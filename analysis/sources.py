@@ -415,12 +415,12 @@ class AggregatePosterior(LatentSource):
         know (and for a diagonal one)."""
         from .flow_pairs import FlowPairs, supports
 
+        scorer = self._flow_pairs
+        if scorer is not None and scorer.x is self.x and scorer.y is self.y:
+            return scorer
         if self.diagonal or not supports(self._encoder[0]):
             return None
-        scorer = self._flow_pairs
-        if scorer is None or scorer.x is not self.x or scorer.y is not self.y:
-            scorer = FlowPairs(self._encoder[0], self.x, self.y, self.batch_size)
-            self._flow_pairs = scorer
+        scorer = self._flow_pairs = FlowPairs(self._encoder[0], self.x, self.y, self.batch_size)
         return scorer
 
     def _dense_terms(self) -> DiagonalLogDensities:
