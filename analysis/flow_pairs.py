@@ -59,8 +59,9 @@ def supports(encoder: nn.Module) -> bool:
 
 
 def _degrees(arn: ConditionalAutoRegressiveNN) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per hidden layer, the number of solved coordinates each unit needs (its degree),
-    and for each output row the same for its inputs (last layer's units)."""
+    """Per hidden layer, the number of solved coordinates each unit needs (its degree,
+    counted in the network's order), and per coordinate the most that its mean and log
+    scale need."""
     c, d = arn.context_dim, arn.input_dim
     pos = torch.argsort(arn.permutation.cpu())  # the step at which coordinate i is solved
     degrees = []
@@ -73,9 +74,7 @@ def _degrees(arn: ConditionalAutoRegressiveNN) -> tuple[list[torch.Tensor], torc
         degrees.append(deg)
     mask = arn.layers[-1].mask.cpu().bool()
     need = torch.where(mask, degrees[-1][None, :], 0).amax(1)
-    if d:
-        need = torch.maximum(need[:d], need[d:])
-    return degrees, need
+    return degrees, torch.maximum(need[:d], need[d:])
 
 
 def _is_autoregressive(arn: ConditionalAutoRegressiveNN) -> bool:
