@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributions as td
 
+from pyrovae.analysis import mixture_pruning
 from pyrovae.analysis.mixture_pruning import (
     REFINE_ABOVE,
     DiagonalLogDensities,
@@ -18,7 +19,6 @@ from pyrovae.analysis.mixture_pruning import (
     _features,
     _rows_at,
 )
-from pyrovae.analysis import mixture_pruning
 from pyrovae.analysis.source_store import source_from_state, source_state
 from pyrovae.analysis.sources import AggregatePosterior
 
@@ -569,3 +569,48 @@ def test_kept_pairs_counts_every_pair_summed():
     pruned(z)
     pruned(z[:50])
     assert pruned.kept_pairs == 250 * 300
+
+
+def test_each_directly_computed_term_is_lowered_by_its_own_bound():
+    """In 7 dims a directly computed term (clusters at +-1e8) can come out over 4 u |t_n|
+    above the exact one, more than the log-sum-exp's allowance for one term, u (4 |t_n| +
+    5): each one-component sum's lower bound must still lie below the exact term (100
+    bits), which takes the term's own bound, (D + 8) u (|t_n| + 3 S_n)."""
+    g = torch.Generator().manual_seed(10)
+    n, m, d = 32, 160, 7
+    loc = 1e8 + torch.randn(n, d, generator=g, dtype=torch.float64)
+    loc = torch.cat([loc, -loc])
+    scale = torch.empty(2 * n, d, dtype=torch.float64).uniform_(0.3, 3, generator=g)
+    z = 1e8 + 30 * torch.randn(m, d, generator=g, dtype=torch.float64)
+    terms = DiagonalLogDensities(loc, scale)
+    (part,) = terms.terms(z)
+    assert part.size is not None  # computed directly
+    beyond = 0  # terms above the exact ones by more than the log-sum-exp's allowance
+    for k in range(n):
+        logits, size = part.logits[:, k : k + 1], part.size[k : k + 1]
+        one = Terms(logits, part.rows[k : k + 1], None, None, size)
+        exact = exact_log_sum(loc[k : k + 1], scale[k : k + 1], z)
+        assert not exceeds(terms.lower_sum([one]), exact)
+        pairs = zip(logits[:, 0].tolist(), exact, strict=True)
+        beyond += sum(v - e > U * (4 * abs(v) + 5) for v, e in pairs)  # exact differences
+    assert beyond > 0  # the bound was put to the test
+
+
+def test_float64_bounds_keep_the_claim_for_overlapping_components():
+    """Bounded in float64 (one component of scale 1e-18), components of scales 0.1 to 0.3
+    around unit-spread means overlap, so on the small boxes of tight clouds of points a
+    bound from a wrong 1/scale (too large by 20%) drops mass that counts: the pruned sum
+    keeps its claim at tolerances 1e-6 and 0.2."""
+    g = torch.Generator().manual_seed(8)
+    n, d = 2000, 3
+    loc = torch.randn(n, d, generator=g, dtype=torch.float64)
+    scale = torch.empty(n, d, dtype=torch.float64).uniform_(0.1, 0.3, generator=g)
+    loc[0], scale[0] = 50.0, 1e-18
+    centres = torch.randn(8, 1, d, generator=g, dtype=torch.float64)  # tight clouds
+    z = (centres + 0.02 * torch.randn(8, 64, d, generator=g, dtype=torch.float64)).reshape(-1, d)
+    exact = reference(loc, scale, z)
+    for tolerance in (1e-6, 0.2):
+        mixture = PrunedDiagonalMixture(loc, scale, tolerance, leaf_size=16, first_block=64)
+        got = mixture(z)
+        assert mixture._bounds64 is not None  # the float64 bounds were used
+        assert within_claim(exact, got, scale, tolerance)
