@@ -91,7 +91,7 @@ _GAP_FIELDS = (
     "elbo_amortized_stderr",
     "elbo_optimal_stderr",
 )
-PILOT_WARMUP = 20
+PILOT_WARMUP = 40
 PILOT_SAMPLES = 10
 """The short NUTS chain that counts gradients per iteration before the plan is said."""
 AIS_PROBE_STEPS = 4

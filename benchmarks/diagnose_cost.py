@@ -7,7 +7,9 @@ caught, and so is the closing progress line of each step (its measured seconds).
 per repeat: the planning seconds (the NUTS pilot chain and the timed calls), the estimate
 of the long steps, their measured time (from the plan to the end, figures and files
 included) and the ratio measured / estimate, with the same per step (NUTS; AIS; q* fits
-with their ELBOs); then the medians. The target is a ratio within [0.5, 2].
+with their ELBOs), and the log-joint gradients the NUTS runs made against those planned
+(the unit count apart from the rate); then the medians. The target is a ratio within
+[0.5, 2].
 
     python benchmarks/diagnose_cost.py /tmp/z50 --num-data 8 --nuts-data 2 --chains 2 \\
         --warmup 50 --samples 50 --gap-steps 100 --ais-steps 100 --repeats 3
@@ -26,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyrovae.analysis import diagnose
+from pyrovae.analysis import diagnose, posterior
 from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run
 from pyrovae.data import load_dataset
 from pyrovae.runs import load_run, read_config
@@ -75,26 +77,40 @@ def estimated_steps(steps: list) -> dict[str, float]:
 
 def one_run(vae, data, budget: DiagnoseBudget, seed: int) -> dict[str, float]:
     caught: dict = {}
-    original = diagnose.announce
+    original, made = diagnose.announce, posterior.latent_model
+    calls = [0]
 
     def catching(title, steps, bounds="", show=True):
         caught["steps"], caught["time"] = list(steps), time.perf_counter()
+        calls[0] = 0  # count the gradients of the NUTS runs, not of the pilot
         return original(title, steps, bounds, show)
 
+    def counting(*args):
+        model = made(*args)
+
+        def counted() -> None:
+            calls[0] += 1
+            model()
+
+        return counted
+
     tee = Tee(sys.stderr)
-    diagnose.announce = catching
+    diagnose.announce, posterior.latent_model = catching, counting
     try:
         with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(tee):
             start = time.perf_counter()
             diagnose_run(vae, data, out, budget, seed=seed, progress=True)
             end = time.perf_counter()
     finally:
-        diagnose.announce = original
+        diagnose.announce, posterior.latent_model = original, made
     estimate = sum(s.seconds for s in caught["steps"])
+    nuts = [s for s in caught["steps"] if s.what.startswith("NUTS")]
     row = {
         "plan": caught["time"] - start,
         "estimate": estimate,
         "measured": end - caught["time"],
+        "gradients planned": nuts[0].units if nuts else 0.0,
+        "gradients counted": float(calls[0]),
     }
     measured = measured_steps(tee.copy.getvalue())
     for kind, seconds in estimated_steps(caught["steps"]).items():
@@ -142,6 +158,8 @@ def main() -> None:
         print(
             f"repeat {repeat}: plan {row['plan']:.1f} s, estimate {row['estimate']:.1f} s, "
             f"measured {row['measured']:.1f} s, ratio {row['measured'] / row['estimate']:.2f}; "
+            f"NUTS gradients {row['gradients counted']:.0f} counted / "
+            f"{row['gradients planned']:.0f} planned; "
             + "; ".join(
                 f"{k} {row[f'{k} measured']:.1f}/{row[f'{k} estimate']:.1f} s"
                 for k in ("NUTS", "AIS", "q*")

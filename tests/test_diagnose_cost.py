@@ -13,7 +13,12 @@ from pyrovae import build_model
 from pyrovae.analysis import posterior
 from pyrovae.analysis.annealing import DEFAULT_PILOT_CHAINS
 from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_plan, diagnose_run
-from pyrovae.analysis.posterior import NutsLength, nuts_length, reference_posterior
+from pyrovae.analysis.posterior import (
+    UNADAPTED_WARMUP,
+    NutsLength,
+    nuts_length,
+    reference_posterior,
+)
 
 BUDGET = DiagnoseBudget(
     num_data=5,
@@ -127,9 +132,12 @@ def test_the_pilot_counts_gradients_per_iteration():
     assert length.sample >= 1 and length.warmup >= 1 and length.rate > 0
     # a pilot whose warm-up is the whole warm-up predicts it as counted there
     assert length.gradients(10, 0) == pytest.approx(10 * length.warmup)
-    # later warm-up iterations cost halfway between the pilot's warm-up and its draws
-    fake = NutsLength(warmup=30.0, sample=10.0, pilot_warmup=20, pilot_samples=10)
-    assert fake.gradients(100, 50) == 20 * 30 + 80 * 20 + 50 * 10
+    # warm-up after the first mass-matrix update costs halfway between the pilot's
+    # warm-up iterations and its draws
+    fake = NutsLength(warmup=30.0, sample=10.0, pilot_warmup=40, pilot_samples=10)
+    assert UNADAPTED_WARMUP == 100
+    assert fake.gradients(300, 50) == 100 * 30 + 200 * 20 + 50 * 10
+    assert fake.gradients(60, 50) == 60 * 30 + 50 * 10
     # a seeded pilot leaves the global RNG alone
     torch.manual_seed(5)
     before = torch.rand(3)
