@@ -59,6 +59,7 @@ from .compare import (
     compare_sources,
     model_inputs,
 )
+from .evaluation_cost import announce_evaluation
 from .evidence import source_bdmc
 from .memorization import memorization
 from .progress import progress_bar, progress_iter
@@ -187,8 +188,10 @@ def evaluate_run(
             ``ais.num_test`` held-out images, and each such source's BDMC gap on data
             simulated from it (:class:`AISBudget`, :func:`run_ais`); None skips both.
         seed: seeds the fitting, the importance draws and the samples.
-        progress: show progress on stderr while sources are fitted and scored, and during
-            AIS and BDMC (the results are the same either way).
+        progress: first write the plan on stderr (each step's work and its time at rates
+            measured here in a few seconds, :mod:`~pyrovae.analysis.evaluation_cost`), then
+            show progress while sources are fitted and scored, and during AIS and BDMC
+            (the results are the same either way).
         context: in a torchrun job, the importance-sampled and AIS log-likelihoods are
             sharded over the ranks (:mod:`~pyrovae.analysis.sharding`: the same per-datum
             values as one process), and so is BDMC; sample quality and ELBO surgery then run
@@ -204,6 +207,23 @@ def evaluate_run(
     check_positive_int("num_quality_samples", num_quality_samples)
     names = list(dict.fromkeys(["prior", *sources]))
     held_out: Split = getattr(data, split)
+    if progress and (context is None or context.is_writer):
+        announce_evaluation(
+            vae,
+            data,
+            sources=names,
+            num_samples=num_samples,
+            split=split,
+            num_test=num_test,
+            num_train=num_train,
+            quality=classifier is not None,
+            num_quality_samples=num_quality_samples,
+            surgery=surgery,
+            options=options,
+            proposal=proposal,
+            ais=ais,
+            seed=seed,
+        )
     comparison = compare_sources(
         vae,
         data.train,

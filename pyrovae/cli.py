@@ -546,9 +546,17 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SPLIT_NAMES, help="held-out split (default: test)")
     p.add_argument(
         "--num-test",
-        type=_positive_int,
-        metavar="N",
-        help="evaluate N held-out images, a fixed random subset (default: all)",
+        type=_count_or_all,
+        metavar="N|all",
+        help=f"evaluate N held-out images, a fixed random subset (default: {d.num_test}; "
+        "'all' for every one)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        default=None,
+        help="every held-out image and every training encoding (--num-test all --num-train "
+        "all): the full budget, whose cost is printed before it starts",
     )
     p.add_argument(
         "--proposal",
@@ -600,9 +608,10 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-train",
-        type=_positive_int,
-        metavar="N",
-        help="fit the sources to the first N training images (default: all 50,000)",
+        type=_count_or_all,
+        metavar="N|all",
+        help=f"fit the sources to the first N training images (default: {d.num_train}; "
+        "'all' for all 50,000)",
     )
     p.add_argument(
         "--flow-steps",
@@ -637,10 +646,26 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
     _add_checkpoint_flag(p, default=None)
 
 
+def _count_or_all(text: str) -> int | str:
+    """A positive count, or ``"all"``."""
+    return "all" if text == "all" else _positive_int(text)
+
+
 def _settings(args: argparse.Namespace) -> tuple[EvaluationSettings, set[str]]:
     """The evaluation settings of the flags, and the names of those given."""
+    if getattr(args, "full", None):
+        for key, flag in (("num_test", "--num-test"), ("num_train", "--num-train")):
+            if getattr(args, key, None) not in (None, "all"):
+                raise CommandError(
+                    f"--full asks for every image, but {flag} {getattr(args, key)} asks for "
+                    f"fewer; drop one of them"
+                )
+            setattr(args, key, "all")
     asked = {f for f in _DEFAULTS.to_dict() if getattr(args, f, None) is not None}
     kwargs: dict[str, Any] = {f: getattr(args, f) for f in asked}
+    for key in ("num_test", "num_train"):
+        if kwargs.get(key) == "all":
+            kwargs[key] = None
     for key in ("sources", "ais_sources"):
         if key in kwargs:
             kwargs[key] = tuple(dict.fromkeys(kwargs[key]))

@@ -58,6 +58,10 @@ pass of the flow's networks (``"all"`` asks for the exact sum; a diagonal guide 
 uses all of them)."""
 
 
+#: Held-out images and training encodings of an evaluation, unless asked otherwise.
+DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN = 500, 5000
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     """Everything that decides an evaluation's numbers; stored as ``evaluation["settings"]``.
@@ -65,13 +69,18 @@ class EvaluationSettings:
     Two evaluations with equal settings of the same weights give the same numbers, so a
     saved ``evaluation.json`` can be reused when the settings asked for match its own
     (:meth:`differences`). Field meanings are those of ``pyrovae evaluate``.
+
+    The defaults (500 held-out images, sources fitted to 5,000 training encodings, K=1000)
+    finish in minutes on two CPU cores for a z = 50 MNIST VAE; ``num_test=None`` and
+    ``num_train=None`` ask for every held-out image and every training encoding (the
+    command line's ``--full``), whose cost the evaluation prints before it starts.
     """
 
     sources: tuple[str, ...] = SOURCE_NAMES
     split: str = "test"
     num_samples: int = 1000
-    num_test: int | None = None
-    num_train: int | None = None
+    num_test: int | None = DEFAULT_NUM_TEST
+    num_train: int | None = DEFAULT_NUM_TRAIN
     proposal: str = "adapted"
     quality: bool = True
     num_quality_samples: int = 1000

@@ -1,0 +1,244 @@
+"""The plan of :func:`~pyrovae.analysis.evaluate.evaluate_run`, timed before it starts.
+
+Each step's time is its work times a rate measured here, in a few seconds, on the real
+model and data (:func:`~pyrovae.analysis.cost.measure_rate`):
+
+- fits: the flow's Adam steps (a few real steps of :func:`fit_flow` on encodings of
+  training images), EM of the mixture on up to 2,000 of them (scaled by N), the encoder
+  on the N training images;
+- log p(x): num_test x K draws, each one decoder pass and one density per source; the
+  decoder is timed on a pass of draws, the aggregate on guide draws of a few held-out
+  images against all N real encodings (pruned or dense, as the estimator will run it), the
+  other sources on stand-ins of their shape (a density's cost does not depend on its
+  fitted values); the per-draw bookkeeping of the adapted mixture (proposals, weights,
+  k-hat) is ``IS_OVERHEAD`` times the draws' passes, measured on this model;
+- sample quality, ELBO surgery (its num_marginal x N aggregate pairs) and AIS (T x C x
+  (L + 1) gradient passes per image and source, twice that with BDMC).
+
+The estimate is for the machine as loaded now; the progress lines correct it as the work
+runs. ``benchmarks/evaluate_cost.py`` compares it with the time taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pyrovae.data import Splits, fixed_binarization
+from pyrovae.train import one_hot
+
+from .cost import Step, announce, measure_rate
+from .encodings import Encodings
+from .loglik import default_draws_per_pass
+from .source_fits import fit_flow, fit_gaussian_mixture, fit_sources
+from .sources import FlowSource, GaussianSource, MixtureSource
+
+__all__ = ["BOUNDS", "IS_OVERHEAD", "announce_evaluation", "evaluation_steps"]
+
+#: The flags (and Python arguments) that bound an evaluation's work.
+BOUNDS = (
+    "--num-test, --num-train, --sources and --num-samples bound it (Python: num_test, "
+    "num_train, sources, num_samples); --full evaluates every held-out image against every "
+    "training encoding"
+)
+
+#: Bookkeeping of the adapted importance sampler per draw (building each image's proposal
+#: mixture, drawing from it, the guide's and the mixture's densities, PSIS k-hat and the
+#: L_k sweep), as a multiple of the draw's decoder and source passes. Measured on a 3-epoch
+#: z = 50 MNIST VAE with 7 sources (``benchmarks/evaluate_cost.py``).
+IS_OVERHEAD = 2.0
+#: Draws of the marginal KL in ELBO surgery (``elbo_surgery(num_marginal=...)``).
+SURGERY_DRAWS = 10_000
+PILOT_IMAGES = 4
+PILOT_DRAWS = 128  # 512 points: enough for the pruned sum's choice (PILOT_POINTS)
+
+
+def _per_call(run: Callable[[], Any], min_seconds: float = 0.3) -> float:
+    """Seconds per call of ``run`` (after a warm-up call)."""
+    return 1.0 / measure_rate(lambda: (run(), 1.0)[1], min_seconds=min_seconds)
+
+
+def _standin(name: str, z_dim: int, options: Mapping[str, Any]) -> nn.Module | None:
+    """A source of ``name``'s shape (its density costs what the fitted one's will)."""
+    zeros, ones = torch.zeros(z_dim), torch.ones(z_dim)
+    if name in ("gaussian-loc", "gaussian-z"):
+        return GaussianSource(zeros, scale=ones)
+    if name == "gaussian-full":
+        return GaussianSource(zeros, scale_tril=torch.eye(z_dim))
+    if name == "gmm":
+        c = int(options.get("num_components", 10))
+        return MixtureSource(
+            torch.zeros(c), torch.randn(c, z_dim), torch.eye(z_dim).expand(c, -1, -1)
+        )
+    if name == "flow":
+        return FlowSource(zeros, ones, num_flows=int(options.get("num_flows", 6)))
+    return None
+
+
+def evaluation_steps(
+    vae: nn.Module,
+    data: Splits,
+    *,
+    sources: Sequence[str],
+    num_samples: int,
+    split: str = "test",
+    num_test: int | None = None,
+    num_train: int | None = None,
+    quality: bool = True,
+    num_quality_samples: int = 1000,
+    surgery: bool = True,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    proposal: str = "adapted",
+    ais: Any = None,
+    seed: int = 0,
+) -> list[Step]:
+    """The steps of ``evaluate_run`` with these arguments and their estimated seconds
+    (see the module docstring); leaves the global RNG as it was."""
+    options = options or {}
+    held_out = getattr(data, split)
+    n_test = min(num_test, len(held_out)) if num_test else len(held_out)
+    n_train = min(num_train, len(data.train)) if num_train else len(data.train)
+    names = list(dict.fromkeys(["prior", *sources]))
+    device = next(vae.parameters()).device
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return _steps(
+            vae, data, held_out, names, device, n_test, n_train, num_samples, quality,
+            num_quality_samples, surgery, options, proposal, ais,
+        )  # fmt: skip
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def _inputs(vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, device: Any) -> tuple:
+    x = x.to(device)
+    if getattr(vae.decoder, "binarize", False):
+        x = fixed_binarization(x)
+    y = one_hot(y.to(device), vae.y_dim) if vae.conditional and y is not None else None
+    return x, y
+
+
+def _steps(
+    vae: nn.Module,
+    data: Splits,
+    held_out: Any,
+    names: list[str],
+    device: torch.device,
+    n_test: int,
+    n_train: int,
+    k: int,
+    quality: bool,
+    num_quality: int,
+    surgery: bool,
+    options: Mapping[str, Mapping[str, Any]],
+    proposal: str,
+    ais: Any,
+) -> list[Step]:
+    steps: list[Step] = []
+    z_dim = vae.z_dim
+    x_test, y_test = _inputs(vae, held_out.x[:PILOT_IMAGES], held_out.y[:PILOT_IMAGES], device)
+    train = data.train
+    with torch.no_grad():
+        # the encoder over the N training images, as every fit starts with it
+        pilot_n = min(n_train, 2000)
+        x_pilot, y_pilot = _inputs(vae, train.x[:pilot_n], train.y[:pilot_n], device)
+        encode = _per_call(lambda: Encodings(vae, x_pilot, y_pilot)) * n_train / pilot_n
+        enc = Encodings(vae, x_pilot, y_pilot)
+        draws = enc.sample(1, seed=0)
+    fits = encode
+    fitted = [n for n in names if n not in ("prior",)]
+    if "flow" in fitted:
+        steps_flow = int(options.get("flow", {}).get("num_steps", 400))
+        # per Adam step: the difference of 12 and 2 steps (building the flow is not a step)
+        long = _per_call(lambda: fit_flow(draws, num_steps=12), min_seconds=0.5)
+        short = _per_call(lambda: fit_flow(draws, num_steps=2), min_seconds=0.2)
+        fits += short + max(long - short, 0.0) * steps_flow / 10
+    if "gmm" in fitted:
+        t = _per_call(lambda: fit_gaussian_mixture(draws), min_seconds=0.3)
+        fits += t * n_train / pilot_n
+    if fitted:
+        steps.append(Step(f"fit {len(fitted)} sources to {n_train} training encodings", fits))
+    # log p(x): per draw, a decoder pass and one density per source
+    per_pass = min(default_draws_per_pass(device), 4096)
+    with torch.no_grad():
+        z = torch.randn(per_pass, z_dim, device=device)
+        x_rep = x_test[:1].expand(per_pass, -1)
+        y_rep = None if y_test is None else y_test[:1].expand(per_pass, -1)
+        decoder = _per_call(lambda: vae.decoder(z, y_rep).log_prob(x_rep)) / per_pass
+        q = vae.encoder(x_test, y_test)
+        points = q.sample((PILOT_DRAWS,)).reshape(-1, z_dim)
+        per_draw, aggregate = decoder, 0.0
+        for name in names[1:]:
+            if name == "aggregate":
+                x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
+                agg_opts = dict(options.get("aggregate", {}))
+                agg = fit_sources(
+                    ["aggregate"], vae, x_all, y_all, options={"aggregate": agg_opts},
+                    progress=False,
+                )["aggregate"]  # fmt: skip
+                aggregate = _per_call(lambda a=agg: a.log_prob(points)) / points.shape[0]
+                per_draw += aggregate
+            else:
+                source = _standin(name, z_dim, options.get(name, {}))
+                if source is not None:
+                    source = source.to(device)
+                    per_draw += _per_call(lambda s=source: s.log_prob(points)) / points.shape[0]
+    is_seconds = n_test * k * per_draw * IS_OVERHEAD
+    steps.append(
+        Step(
+            f"log p(x) of {n_test} images, K={k}, {len(names)} sources",
+            is_seconds,
+            n_test * k,
+            "draws",
+        )
+    )
+    if proposal == "adapted" and len(names) > 1:  # the prior again, on its own draws
+        steps.append(
+            Step("log p(x) of the prior on its own draws", n_test * k * decoder * IS_OVERHEAD)
+        )
+    if quality:
+        # decoding, the classifier and nearest training images, per source
+        steps.append(
+            Step(
+                f"sample quality of {len(names)} sources ({num_quality} samples each)",
+                len(names) * num_quality * (decoder + 784 * n_train * 2e-10 + 2e-4),
+            )
+        )
+    if surgery:
+        # num_marginal draws scored by the aggregate of all N encodings (pruned: draws at
+        # the encodings are cheaper than held-out draws), then the same on a tenth of them
+        draws_here = min(SURGERY_DRAWS, n_train) * 1.01
+        if not aggregate:
+            x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
+            agg = fit_sources(["aggregate"], vae, x_all, y_all, progress=False)["aggregate"]
+            with torch.no_grad():
+                aggregate = _per_call(lambda: agg.log_prob(points)) / points.shape[0]
+        steps.append(Step(f"ELBO surgery on {n_train} training images", draws_here * aggregate))
+    if ais is not None:
+        ais_names = list(ais.sources) if ais.sources else names
+        grads = ais.num_test * ais.chains * ais.steps * (ais.leapfrog_steps + 1)
+        if ais.bdmc_num_data:
+            grads += 2 * ais.bdmc_num_data * ais.chains * ais.steps * (ais.leapfrog_steps + 1)
+        steps.append(
+            Step(
+                f"AIS of {len(ais_names)} sources on {ais.num_test} images",
+                len(ais_names) * grads * decoder * 3,  # a gradient: about 3 passes
+                len(ais_names) * grads,
+                "gradients",
+            )
+        )
+    return steps
+
+
+def announce_evaluation(vae: nn.Module, data: Splits, **kwargs: Any) -> float:
+    """Measure the rates, write the plan of an evaluation on stderr, return its seconds
+    (``kwargs``: those of :func:`evaluation_steps`)."""
+    start = time.perf_counter()
+    steps = evaluation_steps(vae, data, **kwargs)
+    title = f"evaluate (rates measured in {time.perf_counter() - start:.0f} s)"
+    return announce(title, steps, BOUNDS)
