@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ AIS_PROBE_STEPS = 4
 """AIS steps of each timed call that measures AIS's rate on the real batch."""
 ELBO_PROBE_DRAWS = 64
 """ELBO draws per datum of each timed call that measures their rate."""
+MEASURING = (
+    "pyrovae diagnose: timing this machine for the plan (a short NUTS chain on the first "
+    "image, a few AIS and SVI steps)"
+)
 BOUNDS = (
     "shorten it with --nuts-data, --chains, --warmup, --samples (NUTS), --gap-steps, "
     "--elbo-draws (q* fits), --ais-steps, --ais-chains (AIS) or --num-data (all)"
@@ -224,31 +229,31 @@ def diagnose_run(
     rank, world = (0, 1) if context is None else (context.rank, context.world_size)
     show = progress and (context is None or context.is_writer)
     if show:
+        print(MEASURING, file=sys.stderr, flush=True)
         announce("pyrovae diagnose", _steps(vae, x, y, budget, seed, world), BOUNDS)
     positions = range(rank, min(num_reference, len(entries)), world)
     per_image = budget.chains * (budget.warmup + budget.samples)
-    desc = f"NUTS p(z | x) of {plural(len(positions), 'image')}, {budget.chains} chains each"
-    bar = progress_bar(len(positions) * per_image, desc, "iteration", show)
     mine = {}  # position: (summary, guide summary, reference if it may be drawn)
-    for i in positions:
+    for k, i in enumerate(positions):
         yi = None if y is None else y[i]
-        ref = reference_posterior(
-            vae,
-            x[i],
-            yi,
-            num_chains=budget.chains,
-            warmup=budget.warmup,
-            num_samples=budget.samples,
-            seed=seed + i,
-            on_iteration=bar.update,
-        )
+        desc = f"NUTS p(z | x), image {k + 1}/{len(positions)} (#{entries[i]['index']})"
+        with progress_bar(per_image, desc, "iteration", show) as bar:
+            ref = reference_posterior(
+                vae,
+                x[i],
+                yi,
+                num_chains=budget.chains,
+                warmup=budget.warmup,
+                num_samples=budget.samples,
+                seed=seed + i,
+                on_iteration=bar.update,
+            )
         path = out / f"posterior-{entries[i]['index']:05d}.nc"
         partial = path.with_name(f".{path.name}.part")  # whole files only: write, then rename
         ref.inference_data.to_netcdf(str(partial))
         os.replace(partial, path)
         summary = guide_vs_posterior(vae, x[i], yi, ref, seed=seed)
         mine[i] = (ref.to_dict(), summary, ref if i < POSTERIOR_PANELS else None)
-    bar.close()
     if context is not None:
         parts = context.all_gather(mine)
         mine = {i: item for part in parts for i, item in part.items()}

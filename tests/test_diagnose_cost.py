@@ -42,7 +42,7 @@ FLAGS = (
     "--ais-steps",
     "--ais-chains",
 )
-LONG_STEPS = ("NUTS p(z | x) of", "AIS log p(x), prior:", "q* fits of")
+LONG_STEPS = ("NUTS p(z | x), image", "AIS log p(x), prior:", "q* fits of")
 """How the progress lines of the long steps begin (the plan's lines are indented)."""
 
 
@@ -65,7 +65,8 @@ def test_the_plan_comes_before_the_long_steps_and_names_the_flags(tmp_path, ofte
     vae, data = tiny()
     diagnose_run(vae, data, tmp_path, BUDGET, figures=False, progress=True)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0].startswith("pyrovae diagnose: about ")
+    assert lines[0].startswith("pyrovae diagnose: timing this machine for the plan")
+    assert lines[1].startswith("pyrovae diagnose: about ")
     first = min(i for i, line in enumerate(lines) if line.startswith(LONG_STEPS))
     plan = "\n".join(lines[:first])
     for flag in FLAGS:
@@ -78,8 +79,9 @@ def test_the_plan_comes_before_the_long_steps_and_names_the_flags(tmp_path, ofte
         mine = [line for line in lines if line.startswith(start)]
         assert any("elapsed" in line for line in mine), start
         assert f" {unit}, " in mine[-1] and mine[-1].endswith(" s")
-    nuts_end = [line for line in lines if line.startswith(LONG_STEPS[0])][-1]
-    assert "160/160 iterations" in nuts_end  # 2 images x 2 chains x 40 iterations
+    for k in (1, 2):  # each image: 2 chains x 40 iterations
+        image = [line for line in lines if line.startswith(f"NUTS p(z | x), image {k}/2 (#")]
+        assert "80/80 iterations, " in image[-1]
     fits_end = [line for line in lines if line.startswith(LONG_STEPS[2])][-1]
     assert "10/10 SVI steps" in fits_end
 
@@ -162,7 +164,7 @@ def test_the_command_line_says_the_plan_unless_quiet(tmp_path, often, monkeypatc
     argv += ["--gap-steps", "5", "--ais-steps", "3", "--ais-chains", "2", "--elbo-draws", "20"]
     assert cli.main([*argv, "--device", "cpu"]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("pyrovae diagnose: about ") and "--gap-steps" in err
+    assert "\npyrovae diagnose: about " in err and "--gap-steps" in err
     assert "NUTS p(z | x) of 1 image x 2 chains x (10 warm-up + 10)" in err
     assert "ELBO of q and q* on 3 images x 20 draws" in err
     assert cli.main([*argv, "--device", "cpu", "--quiet"]) == 0
