@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pyrovae.data import Splits
 from pyrovae.train import one_hot
 
 from . import figures as F
+from .progress import progress_iter
 from .report import RunReport
 from .source_fits import fit_per_class
 from .sources import LatentSource
@@ -78,6 +79,7 @@ def run_figures(
     classifier: nn.Module | None = None,
     digit: int = 9,
     max_points: int = 2000,
+    progress: bool = False,
 ) -> dict[str, Figure]:
     """Every figure of the latent-space study for one model, in display order.
 
@@ -90,51 +92,91 @@ def run_figures(
         metrics: rows of ``metrics.csv`` (training curves).
         classifier: reads the class-conditional samples, when given.
         digit: the digit of the traversal pictures.
+        progress: show progress over the figures on stderr.
     """
-    figs: dict[str, Figure] = {}
+    plan: list[tuple[str, Callable[[], Figure]]] = []
     test = data.test
     device = next(vae.parameters()).device
     x_test, labels_test = test.x[:max_points].to(device), test.y[:max_points].to(device)
     y_test = one_hot(labels_test, vae.y_dim) if vae.conditional else None
     if metrics:
-        figs["Training curves"] = F.plot_training_curves(metrics)
-    figs["Reconstructions (test inputs above, reconstructions below)"] = F.plot_reconstructions(
-        vae, x_test, y_test
+        plan.append(("Training curves", lambda: F.plot_training_curves(metrics)))
+    plan.append(
+        (
+            "Reconstructions (test inputs above, reconstructions below)",
+            lambda: F.plot_reconstructions(vae, x_test, y_test),
+        )
     )
     scores = evaluation.get("sources") if evaluation else None
     if sources:
-        figs[samples_title(scores)] = F.plot_samples(
-            vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
+        plan.append(
+            (
+                samples_title(scores),
+                lambda: F.plot_samples(
+                    vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
+                ),
+            )
         )
-    figs["Latent space per class (train and test)"] = F.plot_latent_space(
-        vae, data, max_points=max_points
+    plan.append(
+        (
+            "Latent space per class (train and test)",
+            lambda: F.plot_latent_space(vae, data, max_points=max_points),
+        )
     )
     if vae.conditional:
-        figs[f"CVAE: style of digit {digit} around z = 0"] = F.plot_cvae_style(vae, digit)
-        figs["CVAE: class-conditional samples"] = F.plot_class_samples(vae, classifier=classifier)
+        plan.append(
+            (f"CVAE: style of digit {digit} around z = 0", lambda: F.plot_cvae_style(vae, digit))
+        )
+        plan.append(
+            (
+                "CVAE: class-conditional samples",
+                lambda: F.plot_class_samples(vae, classifier=classifier),
+            )
+        )
     else:
-        figs[f"Traversal around the mean of digit {digit}"] = F.plot_traversal(
-            vae, x_test, labels_test, digit=digit
+        plan.append(
+            (
+                f"Traversal around the mean of digit {digit}",
+                lambda: F.plot_traversal(vae, x_test, labels_test, digit=digit),
+            )
         )
-        figs[f"Neighbourhood of digit {digit}"] = F.plot_neighbourhood(
-            vae, x_test, labels_test, digit=digit, classifier=classifier
+        plan.append(
+            (
+                f"Neighbourhood of digit {digit}",
+                lambda: F.plot_neighbourhood(
+                    vae, x_test, labels_test, digit=digit, classifier=classifier
+                ),
+            )
         )
-        train = data.train.subset(min(len(data.train), 10_000)).to(device)
-        per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
-        figs["Class-conditional samples from per-class Gaussians (unconditional VAE)"] = (
-            F.plot_class_samples(vae, per_class, classifier=classifier)
-        )
+
+        def class_samples() -> Figure:
+            train = data.train.subset(min(len(data.train), 10_000)).to(device)
+            per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
+            return F.plot_class_samples(vae, per_class, classifier=classifier)
+
+        title = "Class-conditional samples from per-class Gaussians (unconditional VAE)"
+        plan.append((title, class_samples))
     if scores:
-        figs["Held-out log-likelihood relative to the prior"] = F.plot_loglik(scores)
+        title = "Held-out log-likelihood relative to the prior"
+        plan.append((title, lambda: F.plot_loglik(scores)))
         if any(isinstance(e, Mapping) and e.get("ksweep") for e in scores.values()):
-            figs["L_K against K per latent source (AIS as diamonds)"] = F.plot_ksweep(scores)
+            plan.append(
+                ("L_K against K per latent source (AIS as diamonds)", lambda: F.plot_ksweep(scores))
+            )
     surgery = (evaluation or {}).get("surgery") or {}
     if surgery.get("kl_per_dim"):
-        figs["KL per latent dimension"] = F.plot_kl_per_dim(surgery["kl_per_dim"])
+        plan.append(("KL per latent dimension", lambda: F.plot_kl_per_dim(surgery["kl_per_dim"])))
     elif surgery.get("activity"):
-        figs["Activity per latent dimension, Cov_x E_q[z_d]"] = F.plot_kl_per_dim(
-            surgery["activity"], threshold=ACTIVITY_THRESHOLD
+        plan.append(
+            (
+                "Activity per latent dimension, Cov_x E_q[z_d]",
+                lambda: F.plot_kl_per_dim(surgery["activity"], threshold=ACTIVITY_THRESHOLD),
+            )
         )
+    figs: dict[str, Figure] = {}
+    with progress_iter(plan, "figures", "figure", progress) as bar:
+        for title, draw in bar:
+            figs[title] = draw()
     return figs
 
 
@@ -169,11 +211,13 @@ def build_run_report(
     classifier: nn.Module | None = None,
     name: str | None = None,
     diagnostics: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> RunReport:
     """Draw the figures of one run as PNGs under ``out_dir/<name>/`` and return its report.
 
     ``diagnostics`` (``pyrovae diagnose``'s dict) adds an "Inference quality" section; by
     default the run's own ``RUN/diagnostics/diagnostics.json`` is used when it exists.
+    ``progress`` shows progress over the figures on stderr.
 
     A non-empty ``evaluation`` must record the fingerprint of ``vae``'s weights (as
     :func:`~pyrovae.analysis.evaluate.evaluate_run` does): an evaluation of other weights,
@@ -192,7 +236,7 @@ def build_run_report(
         where = "the evaluation" if run_dir is None else f"the evaluation of {run_dir}"
         check_weights(evaluation, vae, where)
     metrics = read_metrics(run_dir) if run_dir is not None else None
-    figures = run_figures(vae, data, evaluation, sources, metrics, classifier)
+    figures = run_figures(vae, data, evaluation, sources, metrics, classifier, progress=progress)
     folder = Path(out_dir) / name
     paths: dict[str, Path] = {}
     for i, (title, fig) in enumerate(figures.items()):

@@ -67,7 +67,7 @@ def report_runs(
     for run_dir in run_dirs:  # refuse before any work
         check_reusable(run_dir, settings, asked, reevaluate)
     if classifier is None and settings.quality:
-        _log(progress, "loading the sample-quality classifier (trained once, then cached)")
+        _log(progress, "loading the sample-quality classifier")
         classifier = _classifier(data, quick_classifier, device)
     reports = []
     for i, run_dir in enumerate(run_dirs, 1):
@@ -89,7 +89,14 @@ def report_runs(
         _log(progress, f"    {time.perf_counter() - start:.0f} s; drawing figures")
         reports.append(
             build_run_report(
-                vae, data, evaluation, out_dir / "figures", sources, classifier, name=run_dir.name
+                vae,
+                data,
+                evaluation,
+                out_dir / "figures",
+                sources,
+                classifier,
+                name=run_dir.name,
+                progress=progress,
             )
         )
     path = write_report(reports, out_dir, title=title)

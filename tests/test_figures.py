@@ -444,3 +444,16 @@ def test_run_report_saves_whole_word_file_names(small_vae, monkeypatch, tmp_path
         "01-held-out-log-likelihood-relative.png",
     ]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == names
+
+
+def test_run_figures_shows_progress_over_the_figures(small_vae, mnist, capsys, monkeypatch):
+    """With progress on, drawing a run's figures writes its progress line (off a terminal)."""
+    from pyrovae.analysis import run_report
+
+    monkeypatch.setenv("PYROVAE_PROGRESS_INTERVAL", "0.001")
+    figs = run_report.run_figures(small_vae, mnist, max_points=200, progress=True)
+    err = capsys.readouterr().err
+    assert f"figures: {len(figs)}/{len(figs)} figures, " in err
+    quiet = run_report.run_figures(small_vae, mnist, max_points=200, progress=False)
+    assert "figures" not in capsys.readouterr().err
+    assert list(quiet) == list(figs)
