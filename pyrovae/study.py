@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
+from pyrovae.analysis.cost import Step, announce, measure_rate
 from pyrovae.analysis.evaluation_runs import check_reusable, reuse_or_evaluate
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
-from pyrovae.build import ModelConfig
+from pyrovae.build import ModelConfig, build_model
 from pyrovae.data import Splits
+from pyrovae.objectives import make_objective
 from pyrovae.runs import load_run, read_metrics
 from pyrovae.settings import FULL, QUICK, EvaluationSettings, StudyBudget
-from pyrovae.train import TrainConfig, train
+from pyrovae.train import TrainConfig, make_adam, one_hot, train
 
 __all__ = ["StudyBudget", "FULL", "QUICK", "run_study", "report_runs", "run_dir_name"]
 
@@ -25,6 +29,72 @@ def run_dir_name(model: str, z_dim: int, prior: str = "normal", seed: int | None
     """``vae-z10``, ``vae-z10-vamp``, ``cvae-z5-mog-s1``: the study's name for a run."""
     name = f"{model}-z{z_dim}" + ("" if prior == "normal" else f"-{prior}")
     return name if seed is None else f"{name}-s{seed}"
+
+
+def _epoch_seconds(
+    model_config: ModelConfig, train_config: TrainConfig, data: Splits, device: torch.device
+) -> float:
+    """Seconds of one training epoch of this configuration, from timed SVI steps of a
+    fresh model on one batch (0.5 s of them or 20, after 3 untimed), on ``device``; the
+    global RNG is left as it was."""
+    state = torch.random.get_rng_state()
+    try:
+        vae = build_model(model_config).to(device)
+        batch = data.train.x[: train_config.batch_size].to(device)
+        x = (batch > 0.5).float() if getattr(vae.decoder, "binarize", False) else batch
+        y = None
+        if vae.conditional:
+            y = one_hot(data.train.y[: train_config.batch_size].to(device), vae.y_dim)
+        optim = make_adam(vae.parameters(), train_config.lr, device, train_config.adam_eps)
+        loss = make_objective(train_config)
+        with pyro.validation_enabled(False):  # training validates its first step only
+            for _ in range(2):  # more warm-up than measure_rate's one call
+                _svi_step(loss, vae, optim, x, y)
+            step = measure_rate(
+                lambda: _svi_step(loss, vae, optim, x, y), min_seconds=0.5, max_calls=20
+            )
+    finally:
+        torch.random.set_rng_state(state)
+    n = train_config.subset or len(data.train)
+    # and the validation ELBO of every epoch: forward passes only, about a third of a step
+    validation = len(data.val) / train_config.batch_size / 3
+    return (math.ceil(n / train_config.batch_size) + validation) / step
+
+
+def _svi_step(loss: Any, vae: Any, optim: torch.optim.Optimizer, x: Any, y: Any) -> float:
+    optim.zero_grad()
+    args = (x,) if y is None else (x, y)
+    loss.differentiable_loss(vae.model, vae.guide, *args).backward()
+    optim.step()
+    return 1.0
+
+
+def _announce_study(
+    configs: list[tuple[str, ModelConfig, TrainConfig, int]],
+    data: Splits,
+    budget: StudyBudget,
+    device: torch.device,
+    progress: bool,
+) -> None:
+    """The study's plan on stderr: each model's training at a rate measured now, then the
+    evaluations (each prints its own measured plan before it starts)."""
+    if not progress:
+        return
+    steps = []
+    for name, model_config, train_config, epochs_left in configs:
+        if epochs_left <= 0:
+            continue
+        seconds = epochs_left * _epoch_seconds(model_config, train_config, data, device)
+        steps.append(Step(f"train {name} ({epochs_left} epochs)", seconds))
+    settings = budget.evaluation_settings()
+    steps.append(
+        Step(
+            f"evaluate {len(configs)} runs ({settings.num_test or 'all'} held-out images, "
+            f"K={settings.num_samples}; each prints its plan before it starts) and report",
+            math.nan,
+        )
+    )
+    announce("study", steps, "--epochs, --z-dims, --models, --num-test and --num-train bound it")
 
 
 def _classifier(data: Splits, quick: bool, device: torch.device):
@@ -128,20 +198,11 @@ def run_study(
         for z_dim in budget.z_dims
         for run_seed in seeds
     ]
+    planned = []
     for model, prior, z_dim, run_seed in configs:
         name = run_dir_name(model, z_dim, prior, run_seed if suffix else None)
         run_dir = out_dir / "runs" / name
-        run_dirs.append(run_dir)
         done = [row["epoch"] for row in read_metrics(run_dir)] if run_dir.is_dir() else []
-        if done and done[-1] >= budget.epochs:
-            _log(progress, f"[{len(run_dirs)}/{len(configs)}] {name}: already trained")
-            continue
-        resume = (run_dir / "checkpoint.pt").is_file()
-        _log(
-            progress,
-            f"[{len(run_dirs)}/{len(configs)}] training {name} "
-            f"({budget.epochs} epochs{', resumed' if resume else ''})",
-        )
         model_config = ModelConfig(
             model=model, z_dim=z_dim, prior=prior, hidden_dims=list(budget.hidden_dims)
         )
@@ -152,6 +213,26 @@ def run_study(
             device=str(device),
             elbo="meanfield",
             dataset=data.name,
+        )
+        left = budget.epochs - (done[-1] if done else 0)
+        planned.append((name, run_dir, model_config, train_config, left))
+    _announce_study(
+        [(name, m, t, left) for name, _, m, t, left in planned],
+        data,
+        budget,
+        torch.device(device),
+        progress,
+    )
+    for name, run_dir, model_config, train_config, left in planned:
+        run_dirs.append(run_dir)
+        if left <= 0:
+            _log(progress, f"[{len(run_dirs)}/{len(configs)}] {name}: already trained")
+            continue
+        resume = (run_dir / "checkpoint.pt").is_file()
+        _log(
+            progress,
+            f"[{len(run_dirs)}/{len(configs)}] training {name} "
+            f"({budget.epochs} epochs{', resumed' if resume else ''})",
         )
         train(model_config, train_config, data, run_dir, resume=resume, progress=progress)
     title = f"pyrovae latent-space study ({budget.epochs} epochs)"

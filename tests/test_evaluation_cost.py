@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from pyrovae import cli
 from pyrovae.analysis.cost import Step, measure_rate, plan_text
@@ -121,3 +122,26 @@ def test_full_with_a_count_is_one_line_error(capsys):
 def test_settings_of_all_are_stored_as_null(tmp_path):
     stored = json.loads(json.dumps(EvaluationSettings(num_test=None, num_train=None).to_dict()))
     assert stored["num_test"] is None and stored["num_train"] is None
+
+
+def test_study_plan_times_each_training_before_it_starts(mnist, capsys):
+    from pyrovae.build import ModelConfig
+    from pyrovae.settings import QUICK
+    from pyrovae.study import _announce_study, _epoch_seconds
+    from pyrovae.train import TrainConfig
+
+    small = ModelConfig(model="vae", z_dim=2, hidden_dims=[16])
+    cond = ModelConfig(model="cvae", z_dim=2, hidden_dims=[16])
+    config = TrainConfig(epochs=3, subset=256, device="cpu")
+    one = _epoch_seconds(small, config, mnist, torch.device("cpu"))
+    assert math.isfinite(one) and one > 0
+    configs = [("vae-z2", small, config, 3), ("cvae-z2", cond, config, 0)]
+    _announce_study(configs, mnist, QUICK, torch.device("cpu"), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("study: about ")
+    assert lines[1].startswith("  train vae-z2 (3 epochs): ~")
+    assert not any("cvae-z2" in line for line in lines)  # already trained: nothing to time
+    assert lines[2].startswith("  evaluate 2 runs (200 held-out images, K=20; each prints")
+    assert "--epochs" in lines[-1]
+    _announce_study(configs, mnist, QUICK, torch.device("cpu"), progress=False)
+    assert capsys.readouterr().err == ""
