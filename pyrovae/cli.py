@@ -832,7 +832,9 @@ def _add_diagnose(sub: Any) -> None:
         "approximation and amortization gaps of log p(x) - ELBO (log p(x) by AIS). Writes "
         "DIR/diagnostics.json, DIR/posterior-NNNNN.nc (ArviZ NetCDF) per image and the "
         "figures DIR/posterior.png and DIR/gaps.png; pyrovae report shows them when DIR is "
-        "the default RUN_DIR/diagnostics.",
+        "the default RUN_DIR/diagnostics. It first says what it will do and about how long "
+        "(each step's work at rates timed on this machine in its first seconds, and the "
+        "flags that shorten it), then shows each step's progress on stderr.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/diagnostics)")
