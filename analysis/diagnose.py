@@ -10,6 +10,12 @@ test index), which ``arviz.from_netcdf`` reads back in a notebook, and two figur
 default all of it goes to ``RUN/diagnostics/``, where ``pyrovae report`` finds it; the
 file records a fingerprint of the model weights, so diagnostics of other weights are
 never shown as this model's.
+
+Before the long steps it says its plan (:func:`diagnose_plan`, :mod:`~pyrovae.analysis.cost`):
+the NUTS gradients (images x chains x iterations x gradients per iteration, counted on a
+short pilot chain), the AIS gradients, the q* SVI steps and the ELBO draws, each at a
+rate timed on this machine in a few seconds, with the flags that bound them; then each
+step shows its progress (:mod:`~pyrovae.analysis.progress`).
 """
 
 from __future__ import annotations
