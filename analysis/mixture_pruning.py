@@ -57,7 +57,8 @@ leaves (``PILOT_POINTS`` points) keep more than ``DENSE_ABOVE`` of their pairs (
 posteriors of a barely trained encoder, or fewer components than a leaf probes) sums every
 pair densely instead; the choice depends on the points alone.
 
-Guarantee. For finite float64 points, any finite means and positive scales, the value v
+Guarantee. For finite float64 points, any finite means and scales of at least 1e-150
+(smaller ones are refused: their precision overflows float64), the value v
 returned for log q = log sum_n N(z; mu_n, sigma_n) satisfies
 
     log(1 - tolerance) - eps  <=  v - log q  <=  eps,
@@ -127,6 +128,8 @@ only split, not bounded (their boxes are barely smaller; at z = 50 the first thr
 drop nothing); the grandchildren are bounded again."""
 
 _U = torch.finfo(torch.float64).eps / 2
+#: Scales below this are refused: 1/scale^2 would overflow float64 (1e-154 and less).
+SMALLEST_SCALE = 1e-150
 #: A call whose first leaves (at least ``PILOT_POINTS`` of its points) kept more than
 #: this share of their (point, component) pairs sums every pair densely instead: bounding
 #: and gathering a kept pair costs 5 to 20 times a pair of the dense matrix product
@@ -164,6 +167,13 @@ class DiagonalLogDensities:
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         loc, scale = loc.double(), scale.double()
         n, d = loc.shape
+        smallest = float(scale.min()) if scale.numel() else 1.0
+        if not smallest >= SMALLEST_SCALE:  # also catches nan
+            raise ValueError(
+                f"scale holds {smallest:.3g}, below {SMALLEST_SCALE:g}: 1/scale^2 overflows "
+                "float64 there; floor the encoder's scales (a float32 encoder cannot go below "
+                "1e-45) or drop those components"
+            )
         log_scale = scale.log()
         log_norm = -log_scale.sum(-1) - 0.5 * d * math.log(2 * math.pi)
         # [a_n, mu_n, l_n]: the direct evaluation's terms, from which rows are centred

@@ -283,7 +283,7 @@ class AggregatePosterior(LatentSource):
     skipped (:class:`~pyrovae.analysis.mixture_pruning.PrunedDiagonalMixture`: exact upper
     bounds over kd-tree boxes of the points, 10 to 33 times faster at z <= 10, 8 to 9 at
     z = 50). ``tolerance=0`` (and any GPU) sums all components, streamed over chunks of
-    ``chunk_size`` (point, component) pairs. For float64 z and any means and scales, the
+    ``chunk_size`` (point, component) pairs. For float64 z, any means and scales >= 1e-150, the
     value lies within [log q(z) + log(1 - tolerance) - eps, log q(z) + eps], eps = 1e-9
     nats plus float64 rounding (relative 1e-15 of |log q(z)| and of the log scales; see
     the module). Any other guide is summed exactly over all N components as well. The IAF

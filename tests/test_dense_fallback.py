@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from pyrovae.analysis import mixture_pruning
@@ -89,3 +90,14 @@ def test_small_calls_and_a_threshold_of_one_always_prune(monkeypatch):
     default = PrunedDiagonalMixture(loc, scale)
     default(z)
     assert default.dense_calls == 0
+
+
+def test_scales_whose_precision_overflows_are_refused():
+    """1/scale^2 overflows float64 below about 1.5e-154: refused, not a nan."""
+    loc = torch.zeros(3, 1, dtype=torch.float64)
+    scale = torch.tensor([[1e-160], [1.0], [2.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="scale holds 1e-160, below 1e-150"):
+        PrunedDiagonalMixture(loc, scale)
+    scale[0] = 1e-150  # the smallest accepted: finite terms
+    got = PrunedDiagonalMixture(loc, scale)(torch.tensor([[0.0], [0.5]], dtype=torch.float64))
+    assert bool(torch.isfinite(got).all())
