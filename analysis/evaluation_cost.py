@@ -6,13 +6,12 @@ model and data (:func:`~pyrovae.analysis.cost.measure_rate`):
 - fits: the flow's Adam steps (a few real steps of :func:`fit_flow` on encodings of
   training images), EM of the mixture on up to 2,000 of them (scaled by N), the encoder
   on the N training images;
-- log p(x): num_test x K draws, each one decoder pass and one density per source; the
-  decoder is timed on a pass of draws, the aggregate on guide draws of a few held-out
-  images against all N real encodings (pruned or dense, as the estimator will run it), the
-  other sources on stand-ins of their shape (a density's cost does not depend on its
-  fitted values); the per-draw bookkeeping of the adapted mixture (proposals, weights,
-  k-hat) is ``IS_OVERHEAD`` times the draws' passes, measured on this model;
-- sample quality, ELBO surgery (its num_marginal x N aggregate pairs) and AIS (T x C x
+- log p(x): the real importance sampler (K draws per image, the adapted proposal) run
+  once on a few held-out images, with the real aggregate of the N encodings and stand-ins
+  of the other sources (a density's cost does not depend on its fitted values), scaled to
+  num_test; the same for the prior on its own draws;
+- sample quality, ELBO surgery (num_marginal draws at the encodings scored by the
+  aggregate, timed on a call of 1,024) and AIS (T x C x
   (L + 1) gradient passes per image and source, twice that with BDMC).
 
 The estimate is for the machine as loaded now; the progress lines correct it as the work
@@ -31,13 +30,14 @@ from torch import nn
 from pyrovae.data import Splits, fixed_binarization
 from pyrovae.train import one_hot
 
+from .compare import KSWEEP
 from .cost import Step, announce, measure_rate
 from .encodings import Encodings
-from .loglik import default_draws_per_pass
+from .loglik import default_draws_per_pass, estimate_source_log_likelihoods
 from .source_fits import fit_flow, fit_gaussian_mixture, fit_sources
 from .sources import FlowSource, GaussianSource, MixtureSource
 
-__all__ = ["BOUNDS", "IS_OVERHEAD", "announce_evaluation", "evaluation_steps"]
+__all__ = ["BOUNDS", "announce_evaluation", "evaluation_steps"]
 
 #: The flags (and Python arguments) that bound an evaluation's work.
 BOUNDS = (
@@ -46,20 +46,40 @@ BOUNDS = (
     "training encoding"
 )
 
-#: Bookkeeping of the adapted importance sampler per draw (building each image's proposal
-#: mixture, drawing from it, the guide's and the mixture's densities, PSIS k-hat and the
-#: L_k sweep), as a multiple of the draw's decoder and source passes. Measured on a 3-epoch
-#: z = 50 MNIST VAE with 7 sources (``benchmarks/evaluate_cost.py``).
-IS_OVERHEAD = 2.0
 #: Draws of the marginal KL in ELBO surgery (``elbo_surgery(num_marginal=...)``).
 SURGERY_DRAWS = 10_000
 PILOT_IMAGES = 4
-PILOT_DRAWS = 128  # 512 points: enough for the pruned sum's choice (PILOT_POINTS)
+SURGERY_PILOT = 1024
 
 
 def _per_call(run: Callable[[], Any], min_seconds: float = 0.3) -> float:
     """Seconds per call of ``run`` (after a warm-up call)."""
     return 1.0 / measure_rate(lambda: (run(), 1.0)[1], min_seconds=min_seconds)
+
+
+def _pilot_seconds(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    sources: dict[str, Any],
+    k: int,
+    proposal: str,
+) -> float:
+    """Seconds of one run of the importance sampler on ``x`` (timed once: the sources'
+    tables are built beforehand, and a second run would double the planning)."""
+    start = time.perf_counter()
+    estimate_source_log_likelihoods(
+        vae,
+        x,
+        sources,
+        y,
+        num_samples=k,
+        proposal=proposal,
+        iwae_particles=[j for j in KSWEEP if j < k],
+        seed=0,
+        progress=False,
+    )
+    return time.perf_counter() - start
 
 
 def _standin(name: str, z_dim: int, options: Mapping[str, Any]) -> nn.Module | None:
@@ -163,16 +183,16 @@ def _steps(
         fits += t * n_train / pilot_n
     if fitted:
         steps.append(Step(f"fit {len(fitted)} sources to {n_train} training encodings", fits))
-    # log p(x): per draw, a decoder pass and one density per source
-    per_pass = min(default_draws_per_pass(device), 4096)
+    # log p(x): the real estimator on a few held-out images, with the real aggregate and
+    # stand-ins of the other sources (a density costs what the fitted one's will)
     with torch.no_grad():
+        per_pass = min(default_draws_per_pass(device), 4096)
         z = torch.randn(per_pass, z_dim, device=device)
         x_rep = x_test[:1].expand(per_pass, -1)
         y_rep = None if y_test is None else y_test[:1].expand(per_pass, -1)
         decoder = _per_call(lambda: vae.decoder(z, y_rep).log_prob(x_rep)) / per_pass
-        q = vae.encoder(x_test, y_test)
-        points = q.sample((PILOT_DRAWS,)).reshape(-1, z_dim)
-        per_draw, aggregate = decoder, 0.0
+        pilot: dict[str, Any] = {"prior": None}
+        agg = None
         for name in names[1:]:
             if name == "aggregate":
                 x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
@@ -181,26 +201,25 @@ def _steps(
                     ["aggregate"], vae, x_all, y_all, options={"aggregate": agg_opts},
                     progress=False,
                 )["aggregate"]  # fmt: skip
-                aggregate = _per_call(lambda a=agg: a.log_prob(points)) / points.shape[0]
-                per_draw += aggregate
+                agg.log_prob(torch.zeros(4, z_dim, device=device))  # builds its tables
+                pilot[name] = agg
             else:
                 source = _standin(name, z_dim, options.get(name, {}))
                 if source is not None:
-                    source = source.to(device)
-                    per_draw += _per_call(lambda s=source: s.log_prob(points)) / points.shape[0]
-    is_seconds = n_test * k * per_draw * IS_OVERHEAD
+                    pilot[name] = source.to(device)
+        is_image = _pilot_seconds(vae, x_test, y_test, pilot, k, proposal) / x_test.shape[0]
+        prior_image = _pilot_seconds(vae, x_test, y_test, {"prior": None}, k, "guide")
+        prior_image /= x_test.shape[0]
     steps.append(
         Step(
             f"log p(x) of {n_test} images, K={k}, {len(names)} sources",
-            is_seconds,
+            n_test * is_image,
             n_test * k,
             "draws",
         )
     )
     if proposal == "adapted" and len(names) > 1:  # the prior again, on its own draws
-        steps.append(
-            Step("log p(x) of the prior on its own draws", n_test * k * decoder * IS_OVERHEAD)
-        )
+        steps.append(Step("log p(x) of the prior on its own draws", n_test * prior_image))
     if quality:
         # decoding, the classifier and nearest training images, per source
         steps.append(
@@ -213,11 +232,13 @@ def _steps(
         # num_marginal draws scored by the aggregate of all N encodings (pruned: draws at
         # the encodings are cheaper than held-out draws), then the same on a tenth of them
         draws_here = min(SURGERY_DRAWS, n_train) * 1.01
-        if not aggregate:
+        if agg is None:
             x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
             agg = fit_sources(["aggregate"], vae, x_all, y_all, progress=False)["aggregate"]
-            with torch.no_grad():
-                aggregate = _per_call(lambda: agg.log_prob(points)) / points.shape[0]
+        with torch.no_grad():  # draws at training encodings, a call of the surgery's size
+            at = Encodings(vae, x_pilot[:SURGERY_PILOT], None if y_pilot is None else
+                           y_pilot[:SURGERY_PILOT]).sample(1, seed=0)  # fmt: skip
+            aggregate = _per_call(lambda: agg.log_prob(at), min_seconds=0.0) / at.shape[0]
         steps.append(Step(f"ELBO surgery on {n_train} training images", draws_here * aggregate))
     if ais is not None:
         ais_names = list(ais.sources) if ais.sources else names
