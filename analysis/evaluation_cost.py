@@ -6,8 +6,10 @@ model and data (:func:`~pyrovae.analysis.cost.measure_rate`):
 - fits: the flow's Adam steps (a few real steps of :func:`fit_flow` on encodings of
   training images), EM of the mixture on up to 2,000 of them (scaled by N), the encoder
   on the N training images;
-- log p(x): the real importance sampler (K draws per image, the adapted proposal) run
-  once on a few held-out images, with the real aggregate of the N encodings and stand-ins
+- log p(x): the real importance sampler (K draws per image, the adapted proposal) timed
+  on one image and on one pass of its own size (draws_per_pass // K held-out images, at
+  most 16), after a warm-up: a fixed cost per call (building each image's proposals from
+  the sources) and a cost per image, with the real aggregate of the N encodings and stand-ins
   of the other sources (a density's cost does not depend on its fitted values), scaled to
   num_test; the same for the prior on its own draws;
 - sample quality, ELBO surgery (num_marginal draws at the encodings scored by the
@@ -34,6 +36,7 @@ from .compare import KSWEEP
 from .cost import Step, announce, measure_rate
 from .encodings import Encodings
 from .loglik import default_draws_per_pass, estimate_source_log_likelihoods
+from .memorization import nearest_distances
 from .source_fits import fit_flow, fit_gaussian_mixture, fit_sources
 from .sources import FlowSource, GaussianSource, MixtureSource
 
@@ -48,13 +51,35 @@ BOUNDS = (
 
 #: Draws of the marginal KL in ELBO surgery (``elbo_surgery(num_marginal=...)``).
 SURGERY_DRAWS = 10_000
-PILOT_IMAGES = 4
+#: Held-out images of the timed pilot pass at most (a pass holds draws_per_pass // K).
+MAX_PILOT_IMAGES = 16
 SURGERY_PILOT = 1024
 
 
 def _per_call(run: Callable[[], Any], min_seconds: float = 0.3) -> float:
     """Seconds per call of ``run`` (after a warm-up call)."""
     return 1.0 / measure_rate(lambda: (run(), 1.0)[1], min_seconds=min_seconds)
+
+
+def _call_and_image(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    sources: dict[str, Any],
+    k: int,
+    proposal: str,
+) -> tuple[float, float]:
+    """Seconds of a call of the importance sampler (its views of the sources, once per
+    call) and seconds per image: a warm-up on one image, then one image, then all of
+    ``x`` (one pass), so that per image = (t_all - t_one) / (n - 1)."""
+    first = None if y is None else y[:1]
+    _pilot_seconds(vae, x[:1], first, sources, k, proposal)
+    one = _pilot_seconds(vae, x[:1], first, sources, k, proposal)
+    if x.shape[0] == 1:
+        return 0.0, one
+    per_image = max(_pilot_seconds(vae, x, y, sources, k, proposal) - one, 0.0)
+    per_image /= x.shape[0] - 1
+    return max(one - per_image, 0.0), per_image
 
 
 def _pilot_seconds(
@@ -161,7 +186,9 @@ def _steps(
 ) -> list[Step]:
     steps: list[Step] = []
     z_dim = vae.z_dim
-    x_test, y_test = _inputs(vae, held_out.x[:PILOT_IMAGES], held_out.y[:PILOT_IMAGES], device)
+    # one full pass of the estimator (draws_per_pass // K images), as the real run makes
+    pilot_images = max(1, min(n_test, default_draws_per_pass(device) // k, MAX_PILOT_IMAGES))
+    x_test, y_test = _inputs(vae, held_out.x[:pilot_images], held_out.y[:pilot_images], device)
     train = data.train
     with torch.no_grad():
         # the encoder over the N training images, as every fit starts with it
@@ -207,25 +234,30 @@ def _steps(
                 source = _standin(name, z_dim, options.get(name, {}))
                 if source is not None:
                     pilot[name] = source.to(device)
-        is_image = _pilot_seconds(vae, x_test, y_test, pilot, k, proposal) / x_test.shape[0]
-        prior_image = _pilot_seconds(vae, x_test, y_test, {"prior": None}, k, "guide")
-        prior_image /= x_test.shape[0]
+        is_fixed, is_image = _call_and_image(vae, x_test, y_test, pilot, k, proposal)
+        prior_fixed, prior_image = _call_and_image(vae, x_test, y_test, {"prior": None}, k, "guide")
     steps.append(
         Step(
             f"log p(x) of {n_test} images, K={k}, {len(names)} sources",
-            n_test * is_image,
+            is_fixed + n_test * is_image,
             n_test * k,
             "draws",
         )
     )
     if proposal == "adapted" and len(names) > 1:  # the prior again, on its own draws
-        steps.append(Step("log p(x) of the prior on its own draws", n_test * prior_image))
+        seconds = prior_fixed + n_test * prior_image
+        steps.append(Step("log p(x) of the prior on its own draws", seconds))
     if quality:
-        # decoding, the classifier and nearest training images, per source
+        # per sample: decoding, the classifier (about a decoder pass) and the distance to
+        # the nearest training image (timed on 200 images against the N real ones)
+        images = train.x[:200].reshape(200, -1).float()
+        reference = train.x[:n_train].reshape(n_train, -1).float()
+        nearest = _per_call(lambda: nearest_distances(images, reference), min_seconds=0.1)
+        per_sample = 2 * decoder + nearest / images.shape[0]
         steps.append(
             Step(
                 f"sample quality of {len(names)} sources ({num_quality} samples each)",
-                len(names) * num_quality * (decoder + 784 * n_train * 2e-10 + 2e-4),
+                len(names) * num_quality * per_sample,
             )
         )
     if surgery:

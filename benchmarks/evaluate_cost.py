@@ -3,8 +3,8 @@
 Runs the exact commands a user runs, as subprocesses with stderr to a log file (so the
 progress is written as lines, as in a job log):
 
-- the README's example, ``pyrovae evaluate RUN --num-test 200``;
-- the default, ``pyrovae evaluate RUN`` with no flags (500 held-out images, 5,000
+- the README's example, ``pyrovae evaluate RUN --num-test 500 --num-train 5000``;
+- the default, ``pyrovae evaluate RUN`` with no flags (1,000 held-out images, 10,000
   training encodings, K=1000, every source, sample quality, ELBO surgery).
 
 For each it prints the wall time, the plan's estimate (the ``evaluate`` line written before
@@ -117,7 +117,8 @@ def main() -> None:
     env = {**os.environ, "PYROVAE_PROGRESS_INTERVAL": "30"}
     base = [sys.executable, "-m", "pyrovae", "evaluate", args.run_dir, "--data-root"]
     base.append(args.data_root)
-    cases = {"readme": (["--num-test", "200"], 200), "default": ([], DEFAULT_NUM_TEST)}
+    readme = ["--num-test", "500", "--num-train", "5000"]
+    cases = {"readme": (readme, 500), "default": ([], DEFAULT_NUM_TEST)}
     print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     for label, (flags, num_test) in cases.items():
         if args.only and args.only != label:

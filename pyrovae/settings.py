@@ -59,7 +59,7 @@ uses all of them)."""
 
 
 #: Held-out images and training encodings of an evaluation, unless asked otherwise.
-DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN = 500, 5000
+DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN = 1000, 10_000
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class EvaluationSettings:
     saved ``evaluation.json`` can be reused when the settings asked for match its own
     (:meth:`differences`). Field meanings are those of ``pyrovae evaluate``.
 
-    The defaults (500 held-out images, sources fitted to 5,000 training encodings, K=1000)
-    finish in minutes on two CPU cores for a z = 50 MNIST VAE; ``num_test=None`` and
+    The defaults (1,000 held-out images, sources fitted to 10,000 training encodings,
+    K=1000) finish in minutes on two CPU cores for a z = 50 MNIST VAE; ``num_test=None`` and
     ``num_train=None`` ask for every held-out image and every training encoding (the
     command line's ``--full``), whose cost the evaluation prints before it starts.
     """

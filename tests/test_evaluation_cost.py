@@ -92,7 +92,7 @@ def test_defaults_bound_the_work_and_full_asks_for_everything():
         DEFAULT_NUM_TEST,
         DEFAULT_NUM_TRAIN,
     )
-    assert (DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN) == (500, 5000)
+    assert (DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN) == (1000, 10_000)
 
 
 @pytest.mark.parametrize(
