@@ -53,6 +53,7 @@ BOUNDS = (
 SURGERY_DRAWS = 10_000
 #: Held-out images of the timed pilot pass at most (a pass holds draws_per_pass // K).
 MAX_PILOT_IMAGES = 16
+#: Draws at training encodings on which the surgery's aggregate is timed.
 SURGERY_PILOT = 1024
 
 
@@ -90,8 +91,7 @@ def _pilot_seconds(
     k: int,
     proposal: str,
 ) -> float:
-    """Seconds of one run of the importance sampler on ``x`` (timed once: the sources'
-    tables are built beforehand, and a second run would double the planning)."""
+    """Seconds of one run of the importance sampler on ``x`` (its estimates are dropped)."""
     start = time.perf_counter()
     estimate_source_log_likelihoods(
         vae,
