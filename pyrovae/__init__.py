@@ -61,7 +61,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    """The public names (not the helpers this module imports for itself)."""
+    return sorted([*__all__, "__version__"])
 
 
 class _Package(types.ModuleType):

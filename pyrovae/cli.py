@@ -828,7 +828,7 @@ def _add_diagnose(sub: Any) -> None:
         help="NUTS reference posteriors and inference gaps of a run's guide",
         description="For a few test images of every class: a reference posterior p(z | x) "
         "by NUTS (R-hat and ESS; a datum whose chains did not mix is flagged), the guide "
-        "against it (means, standard deviations, coverage of its 90%% interval), and the "
+        "against it (means, standard deviations, coverage of its 90% interval), and the "
         "approximation and amortization gaps of log p(x) - ELBO (log p(x) by AIS). Writes "
         "DIR/diagnostics.json, DIR/posterior-NNNNN.nc (ArviZ NetCDF) per image and the "
         "figures DIR/posterior.png and DIR/gaps.png; pyrovae report shows them when DIR is "

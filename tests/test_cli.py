@@ -396,3 +396,18 @@ def test_diagnose_writes_json_netcdf_and_figures_and_the_report_shows_them(
     # more NUTS images than images: one line, no traceback
     code = main([*argv[:4], "--nuts-data", "5"])
     one_line_error(capsys, code, "--nuts-data 5 exceeds --num-data 3")
+
+
+def test_help_texts_show_a_percent_sign_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    out = capsys.readouterr().out
+    assert "90% interval" in out and "%%" not in out
+
+
+def test_dir_of_the_package_lists_its_public_names_only():
+    import pyrovae
+
+    names = dir(pyrovae)
+    assert "load_run" in names and "train" in names and "__version__" in names
+    assert not {"sys", "importlib", "Any", "types"} & set(names)
