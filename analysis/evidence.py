@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from .evidence_numbers import Z95, _ais, _num, ais_difference
 
 __all__ = [
     "AIS_AGREEMENT",
@@ -44,8 +44,6 @@ AIS_AGREEMENT = 1.0
 """IS and AIS means within this many nats count as agreeing."""
 BDMC_TRUSTED_GAP = 1.0
 """A BDMC gap (nats) below which AIS at that number of steps is trusted."""
-Z95 = 1.96
-"""A difference d with standard error s is shown when |d| > Z95 * s (two-sided 95%)."""
 
 
 @dataclass(frozen=True)
@@ -68,25 +66,9 @@ class Evidence:
     bdmc_gaps: Mapping[str, float | None] = field(default_factory=dict)
 
 
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _entry(sources: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     entry = sources.get(name)
     return entry if isinstance(entry, Mapping) else {}
-
-
-def _ais(entry: Mapping[str, Any]) -> tuple[float, float] | None:
-    ais = entry.get("ais")
-    if not isinstance(ais, Mapping):
-        return None
-    value, se = _num(ais.get("loglik")), _num(ais.get("stderr"))
-    return None if value is None or se is None else (value, se)
 
 
 def _own_bdmc(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -118,23 +100,6 @@ def source_bdmc(evaluation: Mapping[str, Any], name: str) -> Mapping[str, Any] |
 def _gap(entry: Mapping[str, Any]) -> float | None:
     run = _own_bdmc(entry)
     return None if run is None else float(run["gap"])
-
-
-def ais_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[float, float]:
-    """AIS mean difference of two ``"ais"`` entries and its standard error.
-
-    Paired image by image when both hold ``per_datum`` lists of the same length n > 1:
-    d_i = a_i - b_i, mean(d) and sd(d) / sqrt(n). Otherwise
-    loglik_a - loglik_b with sqrt(stderr_a^2 + stderr_b^2), as if independent.
-    """
-    pa, pb = a.get("per_datum"), b.get("per_datum")
-    if isinstance(pa, list) and isinstance(pb, list) and len(pa) == len(pb) > 1:
-        diffs = np.asarray(pa, dtype=float) - np.asarray(pb, dtype=float)
-        if np.isfinite(diffs).all():
-            return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(diffs)))
-    return float(a["loglik"]) - float(b["loglik"]), math.hypot(
-        float(a["stderr"]), float(b["stderr"])
-    )
 
 
 def _is_difference(sources: Mapping[str, Any], a: str, b: str) -> tuple[float, float | None]:

@@ -54,9 +54,6 @@ OPEN_CYCLES: list[frozenset[str]] = [
             "pyrovae.train",
         }
     ),
-    frozenset(
-        {"pyrovae.analysis.evidence", "pyrovae.analysis.figures", "pyrovae.analysis.figures.curves"}
-    ),
 ]
 
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..evidence import Z95, _ais, ais_difference
+from ..evidence_numbers import Z95, _ais, ais_difference
 from ._common import _PRIOR_COLOUR, _new_figure
 
 
