@@ -621,7 +621,7 @@ def _add_evaluation_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--aggregate-components",
-        type=lambda text: "all" if text == "all" else _positive_int(text),
+        type=_count_or_all,
         metavar="N|all",
         help="training encodings in the 'aggregate' source of a guide that is not a diagonal "
         "Normal (the flow guide: each draw costs a pass of its networks per encoding), a "
