@@ -22,6 +22,8 @@ runs. ``benchmarks/evaluate_cost.py`` compares it with the time taken.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -224,10 +226,11 @@ def _steps(
             if name == "aggregate":
                 x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
                 agg_opts = dict(options.get("aggregate", {}))
-                agg = fit_sources(
-                    ["aggregate"], vae, x_all, y_all, options={"aggregate": agg_opts},
-                    progress=False,
-                )["aggregate"]  # fmt: skip
+                with contextlib.redirect_stderr(io.StringIO()):  # the fit itself will say it
+                    agg = fit_sources(
+                        ["aggregate"], vae, x_all, y_all, options={"aggregate": agg_opts},
+                        progress=False,
+                    )["aggregate"]  # fmt: skip
                 agg.log_prob(torch.zeros(4, z_dim, device=device))  # builds its tables
                 pilot[name] = agg
             else:

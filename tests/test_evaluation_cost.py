@@ -145,3 +145,18 @@ def test_study_plan_times_each_training_before_it_starts(mnist, capsys):
     assert "--epochs" in lines[-1]
     _announce_study(configs, mnist, QUICK, torch.device("cpu"), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_plan_of_a_cvae(small_cvae, mnist):
+    steps = evaluation_steps(
+        small_cvae,
+        mnist,
+        sources=["prior", "aggregate", "gmm"],
+        num_samples=10,
+        num_test=20,
+        num_train=300,
+        quality=True,
+        num_quality_samples=50,
+    )
+    assert [s.what.split(" ")[0] for s in steps] == ["fit", "log", "log", "sample", "ELBO"]
+    assert all(math.isfinite(s.seconds) and s.seconds >= 0 for s in steps)
