@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from pyrovae.nets import check_positive_int
 
-from .ais import (
+from .ais_chains import (
     AISResult,
     InitialFn,
     _ais_result,
