@@ -8,7 +8,7 @@ from torch import nn
 
 from pyrovae.nets import check_positive_int
 
-from .sources import is_diagonal_normal, seeded
+from .source_helpers import is_diagonal_normal, seeded
 
 __all__ = ["Encodings", "check_data"]
 

@@ -31,6 +31,8 @@ from pyro.distributions.transforms.affine_autoregressive import ConditionalAffin
 from pyro.nn.auto_reg_nn import ConditionalAutoRegressiveNN
 from torch import nn
 
+from .source_helpers import one_cpu_thread
+
 __all__ = ["FlowPairs", "supports"]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -363,8 +365,6 @@ class FlowPairs:
 
     def logsumexp(self, z: torch.Tensor) -> torch.Tensor:
         """log sum_n q(z_b | x_n) for points z (B, d), in float64: (B,)."""
-        from .sources import one_cpu_thread
-
         n = self.x.shape[0]
         m = min(n, self.pair_chunk)
         rows = max(1, self.pair_chunk // m)

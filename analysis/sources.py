@@ -26,8 +26,7 @@ flow           Real NVP flow fitted by maximum likelihood to draws z ~ q(z)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from torch.nn import functional as F
 from pyrovae.nets import check_positive_int
 
 from .mixture_pruning import DEFAULT_TOLERANCE, DiagonalLogDensities, PrunedDiagonalMixture
+from .source_helpers import is_diagonal_normal, one_cpu_thread, seeded  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # .encodings builds on this module
     from .encodings import Encodings
@@ -59,40 +59,6 @@ VARIANCE_FLOOR = 1e-8
 """Added to the covariance of every fitted Gaussian (see GaussianSource.from_moments)."""
 
 
-@contextmanager
-def seeded(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
-    """Run the block with torch's RNG seeded by ``seed``, restoring the global RNG after.
-
-    ``seed=None`` leaves the global RNG alone and uses it.
-    """
-    if seed is None:
-        yield
-        return
-    device = torch.device(device or "cpu")
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextmanager
-def one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run the block on one intra-op CPU thread (restored after; no effect on a GPU).
-
-    The fitting loops below run thousands of small tensor operations; spreading each over
-    several threads gains little and costs a synchronization per operation, which becomes
-    ruinous (tens of times slower) when the cores are shared with other processes.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _check_samples(name: str, z: torch.Tensor, min_rows: int = 2) -> torch.Tensor:
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[0] < min_rows:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
@@ -103,15 +69,6 @@ def _check_samples(name: str, z: torch.Tensor, min_rows: int = 2) -> torch.Tenso
     if not torch.isfinite(z).all():
         raise ValueError(f"{name} holds NaN or inf values; drop them before fitting")
     return z
-
-
-def is_diagonal_normal(q: dist.Distribution) -> bool:
-    """True for ``Normal(loc, scale).to_event(1)``: a diagonal Gaussian over vectors."""
-    return (
-        isinstance(q, torch.distributions.Independent)
-        and type(q.base_dist) in (dist.Normal, torch.distributions.Normal)
-        and q.reinterpreted_batch_ndims == 1
-    )
 
 
 @dataclass
