@@ -22,7 +22,8 @@ from pyrovae.settings import AGGREGATE_COMPONENTS
 from .encodings import Encodings
 from .mixture_pruning import DEFAULT_TOLERANCE
 from .progress import progress_iter
-from .sources import (
+from .source_helpers import one_cpu_thread, seeded
+from .source_types import (
     LOG_2PI,
     VARIANCE_FLOOR,
     AggregatePosterior,
@@ -32,8 +33,6 @@ from .sources import (
     MixtureSource,
     PriorSource,
     _check_samples,
-    one_cpu_thread,
-    seeded,
 )
 
 __all__ = [
