@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.traces import importance_terms
-from pyrovae.train import VALIDATION_CHUNK, Trainer, one_hot
+from pyrovae.trainer import VALIDATION_CHUNK, Trainer, one_hot
 
 __all__ = [
     "DistributedContext",

@@ -32,7 +32,7 @@ from torch.distributions import kl_divergence
 from pyrovae.traces import IWAE
 
 if TYPE_CHECKING:
-    from pyrovae.train import TrainConfig
+    from pyrovae.trainer import TrainConfig
 
 __all__ = ["IWAE", "Trace_ELBO", "TraceMeanField_ELBO", "make_objective"]
 
