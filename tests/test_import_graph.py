@@ -175,7 +175,7 @@ def test_cycle_finder_on_a_known_graph() -> None:
     assert set(cycles(graph)) == {frozenset({"a", "b", "c"}), frozenset({"d"})}
 
 
-def test_graph_reads_relative_function_level_and_skips_type_checking(tmp_path: Path) -> None:
+def test_graph_reads_relative_function_level_and_skips_type_checking() -> None:
     source = (
         "from typing import TYPE_CHECKING\n"
         "from .b import f\n"
