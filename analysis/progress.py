@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 __all__ = [
+    "CLOSING_LINE",
     "LineProgress",
     "format_seconds",
     "progress_bar",
@@ -67,6 +69,11 @@ def format_seconds(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+#: The line a step writes when it ends off a terminal (:meth:`LineProgress.close`):
+#: ``desc: n/total units, 12.3 s``; benchmarks read each step's seconds from it.
+CLOSING_LINE = re.compile(r"^(?P<desc>.*?): \d+/\d+ [\w ]+?, (?P<seconds>[0-9.]+) s$")
 
 
 def _plural(unit: str, count: int | None) -> str:

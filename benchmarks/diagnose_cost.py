@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import re
 import shlex
 import statistics
 import sys
@@ -30,12 +29,11 @@ from pathlib import Path
 
 from pyrovae.analysis import diagnose, posterior
 from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run
+from pyrovae.analysis.progress import CLOSING_LINE
 from pyrovae.data import load_dataset
 from pyrovae.runs import load_run, read_config
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
-CLOSE_LINE = re.compile(r"^(?P<desc>.*?): \d+/\d+ [\w ]+?, (?P<seconds>[0-9.]+) s$")
-"""A progress step's closing line off a terminal: ``desc: n/total units, 12.3 s``."""
 
 
 class Tee(io.TextIOBase):
@@ -56,7 +54,7 @@ def measured_steps(log: str) -> dict[str, float]:
     """Seconds of NUTS, AIS and the q* fits from the progress steps' closing lines."""
     found = {}
     for line in log.splitlines():
-        match = CLOSE_LINE.match(line.strip())
+        match = CLOSING_LINE.match(line.strip())
         if match is None:
             continue
         desc = match["desc"]

@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 
 from pyrovae.analysis.loglik import default_draws_per_pass
+from pyrovae.analysis.progress import CLOSING_LINE
 from pyrovae.data import fixed_binarization, load_dataset
 from pyrovae.runs import load_run
 from pyrovae.settings import DEFAULT_NUM_TEST
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 PLAN = re.compile(r"^evaluate \(rates measured in (\d+) s\): about (.+?) on this machine")
-CLOSE = re.compile(r"^(?P<desc>.*?): \d+/\d+ [\w ]+?, (?P<seconds>[0-9.]+) s$")
 
 
 def seconds_of(text: str) -> float:
@@ -94,7 +94,7 @@ def run(label: str, argv: list[str], env: dict[str, str]) -> dict:
             plan_lines.append(line)
         elif plan_lines and len(plan_lines) < 12 and line.startswith("  "):
             plan_lines.append(line)
-        close = CLOSE.match(line.strip())
+        close = CLOSING_LINE.match(line.strip())
         if close:
             steps[close.group("desc")] = steps.get(close.group("desc"), 0) + float(
                 close.group("seconds")

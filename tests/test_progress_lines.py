@@ -10,7 +10,12 @@ import time
 
 import pytest
 
-from pyrovae.analysis.progress import LineProgress, format_seconds, progress_interval
+from pyrovae.analysis.progress import (
+    CLOSING_LINE,
+    LineProgress,
+    format_seconds,
+    progress_interval,
+)
 
 
 def test_status_line_says_done_total_elapsed_and_left():
@@ -116,3 +121,14 @@ def test_a_step_of_seconds_writes_progress_lines_to_a_file_before_it_ends(tmp_pa
     first = next(line for line in seen_while_running.splitlines() if "elapsed" in line)
     assert first.startswith("log p(x): 1 source, 200 images: ")
     assert "/200 images (" in first
+
+
+def test_closing_line_is_what_close_writes(capsys):
+    """The benchmarks read each step's seconds with CLOSING_LINE: it must match close()."""
+    with LineProgress(3, "fitting sources to 500 encodings", "source", interval=60) as bar:
+        bar.update(3)
+    (line,) = capsys.readouterr().err.splitlines()
+    match = CLOSING_LINE.match(line)
+    assert match is not None, line
+    assert match.group("desc") == "fitting sources to 500 encodings"
+    assert float(match.group("seconds")) >= 0
