@@ -31,10 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyrovae.data import Splits, fixed_binarization
-from pyrovae.train import one_hot
+from pyrovae.data import Splits
 
-from .compare import KSWEEP
+from .compare import KSWEEP, model_inputs
 from .cost import Step, announce, measure_rate
 from .encodings import Encodings
 from .loglik import default_draws_per_pass, estimate_source_log_likelihoods
@@ -162,14 +161,6 @@ def evaluation_steps(
         torch.random.set_rng_state(state)
 
 
-def _inputs(vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None, device: Any) -> tuple:
-    x = x.to(device)
-    if getattr(vae.decoder, "binarize", False):
-        x = fixed_binarization(x)
-    y = one_hot(y.to(device), vae.y_dim) if vae.conditional and y is not None else None
-    return x, y
-
-
 def _steps(
     vae: nn.Module,
     data: Splits,
@@ -190,12 +181,12 @@ def _steps(
     z_dim = vae.z_dim
     # one full pass of the estimator (draws_per_pass // K images), as the real run makes
     pilot_images = max(1, min(n_test, default_draws_per_pass(device) // k, MAX_PILOT_IMAGES))
-    x_test, y_test = _inputs(vae, held_out.x[:pilot_images], held_out.y[:pilot_images], device)
+    x_test, y_test = model_inputs(vae, held_out, pilot_images, random_subset=True)
     train = data.train
     with torch.no_grad():
         # the encoder over the N training images, as every fit starts with it
         pilot_n = min(n_train, 2000)
-        x_pilot, y_pilot = _inputs(vae, train.x[:pilot_n], train.y[:pilot_n], device)
+        x_pilot, y_pilot = model_inputs(vae, train, pilot_n, random_subset=False)
         encode = _per_call(lambda: Encodings(vae, x_pilot, y_pilot)) * n_train / pilot_n
         enc = Encodings(vae, x_pilot, y_pilot)
         draws = enc.sample(1, seed=0)
@@ -224,7 +215,7 @@ def _steps(
         agg = None
         for name in names[1:]:
             if name == "aggregate":
-                x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
+                x_all, y_all = model_inputs(vae, train, n_train, random_subset=False)
                 agg_opts = dict(options.get("aggregate", {}))
                 with contextlib.redirect_stderr(io.StringIO()):  # the fit itself will say it
                     agg = fit_sources(
@@ -268,7 +259,7 @@ def _steps(
         # the encodings are cheaper than held-out draws), then the same on a tenth of them
         draws_here = min(SURGERY_DRAWS, n_train) * 1.01
         if agg is None:
-            x_all, y_all = _inputs(vae, train.x[:n_train], train.y[:n_train], device)
+            x_all, y_all = model_inputs(vae, train, n_train, random_subset=False)
             agg = fit_sources(["aggregate"], vae, x_all, y_all, progress=False)["aggregate"]
         with torch.no_grad():  # draws at training encodings, a call of the surgery's size
             at = Encodings(vae, x_pilot[:SURGERY_PILOT], None if y_pilot is None else

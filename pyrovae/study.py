@@ -16,7 +16,7 @@ from pyrovae.analysis.evaluation_runs import check_reusable, reuse_or_evaluate
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.run_report import build_run_report
 from pyrovae.build import ModelConfig, build_model
-from pyrovae.data import Splits
+from pyrovae.data import Splits, fixed_binarization
 from pyrovae.objectives import make_objective
 from pyrovae.runs import load_run, read_metrics
 from pyrovae.settings import FULL, QUICK, EvaluationSettings, StudyBudget
@@ -41,7 +41,7 @@ def _epoch_seconds(
     try:
         vae = build_model(model_config).to(device)
         batch = data.train.x[: train_config.batch_size].to(device)
-        x = (batch > 0.5).float() if getattr(vae.decoder, "binarize", False) else batch
+        x = fixed_binarization(batch) if getattr(vae.decoder, "binarize", False) else batch
         y = None
         if vae.conditional:
             y = one_hot(data.train.y[: train_config.batch_size].to(device), vae.y_dim)
