@@ -1,11 +1,12 @@
 """The README's quick commands, run as the README writes them.
 
-The commands are read from the README's own text (its ```bash and ```python blocks), so a
-renamed flag, a removed subcommand or a broken snippet fails here instead of in a reader's
-terminal: every ``pyrovae ... --help`` is run, every flag of every ``pyrovae`` command and
-of ``python docs/readme_figure.py`` must appear in that command's ``--help``, every Python
-snippet runs (in a fresh directory beside a copy of the data layout, ``../shared/data``),
-and every link into ``docs/`` names a file that exists.
+The commands are read from the README's own text (its ```bash and ```python blocks and the
+``pyrovae ...`` commands quoted in its prose), so a renamed flag, a removed subcommand or a
+broken snippet fails here instead of in a reader's terminal: every ``pyrovae ... --help``
+is run, every flag of every ``pyrovae`` command and of ``python docs/readme_figure.py``
+must appear in that command's ``--help``, every Python snippet runs (in a fresh directory
+beside a copy of the data layout, ``../shared/data``), and every link into ``docs/`` names
+a file that exists.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def shell_commands() -> list[str]:
     return commands
 
 
+def inline_commands() -> list[str]:
+    """The ``pyrovae ...`` commands quoted inline in the prose (a span may wrap a line)."""
+    prose = FENCE.sub("", TEXT)
+    return [" ".join(span.split()) for span in re.findall(r"`(pyrovae [^`]+)`", prose)]
+
+
 def argv(command: str) -> list[str]:
     """The command's argv for this interpreter: ``pyrovae`` is ``python -m pyrovae``."""
     words = shlex.split(command)
@@ -52,7 +59,7 @@ def argv(command: str) -> list[str]:
     return words
 
 
-COMMANDS = shell_commands()
+COMMANDS = shell_commands() + inline_commands()
 HELP = [c for c in COMMANDS if c.startswith("pyrovae") and c.endswith("--help")]
 WITH_FLAGS = [
     c
