@@ -92,16 +92,14 @@ class AnalysisNames(SphinxDirective):
         for name in api.__all__:
             obj = getattr(api, name)
             if inspect.ismodule(obj):
-                kind, target = "module", obj.__name__
-                role = "mod"
+                kind, role = "module", "mod"
             else:
                 kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "data"
-                module = getattr(obj, "__module__", None) or api.__name__
-                target = f"{module}.{name}" if kind != "data" else f"{api.__name__}.{name}"
                 role = "obj"
             doc = inspect.getdoc(obj) if kind != "data" else None
-            summary = (doc or "").strip().splitlines()[0] if doc else ""
+            summary = doc.strip().splitlines()[0] if doc else ""
             summary = summary.replace("|", "\\|").replace("*", "\\*")
+            target = obj.__name__ if kind == "module" else f"{api.__name__}.{name}"
             lines += [f"   * - :py:{role}:`{name} <{target}>`", f"     - {kind}"]
             lines += [f"     - {summary}" if summary else "     -"]
         node = nodes.section()
@@ -110,6 +108,23 @@ class AnalysisNames(SphinxDirective):
         return node.children
 
 
+def resolve_one_import(app, env, node, contnode):  # noqa: ANN001, ANN201
+    """Link ``pyrovae.analysis.NAME`` to where NAME is documented (the module defining it)."""
+    target = node.get("reftarget", "")
+    prefix = "pyrovae.analysis."
+    name = target[len(prefix) :]
+    if node.get("refdomain") != "py" or not target.startswith(prefix) or "." in name:
+        return None
+    domain = env.get_domain("py")
+    found = sorted(full for full in domain.objects if full.endswith("." + name))
+    found = [full for full in found if full.startswith(prefix)] or found
+    found = [full for full in found if domain.objects[full].objtype != "module"] or found
+    if not found:
+        return None
+    return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", found[0], node, contnode)
+
+
 def setup(app):  # noqa: ANN001, ANN201
     app.add_directive("analysis-names", AnalysisNames)
+    app.connect("missing-reference", resolve_one_import)
     return {"parallel_read_safe": True}
