@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .progress import format_seconds
+from pyrovae.analysis.progress import format_seconds
 
 __all__ = ["Step", "announce", "measure_rate", "plan_text"]
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 
 from pyrovae import load_run
-from pyrovae.analysis.encodings import Encodings
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
-from pyrovae.analysis.mixture_pruning import REFINE_ABOVE
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.sources import AggregatePosterior
+from pyrovae.analysis.sources.encodings import Encodings
+from pyrovae.analysis.sources.mixture_pruning import REFINE_ABOVE
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

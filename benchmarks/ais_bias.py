@@ -30,8 +30,8 @@ import time
 
 import torch
 
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.exact import ppca_log_marginal, ppca_vae
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.exact import ppca_log_marginal, ppca_vae
 
 X_DIM, Z_DIM, ACTIVE, NOISE = 8, 6, 3, 0.5
 WIDEN, SHIFT = 1.5, 0.3

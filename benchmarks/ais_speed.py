@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.loglik import default_draws_per_pass
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.loglik import default_draws_per_pass
 from pyrovae.data import DataNotFoundError, fixed_binarization, load_dataset
 from pyrovae.train import one_hot
 

@@ -1,6 +1,6 @@
 """How close the time ``pyrovae diagnose`` announces comes to the time it then takes.
 
-Runs :func:`~pyrovae.analysis.diagnose.diagnose_run` on a run directory with a small
+Runs :func:`~pyrovae.analysis.posterior.diagnose.diagnose_run` on a run directory with a small
 budget and its progress on, as the CLI does. The plan it writes first (each step's work
 and seconds at rates measured in its first seconds, :mod:`~pyrovae.analysis.cost`) is
 caught, and so is the closing progress line of each step (its measured seconds). Printed
@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyrovae.analysis import diagnose, posterior
-from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run
+from pyrovae.analysis.posterior.diagnose import DiagnoseBudget, diagnose_run
+from pyrovae.analysis.posterior import diagnose
+from pyrovae.analysis.posterior import nuts as posterior
 from pyrovae.analysis.progress import CLOSING_LINE
 from pyrovae.data import load_dataset
 from pyrovae.runs import load_run, read_config

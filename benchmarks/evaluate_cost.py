@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.analysis.loglik import default_draws_per_pass
+from pyrovae.analysis.likelihood.loglik import default_draws_per_pass
 from pyrovae.analysis.progress import CLOSING_LINE
 from pyrovae.data import fixed_binarization, load_dataset
 from pyrovae.runs import load_run

@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train
-from pyrovae.analysis.compare import DEFAULT_SOURCES, compare_sources
+from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train_model
+from pyrovae.analysis.evaluation.compare import DEFAULT_SOURCES, compare_sources
 from pyrovae.train import resolve_device
 
 
@@ -61,7 +61,7 @@ def main() -> None:
             vae = load_run(run_dir, device=device)
             action = f"loaded {run_dir}"
         else:
-            train(
+            train_model(
                 ModelConfig(z_dim=z_dim, hidden_dims=args.hidden_dims),
                 TrainConfig(
                     epochs=args.epochs,

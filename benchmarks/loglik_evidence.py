@@ -25,11 +25,11 @@ import time
 import torch
 
 from pyrovae import load_dataset, load_run
-from pyrovae.analysis.ais import bdmc
-from pyrovae.analysis.compare import model_inputs
-from pyrovae.analysis.evaluate import AISBudget, evaluate_run
-from pyrovae.analysis.evidence import AIS_AGREEMENT, BDMC_TRUSTED_GAP
-from pyrovae.analysis.proposals import initial_distribution
+from pyrovae.analysis.evaluation.compare import model_inputs
+from pyrovae.analysis.evaluation.evaluate import AISBudget, evaluate_run
+from pyrovae.analysis.likelihood.ais import bdmc
+from pyrovae.analysis.likelihood.evidence import AIS_AGREEMENT, BDMC_TRUSTED_GAP
+from pyrovae.analysis.likelihood.proposals import initial_distribution
 from pyrovae.analysis.sources import SOURCES, fit_source
 from pyrovae.train import resolve_device
 

@@ -4,7 +4,7 @@ The estimator draws K particles for each of N data and evaluates the decoder on 
 draws; the decoder's forward pass plus log p(x | z) on the same chunks is the floor. The
 ratio estimator / floor measures everything else (Pyro tracing, the encoder, the guide
 and prior densities, logsumexp, PSIS k-hat). Target: <= 1.3. A third timing runs the
-source-adapted defensive mixture (:mod:`pyrovae.analysis.proposals`) for the prior and
+source-adapted defensive mixture (:mod:`pyrovae.analysis.likelihood.proposals`) for the prior and
 four Gaussian sources fitted to 10,000 training encodings, on the same decoder budget:
 its ratio is the cost of building, sampling and scoring the adapted proposals.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.analysis.loglik import (
+from pyrovae.analysis.likelihood.loglik import (
     default_draws_per_pass,
     estimate_log_likelihood,
     estimate_source_log_likelihoods,

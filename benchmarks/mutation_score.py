@@ -36,28 +36,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 MODULE_TESTS: dict[str, list[str]] = {
-    "analysis/annealing.py": ["tests/test_ais.py"],
-    "analysis/ais.py": ["tests/test_ais.py", "tests/test_progress.py"],
-    "analysis/bdmc.py": [
+    "analysis/likelihood/annealing.py": ["tests/test_ais.py"],
+    "analysis/likelihood/ais.py": ["tests/test_ais.py", "tests/test_progress.py"],
+    "analysis/likelihood/bdmc.py": [
         "tests/test_bdmc_sources.py",
         "tests/test_ais.py",
         "tests/test_progress.py",
         "tests/test_sharding.py",
     ],
-    "analysis/loglik.py": [
+    "analysis/likelihood/loglik.py": [
         "tests/test_loglik.py",
         "tests/test_proposals.py",
         "tests/test_progress.py",
         "tests/test_objectives.py",
     ],
-    "analysis/proposals.py": ["tests/test_proposals.py", "tests/test_loglik.py"],
-    "analysis/mixture_pruning.py": ["tests/test_mixture_pruning.py"],
+    "analysis/likelihood/proposals.py": ["tests/test_proposals.py", "tests/test_loglik.py"],
+    "analysis/sources/mixture_pruning.py": ["tests/test_mixture_pruning.py"],
     "analysis/sources.py": ["tests/test_sources.py", "tests/test_mixture_pruning.py"],
-    "analysis/gaps.py": ["tests/test_gaps.py"],
-    "analysis/surgery.py": ["tests/test_surgery.py"],
+    "analysis/posterior/gaps.py": ["tests/test_gaps.py"],
+    "analysis/sources/surgery.py": ["tests/test_surgery.py"],
     "analysis/stats.py": ["tests/test_stats.py"],
-    "analysis/evidence.py": ["tests/test_evidence.py"],
-    "analysis/datum_noise.py": ["tests/test_datum_noise.py"],
+    "analysis/likelihood/evidence.py": ["tests/test_evidence.py"],
+    "analysis/likelihood/datum_noise.py": ["tests/test_datum_noise.py"],
 }
 """The estimator modules and the test files that should catch a wrong number in each."""
 

@@ -1,5 +1,5 @@
 """A statistical battery on the per-datum random numbers of every method of
-:mod:`pyrovae.analysis.datum_noise`, and their speed on this machine.
+:mod:`pyrovae.analysis.likelihood.datum_noise`, and their speed on this machine.
 
 The numbers are drawn as an estimate draws them: ``DatumNoise(seed, arange(B)).uniform(K,
 D)`` for B data, K particles and D dims; a datum's stream is its K particles (one dim).
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from pyrovae.analysis.datum_noise import METHODS, DatumNoise
+from pyrovae.analysis.likelihood.datum_noise import METHODS, DatumNoise
 
 Result = tuple[str, str, float, bool]
 """(test, statistic, p-value, whether a p-value near 1 is suspicious too: a chi-square's

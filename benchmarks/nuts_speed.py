@@ -1,7 +1,7 @@
 """Time NUTS reference posteriors per datum, and how often their chains mix.
 
 For each of N test images (the classes in turn, as ``pyrovae diagnose`` picks them),
-:func:`~pyrovae.analysis.posterior.reference_posterior` runs C chains of W warm-up and S
+:func:`~pyrovae.analysis.posterior.nuts.reference_posterior` runs C chains of W warm-up and S
 kept NUTS steps. Printed: the wall time per datum (median), the share of data whose
 chains pass every check of ``pyrovae diagnose`` (R-hat at most 1.01, bulk and tail ESS at
 least 100 per chain, no divergence; target: at least 95% at the defaults), and the number of
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.analysis.diagnose import diagnosed_indices
-from pyrovae.analysis.posterior import RHAT_THRESHOLD, reference_posterior
+from pyrovae.analysis.posterior.diagnose import diagnosed_indices
+from pyrovae.analysis.posterior.nuts import RHAT_THRESHOLD, reference_posterior
 from pyrovae.data import fixed_binarization, load_dataset
 from pyrovae.runs import load_run
 from pyrovae.train import one_hot

@@ -1,8 +1,8 @@
 """Make the shipped MNIST classifier: the default recipe, seed 0, on the CPU, one thread.
 
-``pyrovae.analysis.classifier.load_classifier()`` returns the weights this script writes
+``pyrovae.analysis.quality.classifier.load_classifier()`` returns the weights this script writes
 (``analysis/weights/mnist-cnn-v1.pt``) instead of training them on the user's machine. It
-trains :class:`~pyrovae.analysis.classifier.ClassifierConfig` () on the 50,000 training
+trains :class:`~pyrovae.analysis.quality.classifier.ClassifierConfig` () on the 50,000 training
 images, rounds the weights to ``--dtype`` (float16 unless that costs more than 0.1% of
 test accuracy), scores both precisions on the 10,000 test images, and prints the test
 accuracy, the file's sha256 (for ``SHIPPED_SHA256``), the weights' sha256 and the time.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae.analysis.classifier import (
+from pyrovae.analysis.quality.classifier import (
     SHIPPED_PATH,
     ClassifierConfig,
     MNISTClassifier,

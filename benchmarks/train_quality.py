@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference import log_likelihood, test_elbo, train_plain  # noqa: E402
 
-from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train  # noqa: E402
-from pyrovae.analysis.loglik import estimate_log_likelihood  # noqa: E402
+from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train_model  # noqa: E402
+from pyrovae.analysis.likelihood.loglik import estimate_log_likelihood  # noqa: E402
 from pyrovae.data import fixed_binarization  # noqa: E402
 from pyrovae.train import elbo_per_datum  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     start = time.perf_counter()
     if not (Path(args.out) / "checkpoint.pt").exists():
-        train(
+        train_model(
             ModelConfig(),
             TrainConfig(epochs=args.epochs, device=args.device, elbo="meanfield", seed=args.seed),
             data,

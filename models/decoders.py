@@ -235,7 +235,7 @@ class ContinuousBernoulliDecoder(Decoder):
     """Continuous Bernoulli likelihood for grey values in [0, 1].
 
     The density is :class:`StableContinuousBernoulli`, exact for saturated logits (torch's
-    own clamps its normalizer at |logit| ~ 16). The continuous Bernoulli: fixing a
+    own clamps its normalizer at ``|logit| ~ 16``). The continuous Bernoulli: fixing a
     pervasive error in variational autoencoders (Loaiza-Ganem & Cunningham, 2019),
     https://arxiv.org/abs/1907.06845
     """

@@ -106,7 +106,7 @@ class VAE(nn.Module):
 
         ``z`` is drawn, when not given, from ``source``: a latent source (see
         :mod:`pyrovae.analysis.sources`) or the name of one saved with the run
-        (``RUN/sources/NAME.pt``, see :func:`pyrovae.analysis.source_store.load_sources`);
+        (``RUN/sources/NAME.pt``, see :func:`pyrovae.analysis.sources.store.load_sources`);
         from the prior when neither is given.
         """
         return self.decoder.mean(self._latents(num_samples, y, z, source), y)
@@ -129,7 +129,7 @@ class VAE(nn.Module):
                     "not loaded with pyrovae.load_run; pass a fitted source instead "
                     "(pyrovae.analysis.sources.fit_source)"
                 )
-            from pyrovae.analysis.source_store import load_source, source_path
+            from pyrovae.analysis.sources.saved import load_source, source_path
 
             source = load_source(source_path(run_dir, source), self)
         if not hasattr(source, "sample"):

@@ -186,7 +186,7 @@ class StudyBudget:
             :func:`~pyrovae.study.run_study`); with several, the report states the spread.
         ais_num_test: also run AIS (and BDMC) on this many of the test images (None: no AIS).
         ais_steps, ais_chains: the AIS budget (see
-            :class:`~pyrovae.analysis.evaluate.AISBudget`).
+            :class:`~pyrovae.analysis.evaluation.evaluate.AISBudget`).
     """
 
     epochs: int = 30

@@ -10,11 +10,11 @@ from typing import Any
 import pyro
 import torch
 
-from pyrovae.analysis.classifier import ClassifierConfig, load_classifier
 from pyrovae.analysis.cost import Step, announce, measure_rate
-from pyrovae.analysis.evaluation_runs import check_reusable, reuse_or_evaluate
+from pyrovae.analysis.evaluation.reuse import check_reusable, reuse_or_evaluate
+from pyrovae.analysis.quality.classifier import ClassifierConfig, load_classifier
 from pyrovae.analysis.report import write_report
-from pyrovae.analysis.run_report import build_run_report
+from pyrovae.analysis.report.run_figures import build_run_report
 from pyrovae.build import ModelConfig, build_model
 from pyrovae.data import Splits, fixed_binarization
 from pyrovae.objectives import make_objective
@@ -126,8 +126,8 @@ def report_runs(
 
     A saved evaluation is reused when its settings match ``settings`` (only the names in
     ``asked`` are compared when given); when they differ it is replaced only with
-    ``reevaluate``, else :class:`~pyrovae.analysis.evaluation_runs.EvaluationMismatchError`
-    names the differences (see :func:`~pyrovae.analysis.evaluation_runs.reuse_or_evaluate`).
+    ``reevaluate``, else :class:`~pyrovae.analysis.evaluation.reuse.EvaluationMismatchError`
+    names the differences (see :func:`~pyrovae.analysis.evaluation.reuse.reuse_or_evaluate`).
     The sources for the figures are those saved with the run when they fit.
     Returns the path of ``report.html``.
     """

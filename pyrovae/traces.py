@@ -57,7 +57,7 @@ class ImportanceTerms:
         log_likelihood: sum over observed model sites, log p(x | z_k).
         log_prior: sum over latent model sites, log p(z_k).
         log_guide: sum over guide sites, log q(z_k | x).
-        latents: the guide's draws by site name, each of shape (K, B, *event_shape).
+        latents: the guide's draws by site name, each of shape ``(K, B, *event_shape)``.
     """
 
     log_likelihood: torch.Tensor

@@ -8,6 +8,9 @@ nats), ``checkpoint.pt`` (the last epoch, with optimizer and RNG state) and ``be
 
 from __future__ import annotations
 
+import sys
+import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +54,11 @@ __all__ = [
     "one_hot",
     "resolve_device",
     "train",
+    "train_model",
 ]
 
 
-def train(
+def train_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
     data: Splits,
@@ -72,7 +76,7 @@ def train(
     Example (from a notebook)::
 
         data = pyrovae.load_dataset("mnist", root="data")
-        vae = pyrovae.train(ModelConfig(z_dim=10), TrainConfig(epochs=5), data, "runs/z10")
+        vae = pyrovae.train_model(ModelConfig(z_dim=10), TrainConfig(epochs=5), data, "runs/z10")
     """
     if not resume:
         pyro.set_rng_seed(train_config.seed)  # the same initial weights for the same seed
@@ -87,3 +91,25 @@ def train(
         )
     trainer.fit(resume=resume)
     return trainer.vae
+
+
+train = train_model
+"""The same function under the module's own name: ``from pyrovae.train import train``."""
+
+
+class _CallableModule(types.ModuleType):
+    """``pyrovae.train(...)``, the function this name was before it became the module: still
+    callable for one release, with a ``DeprecationWarning`` pointing at
+    :func:`pyrovae.train_model`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VAE:
+        warnings.warn(
+            "calling pyrovae.train(...) is deprecated: pyrovae.train is the module; call "
+            "pyrovae.train_model(...) (the same function) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return train_model(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

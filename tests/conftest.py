@@ -113,10 +113,10 @@ def device() -> torch.device:
 
 
 def _train_small(mnist, tmp_path_factory, model: str, z_dim: int):
-    from pyrovae import ModelConfig, TrainConfig, load_run, train
+    from pyrovae import ModelConfig, TrainConfig, load_run, train_model
 
     out = tmp_path_factory.mktemp(f"{model}-z{z_dim}")
-    train(
+    train_model(
         ModelConfig(model=model, z_dim=z_dim, hidden_dims=[256]),
         TrainConfig(epochs=2, subset=10_000, device="cpu", seed=0),
         mnist,

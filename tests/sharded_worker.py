@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from pyrovae.analysis.sharding import sharded_source_log_likelihoods
+from pyrovae.analysis.likelihood.sharding import sharded_source_log_likelihoods
 from pyrovae.distributed import process_group
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])

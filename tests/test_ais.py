@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis.ais import (
+from pyrovae.analysis.likelihood.ais import (
     AISResult,
     BDMCResult,
     ais_log_likelihood,
@@ -18,7 +18,7 @@ from pyrovae.analysis.ais import (
     hmc_transition,
     sigmoid_schedule,
 )
-from pyrovae.analysis.exact import ppca_log_marginal, ppca_posterior, ppca_vae
+from pyrovae.analysis.likelihood.exact import ppca_log_marginal, ppca_posterior, ppca_vae
 from pyrovae.analysis.sources import GaussianSource, MixtureSource, PriorSource, fit_source
 from pyrovae.train import one_hot
 

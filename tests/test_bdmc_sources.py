@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis.ais import bdmc
-from pyrovae.analysis.compare import compare_sources
-from pyrovae.analysis.evaluate import AISBudget, evaluate_run, format_evaluation, run_ais
-from pyrovae.analysis.exact import ppca_vae
-from pyrovae.analysis.proposals import initial_distribution
+from pyrovae.analysis.evaluation.compare import compare_sources
+from pyrovae.analysis.evaluation.evaluate import AISBudget, evaluate_run, format_evaluation, run_ais
+from pyrovae.analysis.likelihood.ais import bdmc
+from pyrovae.analysis.likelihood.exact import ppca_vae
+from pyrovae.analysis.likelihood.proposals import initial_distribution
 from pyrovae.analysis.sources import GaussianSource
 from pyrovae.data import Split, Splits
 

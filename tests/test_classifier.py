@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyrovae.analysis import classifier as clf_mod
-from pyrovae.analysis.classifier import (
+from pyrovae.analysis.quality import classifier as clf_mod
+from pyrovae.analysis.quality.classifier import (
     SHIPPED_PATH,
     SHIPPED_SHA256,
     ClassifierConfig,
@@ -174,10 +174,10 @@ def test_shipped_checksum_is_verified(tmp_path, monkeypatch):
 def test_wheel_ships_the_weights():
     """pyproject.toml puts the shipped file into the wheel as package data."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    package_dir = REPO / setuptools["package-dir"]["pyrovae.analysis"]
+    package_dir = REPO / setuptools["package-dir"]["pyrovae.analysis.quality"]
     assert SHIPPED_PATH.is_relative_to(package_dir.resolve())
     inside = SHIPPED_PATH.relative_to(package_dir.resolve()).as_posix()
-    patterns = setuptools["package-data"]["pyrovae.analysis"]
+    patterns = setuptools["package-data"]["pyrovae.analysis.quality"]
     assert any(fnmatch.fnmatch(inside, pattern) for pattern in patterns), (inside, patterns)
 
 

@@ -215,7 +215,7 @@ def test_sample_cvae_per_class(run_dirs, tmp_path, capsys):
 
 
 def test_fit_sources_command(run_dirs, capsys):
-    from pyrovae.analysis.source_store import load_sources
+    from pyrovae.analysis.sources.store import load_sources
     from pyrovae.runs import load_run
 
     vae, _ = run_dirs
@@ -291,7 +291,7 @@ def test_report_refuses_an_evaluation_of_other_weights(run_dirs, mnist_root, tmp
 
     assert main([*report, "--reevaluate"]) == 0
     assert "replacing" in capsys.readouterr().out
-    from pyrovae.analysis.source_store import model_fingerprint
+    from pyrovae.analysis.sources.store import model_fingerprint
     from pyrovae.runs import load_run
 
     fresh = json.loads((run / "evaluation.json").read_text())
@@ -409,5 +409,5 @@ def test_dir_of_the_package_lists_its_public_names_only():
     import pyrovae
 
     names = dir(pyrovae)
-    assert "load_run" in names and "train" in names and "__version__" in names
+    assert "load_run" in names and "train_model" in names and "__version__" in names
     assert not {"sys", "importlib", "Any", "types"} & set(names)

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from pyrovae.analysis.compare import SourceComparison, compare_sources
-from pyrovae.analysis.loglik import estimate_log_likelihood
+from pyrovae.analysis.evaluation.compare import SourceComparison, compare_sources
+from pyrovae.analysis.likelihood.loglik import estimate_log_likelihood
 from pyrovae.analysis.sources import fit_source
 from pyrovae.data import fixed_binarization
 from pyrovae.train import one_hot
@@ -111,7 +111,7 @@ def test_compare_rejects_unknown_sources(small_vae, mnist):
 
 
 def test_ksweep_convergence_and_extrapolation():
-    from pyrovae.analysis.compare import ksweep_converged, ksweep_remaining
+    from pyrovae.analysis.evaluation.compare import ksweep_converged, ksweep_remaining
 
     # a bias of 2 / sqrt(k): rises shrink by 10^-0.5 per decade
     sweep = {k: -90.0 - 2.0 / math.sqrt(k) for k in (1, 10, 100, 1000)}
@@ -128,7 +128,7 @@ def test_held_out_inputs_share_one_random_order():
     """Any number of held-out images is a prefix of one fixed random order: the AIS images
     are the first of the importance-sampling ones, also when IS takes the whole split."""
     from pyrovae import build_model
-    from pyrovae.analysis.compare import model_inputs
+    from pyrovae.analysis.evaluation.compare import model_inputs
     from pyrovae.data import Split
 
     vae = build_model(z_dim=2, hidden_dims=[8])

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from pyrovae.analysis.datum_noise import METHODS, DatumNoise, mix64, philox4x32
+from pyrovae.analysis.likelihood.datum_noise import METHODS, DatumNoise, mix64, philox4x32
 
 # Random123 (github.com/DEShawResearch/random123), tests/kat_vectors, the "philox4x32 10"
 # lines: counter (4 words), key (2 words), output (4 words).

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pyrovae.analysis import mixture_pruning
-from pyrovae.analysis.mixture_pruning import DENSE_ABOVE, PrunedDiagonalMixture
+from pyrovae.analysis.sources import mixture_pruning
+from pyrovae.analysis.sources.mixture_pruning import DENSE_ABOVE, PrunedDiagonalMixture
 
 
 def mixture(n: int, d: int, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,10 +13,10 @@ import warnings
 import pytest
 import torch
 
-from pyrovae import ModelConfig, TrainConfig, build_model, load_run, train
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
-from pyrovae.analysis.posterior import reference_posterior
+from pyrovae import ModelConfig, TrainConfig, build_model, load_run, train_model
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.posterior.nuts import reference_posterior
 from pyrovae.analysis.sources import fit_sources
 from pyrovae.data import fixed_binarization
 from pyrovae.train import NONFINITE_CHECK_EVERY, Trainer, elbo_per_datum, one_hot
@@ -25,7 +25,7 @@ from pyrovae.train import NONFINITE_CHECK_EVERY, Trainer, elbo_per_datum, one_ho
 @pytest.fixture(params=["vae", "cvae"])
 def trained(request, mnist, device, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"{request.param}-{device.type}")
-    train(
+    train_model(
         ModelConfig(model=request.param, z_dim=2, hidden_dims=[64]),
         TrainConfig(epochs=1, subset=1000, device=str(device), seed=0),
         mnist,

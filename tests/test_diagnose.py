@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_run, load_diagnostics
-from pyrovae.analysis.inference_quality import inference_conclusions
-from pyrovae.analysis.posterior import FLAG_REASONS, flag_reasons
+from pyrovae.analysis.posterior.diagnose import DiagnoseBudget, diagnose_run, load_diagnostics
+from pyrovae.analysis.posterior.inference_quality import inference_conclusions
+from pyrovae.analysis.posterior.nuts import FLAG_REASONS, flag_reasons
 
 BUDGET = DiagnoseBudget(
     num_data=5,

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis import posterior
-from pyrovae.analysis.annealing import DEFAULT_PILOT_CHAINS
-from pyrovae.analysis.diagnose import DiagnoseBudget, diagnose_plan, diagnose_run
-from pyrovae.analysis.posterior import (
+from pyrovae.analysis.likelihood.annealing import DEFAULT_PILOT_CHAINS
+from pyrovae.analysis.posterior import nuts as posterior
+from pyrovae.analysis.posterior.diagnose import DiagnoseBudget, diagnose_plan, diagnose_run
+from pyrovae.analysis.posterior.nuts import (
     UNADAPTED_WARMUP,
     NutsLength,
     nuts_length,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from pyrovae.analysis.evaluate import format_evaluation
+from pyrovae.analysis.evaluation.evaluate import format_evaluation
 from pyrovae.analysis.sources import SOURCES
 from pyrovae.cli import main
 
@@ -107,8 +107,8 @@ def test_evaluate_cli_with_ais_and_bdmc(small_vae, mnist_root, tmp_path, capsys)
 
 
 def test_evaluate_with_quality_scores(small_cvae, mnist, tmp_path):
-    from pyrovae.analysis.classifier import ClassifierConfig, train_classifier
-    from pyrovae.analysis.evaluate import evaluate_run
+    from pyrovae.analysis.evaluation.evaluate import evaluate_run
+    from pyrovae.analysis.quality.classifier import ClassifierConfig, train_classifier
 
     classifier = train_classifier(mnist, ClassifierConfig(epochs=1), subset=3000)
     result, comparison = evaluate_run(
@@ -142,13 +142,13 @@ def test_an_evaluation_of_other_weights_is_never_reused_or_shown(small_vae, mnis
 
     import torch
 
-    from pyrovae.analysis.evaluation_runs import (
+    from pyrovae.analysis.evaluation.reuse import (
         StaleEvaluationError,
         check_reusable,
         reuse_or_evaluate,
     )
-    from pyrovae.analysis.run_report import build_run_report
-    from pyrovae.analysis.source_store import model_fingerprint
+    from pyrovae.analysis.report.run_figures import build_run_report
+    from pyrovae.analysis.sources.store import model_fingerprint
     from pyrovae.checkpoint import read_json, write_json
     from pyrovae.runs import load_run
     from pyrovae.settings import EvaluationSettings

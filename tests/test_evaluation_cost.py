@@ -10,9 +10,10 @@ import torch
 
 from pyrovae import cli
 from pyrovae.analysis.cost import Step, measure_rate, plan_text
-from pyrovae.analysis.evaluate import evaluate_run
-from pyrovae.analysis.evaluation_cost import evaluation_steps
+from pyrovae.analysis.evaluation.evaluate import evaluate_run
+from pyrovae.analysis.evaluation.plan import evaluation_steps
 from pyrovae.cli import main
+from pyrovae.cli.evaluation_flags import settings_from
 from pyrovae.settings import DEFAULT_NUM_TEST, DEFAULT_NUM_TRAIN, EvaluationSettings
 
 
@@ -106,7 +107,7 @@ def test_defaults_bound_the_work_and_full_asks_for_everything():
 )
 def test_full_and_all_on_the_command_line(flags, expected):
     args = cli.build_parser().parse_args(["evaluate", "RUN", *flags])
-    settings, asked = cli._settings(args)
+    settings, asked = settings_from(args)
     assert (settings.num_test, settings.num_train) == expected
     if flags:
         assert {"num_test", "num_train"} & asked

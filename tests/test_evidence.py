@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pyrovae.analysis.evidence import (
+from pyrovae.analysis.figures import plot_ksweep
+from pyrovae.analysis.likelihood.evidence import (
     Z95,
     ais_difference,
     evidence_sentences,
     judge,
-    plot_ksweep,
     source_bdmc,
 )
 from pyrovae.analysis.report import conclusions

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from pyrovae import build_model
 from pyrovae.analysis import figures as F
-from pyrovae.analysis.classifier import MNISTClassifier
+from pyrovae.analysis.quality.classifier import MNISTClassifier
 from pyrovae.train import one_hot
 
 matplotlib.use("Agg")  # headless; the library itself never picks a backend
@@ -426,7 +426,7 @@ def test_save_figure_checks(tmp_path):
 
 
 def test_run_report_saves_whole_word_file_names(small_vae, monkeypatch, tmp_path):
-    from pyrovae.analysis import run_report
+    from pyrovae.analysis.report import run_figures as run_report
 
     titles = [
         "Reconstructions (test inputs above, reconstructions below)",
@@ -448,7 +448,7 @@ def test_run_report_saves_whole_word_file_names(small_vae, monkeypatch, tmp_path
 
 def test_run_figures_shows_progress_over_the_figures(small_vae, mnist, capsys, monkeypatch):
     """With progress on, drawing a run's figures writes its progress line (off a terminal)."""
-    from pyrovae.analysis import run_report
+    from pyrovae.analysis.report import run_figures as run_report
 
     monkeypatch.setenv("PYROVAE_PROGRESS_INTERVAL", "0.001")
     figs = run_report.run_figures(small_vae, mnist, max_points=200, progress=True)

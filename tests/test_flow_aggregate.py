@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pyrovae.analysis.compare import compare_sources
-from pyrovae.analysis.evaluation_runs import fitting_options
-from pyrovae.analysis.flow_pairs import FlowPairs, supports
+from pyrovae.analysis.evaluation.compare import compare_sources
+from pyrovae.analysis.evaluation.reuse import fitting_options
 from pyrovae.analysis.sources import AggregatePosterior, Encodings, fit_source
+from pyrovae.analysis.sources.flow_pairs import FlowPairs, supports
 from pyrovae.build import build_model
-from pyrovae.cli import _settings, build_parser
+from pyrovae.cli import build_parser
+from pyrovae.cli.evaluation_flags import settings_from
 from pyrovae.guides import FlowEncoder
 from pyrovae.settings import AGGREGATE_COMPONENTS, EvaluationSettings
 
@@ -198,11 +199,11 @@ def test_aggregate_components_setting_and_flag():
     }
     for command in (["evaluate", "RUN"], ["report", "RUN", "--out", "r.html"]):
         args = build_parser().parse_args([*command, "--aggregate-components", "all"])
-        settings, asked = _settings(args)
+        settings, asked = settings_from(args)
         assert settings.aggregate_components == "all" and "aggregate_components" in asked
         args = build_parser().parse_args([*command, "--aggregate-components", "300"])
-        assert _settings(args)[0].aggregate_components == 300
-        assert "aggregate_components" not in _settings(build_parser().parse_args(command))[1]
+        assert settings_from(args)[0].aggregate_components == 300
+        assert "aggregate_components" not in settings_from(build_parser().parse_args(command))[1]
         with pytest.raises(SystemExit):
             build_parser().parse_args([*command, "--aggregate-components", "0"])
 

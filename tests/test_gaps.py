@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.exact import ppca_elbo, ppca_log_marginal, ppca_vae
-from pyrovae.analysis.gaps import GapResult, inference_gaps, optimal_local_guide
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.exact import ppca_elbo, ppca_log_marginal, ppca_vae
+from pyrovae.analysis.posterior.gaps import GapResult, inference_gaps, optimal_local_guide
 
 X_DIM, NOISE, NUM_DATA = 8, 0.5, 4
 TOLERANCE = 5.0  # standard errors
@@ -159,8 +159,8 @@ def test_guide_elbo_is_the_mean_of_its_draws_with_their_standard_error():
     """On the same draws (same seed), guide_elbo gives the mean of the log weights and
     sd(log w) / sqrt(K) with the ddof-1 sd; at K = 4 the K / (K - 1) correction is a third
     of the variance, so a dropped or floored correction shows."""
-    from pyrovae.analysis.gaps import guide_elbo
-    from pyrovae.analysis.posterior import frozen
+    from pyrovae.analysis.posterior.gaps import guide_elbo
+    from pyrovae.analysis.posterior.nuts import frozen
     from pyrovae.traces import importance_terms
 
     w, b = ppca_weight()
@@ -179,7 +179,7 @@ def test_guide_elbo_is_the_mean_of_its_draws_with_their_standard_error():
 def test_flow_of_q_star_starts_as_the_amortized_guide():
     """Before fitting, the flow family's q* maps u to loc + scale * u of the guide: its IAF
     steps start as the identity (two steps, each followed by a reversal)."""
-    from pyrovae.analysis.gaps import _flow_transform
+    from pyrovae.analysis.posterior.gaps import _flow_transform
 
     w, b = ppca_weight()
     vae = ppca_vae(w, b, NOISE, widen=1.5, shift=0.3)

@@ -13,7 +13,7 @@ import torch
 from matplotlib import MatplotlibDeprecationWarning
 
 from pyrovae import build_model
-from pyrovae.analysis.inference_data import to_inference_data
+from pyrovae.analysis.posterior.inference_data import to_inference_data
 from pyrovae.train import one_hot
 
 matplotlib.use("Agg")  # headless; the library itself never picks a backend

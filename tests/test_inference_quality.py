@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pyrovae.analysis.inference_quality import gap_table, inference_conclusions
+from pyrovae.analysis.posterior.inference_quality import gap_table, inference_conclusions
 
 
 def diagnostics(approx, amort, coverage=(0.7, 0.72, 0.68, 0.71), flagged=0):

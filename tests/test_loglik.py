@@ -10,23 +10,23 @@ import torch
 from torch.nn import functional as F
 
 from pyrovae import build_model
-from pyrovae.analysis.datum_noise import DatumNoise
-from pyrovae.analysis.diagnostics import khat_fraction, psis_khat
-from pyrovae.analysis.exact import ppca_log_marginal, ppca_vae
-from pyrovae.analysis.loglik import (
+from pyrovae.analysis.likelihood.datum_noise import DatumNoise
+from pyrovae.analysis.likelihood.exact import ppca_log_marginal, ppca_vae
+from pyrovae.analysis.likelihood.loglik import (
     LogLikelihood,
     _mixture_draws,
     estimate_log_likelihood,
     estimate_source_log_likelihoods,
     iwae_bound,
 )
-from pyrovae.analysis.proposals import (
+from pyrovae.analysis.likelihood.proposals import (
     adapted_proposal,
     guide_gaussian,
     likelihood_message,
     prior_gaussian,
     source_view,
 )
+from pyrovae.analysis.likelihood.psis import khat_fraction, psis_khat
 from pyrovae.analysis.sources import GaussianSource, PriorSource
 from pyrovae.guides import DiagonalNormalEncoder
 from pyrovae.models import VAE, GaussianDecoder, StandardNormalPrior
@@ -333,7 +333,7 @@ def test_khat_special_cases():
 def test_source_densities_in_chunks_equal_the_whole(monkeypatch):
     """A budget too small for all draws at once: log r(z) in chunks of rows, reshaped back
     to (K, B), equals the density of every draw at once."""
-    from pyrovae.analysis import loglik
+    from pyrovae.analysis.likelihood import loglik
 
     source = GaussianSource(torch.tensor([0.5, -1.0]), scale=torch.tensor([2.0, 0.5]))
     z = torch.randn(7, 5, 2)

@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from pyrovae import build_model
-from pyrovae.analysis import loglik
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods, source_cost
+from pyrovae.analysis.likelihood import loglik
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods, source_cost
 from pyrovae.analysis.sources import MixtureSource, PriorSource
 from pyrovae.models import priors
 from pyrovae.models.priors import DiagonalNormalMixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyrovae.analysis.memorization import memorization, nearest_distances
+from pyrovae.analysis.quality.memorization import memorization, nearest_distances
 
 
 def test_nearest_distances_match_cdist():

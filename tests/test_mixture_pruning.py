@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.distributions as td
 
-from pyrovae.analysis import mixture_pruning
-from pyrovae.analysis.mixture_pruning import (
+from pyrovae.analysis.sources import AggregatePosterior, mixture_pruning
+from pyrovae.analysis.sources.mixture_pruning import (
     REFINE_ABOVE,
     DiagonalLogDensities,
     PrunedDiagonalMixture,
@@ -19,8 +19,7 @@ from pyrovae.analysis.mixture_pruning import (
     _features,
     _rows_at,
 )
-from pyrovae.analysis.source_store import source_from_state, source_state
-from pyrovae.analysis.sources import AggregatePosterior
+from pyrovae.analysis.sources.store import source_from_state, source_state
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import torch
 from host_reads import HostReads
 
 from pyrovae import ModelConfig, TrainConfig, build_model
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.sources import fit_source
 from pyrovae.objectives import Trace_ELBO, TraceMeanField_ELBO
 from pyrovae.train import NONFINITE_CHECK_EVERY, Trainer, _LatentScale, one_hot
@@ -190,9 +190,9 @@ def test_mixture_draws_for_every_pair_are_the_picked_ones_without_a_read():
     """The GPU way of drawing from the defensive mixture (every pair from every proposal,
     kept with torch.where) gives the draws of the CPU way (only the pairs that chose each
     proposal) and reads nothing back."""
-    from pyrovae.analysis.datum_noise import DatumNoise
-    from pyrovae.analysis.loglik import _mixture_draws
-    from pyrovae.analysis.proposals import (
+    from pyrovae.analysis.likelihood.datum_noise import DatumNoise
+    from pyrovae.analysis.likelihood.loglik import _mixture_draws
+    from pyrovae.analysis.likelihood.proposals import (
         adapted_proposal,
         guide_gaussian,
         likelihood_message,

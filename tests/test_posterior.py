@@ -16,8 +16,8 @@ from torch import nn
 from torch.distributions import constraints
 
 from pyrovae import build_model
-from pyrovae.analysis.exact import ppca_posterior, ppca_vae
-from pyrovae.analysis.posterior import (
+from pyrovae.analysis.likelihood.exact import ppca_posterior, ppca_vae
+from pyrovae.analysis.posterior.nuts import (
     FLAG_REASONS,
     default_data,
     flag_reasons,

@@ -11,7 +11,6 @@ import torch
 from matplotlib.figure import Figure
 
 from pyrovae import build_model
-from pyrovae.analysis.exact import ppca_posterior, ppca_vae
 from pyrovae.analysis.figures.posterior import (
     differing_dims,
     hdr_levels,
@@ -20,7 +19,8 @@ from pyrovae.analysis.figures.posterior import (
     plot_posterior,
     plot_posteriors,
 )
-from pyrovae.analysis.posterior import ReferencePosterior, guide_vs_posterior
+from pyrovae.analysis.likelihood.exact import ppca_posterior, ppca_vae
+from pyrovae.analysis.posterior.nuts import ReferencePosterior, guide_vs_posterior
 
 X_DIM, NOISE = 8, 0.5
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from pyrovae.analysis.ais import ais_log_likelihood, bdmc
-from pyrovae.analysis.compare import compare_sources
-from pyrovae.analysis.evaluate import AISBudget, evaluate_run
-from pyrovae.analysis.exact import ppca_vae
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.evaluation.compare import compare_sources
+from pyrovae.analysis.evaluation.evaluate import AISBudget, evaluate_run
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood, bdmc
+from pyrovae.analysis.likelihood.exact import ppca_vae
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
 from pyrovae.analysis.sources import GaussianSource
 
 X_DIM, Z_DIM, NOISE = 6, 2, 0.5

@@ -85,8 +85,8 @@ def test_format_seconds():
 STEP = textwrap.dedent(
     """
     import torch
-    from pyrovae.analysis.exact import ppca_vae
-    from pyrovae.analysis.loglik import estimate_log_likelihood
+    from pyrovae.analysis.likelihood.exact import ppca_vae
+    from pyrovae.analysis.likelihood.loglik import estimate_log_likelihood
 
     torch.manual_seed(0)
     weight, _ = torch.linalg.qr(torch.randn(784, 8))

@@ -9,9 +9,9 @@ import torch
 from torch.nn import functional as F
 
 from pyrovae import build_model
-from pyrovae.analysis.exact import ppca_log_marginal, ppca_posterior, ppca_vae
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
-from pyrovae.analysis.proposals import (
+from pyrovae.analysis.likelihood.exact import ppca_log_marginal, ppca_posterior, ppca_vae
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.likelihood.proposals import (
     GaussianMixtureProposal,
     adapted_proposal,
     guide_gaussian,
@@ -214,7 +214,7 @@ def test_bad_proposal_arguments():
 def test_elbo_is_the_guides_under_every_proposal(proposal):
     """The reported ELBO is E_q[log p(x, z) - log q(z | x)] of the guide (exact for PPCA),
     not L_1 of whichever proposal drew z: checked within its Monte Carlo error."""
-    from pyrovae.analysis.exact import ppca_elbo
+    from pyrovae.analysis.likelihood.exact import ppca_elbo
 
     vae = ppca_vae(*ppca_weight(), NOISE, widen=1.5, shift=0.3)
     torch.manual_seed(2)
@@ -232,7 +232,7 @@ def test_elbo_is_the_guides_under_every_proposal(proposal):
 
 
 def test_ppca_elbo_is_log_marginal_for_the_exact_guide():
-    from pyrovae.analysis.exact import ppca_elbo
+    from pyrovae.analysis.likelihood.exact import ppca_elbo
 
     vae = ppca_vae(*ppca_weight(), NOISE)
     x = sample(vae, 20)
@@ -242,7 +242,7 @@ def test_ppca_elbo_is_log_marginal_for_the_exact_guide():
 def test_sample_rows_follows_its_uniform_and_normal():
     """Given the uniform and the normal, the component is the inverse CDF of the uniform
     (component 0 holds the first 0.3 of the mass) and the draw loc + scale * normal."""
-    from pyrovae.analysis.proposals import GaussianMixtureProposal
+    from pyrovae.analysis.likelihood.proposals import GaussianMixtureProposal
 
     logits = torch.tensor([[0.3, 0.7]]).log().expand(3, 2)
     loc = torch.tensor([[[-5.0, 0.0], [5.0, 1.0]]]).expand(3, 2, 2)

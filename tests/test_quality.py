@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pyrovae.analysis.classifier import ClassifierConfig, MNISTClassifier, load_classifier
-from pyrovae.analysis.quality import (
+from pyrovae.analysis.quality.classifier import ClassifierConfig, MNISTClassifier, load_classifier
+from pyrovae.analysis.quality.scores import (
     MAX_ENTROPY,
     FeatureStats,
     SampleQuality,
@@ -166,7 +166,7 @@ def test_sample_checks(classifier):
 
 
 def test_wilson_interval():
-    from pyrovae.analysis.quality import wilson_interval
+    from pyrovae.analysis.quality.scores import wilson_interval
 
     low, high = wilson_interval(0.1, 1000)
     # 100 of 1000: centre (0.1 + z^2/2n) / (1 + z^2/n) = 0.10153, half-width 0.01862

@@ -554,7 +554,7 @@ def test_every_elbo_names_its_data():
     ],
 )
 def test_figure_file_names_are_whole_words(title, name):
-    from pyrovae.analysis.run_report import SLUG_LENGTH, figure_filename
+    from pyrovae.analysis.report.run_figures import SLUG_LENGTH, figure_filename
 
     out = figure_filename(1, title)
     assert out == name
@@ -564,7 +564,7 @@ def test_figure_file_names_are_whole_words(title, name):
 
 
 def test_figure_file_names_are_unique_and_numbered():
-    from pyrovae.analysis.run_report import figure_filename
+    from pyrovae.analysis.report.run_figures import figure_filename
 
     titles = ["Samples from each latent source", "Samples from each latent source (again)"]
     names = [figure_filename(i, t, max_length=20) for i, t in enumerate(titles)]
@@ -839,7 +839,7 @@ def test_sources_table_loses_no_column_at_1280_px(tmp_path, chromium):
 
 
 def test_sample_grid_caption_shows_the_near_copies():
-    from pyrovae.analysis.run_report import samples_title
+    from pyrovae.analysis.report.run_figures import samples_title
 
     evaluation = _copies(_evaluation(), {"prior": 0.005, "aggregate": 0.076})
     title = samples_title(evaluation["sources"])

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from pyrovae import ModelConfig, TrainConfig, read_metrics, train
+from pyrovae import ModelConfig, TrainConfig, read_metrics, train_model
 from pyrovae.cli import main
 from pyrovae.schedules import BURDA_EPOCHS, burda_stage, learning_rate
 from pyrovae.train import METRIC_COLUMNS
@@ -68,13 +68,13 @@ def test_bad_activation_is_refused_when_configured():
 
 def test_a_run_follows_the_schedule_and_resumes_on_it(mnist, tmp_path):
     """Epochs 1, 2-4, 5 are stages 0, 1, 2; a run stopped inside stage 1 resumes exactly."""
-    full = train(MODEL, config(lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "a",
+    full = train_model(MODEL, config(lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "a",
                  progress=False)  # fmt: skip
     rates = [row["lr"] for row in read_metrics(tmp_path / "a")]
     assert rates == pytest.approx([1e-3 * 10 ** (-i / 7) for i in (0, 1, 1, 1, 2)], rel=1e-12)
-    train(MODEL, config(epochs=2, lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "b",
+    train_model(MODEL, config(epochs=2, lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "b",
           progress=False)  # fmt: skip
-    resumed = train(MODEL, config(lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "b",
+    resumed = train_model(MODEL, config(lr_schedule="burda", adam_eps=1e-4), mnist, tmp_path / "b",
                     resume=True, progress=False)  # fmt: skip
     for (name, a), (_, b) in zip(
         full.state_dict().items(), resumed.state_dict().items(), strict=True
@@ -85,8 +85,8 @@ def test_a_run_follows_the_schedule_and_resumes_on_it(mnist, tmp_path):
 
 def test_adam_eps_changes_the_steps(mnist, tmp_path):
     """The epsilon reaches the optimizer: the same run with another one ends elsewhere."""
-    a = train(MODEL, config(epochs=1), mnist, tmp_path / "a", progress=False)
-    b = train(MODEL, config(epochs=1, adam_eps=1e-1), mnist, tmp_path / "b", progress=False)
+    a = train_model(MODEL, config(epochs=1), mnist, tmp_path / "a", progress=False)
+    b = train_model(MODEL, config(epochs=1, adam_eps=1e-1), mnist, tmp_path / "b", progress=False)
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["eps"] == 1e-1
     first = next(iter(a.state_dict()))
@@ -117,12 +117,12 @@ def test_command_line(mnist_root, tmp_path, capsys):
 def test_resuming_a_run_written_before_the_lr_column(mnist, tmp_path):
     """An older run's rows have no lr: resumed, they are written with an empty one and
     read without it."""
-    train(MODEL, config(epochs=1), mnist, tmp_path, progress=False)
+    train_model(MODEL, config(epochs=1), mnist, tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     for row in state["metrics"]:
         del row["lr"]
     torch.save(state, tmp_path / "checkpoint.pt")
-    train(MODEL, config(epochs=2), mnist, tmp_path, resume=True, progress=False)
+    train_model(MODEL, config(epochs=2), mnist, tmp_path, resume=True, progress=False)
     first, second = read_metrics(tmp_path)
     assert "lr" not in first and second["lr"] == 1e-3
     assert (first["epoch"], second["epoch"]) == (1, 2)

@@ -11,8 +11,8 @@ from pyrovae import settings as S
 
 
 def test_names_equal_the_registries():
-    from pyrovae.analysis.evaluate import SPLITS
-    from pyrovae.analysis.loglik import PROPOSALS
+    from pyrovae.analysis.evaluation.evaluate import SPLITS
+    from pyrovae.analysis.likelihood.loglik import PROPOSALS
     from pyrovae.analysis.sources import SOURCES
     from pyrovae.data import DATASETS
     from pyrovae.guides import GUIDES

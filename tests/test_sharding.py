@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis import datum_noise
-from pyrovae.analysis.ais import ais_log_likelihood
-from pyrovae.analysis.bdmc import bdmc
-from pyrovae.analysis.datum_noise import METHODS, DatumNoise, datum_normals
-from pyrovae.analysis.loglik import estimate_source_log_likelihoods
-from pyrovae.analysis.proposals import initial_distribution
-from pyrovae.analysis.sharding import (
+from pyrovae.analysis.likelihood import datum_noise
+from pyrovae.analysis.likelihood.ais import ais_log_likelihood
+from pyrovae.analysis.likelihood.bdmc import bdmc
+from pyrovae.analysis.likelihood.datum_noise import METHODS, DatumNoise, datum_normals
+from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
+from pyrovae.analysis.likelihood.proposals import initial_distribution
+from pyrovae.analysis.likelihood.sharding import (
     sharded_ais_log_likelihood,
     sharded_bdmc,
     sharded_source_log_likelihoods,

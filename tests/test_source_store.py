@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pyrovae import build_model
-from pyrovae.analysis.source_store import (
+from pyrovae.analysis.sources import SOURCES, fit_per_class, fit_sources
+from pyrovae.analysis.sources.store import (
     StaleSourceError,
     load_source,
     load_sources,
@@ -17,7 +18,6 @@ from pyrovae.analysis.source_store import (
     saved_source_names,
     source_path,
 )
-from pyrovae.analysis.sources import SOURCES, fit_per_class, fit_sources
 
 X_DIM = 8
 
@@ -210,7 +210,7 @@ def test_generate_from_a_source(tmp_path):
 def test_fingerprint_of_a_model_with_an_isotropic_scale():
     """A parameter with a stride-0 dim (the isotropic decoder scale of PPCA) is hashed by
     value: equal weights give equal fingerprints, one changed weight another."""
-    from pyrovae.analysis.exact import ppca_vae
+    from pyrovae.analysis.likelihood.exact import ppca_vae
 
     vae = ppca_vae(torch.eye(4, 2), torch.zeros(4), 0.5)
     same = ppca_vae(torch.eye(4, 2), torch.zeros(4), 0.5)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pyrovae import build_model
-from pyrovae.analysis.surgery import elbo_surgery
+from pyrovae.analysis.sources.surgery import elbo_surgery
 from pyrovae.models import VAE, GaussianDecoder, MixturePrior, StandardNormalPrior
 
 X_DIM, Z_DIM = 4, 2

@@ -8,7 +8,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae import ModelConfig, TrainConfig, build_model, load_run, read_metrics, train
+from pyrovae import ModelConfig, TrainConfig, build_model, load_run, read_metrics, train_model
 from pyrovae.checkpoint import load_checkpoint
 from pyrovae.traces import IWAE
 from pyrovae.train import METRIC_COLUMNS, NonFiniteLossError, Trainer, make_objective
@@ -23,7 +23,7 @@ def small_config(**kwargs) -> TrainConfig:
 
 
 def test_run_directory(mnist, tmp_path):
-    vae = train(MODEL, small_config(), mnist, tmp_path, progress=False)
+    vae = train_model(MODEL, small_config(), mnist, tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "best.pt",
         "checkpoint.pt",
@@ -51,9 +51,11 @@ def test_run_directory(mnist, tmp_path):
 
 
 def test_resume_matches_uninterrupted_run(mnist, tmp_path):
-    full = train(MODEL, small_config(epochs=3, kl_warmup=2), mnist, tmp_path / "a", progress=False)
-    train(MODEL, small_config(epochs=1, kl_warmup=2), mnist, tmp_path / "b", progress=False)
-    resumed = train(
+    full = train_model(
+        MODEL, small_config(epochs=3, kl_warmup=2), mnist, tmp_path / "a", progress=False
+    )
+    train_model(MODEL, small_config(epochs=1, kl_warmup=2), mnist, tmp_path / "b", progress=False)
+    resumed = train_model(
         MODEL,
         small_config(epochs=3, kl_warmup=2),
         mnist,
@@ -77,9 +79,9 @@ def test_resume_matches_uninterrupted_run(mnist, tmp_path):
 
 
 def test_refuses_to_overwrite_a_run(mnist, tmp_path):
-    train(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
+    train_model(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
-        train(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
+        train_model(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
 
 
 class _NaNAtSecondCall:
@@ -95,7 +97,7 @@ class _NaNAtSecondCall:
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(mnist, tmp_path):
-    train(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
+    train_model(MODEL, small_config(epochs=1), mnist, tmp_path, progress=False)
     before = {p: (tmp_path / p).read_bytes() for p in ("checkpoint.pt", "best.pt", "metrics.csv")}
     trainer = Trainer(
         build_model(MODEL), mnist, small_config(epochs=2), tmp_path, MODEL, progress=False
@@ -114,7 +116,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(mnist, tmp_path):
 def test_objectives(elbo, cls, mnist, tmp_path):
     config = small_config(epochs=1, elbo=elbo, num_particles=3)
     assert type(make_objective(config)).__name__ == cls
-    train(
+    train_model(
         ModelConfig(z_dim=2, hidden_dims=[32], guide="flow"),
         config,
         mnist,
@@ -125,7 +127,7 @@ def test_objectives(elbo, cls, mnist, tmp_path):
 
 
 def test_cvae_trains(mnist, tmp_path):
-    cvae = train(
+    cvae = train_model(
         ModelConfig(model="cvae", z_dim=2, hidden_dims=[32]),
         small_config(epochs=1),
         mnist,
@@ -172,13 +174,13 @@ def test_bad_train_config(kwargs, match):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cuda_without_gpu_is_a_clear_error(mnist, tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available; use --device cpu"):
-        train(MODEL, small_config(device="cuda"), mnist, tmp_path, progress=False)
+        train_model(MODEL, small_config(device="cuda"), mnist, tmp_path, progress=False)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_jit_training(mnist, tmp_path):
-    train(MODEL, small_config(epochs=1, jit=True), mnist, tmp_path, progress=False)
+    train_model(MODEL, small_config(epochs=1, jit=True), mnist, tmp_path, progress=False)
     assert read_metrics(tmp_path)[0]["val_elbo"] < 0
 
 
@@ -231,9 +233,11 @@ def test_iwae_with_one_particle_is_refused():
 def test_jit_resume_matches_uninterrupted_run(mnist, tmp_path, elbo):
     """Compiling again after a resume draws no extra random numbers: the runs agree exactly."""
     config = {"jit": True, "elbo": elbo}
-    full = train(MODEL, small_config(epochs=2, **config), mnist, tmp_path / "a", progress=False)
-    train(MODEL, small_config(epochs=1, **config), mnist, tmp_path / "b", progress=False)
-    resumed = train(
+    full = train_model(
+        MODEL, small_config(epochs=2, **config), mnist, tmp_path / "a", progress=False
+    )
+    train_model(MODEL, small_config(epochs=1, **config), mnist, tmp_path / "b", progress=False)
+    resumed = train_model(
         MODEL, small_config(epochs=2, **config), mnist, tmp_path / "b", resume=True, progress=False
     )
     for (name, a), (_, b) in zip(

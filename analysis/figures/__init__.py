@@ -17,11 +17,22 @@ One module per family of pictures, every public name re-exported here
 - ``_common``: the shared input checks, model helpers and drawing helpers.
 """
 
-from ._common import LatentSourceLike, save_figure
-from .curves import plot_kl_per_dim, plot_ksweep, plot_loglik, plot_training_curves, robust_limits
-from .grids import plot_class_samples, plot_reconstructions, plot_samples
-from .latent import class_gaussians, pca_projection, plot_latent_ellipses, plot_latent_space
-from .posterior import (
+from pyrovae.analysis.figures._common import LatentSourceLike, save_figure
+from pyrovae.analysis.figures.curves import (
+    plot_kl_per_dim,
+    plot_ksweep,
+    plot_loglik,
+    plot_training_curves,
+    robust_limits,
+)
+from pyrovae.analysis.figures.grids import plot_class_samples, plot_reconstructions, plot_samples
+from pyrovae.analysis.figures.latent import (
+    class_gaussians,
+    pca_projection,
+    plot_latent_ellipses,
+    plot_latent_space,
+)
+from pyrovae.analysis.figures.posterior import (
     differing_dims,
     hdr_levels,
     log_posterior_grid,
@@ -29,7 +40,7 @@ from .posterior import (
     plot_posterior,
     plot_posteriors,
 )
-from .traversal import plot_cvae_style, plot_neighbourhood, plot_traversal
+from pyrovae.analysis.figures.traversal import plot_cvae_style, plot_neighbourhood, plot_traversal
 
 __all__ = [
     "LatentSourceLike",

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..evidence_numbers import Z95, _ais, ais_difference
-from ._common import _PRIOR_COLOUR, _new_figure
+from pyrovae.analysis.figures._common import _PRIOR_COLOUR, _new_figure
+from pyrovae.analysis.likelihood.evidence_numbers import Z95, _ais, ais_difference
 
 
 def plot_training_curves(metrics_rows: Sequence[Mapping[str, float]]) -> Figure:
@@ -209,7 +209,7 @@ def plot_loglik(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     and ``"ais"``. A row shows d = log p_source(x) - log p_prior(x) +- 1.96 SE (the paired
     error where recorded, else sqrt(SE_a^2 + SE_prior^2)), and where both the source and
     the prior have AIS results, the AIS difference as a diamond (paired image by image
-    when both hold ``per_datum``; :func:`~pyrovae.analysis.evidence.ais_difference`). The
+    when both hold ``per_datum``; :func:`~pyrovae.analysis.likelihood.evidence.ais_difference`). The
     prior is the zero line (without a ``"prior"`` source, the first source is). A row
     is green or red only where |d| > 1.96 SE; hollow markers are unreliable estimates
     (k-hat flag, or still rising in K). The axis follows the robust spread of the rows

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._common import (
+from pyrovae.analysis.figures._common import (
     _check_model,
     _check_x,
     _check_y,

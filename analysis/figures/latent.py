@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 from torch.distributions import Independent, Normal
 
-from ._common import (
+from pyrovae.analysis.figures._common import (
     _OUTLINE,
     _PRIOR_COLOUR,
     SDS,

@@ -5,7 +5,7 @@ model's own trace (so any prior or decoder works), normalized over the grid, sha
 highest-density regions (the smallest regions holding 50% and 90% of the mass). For z > 2
 the picture is the pair plot of the two dims where guide and posterior differ most, scored
 per dim by |mean shift| + |log std ratio| (both in posterior units, from
-:func:`~pyrovae.analysis.posterior.guide_vs_posterior`); the posterior's marginal there is
+:func:`~pyrovae.analysis.posterior.nuts.guide_vs_posterior`); the posterior's marginal there is
 a Gaussian kernel density estimate of the NUTS draws (Scott's bandwidth, n^(-1/6) times
 each dim's std). On top: the guide's 50% and 90% regions (exact for a diagonal Normal, or
 for any guide at z = 2; a kernel estimate of its draws otherwise) and the NUTS draws.
@@ -29,11 +29,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
+from pyrovae.analysis.figures._common import _new_figure
+from pyrovae.analysis.posterior.nuts import ReferencePosterior, _one_datum, unregistered
+from pyrovae.analysis.sources.helpers import is_diagonal_normal, seeded
 from pyrovae.traces import score_latents
-
-from ..posterior import ReferencePosterior, _one_datum, unregistered
-from ..sources import is_diagonal_normal, seeded
-from ._common import _new_figure
 
 __all__ = [
     "HDR_MASSES",
@@ -148,7 +147,7 @@ def draw_posterior(
 ) -> tuple[int, int]:
     """Draw the posterior, the guide's regions and the NUTS draws of one datum on ``ax``.
 
-    ``summary`` is the datum's :func:`~pyrovae.analysis.posterior.guide_vs_posterior`.
+    ``summary`` is the datum's :func:`~pyrovae.analysis.posterior.nuts.guide_vs_posterior`.
     Returns the two dims drawn (0 and 1 for z = 2, else :func:`differing_dims`).
     """
     if grid_size < 10:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from ._common import (
+from pyrovae.analysis.figures._common import (
     _OUTLINE,
     SDS,
     _check_digit,
@@ -27,7 +27,13 @@ from ._common import (
     _new_figure,
     _num_classes,
 )
-from .latent import _draw_latent, _latent_view, _LatentView, _make_plane, _set_box
+from pyrovae.analysis.figures.latent import (
+    _draw_latent,
+    _latent_view,
+    _LatentView,
+    _make_plane,
+    _set_box,
+)
 
 
 def _span_pair(span: Any, default: np.ndarray) -> np.ndarray:

@@ -26,10 +26,10 @@ Example:
     >>> write_report([run], "reports/")  # -> reports/report.html
 """
 
-from .conclusions import conclusions
-from .cross_run import cross_run_conclusions
-from .render import REPORT_FILENAME, render_report, write_report
-from .run import RunReport
+from pyrovae.analysis.report.conclusions import conclusions
+from pyrovae.analysis.report.cross_run import cross_run_conclusions
+from pyrovae.analysis.report.render import REPORT_FILENAME, render_report, write_report
+from pyrovae.analysis.report.run import RunReport
 
 __all__ = [
     "RunReport",

@@ -13,12 +13,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..compare import KHAT_FLAG_FRACTION
-from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import BDMC_TRUSTED_GAP, Z95, evidence_sentences, judge, source_bdmc
-from ..quality import wilson_interval
-from ..surgery import ACTIVITY_THRESHOLD
-from .numbers import (
+from pyrovae.analysis.evaluation.compare import KHAT_FLAG_FRACTION
+from pyrovae.analysis.likelihood.evidence import (
+    BDMC_TRUSTED_GAP,
+    Z95,
+    evidence_sentences,
+    judge,
+    source_bdmc,
+)
+from pyrovae.analysis.likelihood.psis import KHAT_THRESHOLD
+from pyrovae.analysis.quality.scores import wilson_interval
+from pyrovae.analysis.report.numbers import (
     _QUALITY,
     ADVICE,
     PRIOR,
@@ -39,6 +44,7 @@ from .numbers import (
     _sources,
     _unreliable,
 )
+from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
 
 # ------------------------------------------------------------------------- conclusions
 
@@ -101,7 +107,8 @@ def _verdict(
 ) -> str:
     """One verdict on log p_a(x) - log p_b(x), from the strongest evidence present.
 
-    AIS on both sources decides when it is there (:func:`~pyrovae.analysis.evidence.judge`);
+    AIS on both sources decides when it is there
+    (:func:`~pyrovae.analysis.likelihood.evidence.judge`);
     else importance sampling decides only where both estimates converged in K (with the
     error ``se`` given: paired, or bounded by the paired errors, where known); an
     importance-sampling difference of estimates still rising in K (or of unknown
@@ -553,7 +560,7 @@ def _khat_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _ais_level(evaluation: Mapping[str, Any], names: Sequence[str]) -> str:
     """'AIS with a BDMC gap of its own below 1 nat for prior; AIS with no BDMC gap measured
     for gmm': each source's AIS is backed only by the gap measured on data simulated from
-    it (:func:`~pyrovae.analysis.evidence.source_bdmc`)."""
+    it (:func:`~pyrovae.analysis.likelihood.evidence.source_bdmc`)."""
     gaps = {n: source_bdmc(evaluation, n) for n in names}
     checked = [n for n, r in gaps.items() if r is not None and float(r["gap"]) < BDMC_TRUSTED_GAP]
     wide = [n for n, r in gaps.items() if r is not None and n not in checked]
@@ -638,8 +645,9 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     KL(q(z) || p(z)), the rest being mutual information, flagged where its estimate lies
     outside [0, log N]; Hoffman & Johnson, 2016); active units. Each comparison gets one
     verdict from the strongest evidence present (:func:`_verdict`): significant only when
-    it holds under AIS or both importance-sampling estimates converged in K
-    (:func:`~pyrovae.analysis.evidence.judge`), otherwise undetermined or not significant.
+    it holds under AIS or both importance-sampling estimates converged in
+    K (:func:`~pyrovae.analysis.likelihood.evidence.judge`), otherwise undetermined or not
+    significant.
     Missing numbers only drop their sentence.
     """
     evaluation = _check_evaluation(evaluation)

@@ -7,11 +7,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..compare import KHAT_FLAG_FRACTION
-from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import Z95
-from .conclusions import _advice_sentences, _check_evaluation
-from .numbers import (
+from pyrovae.analysis.evaluation.compare import KHAT_FLAG_FRACTION
+from pyrovae.analysis.likelihood.evidence import Z95
+from pyrovae.analysis.likelihood.psis import KHAT_THRESHOLD
+from pyrovae.analysis.report.conclusions import _advice_sentences, _check_evaluation
+from pyrovae.analysis.report.numbers import (
     ADVICE,
     PRIOR,
     _beyond,
@@ -25,7 +25,7 @@ from .numbers import (
     _unreliable,
     _z_dim,
 )
-from .run import RunReport
+from pyrovae.analysis.report.run import RunReport
 
 
 def _best_source(evaluation: Mapping[str, Any]) -> tuple[str, float, list[str]] | None:

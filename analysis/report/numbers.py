@@ -6,10 +6,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..compare import KHAT_FLAG_FRACTION
-from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import Z95
-from .run import RunReport
+from pyrovae.analysis.evaluation.compare import KHAT_FLAG_FRACTION
+from pyrovae.analysis.likelihood.evidence import Z95
+from pyrovae.analysis.likelihood.psis import KHAT_THRESHOLD
+from pyrovae.analysis.report.run import RunReport
 
 PRIOR = "prior"
 """Name of the prior among the latent sources (the reference for every difference)."""

@@ -23,20 +23,17 @@ from typing import Any
 
 import jinja2
 
-from pyrovae.checkpoint import atomic_write_text
-
-from ..compare import KHAT_FLAG_FRACTION
-from ..diagnostics import KHAT_THRESHOLD
-from ..evidence import Z95, ais_difference, source_bdmc
-from ..inference_quality import GAP_ROWS, gap_table, inference_conclusions
-from ..surgery import ACTIVITY_THRESHOLD
-from .conclusions import (
+from pyrovae.analysis.evaluation.compare import KHAT_FLAG_FRACTION
+from pyrovae.analysis.likelihood.evidence import Z95, ais_difference, source_bdmc
+from pyrovae.analysis.likelihood.psis import KHAT_THRESHOLD
+from pyrovae.analysis.posterior.inference_quality import GAP_ROWS, gap_table, inference_conclusions
+from pyrovae.analysis.report.conclusions import (
     _heldout_label,
     _quality_leaders,
     _training_label,
     conclusions,
 )
-from .cross_run import (
+from pyrovae.analysis.report.cross_run import (
     _best_source,
     _check_runs,
     _gain,
@@ -44,7 +41,7 @@ from .cross_run import (
     _model_loglik,
     cross_run_conclusions,
 )
-from .numbers import (
+from pyrovae.analysis.report.numbers import (
     _QUALITY,
     DASH,
     ELLIPSIS,
@@ -66,7 +63,9 @@ from .numbers import (
     _unreliable,
     _z_dim,
 )
-from .run import RunReport
+from pyrovae.analysis.report.run import RunReport
+from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
+from pyrovae.checkpoint import atomic_write_text
 
 __all__ = ["REPORT_FILENAME", "Cell", "Row", "Table", "render_report", "write_report"]
 

@@ -24,7 +24,7 @@ class RunReport:
         figures: title -> PNG path (or raw PNG bytes), shown in this order.
         metrics: training rows with ``epoch``, ``train_elbo``, ``val_elbo``, ``seconds``.
         diagnostics: the ``pyrovae diagnose`` JSON (see
-            :func:`~pyrovae.analysis.diagnose.load_diagnostics`); when given, the run gets
+            :func:`~pyrovae.analysis.posterior.diagnose.load_diagnostics`); when given, the run gets
             an "Inference quality" section with its figures (``"figure_paths"``).
     """
 

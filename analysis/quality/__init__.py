@@ -1,0 +1,46 @@
+"""Sample quality: how readable generated images are and whether they copy training data.
+
+Scores from a shipped MNIST classifier (:mod:`.scores`, :mod:`.classifier`) and nearest-neighbour
+distances to the training set (:mod:`.memorization`).
+
+Every public name of the modules here is importable from the package itself; each is
+imported on first use, so the package adds no import edge between its modules.
+"""
+
+from __future__ import annotations
+
+from pyrovae._lazy import lazy_exports
+
+_EXPORTS = {
+    "ClassifierConfig": "pyrovae.analysis.quality.classifier",
+    "MNISTClassifier": "pyrovae.analysis.quality.classifier",
+    "SHIPPED_PATH": "pyrovae.analysis.quality.classifier",
+    "SHIPPED_SHA256": "pyrovae.analysis.quality.classifier",
+    "classifier_path": "pyrovae.analysis.quality.classifier",
+    "estimate_training_seconds": "pyrovae.analysis.quality.classifier",
+    "evaluate_accuracy": "pyrovae.analysis.quality.classifier",
+    "file_sha256": "pyrovae.analysis.quality.classifier",
+    "load_classifier": "pyrovae.analysis.quality.classifier",
+    "load_shipped_classifier": "pyrovae.analysis.quality.classifier",
+    "read_classifier": "pyrovae.analysis.quality.classifier",
+    "save_classifier": "pyrovae.analysis.quality.classifier",
+    "train_classifier": "pyrovae.analysis.quality.classifier",
+    "weights_sha256": "pyrovae.analysis.quality.classifier",
+    "Memorization": "pyrovae.analysis.quality.memorization",
+    "nearest_distances": "pyrovae.analysis.quality.memorization",
+    "AMBIGUOUS_THRESHOLD": "pyrovae.analysis.quality.scores",
+    "FeatureStats": "pyrovae.analysis.quality.scores",
+    "MAX_ENTROPY": "pyrovae.analysis.quality.scores",
+    "SampleQuality": "pyrovae.analysis.quality.scores",
+    "class_histogram": "pyrovae.analysis.quality.scores",
+    "coverage_kl": "pyrovae.analysis.quality.scores",
+    "feature_stats": "pyrovae.analysis.quality.scores",
+    "frechet_distance": "pyrovae.analysis.quality.scores",
+    "gaussian_frechet_distance": "pyrovae.analysis.quality.scores",
+    "predictive_entropy": "pyrovae.analysis.quality.scores",
+    "sample_quality": "pyrovae.analysis.quality.scores",
+    "wilson_interval": "pyrovae.analysis.quality.scores",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,275 @@
+"""Draw every figure of one trained run and bundle it with its evaluation for the report."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from pyrovae.analysis import figures as F
+from pyrovae.analysis.progress import progress_iter
+from pyrovae.analysis.report import RunReport
+from pyrovae.analysis.sources.classes import LatentSource
+from pyrovae.analysis.sources.fits import fit_per_class
+from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
+from pyrovae.data import Splits
+from pyrovae.train import one_hot
+
+__all__ = [
+    "run_figures",
+    "build_run_report",
+    "run_name",
+    "figure_filename",
+    "samples_title",
+    "slug",
+]
+
+SLUG_LENGTH = 40
+"""Most characters of the title part of a figure's file name."""
+_TRAILING = frozenset("a an and as at by for from in of on per the to with".split())
+
+
+def run_name(vae: nn.Module) -> str:
+    """A short label such as ``vae-z2`` (or ``cvae-z10-vamp`` for a non-default prior)."""
+    cfg = vae.config
+    name = f"{cfg.model}-z{cfg.z_dim}"
+    return name if cfg.prior == "normal" else f"{name}-{cfg.prior}"
+
+
+def slug(title: str, max_length: int = SLUG_LENGTH) -> str:
+    """``title`` as lower-case ASCII words joined by single hyphens, cut at a word boundary.
+
+    Accents are dropped (NFKD), every run of other characters becomes one hyphen, and
+    words are kept while the slug fits in ``max_length`` (a cut slug does not end in a
+    word such as "of" or "the"); a first word that is longer on its own is cut. An empty
+    result is ``"figure"``.
+    """
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_title.lower())
+    kept: list[str] = []
+    for word in words:
+        if len("-".join([*kept, word])) > max_length:
+            while len(kept) > 1 and kept[-1] in _TRAILING:  # cut: drop a dangling "of the"
+                kept.pop()
+            break
+        kept.append(word)
+    if not kept and words:
+        kept = [words[0][:max_length]]
+    return "-".join(kept) or "figure"
+
+
+def figure_filename(index: int, title: str, max_length: int = SLUG_LENGTH) -> str:
+    """``NN-slug.png``: the figure's place in the report (unique) and :func:`slug` of its title."""
+    return f"{index:02d}-{slug(title, max_length)}.png"
+
+
+def run_figures(
+    vae: nn.Module,
+    data: Splits,
+    evaluation: Mapping[str, Any] | None = None,
+    sources: Mapping[str, LatentSource] | None = None,
+    metrics: list[dict[str, float]] | None = None,
+    classifier: nn.Module | None = None,
+    digit: int = 9,
+    max_points: int = 2000,
+    progress: bool = False,
+) -> dict[str, Figure]:
+    """Every figure of the latent-space study for one model, in display order.
+
+    Args:
+        vae: a trained VAE or CVAE.
+        data: the splits (train and test encodings are drawn).
+        evaluation: the dict of :func:`~pyrovae.analysis.evaluation.evaluate.evaluate_run` (for the
+            log-likelihood and KL-per-dimension charts and the sample-grid captions).
+        sources: fitted latent sources (sample grids); ``comparison.sources``.
+        metrics: rows of ``metrics.csv`` (training curves).
+        classifier: reads the class-conditional samples, when given.
+        digit: the digit of the traversal pictures.
+        progress: show progress over the figures on stderr.
+    """
+    plan: list[tuple[str, Callable[[], Figure]]] = []
+    test = data.test
+    device = next(vae.parameters()).device
+    x_test, labels_test = test.x[:max_points].to(device), test.y[:max_points].to(device)
+    y_test = one_hot(labels_test, vae.y_dim) if vae.conditional else None
+    if metrics:
+        plan.append(("Training curves", lambda: F.plot_training_curves(metrics)))
+    plan.append(
+        (
+            "Reconstructions (test inputs above, reconstructions below)",
+            lambda: F.plot_reconstructions(vae, x_test, y_test),
+        )
+    )
+    scores = evaluation.get("sources") if evaluation else None
+    if sources:
+        plan.append(
+            (
+                samples_title(scores),
+                lambda: F.plot_samples(
+                    vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
+                ),
+            )
+        )
+    plan.append(
+        (
+            "Latent space per class (train and test)",
+            lambda: F.plot_latent_space(vae, data, max_points=max_points),
+        )
+    )
+    if vae.conditional:
+        plan.append(
+            (f"CVAE: style of digit {digit} around z = 0", lambda: F.plot_cvae_style(vae, digit))
+        )
+        plan.append(
+            (
+                "CVAE: class-conditional samples",
+                lambda: F.plot_class_samples(vae, classifier=classifier),
+            )
+        )
+    else:
+        plan.append(
+            (
+                f"Traversal around the mean of digit {digit}",
+                lambda: F.plot_traversal(vae, x_test, labels_test, digit=digit),
+            )
+        )
+        plan.append(
+            (
+                f"Neighbourhood of digit {digit}",
+                lambda: F.plot_neighbourhood(
+                    vae, x_test, labels_test, digit=digit, classifier=classifier
+                ),
+            )
+        )
+
+        def class_samples() -> Figure:
+            train = data.train.subset(min(len(data.train), 10_000)).to(device)
+            per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
+            return F.plot_class_samples(vae, per_class, classifier=classifier)
+
+        title = "Class-conditional samples from per-class Gaussians (unconditional VAE)"
+        plan.append((title, class_samples))
+    if scores:
+        title = "Held-out log-likelihood relative to the prior"
+        plan.append((title, lambda: F.plot_loglik(scores)))
+        if any(isinstance(e, Mapping) and e.get("ksweep") for e in scores.values()):
+            plan.append(
+                ("L_K against K per latent source (AIS as diamonds)", lambda: F.plot_ksweep(scores))
+            )
+    surgery = (evaluation or {}).get("surgery") or {}
+    if surgery.get("kl_per_dim"):
+        plan.append(("KL per latent dimension", lambda: F.plot_kl_per_dim(surgery["kl_per_dim"])))
+    elif surgery.get("activity"):
+        plan.append(
+            (
+                "Activity per latent dimension, Cov_x E_q[z_d]",
+                lambda: F.plot_kl_per_dim(surgery["activity"], threshold=ACTIVITY_THRESHOLD),
+            )
+        )
+    figs: dict[str, Figure] = {}
+    with progress_iter(plan, "figures", "figure", progress) as bar:
+        for title, draw in bar:
+            figs[title] = draw()
+    return figs
+
+
+def samples_title(scores: Mapping[str, Any] | None) -> str:
+    """The caption of the sample grids, with each source's share of near-copies of training
+    images where the evaluation measured it (shown wherever sample quality is)."""
+    title = "Samples from each latent source"
+    copies = {}
+    for name, entry in (scores or {}).items():
+        memo = entry.get("memorization") if isinstance(entry, Mapping) else None
+        share = memo.get("near_copy_fraction") if isinstance(memo, Mapping) else None
+        if isinstance(share, (int, float)) and 0 <= share <= 1:
+            copies[name] = share
+    if not copies:
+        return title
+    listed = ", ".join(f"{name} {100 * share:.1f}%" for name, share in copies.items())
+    return f"{title} (near-copies of training images: {listed})"
+
+
+def _cycle(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
+    if not vae.conditional:
+        return None
+    return one_hot(torch.arange(n, device=device) % vae.y_dim, vae.y_dim)
+
+
+def build_run_report(
+    vae: nn.Module,
+    data: Splits,
+    evaluation: Mapping[str, Any],
+    out_dir: str | Path,
+    sources: Mapping[str, LatentSource] | None = None,
+    classifier: nn.Module | None = None,
+    name: str | None = None,
+    diagnostics: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> RunReport:
+    """Draw the figures of one run as PNGs under ``out_dir/<name>/`` and return its report.
+
+    ``diagnostics`` (``pyrovae diagnose``'s dict) adds an "Inference quality" section; by
+    default the run's own ``RUN/diagnostics/diagnostics.json`` is used when it exists.
+    ``progress`` shows progress over the figures on stderr.
+
+    A non-empty ``evaluation`` must record the fingerprint of ``vae``'s weights (as
+    :func:`~pyrovae.analysis.evaluation.evaluate.evaluate_run` does): an evaluation of other
+    weights,
+    or of unknown ones, raises
+    :class:`~pyrovae.analysis.evaluation.reuse.StaleEvaluationError` rather than being shown
+    beside the figures and training curves of these.
+    """
+    from pyrovae.analysis.evaluation.reuse import check_weights
+    from pyrovae.analysis.posterior.diagnose import load_diagnostics
+    from pyrovae.runs import read_metrics
+
+    name = name or run_name(vae)
+    run_dir = getattr(vae, "run_dir", None)
+    if evaluation:
+        where = "the evaluation" if run_dir is None else f"the evaluation of {run_dir}"
+        check_weights(evaluation, vae, where)
+    metrics = read_metrics(run_dir) if run_dir is not None else None
+    figures = run_figures(vae, data, evaluation, sources, metrics, classifier, progress=progress)
+    folder = Path(out_dir) / name
+    paths: dict[str, Path] = {}
+    for i, (title, fig) in enumerate(figures.items()):
+        paths[title] = F.save_figure(fig, folder / figure_filename(i, title))
+    cfg = vae.config
+    description = (
+        f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and {cfg.likelihood} "
+        f"likelihood, z = {cfg.z_dim}"
+    )
+    config: dict[str, Any] = {"model": cfg.to_dict()}
+    run_config = getattr(vae, "run_config", None)
+    if run_config is not None:
+        train = run_config.train
+        config["train"] = {
+            k: getattr(train, k)
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "elbo",
+                "num_particles",
+                "kl_warmup",
+                "subset",
+                "seed",
+            )
+        }
+    if diagnostics is None and run_dir is not None:
+        diagnostics = load_diagnostics(run_dir, vae)
+    return RunReport(
+        name=name,
+        description=description,
+        config=config,
+        evaluation=dict(evaluation),
+        figures=paths,
+        metrics=metrics,
+        diagnostics=dict(diagnostics or {}),
+    )
