@@ -4,9 +4,9 @@ Every name a notebook needs is here, imported on first use (PEP 562), so importi
 package costs nothing until a name is used. The modules are grouped by the question they
 answer:
 
-=============================== ==========================================================
-subpackage                      answers
-=============================== ==========================================================
+=================================== ==========================================================
+subpackage                          answers
+=================================== ==========================================================
 :mod:`~pyrovae.analysis.evaluation`  the evaluation of a run: every source compared, planned, saved
 :mod:`~pyrovae.analysis.likelihood`  held-out log p_r(x) by IS, AIS and BDMC; how far to trust it
 :mod:`~pyrovae.analysis.sources`     latent sources fitted to q(z | x_n), saved, ELBO surgery
@@ -14,7 +14,7 @@ subpackage                      answers
 :mod:`~pyrovae.analysis.quality`     sample quality: classifier scores, memorization
 :mod:`~pyrovae.analysis.figures`     every figure, as a matplotlib ``Figure``
 :mod:`~pyrovae.analysis.report`      the HTML report of one or more runs
-=============================== ==========================================================
+=================================== ==========================================================
 
 The module paths of the flat layout this replaced (``pyrovae.analysis.loglik``,
 ``pyrovae.analysis.source_store``, ...) still import, with a ``DeprecationWarning`` naming

@@ -179,7 +179,7 @@ def test_guide_elbo_is_the_mean_of_its_draws_with_their_standard_error():
 def test_flow_of_q_star_starts_as_the_amortized_guide():
     """Before fitting, the flow family's q* maps u to loc + scale * u of the guide: its IAF
     steps start as the identity (two steps, each followed by a reversal)."""
-    from pyrovae.analysis.posterior.gaps import _flow_transform
+    from pyrovae.analysis.posterior.local_guides import _flow_transform
 
     w, b = ppca_weight()
     vae = ppca_vae(w, b, NOISE, widen=1.5, shift=0.3)

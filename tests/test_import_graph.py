@@ -206,3 +206,16 @@ def test_every_module_imports_alone() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         failures = [f for f in pool.map(run, names) if f is not None]
     assert not failures, "\n".join(failures)
+
+
+MAX_MODULE_LINES = 650
+"""About 600 lines at most: a module past that is split where it holds two subjects."""
+
+
+def test_no_module_is_over_about_600_lines() -> None:
+    long = {
+        name: n
+        for name, path in package_modules().items()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}; split them by subject"

@@ -173,7 +173,7 @@ def evaluate_run(
         num_test: evaluate this many held-out data, a fixed random subset of the split.
         num_train: fit the sources to the first this many training data.
         classifier: scores decoded samples
-        (:func:`~pyrovae.analysis.quality.classifier.load_classifier`);
+            (:func:`~pyrovae.analysis.quality.classifier.load_classifier`);
             None skips sample quality and the memorization check (the distance of each
             sample to its nearest training image against that of held-out images,
             :func:`~pyrovae.analysis.quality.memorization.memorization`).

@@ -167,8 +167,8 @@ def robust_limits(
 ) -> tuple[float, float]:
     """Axis limits for differences ``centres`` +- ``halves`` that one wild row cannot stretch.
 
-    With extents e_i = |c_i| + h_i and the lower median m of the e_i, rows with
-    |c_i| <= B = max(floor, factor * m) are in range; the limits span 0 and every in-range
+    With extents e_i = ``|c_i|`` + h_i and the lower median m of the e_i, rows with
+    ``|c_i| <= B = max(floor, factor * m)`` are in range; the limits span 0 and every in-range
     row with its error bar (each side at most 1.5 B), 10% more on a side where rows lie
     beyond, padded by 6% and widened to at least ``floor``. Rows outside the limits are
     for the caller to draw as clipped.
@@ -211,7 +211,7 @@ def plot_loglik(results: Mapping[str, Mapping[str, Any]]) -> Figure:
     the prior have AIS results, the AIS difference as a diamond (paired image by image
     when both hold ``per_datum``; :func:`~pyrovae.analysis.likelihood.evidence.ais_difference`). The
     prior is the zero line (without a ``"prior"`` source, the first source is). A row
-    is green or red only where |d| > 1.96 SE; hollow markers are unreliable estimates
+    is green or red only where ``|d| > 1.96 SE``; hollow markers are unreliable estimates
     (k-hat flag, or still rising in K). The axis follows the robust spread of the rows
     (:func:`robust_limits`); a row beyond it is drawn as a triangle at the edge and its
     value is written next to the row.

@@ -4,7 +4,7 @@ For z = 2 the posterior density itself is drawn on a grid: log p(x | z) + log p(
 model's own trace (so any prior or decoder works), normalized over the grid, shaded by its
 highest-density regions (the smallest regions holding 50% and 90% of the mass). For z > 2
 the picture is the pair plot of the two dims where guide and posterior differ most, scored
-per dim by |mean shift| + |log std ratio| (both in posterior units, from
+per dim by ``|mean shift| + |log std ratio|`` (both in posterior units, from
 :func:`~pyrovae.analysis.posterior.nuts.guide_vs_posterior`); the posterior's marginal there is
 a Gaussian kernel density estimate of the NUTS draws (Scott's bandwidth, n^(-1/6) times
 each dim's std). On top: the guide's 50% and 90% regions (exact for a diagonal Normal, or
@@ -67,7 +67,7 @@ def hdr_levels(density: np.ndarray, masses: Sequence[float] = HDR_MASSES) -> lis
 
 def differing_dims(summary: Mapping[str, Any]) -> tuple[int, int]:
     """The two latent dims (ascending) where the guide differs most from the posterior:
-    the largest |mean_shift_d| + |log std_ratio_d| of a ``guide_vs_posterior`` summary."""
+    the largest ``|mean_shift_d| + |log std_ratio_d|`` of a ``guide_vs_posterior`` summary."""
     shift = np.abs(np.asarray(summary["mean_shift"], dtype=float))
     ratio = np.abs(np.log(np.asarray(summary["std_ratio"], dtype=float)))
     score = np.nan_to_num(shift + ratio, nan=np.inf)

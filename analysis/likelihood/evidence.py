@@ -120,7 +120,7 @@ def judge(sources: Mapping[str, Any], a: str, b: str = "prior") -> Evidence:
     :func:`~pyrovae.analysis.evaluation.evaluate.evaluate_run`). AIS on both sources decides when it
     is there, with each source's own BDMC gap g (``sources[name]["ais"]["bdmc"]``): AIS
     lies below log p_r(x) by about g at most (Grosse et al., 2015), so a difference is
-    shown when |d| > 1.96 se + g of the lower source, and no gap may reach
+    shown when ``|d| > 1.96 se + g`` of the lower source, and no gap may reach
     :data:`BDMC_TRUSTED_GAP`; a source without a gap counts as g = 0 and is named in
     ``bdmc_gaps``. Otherwise importance sampling decides only if both estimates converged
     in K.

@@ -15,7 +15,7 @@ import numpy as np
 __all__ = ["Z95", "ais_difference"]
 
 Z95 = 1.96
-"""A difference d with standard error s is shown when |d| > Z95 * s (two-sided 95%)."""
+"""A difference d with standard error s is shown when ``|d| > Z95 * s`` (two-sided 95%)."""
 
 
 def _num(value: Any) -> float | None:

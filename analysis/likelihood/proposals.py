@@ -234,7 +234,7 @@ class GaussianMixtureProposal(Distribution):
         return (second - self.mean.pow(2)).clamp_min(0.0)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
-        """Draws of shape (*sample_shape, B, D)."""
+        """Draws of shape ``(*sample_shape, B, D)``."""
         shape = torch.Size(sample_shape)
         with torch.no_grad():
             n = int(math.prod(shape)) if shape else 1

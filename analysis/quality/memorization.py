@@ -71,11 +71,11 @@ def _check_images(name: str, x: torch.Tensor) -> torch.Tensor:
 def nearest_distances(
     queries: torch.Tensor, reference: torch.Tensor, chunk_size: int = 1024
 ) -> torch.Tensor:
-    """min_n ||q_i - r_n||_2 for every query row, shape (len(queries),), on the CPU.
+    """min_n ``||q_i - r_n||_2`` for every query row, shape (len(queries),), on the CPU.
 
-    Squared distances as |q|^2 - 2 q.r + |r|^2 (one matrix product per chunk of queries),
+    Squared distances as ``|q|^2 - 2 q.r + |r|^2`` (one matrix product per chunk of queries),
     in float32 unless the queries are float64 (for images in [0, 1] the rounding error of
-    a squared distance is about 1e-5 of |q|^2, far below the distances compared).
+    a squared distance is about 1e-5 of ``|q|^2``, far below the distances compared).
     """
     q = _check_images("queries", queries)
     q = q if q.dtype == torch.float64 else q.float()

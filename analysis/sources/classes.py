@@ -231,7 +231,7 @@ class AggregatePosterior(LatentSource):
     z = 50). ``tolerance=0`` (and any GPU) sums all components, streamed over chunks of
     ``chunk_size`` (point, component) pairs. For float64 z, any means and scales >= 1e-150, the
     value lies within [log q(z) + log(1 - tolerance) - eps, log q(z) + eps], eps = 1e-9
-    nats plus float64 rounding (relative 1e-15 of |log q(z)| and of the log scales; see
+    nats plus float64 rounding (relative 1e-15 of ``|log q(z)|`` and of the log scales; see
     the module). Any other guide is summed exactly over all N components as well. The IAF
     flow guide (:class:`~pyrovae.guides.FlowEncoder`) is scored by
     :class:`~pyrovae.analysis.sources.flow_pairs.FlowPairs`: the encoder runs once per datum (cached

@@ -12,22 +12,22 @@ means (:func:`centred_rows`). Its rounding grows like u (w^2 + delta_n^2) / sigm
 (delta_n = mu_n - c, u = 2^-53): centring removes the shift shared by all means, not their
 spread, so means far apart relative to their scales (clusters at +-100 with scales of
 1e-6) would cost nats. :meth:`DiagonalLogDensities.rounding_bound` bounds that rounding
-for each component over a block of points,
+for each component over a block of points::
 
     e_n = u ((4 D + 14) sum_d |a_nd| max_m w_md^2 + (5 D + 15) B_n + (3 D + 8) S_n),
 
-B_n = 1/2 sum_d delta_nd^2 / sigma_nd^2, S_n = sum_d |log sigma_nd| + D (|l_n| <= S_n): the
+B_n = 1/2 sum_d delta_nd^2 / sigma_nd^2, S_n = sum_d ``|log sigma_nd|`` + D (``|l_n| <= S_n``): the
 magnitudes of the 2 D + 1 products and of the constant's parts, times the relative rounding
 of the rows (5 u), of the features (3 u), of a dot product ((2 D + 1) u) and of the
 constant ((D + 7) u), rounded up. Where e_n > ``REFINE_ABOVE`` (1e-9 nats) the component's
 terms for the block come from the expanded form centred on the block's box instead (the
 spread about the box, not about all means), and where that bound too exceeds 1e-9, they
 are computed directly as l_n + sum_d a_nd (z_d - mu_nd)^2, with the rounding of any float64
-evaluation (a torch.distributions density): at most (D + 8) u (|t_n| + 3 S_n). A block
-whose points lie so far out that this is no smaller than e_n (|t_n| >= -(upper bound)) keeps
+evaluation (a torch.distributions density): at most ``(D + 8) u (|t_n| + 3 S_n)``. A block
+whose points lie so far out that this is no smaller than e_n (``|t_n| >= -(upper bound)``) keeps
 the expanded form. So every term of every sum here, full or pruned, is off by at most
-max(1e-9, (D + 8) u (|t_n| + 3 S_n)). One bound over all components at once (the largest
-|a_nd| per dim, the largest constant) skips the per-component one where it is below 1e-9:
+``max(1e-9, (D + 8) u (|t_n| + 3 S_n))``. One bound over all components at once (the largest
+``|a_nd|`` per dim, the largest constant) skips the per-component one where it is below 1e-9:
 for trained encoders (VAEs on MNIST at z = 2 and 10, means within +-5, scales above 0.008)
 the bound over all components and draws is 6e-11 to 2e-10 and nothing is recomputed. With
 scales log-uniform down to 1e-3 in half the dims most components are (the bound is a worst
@@ -37,7 +37,7 @@ sum takes 1.1 to 1.4 times as long at D = 10 (its gradient 1.3), 2.2 times at D 
 Pruning. The points are split by a kd-tree (halved at the median of the dimension that is
 widest in units of the components' median scale) and each node ``P`` of at most
 ``first_block`` points bounds every candidate component over the node's bounding box
-``[lo, hi]``:
+``[lo, hi]``::
 
     max_{z in box} t_n(z) = l_n - 1/2 sum_d (gap_nd / sigma_nd)^2,
     gap_nd = max(0, |mu_nd - c_d| - r_d),   c = (lo + hi) / 2,   r = (hi - lo) / 2,
@@ -59,15 +59,15 @@ pair densely instead; the choice depends on the points alone.
 
 Guarantee. For finite float64 points, any finite means and scales of at least 1e-150
 (smaller ones are refused: their precision overflows float64), the value v
-returned for log q = log sum_n N(z; mu_n, sigma_n) satisfies
+returned for log q = log sum_n N(z; mu_n, sigma_n) satisfies::
 
     log(1 - tolerance) - eps  <=  v - log q  <=  eps,
     eps = 1e-9 + (D + 8) u (|v| + log N + 3 max_n S_n) + 4 u |v|
 
-(the terms' errors weighted by their shares s_n, sum_n s_n |t_n| <= |log q| + log N, and the
-log-sum-exp's own rounding; to first order in eps): 1e-9 nats plus 1e-13 for |v| ~ 100.
+(the terms' errors weighted by their shares s_n, ``sum_n s_n |t_n| <= |log q| + log N``, and the
+log-sum-exp's own rounding; to first order in eps): 1e-9 nats plus 1e-13 for ``|v| ~ 100``.
 The full sum (:meth:`DiagonalLogDensities.log_sum`, what ``AggregatePosterior(...,
-tolerance=0)`` computes) drops nothing: |v - log q| <= eps.
+tolerance=0)`` computes) drops nothing: ``|v - log q| <= eps``.
 
 Gradient. The pruned sum is differentiable in z like the dense one (the kept set is
 piecewise constant in z); its gradient is that of the kept components, whose weights sum to
@@ -198,15 +198,15 @@ class DiagonalLogDensities:
     ) -> torch.Tensor:
         """(k,) bounds e_n on the expanded form's rounding for the components of centred
         ``rows`` at any of the (m, D) points ``w`` centred like them, ``const`` their
-        :meth:`_rounding_const`: u ((4 D + 14) sum_d |a_nd| max_m w_md^2 + const)."""
+        :meth:`_rounding_const`: ``u ((4 D + 14) sum_d |a_nd| max_m w_md^2 + const)``."""
         d = self.z_dim
         widest = w.detach().square().amax(0)
         # a_nd = -1 / (2 sigma_nd^2) < 0, so -a . w^2 = sum_d |a_nd| w_d^2
         return _U * torch.addmv(const, rows[:, :d], widest, alpha=-(4 * d + 14))
 
     def direct_rounding(self, magnitude: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-        """A bound on the rounding of a directly computed term of magnitude |t_n| (or a
-        lower bound of it), S_n = ``size``: (D + 8) u (|t_n| + 3 S_n)."""
+        """A bound on the rounding of a directly computed term of magnitude ``|t_n|`` (or a
+        lower bound of it), S_n = ``size``: ``(D + 8) u (|t_n| + 3 S_n)``."""
         return (self.z_dim + 8) * _U * (magnitude + 3 * size)
 
     def direct(self, points: torch.Tensor, table_rows: torch.Tensor) -> torch.Tensor:
@@ -241,7 +241,7 @@ class DiagonalLogDensities:
         ``box_centre`` (of the points' box), the expanded form centred on it where that
         bound is; directly for the rest. Given ``upper``, (k,) upper bounds of the terms
         over the points, the expanded form is also kept where its bound is no larger than
-        the direct evaluation's, (D + 8) u (|t_n| + 3 S_n) with |t_n| >= -upper_n (points
+        the direct evaluation's, ``(D + 8) u (|t_n| + 3 S_n)`` with ``|t_n| >= -upper_n`` (points
         far out in units of the scales). ``w``, ``features`` (the points centred on
         :attr:`centre` and :func:`_features` of them) and ``rows`` (the components'
         :attr:`rows`) are derived when not given."""
