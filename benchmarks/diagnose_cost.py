@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyrovae.analysis.posterior.diagnose import DiagnoseBudget, diagnose_run
 from pyrovae.analysis.posterior import diagnose
 from pyrovae.analysis.posterior import nuts as posterior
+from pyrovae.analysis.posterior.diagnose import DiagnoseBudget, diagnose_run
 from pyrovae.analysis.progress import CLOSING_LINE
 from pyrovae.data import load_dataset
 from pyrovae.runs import load_run, read_config

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyrovae.analysis.likelihood.evidence import (
-    Z95,
-)
+from pyrovae.analysis.likelihood.evidence import Z95
 from pyrovae.analysis.quality.scores import wilson_interval
 from pyrovae.analysis.report.numbers import (
     _QUALITY,

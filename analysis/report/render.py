@@ -23,9 +23,7 @@ from typing import Any
 import jinja2
 
 from pyrovae.analysis.posterior.inference_quality import gap_table, inference_conclusions
-from pyrovae.analysis.report.conclusions import (
-    conclusions,
-)
+from pyrovae.analysis.report.conclusions import conclusions
 from pyrovae.analysis.report.cross_run import (
     _check_runs,
     cross_run_conclusions,

@@ -1,12 +1,8 @@
-"""Fitted latent sources kept with their run: ``RUN/sources/NAME.pt``, tensors only.
+"""Latent sources fitted for a run and kept with it in ``RUN/sources/NAME.pt``.
 
-A source file holds the source's class, its constructor settings, its tensors (the
-``state_dict``), the options it was fitted with and a fingerprint of the model weights
-whose encoder it was fitted to; it is read with ``torch.load(weights_only=True)``, so it
-can never run code. Loading rebuilds the source and loads the same tensors, so a reloaded
-source samples and scores bit-identically. A file whose fingerprint differs from the
-model's (the run was trained further, or another checkpoint is loaded) is refused as
-stale rather than silently used.
+Fitting reads the run's training data as the model sees them, seeded; reading and writing
+the files (tensors only, refused when stale) is :mod:`~pyrovae.analysis.sources.saved`,
+whose names are importable from here too.
 
 Per-class fits (one source per digit, :func:`~pyrovae.analysis.sources.fit_per_class`)
 live in ``RUN/sources/NAME.per-class.pt``.
@@ -26,9 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyrovae.analysis.sources.classes import (
-    LatentSource,
-)
+from pyrovae.analysis.sources.classes import LatentSource
 from pyrovae.analysis.sources.encodings import model_inputs
 from pyrovae.analysis.sources.fits import SOURCES, fit_per_class, fit_sources
 from pyrovae.analysis.sources.saved import (

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrovae.settings import (
-    CHECKPOINT_NAMES,
-)
+from pyrovae.settings import CHECKPOINT_NAMES
 
 
 class CommandError(Exception):

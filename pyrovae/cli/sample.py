@@ -14,9 +14,7 @@ from pyrovae.cli.common import (
     non_negative_int,
     positive_int,
 )
-from pyrovae.settings import (
-    SOURCE_NAMES,
-)
+from pyrovae.settings import SOURCE_NAMES
 
 
 def add_parser(sub: Any) -> None:
