@@ -124,7 +124,28 @@ def resolve_one_import(app, env, node, contnode):  # noqa: ANN001, ANN201
     return domain.resolve_xref(env, node["refdoc"], app.builder, "obj", found[0], node, contnode)
 
 
+def check_reference_complete(app, env):  # noqa: ANN001, ANN201
+    """Warn (an error under -W) about a public analysis module missing from docs/api/."""
+    import pkgutil
+
+    from sphinx.util import logging
+
+    api = importlib.import_module("pyrovae.analysis")
+    public = {
+        info.name
+        for info in pkgutil.walk_packages(api.__path__, prefix=api.__name__ + ".")
+        if not any(part.startswith("_") for part in info.name.split("."))
+    }
+    documented = set(env.get_domain("py").modules)
+    for name in sorted(public - documented):
+        logging.getLogger(__name__).warning(
+            f"{name} is not in the API reference: add `.. automodule:: {name}` to the "
+            "page of its subpackage in docs/api/"
+        )
+
+
 def setup(app):  # noqa: ANN001, ANN201
     app.add_directive("analysis-names", AnalysisNames)
     app.connect("missing-reference", resolve_one_import)
+    app.connect("env-check-consistency", check_reference_complete)
     return {"parallel_read_safe": True}
