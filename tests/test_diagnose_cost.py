@@ -154,11 +154,12 @@ def test_the_pilot_counts_gradients_per_iteration():
 
 def test_the_command_line_says_the_plan_unless_quiet(tmp_path, often, monkeypatch, capsys):
     import pyrovae.cli as cli
+    import pyrovae.cli.diagnose as diagnose_command
     import pyrovae.runs as runs
 
     vae, data = tiny()
     monkeypatch.setattr(runs, "load_run", lambda *a, **k: vae)
-    monkeypatch.setattr(cli, "_load_data", lambda *a, **k: data)
+    monkeypatch.setattr(diagnose_command, "load_data", lambda *a, **k: data)
     argv = ["diagnose", str(tmp_path), "--out", str(tmp_path / "d"), "--num-data", "3"]
     argv += ["--nuts-data", "1", "--chains", "2", "--warmup", "10", "--samples", "10"]
     argv += ["--gap-steps", "5", "--ais-steps", "3", "--ais-chains", "2", "--elbo-draws", "20"]
