@@ -18,8 +18,8 @@ def lazy_exports(
     """``__getattr__`` and ``__dir__`` for ``package``, which exports ``{name: module}``.
 
     A name is imported from its module on first access (a name mapped to the submodule
-    ``package.name`` is that submodule) and then kept in the package's
-    namespace, so the next access is an ordinary attribute lookup.
+    ``package.name`` is that submodule) and then kept in the package's namespace, so the
+    next access is an ordinary attribute lookup.
     """
 
     def __getattr__(name: str) -> Any:
@@ -37,8 +37,3 @@ def lazy_exports(
         return sorted(exports)
 
     return __getattr__, __dir__
-
-
-def names_of(module: str, names: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``{name: module}`` for each name, to build the mapping of :func:`lazy_exports`."""
-    return dict.fromkeys(names, module)
