@@ -7,6 +7,7 @@ from .decoders import (
     Decoder,
     GaussianDecoder,
 )
+from .discretized import DiscretizedLogistic, bits_per_dim
 from .priors import PRIORS, FlowPrior, MixturePrior, StandardNormalPrior, VampPrior
 from .vae import CVAE, VAE
 
@@ -23,4 +24,6 @@ __all__ = [
     "BernoulliDecoder",
     "ContinuousBernoulliDecoder",
     "GaussianDecoder",
+    "DiscretizedLogistic",
+    "bits_per_dim",
 ]
