@@ -26,6 +26,8 @@ _EXPORTS = {
     "TrainConfig": "pyrovae.train",
     "Trainer": "pyrovae.train",
     "train_model": "pyrovae.train",
+    "UserData": "pyrovae.user_data",
+    "read_data": "pyrovae.user_data",
 }
 
 __all__ = [
@@ -34,12 +36,14 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "Trainer",
+    "UserData",
     "build_model",
     "fixed_binarization",
     "importance_terms",
     "load_dataset",
     "load_run",
     "read_config",
+    "read_data",
     "read_metrics",
     "train_model",
 ]
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from pyrovae.runs import load_run, read_config, read_metrics
     from pyrovae.traces import IWAE, ImportanceTerms, importance_terms
     from pyrovae.train import TrainConfig, Trainer, train_model
+    from pyrovae.user_data import UserData, read_data
 
 
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)
