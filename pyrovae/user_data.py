@@ -66,7 +66,8 @@ class UserData:
     split_rule: str
     """How the rows were split, in one sentence with the sizes and the seed."""
     num_classes: int | None
-    """The number of classes K (labels 0..K-1), or None for unlabelled data."""
+    """The number of classes K, the largest label + 1 (or the number of class subfolders), or
+    None for unlabelled data."""
     image_shape: tuple[int, int, int] | None
     """(C, H, W) of images, None for vectors."""
     path: Path
@@ -238,7 +239,8 @@ def _numeric(p: Path, key: str, a: np.ndarray) -> np.ndarray:
             f"{p}: '{key}' has shape {a.shape}; give (N, D) vectors, (N, H, W) or (N, C, H, W) "
             "images"
         )
-    return a.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later by row
+        return a.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -276,11 +278,22 @@ def _read_csv(p: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray
             raise ValueError("column count")
     except ValueError:
         values, lines = _parse_csv_slowly(p, names)  # quoted cells, or an error to name
+    if values.size == 0:
+        values = values.reshape(0, len(names))
     _check_finite_csv(p, values, names, lines)
     if label_column is None:
         return values.astype(np.float32), None
     j = names.index(label_column)
-    return np.delete(values, j, axis=1).astype(np.float32), values[:, j]
+    labels = values[:, j]
+    bad = (labels != np.round(labels)) | (labels < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        line = (lines or _parse_csv_slowly(p, names)[1])[i]
+        raise ValueError(
+            f"{p} line {line}, label column {label_column!r}: {labels[i].item()!r} is not an "
+            "integer 0..K-1; give integer class labels from 0"
+        )
+    return np.delete(values, j, axis=1).astype(np.float32), labels
 
 
 def _parse_csv_slowly(p: Path, names: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -316,13 +329,14 @@ def _parse_csv_slowly(p: Path, names: list[str]) -> tuple[np.ndarray, list[int]]
 def _check_finite_csv(
     p: Path, values: np.ndarray, names: list[str], lines: list[int] | None
 ) -> None:
-    bad = ~np.isfinite(values.astype(np.float32))
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(values.astype(np.float32))
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
         if lines is None:  # the fast parse kept no line numbers: rows are the non-blank lines
             lines = _parse_csv_slowly(p, names)[1]
         raise ValueError(
-            f"{p} line {lines[i]}, column {names[j]!r}: {values[i, j]!r} is not finite "
+            f"{p} line {lines[i]}, column {names[j]!r}: {values[i, j].item()!r} is not finite "
             "(NaN or beyond float32); drop or fill that value"
         )
 
@@ -453,7 +467,9 @@ def _assemble(
         image_shape = (1, *x.shape[1:]) if x.ndim == 3 else x.shape[1:]  # type: ignore[assignment]
     given_test = 0 if x_test is None else len(x_test)
     x_all = x if x_test is None else np.concatenate([x, x_test])
-    x_all = np.ascontiguousarray(x_all.reshape(len(x_all), -1), dtype=np.float32)
+    x_all = np.ascontiguousarray(
+        x_all.reshape(len(x_all), math.prod(x.shape[1:])), dtype=np.float32
+    )
     names = ("x", "x_test") if x_test is not None else ("x", "x")
     _check_finite(p, x_all, len(x), names)
     labelled = y is not None
@@ -519,8 +535,8 @@ def _labels(p: Path, key: str, y: Any, n: int) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(
-            f"{p}: label {y[i]!r} in row {i} of '{key}' (0-based) is not an integer 0..K-1; give "
-            "integer class labels from 0"
+            f"{p}: label {y[i].item()!r} in row {i} of '{key}' (0-based) is not an integer "
+            "0..K-1; give integer class labels from 0"
         )
     return y.astype(np.int64)
 

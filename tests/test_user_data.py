@@ -280,12 +280,16 @@ def test_csv_errors_name_the_line_and_column(tmp_path) -> None:
     _one_line_error(ValueError, "t.csv", "line 3", "'b'", "'four'", path=text)
     nan = _write_csv(tmp_path / "n.csv", "a,b\n1,2\n3,4\n5,nan\n6,7\n")
     _one_line_error(ValueError, "n.csv", "line 4", "'b'", "not finite", path=nan)
+    big = _write_csv(tmp_path / "b.csv", "a,b\n1,2\n3,1e40\n")
+    _one_line_error(ValueError, "b.csv", "line 3", "1e+40", path=big)
     no_header = _write_csv(tmp_path / "h.csv", "1,2\n3,4\n")
     _one_line_error(ValueError, "h.csv", "header", path=no_header)
     ok = _write_csv(tmp_path / "ok.csv", "a,b\n1,0\n3,1\n5,1\n")
     _one_line_error(ValueError, "label_column 'c'", "['a', 'b']", path=ok, label_column="c")
     half = _write_csv(tmp_path / "half.csv", "a,b\n1,0\n3,1.5\n5,1\n")
-    _one_line_error(ValueError, "half.csv", "1.5", "row 1", path=half, label_column="b")
+    _one_line_error(ValueError, "half.csv", "line 3", "'b'", "1.5", path=half, label_column="b")
+    empty = _write_csv(tmp_path / "e.csv", "a,b\n")
+    _one_line_error(ValueError, "e.csv", "0 rows", path=empty, label_column="b")
 
 
 def test_array_errors(tmp_path) -> None:
@@ -293,6 +297,9 @@ def test_array_errors(tmp_path) -> None:
     x[6, 1] = np.inf
     np.save(tmp_path / "inf.npy", x)
     _one_line_error(ValueError, "inf.npy", "row 6", "infinite", path=tmp_path / "inf.npy")
+    x[6, 1] = 1e40  # finite in float64, beyond float32
+    np.save(tmp_path / "big.npy", x)
+    _one_line_error(ValueError, "big.npy", "row 6", path=tmp_path / "big.npy")
     x[6, 1] = np.nan
     np.savez(tmp_path / "nan.npz", x=np.ones((5, 3)), x_test=x)
     _one_line_error(ValueError, "nan.npz", "row 6 of 'x_test'", path=tmp_path / "nan.npz")
