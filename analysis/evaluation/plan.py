@@ -32,14 +32,14 @@ import torch
 from torch import nn
 
 from pyrovae.analysis.cost import Step, announce, measure_rate
-from pyrovae.analysis.evaluation.compare import KSWEEP, model_inputs
+from pyrovae.analysis.evaluation.compare import KSWEEP
 from pyrovae.analysis.likelihood.loglik import (
     default_draws_per_pass,
     estimate_source_log_likelihoods,
 )
 from pyrovae.analysis.quality.memorization import nearest_distances
 from pyrovae.analysis.sources.classes import FlowSource, GaussianSource, MixtureSource
-from pyrovae.analysis.sources.encodings import Encodings
+from pyrovae.analysis.sources.encodings import Encodings, model_inputs
 from pyrovae.analysis.sources.fits import fit_flow, fit_gaussian_mixture, fit_sources
 from pyrovae.data import Splits
 

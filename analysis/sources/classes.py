@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 LOG_2PI = math.log(2 * math.pi)
-
-#: The names of the latent sources, in the order they are listed and compared; the fitting
-#: function of each is :data:`pyrovae.analysis.sources.fits.SOURCES`.
-SOURCE_NAMES = ("prior", "aggregate", "gaussian-loc", "gaussian-z", "gaussian-full", "gmm", "flow")
 VARIANCE_FLOOR = 1e-8
 """Added to the covariance of every fitted Gaussian (see GaussianSource.from_moments)."""
 

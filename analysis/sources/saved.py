@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from pyrovae.analysis.sources.classes import (
-    SOURCE_NAMES,
     AggregatePosterior,
     FlowSource,
     GaussianSource,
@@ -35,6 +34,7 @@ from pyrovae.analysis.sources.classes import (
 )
 from pyrovae.analysis.sources.mixture_pruning import DEFAULT_TOLERANCE
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
+from pyrovae.settings import SOURCE_NAMES
 
 __all__ = [
     "FORMAT",
