@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from pyrovae.user_data import UserData, read_data
 
 
-__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)[0]
 
 
 def __dir__() -> list[str]:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_diagnose import BUDGET  # the small budget of the diagnose tests
 
 from pyrovae import build_model
 from pyrovae.analysis.likelihood.annealing import DEFAULT_PILOT_CHAINS
@@ -20,17 +21,6 @@ from pyrovae.analysis.posterior.nuts import (
     reference_posterior,
 )
 
-BUDGET = DiagnoseBudget(
-    num_data=5,
-    nuts_data=2,
-    chains=2,
-    warmup=20,
-    samples=20,
-    gap_steps=10,
-    elbo_draws=50,
-    ais_steps=5,
-    ais_chains=2,
-)
 FLAGS = (
     "--num-data",
     "--nuts-data",
