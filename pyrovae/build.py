@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -39,6 +40,9 @@ class ModelConfig:
         activation: hidden activation name.
         num_components: mixture / VampPrior components.
         num_flows: flow steps of a flow prior or flow guide.
+        image_shape: (C, H, W) of image data, flattened in that order into ``x_dim``
+            values; None for vectors. Read it with :func:`pyrovae.images.image_shape_of`,
+            which also knows the shape of runs written before it was recorded.
     """
 
     model: str = "vae"
@@ -53,6 +57,7 @@ class ModelConfig:
     activation: str = "relu"
     num_components: int = 10
     num_flows: int = 2
+    image_shape: list[int] | None = None
 
     def __post_init__(self) -> None:
         lookup(MODELS, self.model, "model")
@@ -73,6 +78,14 @@ class ModelConfig:
             )
         if self.model == "cvae":
             check_positive_int("y_dim", self.y_dim)
+        if self.image_shape is not None:
+            shape = list(check_dims("image_shape", self.image_shape))
+            if len(shape) != 3 or math.prod(shape) != self.x_dim:
+                raise ValueError(
+                    f"image_shape must be [C, H, W] with C*H*W = x_dim = {self.x_dim}, got "
+                    f"{self.image_shape!r}"
+                )
+            self.image_shape = shape
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +107,15 @@ class Splits:
     root: Path | None = None
     """The absolute directory whose ``MNIST/raw/`` (or ``FashionMNIST/raw/``) files were
     read, e.g. to record in a run's config; None for splits built by hand."""
+    image_shape: tuple[int, int, int] | None = None
+    """(C, H, W) of image rows (flattened in that order), None for vectors."""
+    kind: str | None = None
+    """``"binary"``, ``"unit"`` (in [0, 1]), ``"8-bit"`` (integers 0..255) or ``"real"``;
+    None when not known (splits built by hand)."""
 
     def to(self, device: torch.device | str) -> Splits:
-        return Splits(
-            self.train.to(device),
-            self.val.to(device),
-            self.test.to(device),
-            self.name,
-            self.num_classes,
-            self.root,
+        return replace(
+            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
         )
 
 
@@ -324,6 +324,8 @@ def load_dataset(
         test=Split(x_test, y_test),
         name=dataset,
         root=source_root,
+        image_shape=(1, 28, 28),
+        kind="unit",
     )
     return splits.to(device)
 

@@ -5,14 +5,37 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pyrovae.checkpoint import atomic_write_bytes
 
-__all__ = ["IMAGE_SUFFIXES", "as_images", "save_images"]
+__all__ = ["IMAGE_SUFFIXES", "MNIST_SHAPE", "as_images", "image_shape_of", "save_images"]
 
 IMAGE_SUFFIXES = (".png", ".npy")
+MNIST_SHAPE = (1, 28, 28)
+
+
+def image_shape_of(obj: Any) -> tuple[int, int, int] | None:
+    """(C, H, W) of the images a model (or a :class:`~pyrovae.build.ModelConfig`, or
+    :class:`~pyrovae.data.Splits`) works on, or None for vectors.
+
+    The recorded ``image_shape`` when there is one; otherwise a model of 784 values that was
+    not trained on the user's own data is taken to be MNIST-format (runs written before the
+    shape was recorded all were).
+    """
+    config = getattr(obj, "config", obj)
+    shape = getattr(config, "image_shape", None)
+    if shape:
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+    run = getattr(obj, "run_config", None)
+    if run is not None and getattr(run.train, "data", None):
+        return None
+    if getattr(config, "kind", None) is not None:  # Splits that know their data
+        return None
+    x_dim = getattr(config, "x_dim", None)
+    return MNIST_SHAPE if x_dim == 784 else None
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor:

@@ -487,6 +487,7 @@ def _assemble(
         p, len(x_all), given_test, val_fraction, test_fraction, seed
     )
     xt, yt = torch.from_numpy(x_all), torch.from_numpy(y_all)
+    kind = _kind(x_all)
     splits = Splits(
         train=Split(xt[train_idx], yt[train_idx]),
         val=Split(xt[val_idx], yt[val_idx]),
@@ -494,10 +495,12 @@ def _assemble(
         name=p.name,
         num_classes=num_classes if num_classes is not None else 1,
         root=p.resolve(),
+        image_shape=image_shape,
+        kind=kind,
     )
     return UserData(
         splits=splits,
-        kind=_kind(x_all),
+        kind=kind,
         fingerprint=_fingerprint(
             x_all, image_shape or x_all.shape[1:], y_all if labelled else None, given_test
         ),
