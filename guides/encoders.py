@@ -10,7 +10,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.nets import ACTIVATIONS, MLP, cat_broadcast, check_dims, check_positive_int
+from pyrovae.convnets import encoder_trunk
+from pyrovae.nets import (
+    cat_broadcast,
+    check_dims,
+    check_positive_int,
+    data_scaling,
+)
 
 __all__ = ["DiagonalNormalEncoder", "FlowEncoder", "GUIDES", "MIN_SCALE"]
 
@@ -19,6 +25,11 @@ MIN_SCALE = 1e-4
 
 class DiagonalNormalEncoder(nn.Module):
     """q_phi(z | x, y) = N(z; loc_phi(x, y), diag(scale_phi(x, y)^2)).
+
+    The trunk is an MLP of widths ``hidden_dims`` (``net="mlp"``), or for images of shape
+    ``image_shape`` = (C, H, W) a residual convolutional net of widths ``channels`` followed
+    by fully connected layers of widths ``hidden_dims`` (``net="conv"``,
+    :class:`~pyrovae.convnets.ConvEncoderTrunk`); x stays flat, (..., x_dim), either way.
 
     Auto-Encoding Variational Bayes (Kingma & Welling, 2014), https://arxiv.org/abs/1312.6114
     """
@@ -30,6 +41,10 @@ class DiagonalNormalEncoder(nn.Module):
         hidden_dims: Sequence[int] = (400, 400),
         y_dim: int = 0,
         activation: str = "relu",
+        *,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.x_dim = check_positive_int("x_dim", x_dim)
@@ -41,14 +56,19 @@ class DiagonalNormalEncoder(nn.Module):
             raise ValueError(f"y_dim must be a non-negative integer, got {y_dim!r}")
         self.y_dim = y_dim
         self.hidden_dim = hidden_dims[-1]
-        trunk = MLP(x_dim + y_dim, hidden_dims[-1], hidden_dims[:-1], activation)
-        self.trunk = nn.Sequential(*trunk, ACTIVATIONS[activation]())
+        self.trunk = encoder_trunk(
+            x_dim, hidden_dims, y_dim, activation, net, image_shape, channels
+        )
         self.head = nn.Linear(self.hidden_dim, 2 * z_dim)
 
     def encode(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return ``(loc, scale, hidden)`` for a batch ``x`` of shape ``(..., x_dim)``."""
+        """Return ``(loc, scale, hidden)`` for a batch ``x`` of shape ``(..., x_dim)``
+        (standardized first when a :class:`~pyrovae.nets.DataScaling` is attached)."""
+        scaling = data_scaling(self)
+        if scaling is not None:
+            x = scaling.normalize(x)
         h = self.trunk(cat_broadcast(x, y))
         loc, raw = self.head(h).chunk(2, dim=-1)
         return loc, F.softplus(raw) + MIN_SCALE, h
@@ -80,8 +100,21 @@ class FlowEncoder(DiagonalNormalEncoder):
         activation: str = "relu",
         num_flows: int = 2,
         flow_hidden_dims: Sequence[int] | None = None,
+        *,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(x_dim, z_dim, hidden_dims, y_dim, activation)
+        super().__init__(
+            x_dim,
+            z_dim,
+            hidden_dims,
+            y_dim,
+            activation,
+            net=net,
+            image_shape=image_shape,
+            channels=channels,
+        )
         check_positive_int("num_flows", num_flows)
         if flow_hidden_dims is None:
             flow_hidden_dims = (max(2 * z_dim, 32),)

@@ -5,6 +5,7 @@ from .decoders import (
     BernoulliDecoder,
     ContinuousBernoulliDecoder,
     Decoder,
+    DiscretizedLogisticDecoder,
     GaussianDecoder,
 )
 from .discretized import DiscretizedLogistic, bits_per_dim
@@ -24,6 +25,7 @@ __all__ = [
     "BernoulliDecoder",
     "ContinuousBernoulliDecoder",
     "GaussianDecoder",
+    "DiscretizedLogisticDecoder",
     "DiscretizedLogistic",
     "bits_per_dim",
 ]

@@ -13,13 +13,17 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
-from pyrovae.nets import MLP, cat_broadcast, check_positive_int
+from pyrovae.convnets import decoder_net
+from pyrovae.nets import cat_broadcast, check_positive_int, data_scaling
+
+from .discretized import DiscretizedLogistic
 
 __all__ = [
     "Decoder",
     "BernoulliDecoder",
     "ContinuousBernoulliDecoder",
     "GaussianDecoder",
+    "DiscretizedLogisticDecoder",
     "StableContinuousBernoulli",
     "LIKELIHOODS",
 ]
@@ -30,6 +34,12 @@ class Decoder(nn.Module):
 
     ``mean(z, y)`` returns the decoder's mean in data space (used for images).
     ``binarize`` tells the training loop whether the data are binarized first.
+
+    ``net`` is an MLP of widths ``hidden_dims`` (``net="mlp"``), or for images of shape
+    ``image_shape`` = (C, H, W) fully connected layers of widths ``hidden_dims`` followed by
+    a residual transposed-convolutional net of widths ``channels`` (reversed) (``net="conv"``,
+    :class:`~pyrovae.convnets.ConvDecoderNet`). Either gives ``params_per_pixel * x_dim``
+    values, one flat block of x_dim per parameter (C, H, W order).
     """
 
     binarize = False
@@ -42,12 +52,25 @@ class Decoder(nn.Module):
         hidden_dims: Sequence[int] = (400, 400),
         y_dim: int = 0,
         activation: str = "relu",
+        *,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.z_dim = check_positive_int("z_dim", z_dim)
         self.x_dim = check_positive_int("x_dim", x_dim)
         self.y_dim = y_dim
-        self.net = MLP(z_dim + y_dim, self.params_per_pixel * x_dim, hidden_dims, activation)
+        self.net = decoder_net(
+            z_dim + y_dim,
+            x_dim,
+            hidden_dims,
+            self.params_per_pixel,
+            activation,
+            net,
+            image_shape,
+            channels,
+        )
 
     def logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(cat_broadcast(z, y))
@@ -263,8 +286,21 @@ class GaussianDecoder(Decoder):
         scale: str = "pixel",
         min_scale: float = 1e-2,
         init_scale: float = 0.3,
+        *,
+        net: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(z_dim, x_dim, hidden_dims, y_dim, activation)
+        super().__init__(
+            z_dim,
+            x_dim,
+            hidden_dims,
+            y_dim,
+            activation,
+            net=net,
+            image_shape=image_shape,
+            channels=channels,
+        )
         if scale not in ("pixel", "isotropic"):
             raise ValueError(f"scale must be 'pixel' or 'isotropic', got {scale!r}")
         if not (0 <= min_scale < init_scale):
@@ -283,11 +319,39 @@ class GaussianDecoder(Decoder):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
         loc = self.logits(z, y)
-        return dist.Normal(loc, self.scale.expand(loc.shape)).to_event(1)
+        scale = self.scale.expand(loc.shape)
+        scaling = data_scaling(self)
+        if scaling is not None:  # N(m + s mu, s sigma) in the data's units
+            loc, scale = scaling.loc + scaling.scale * loc, scaling.scale * scale
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class DiscretizedLogisticDecoder(Decoder):
+    """p(x | z) = prod_i DiscretizedLogistic(x_i; mu_i, s_i) over integers 0..255 (8-bit data).
+
+    The network gives mu and log s per value (``params_per_pixel = 2``: all locations, then
+    all log-scales); with a :class:`~pyrovae.nets.DataScaling` attached, both are in
+    standardized units and mapped back, mu -> m + s_data mu, s -> s_data s. The scale is
+    kept above ``min_scale`` (in standardized units). Salimans et al. (2017), PixelCNN++;
+    Kingma et al. (2016), the IAF VAE (its decoder likelihood on CIFAR-10).
+    """
+
+    params_per_pixel = 2
+    #: Smallest scale of a value, in the units the network works in.
+    min_scale = 1e-3
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        loc, raw = self.logits(z, y).chunk(2, dim=-1)
+        scale = F.softplus(raw) + self.min_scale
+        scaling = data_scaling(self)
+        if scaling is not None:
+            loc, scale = scaling.loc + scaling.scale * loc, scaling.scale * scale
+        return DiscretizedLogistic(loc, scale).to_event(1)
 
 
 LIKELIHOODS: dict[str, type[Decoder]] = {
     "bernoulli": BernoulliDecoder,
     "continuous-bernoulli": ContinuousBernoulliDecoder,
     "gaussian": GaussianDecoder,
+    "discretized-logistic": DiscretizedLogisticDecoder,
 }

@@ -6,13 +6,17 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from pyrovae.convnets import DEFAULT_CHANNELS
 from pyrovae.guides import GUIDES
 from pyrovae.models import CVAE, LIKELIHOODS, PRIORS, VAE
-from pyrovae.nets import ACTIVATIONS, check_dims, check_positive_int
+from pyrovae.nets import ACTIVATIONS, DataScaling, check_dims, check_positive_int
+from pyrovae.settings import NET_NAMES
 
 __all__ = ["ModelConfig", "build_model", "MODELS", "lookup"]
 
 MODELS: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE}
+STANDARDIZED_LIKELIHOODS = ("gaussian", "discretized-logistic")
+"""Likelihoods that can model standardized data (``ModelConfig.standardize``)."""
 
 
 def lookup(registry: dict[str, Any], name: str, what: str) -> Any:
@@ -40,9 +44,19 @@ class ModelConfig:
         activation: hidden activation name.
         num_components: mixture / VampPrior components.
         num_flows: flow steps of a flow prior or flow guide.
+        net: ``"mlp"``, or ``"conv"`` for images (needs ``image_shape``): residual
+            convolutional encoder and decoder (:mod:`pyrovae.convnets`) with fully
+            connected layers of widths ``hidden_dims`` / ``decoder_hidden_dims`` between
+            the feature maps and z.
+        channels: widths of the stride-2 convolutions of ``net="conv"`` (None: the
+            default, :data:`pyrovae.convnets.DEFAULT_CHANNELS`, recorded as such).
         image_shape: (C, H, W) of image data, flattened in that order into ``x_dim``
             values; None for vectors. Read it with :func:`pyrovae.images.image_shape_of`,
             which also knows the shape of runs written before it was recorded.
+        standardize: the encoder reads (x - m) / s and the decoder's distribution is mapped
+            back to the data's units (m, s: per-dimension mean and standard deviation of the
+            training data, :class:`~pyrovae.nets.DataScaling`); for the ``gaussian`` and
+            ``discretized-logistic`` likelihoods.
     """
 
     model: str = "vae"
@@ -57,7 +71,10 @@ class ModelConfig:
     activation: str = "relu"
     num_components: int = 10
     num_flows: int = 2
+    net: str = "mlp"
+    channels: list[int] | None = None
     image_shape: list[int] | None = None
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         lookup(MODELS, self.model, "model")
@@ -76,8 +93,37 @@ class ModelConfig:
             self.decoder_hidden_dims = list(
                 check_dims("decoder_hidden_dims", self.decoder_hidden_dims)
             )
+        if self.net not in NET_NAMES:
+            raise ValueError(f"unknown net {self.net!r}; valid names are {list(NET_NAMES)}")
+        if self.net == "conv":
+            if self.image_shape is None:
+                raise ValueError(
+                    "--net conv (net='conv') needs image data (image_shape [C, H, W]); "
+                    "vectors use --net mlp"
+                )
+            channels = DEFAULT_CHANNELS if self.channels is None else self.channels
+            self.channels = list(check_dims("channels", channels))
+            if not self.channels:
+                raise ValueError("channels must hold at least one width, got []")
+        elif self.channels is not None:
+            raise ValueError(
+                f"--channels (channels={self.channels!r}) sets the widths of --net conv; "
+                "drop it for --net mlp"
+            )
         if self.model == "cvae":
             check_positive_int("y_dim", self.y_dim)
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
+        if self.standardize and self.likelihood not in STANDARDIZED_LIKELIHOODS:
+            raise ValueError(
+                f"standardize applies to the {' and '.join(STANDARDIZED_LIKELIHOODS)} "
+                f"likelihoods, not {self.likelihood!r}: turn it off for this likelihood"
+            )
+        if self.standardize and self.prior == "vamp":
+            raise ValueError(
+                "the vamp prior's pseudo-inputs live in [0, 1], which standardized data do "
+                "not: use another prior (mog, flow) with standardized data"
+            )
         if self.image_shape is not None:
             shape = list(check_dims("image_shape", self.image_shape))
             if len(shape) != 3 or math.prod(shape) != self.x_dim:
@@ -114,7 +160,11 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
         if cfg.decoder_hidden_dims is not None
         else list(reversed(cfg.hidden_dims))
     )
-    encoder_kwargs: dict[str, Any] = {}
+    # conv only, so that a user's registered MLP-only encoder or decoder class still fits
+    net_kwargs: dict[str, Any] = {}
+    if cfg.net == "conv":
+        net_kwargs = {"net": "conv", "image_shape": cfg.image_shape, "channels": cfg.channels}
+    encoder_kwargs: dict[str, Any] = dict(net_kwargs)
     if cfg.guide == "flow":
         encoder_kwargs["num_flows"] = cfg.num_flows
     encoder = GUIDES[cfg.guide](
@@ -126,11 +176,13 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
         **encoder_kwargs,
     )
     decoder = LIKELIHOODS[cfg.likelihood](
-        cfg.z_dim, cfg.x_dim, dec_hidden, y_dim=y_dim, activation=cfg.activation
+        cfg.z_dim, cfg.x_dim, dec_hidden, y_dim=y_dim, activation=cfg.activation, **net_kwargs
     )
     prior = PRIORS[cfg.prior].from_config(
         encoder, num_components=cfg.num_components, num_flows=cfg.num_flows
     )
+    if cfg.standardize:  # one module, so that encoder and decoder share m and s
+        encoder.scaling = decoder.scaling = DataScaling(cfg.x_dim)
     model = MODELS[cfg.model](encoder, decoder, prior)
     model.config = cfg
     return model

@@ -7,7 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "MLP", "cat_broadcast", "check_positive_int", "check_dims"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "DataScaling",
+    "cat_broadcast",
+    "check_positive_int",
+    "check_dims",
+    "data_scaling",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -76,3 +84,39 @@ def cat_broadcast(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     return torch.cat(
         [a.expand(*batch, a.shape[-1]), b.to(a.dtype).expand(*batch, b.shape[-1])], dim=-1
     )
+
+
+class DataScaling(nn.Module):
+    """Per-dimension standardization u = (x - m) / s of the data, shared by encoder and decoder.
+
+    The encoder reads u; the decoder models u and maps its distribution back to x by the
+    affine map x = m + s u, whose density carries the Jacobian: log p(x) = log p_u(u) -
+    sum_i log s_i. Every log-likelihood is then in the data's own units. m and s are
+    buffers (saved with the weights), set once from the training data by :meth:`fit`.
+    """
+
+    def __init__(self, x_dim: int) -> None:
+        super().__init__()
+        check_positive_int("x_dim", x_dim)
+        self.register_buffer("loc", torch.zeros(x_dim))
+        self.register_buffer("scale", torch.ones(x_dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> DataScaling:
+        """m = the mean and s = the standard deviation of each column of ``x`` (N, x_dim); a
+        column with s = 0 (constant in the training data) gets s = 1."""
+        x = x.to(self.loc.device, torch.float64)
+        std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.zeros_like(x[0])
+        self.loc.copy_(x.mean(dim=0))
+        self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        return self
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """u = (x - m) / s."""
+        return (x - self.loc) / self.scale
+
+
+def data_scaling(module: nn.Module) -> DataScaling | None:
+    """The :class:`DataScaling` attached to an encoder or decoder as ``scaling``, if any."""
+    found = module._modules.get("scaling")
+    return found if isinstance(found, DataScaling) else None

@@ -19,6 +19,7 @@ __all__ = [
     "LIKELIHOOD_NAMES",
     "ELBO_NAMES",
     "ACTIVATION_NAMES",
+    "NET_NAMES",
     "LR_SCHEDULE_NAMES",
     "SOURCE_NAMES",
     "SPLIT_NAMES",
@@ -31,13 +32,23 @@ __all__ = [
     "QUICK",
 ]
 
-DATASET_NAMES = ("mnist", "fashion-mnist")
+DATASET_NAMES = (
+    "mnist",
+    "fashion-mnist",
+    "kmnist",
+    "emnist-balanced",
+    "emnist-letters",
+    "emnist-digits",
+    "cifar10",
+    "svhn",
+)
 MODEL_NAMES = ("vae", "cvae")
 PRIOR_NAMES = ("normal", "mog", "vamp", "flow")
 GUIDE_NAMES = ("diagonal", "flow")
-LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian")
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic")
 ELBO_NAMES = ("trace", "meanfield", "iwae")
 ACTIVATION_NAMES = ("relu", "tanh", "softplus", "elu", "gelu")
+NET_NAMES = ("mlp", "conv")
 LR_SCHEDULE_NAMES = ("constant", "burda")
 SOURCE_NAMES = (
     "prior",

@@ -12,14 +12,19 @@ import sys
 import types
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyro
 
 from pyrovae.build import ModelConfig, build_model
 from pyrovae.data import Splits
 from pyrovae.models import VAE
+from pyrovae.nets import data_scaling
 from pyrovae.objectives import make_objective
+from pyrovae.run_data import DataMismatchError, record_data
+
+if TYPE_CHECKING:
+    from pyrovae.user_data import UserData
 
 # The training loop lives in pyrovae.trainer, below pyrovae.distributed; its names stay
 # importable from here.
@@ -61,13 +66,19 @@ __all__ = [
 def train_model(
     model_config: ModelConfig,
     train_config: TrainConfig,
-    data: Splits,
+    data: Splits | UserData,
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
     context: Any = None,
 ) -> VAE:
     """Build, train and return a model; the run directory is written as it goes.
+
+    ``data`` from :func:`pyrovae.read_data` (a :class:`~pyrovae.user_data.UserData`) records
+    its path, fingerprint and kind in the run's config (see
+    :func:`pyrovae.run_data.record_data`); a resumed run refuses data with another
+    fingerprint. With ``model_config.standardize``, the data scaling is fitted to the
+    training split before the first epoch (and restored from the checkpoint on resume).
 
     ``context`` (a :class:`~pyrovae.distributed.DistributedContext`, from
     :func:`~pyrovae.distributed.process_group` under torchrun) trains data-parallel over
@@ -78,9 +89,31 @@ def train_model(
         data = pyrovae.load_dataset("mnist", root="data")
         vae = pyrovae.train_model(ModelConfig(z_dim=10), TrainConfig(epochs=5), data, "runs/z10")
     """
+    from pyrovae.user_data import UserData
+
+    if isinstance(data, UserData):
+        expected = train_config.data_fingerprint
+        if expected is not None and expected != data.fingerprint:
+            raise DataMismatchError(
+                f"{data.path} is not the data the run in {out_dir} was trained on: its "
+                f"fingerprint {data.fingerprint[:12]} differs from the run's {expected[:12]}; "
+                "pass the run's own data, or train into a new out_dir"
+            )
+        train_config = record_data(train_config, data)
+        data = data.splits
+    width = data.train.x.shape[1]
+    if width != model_config.x_dim:
+        raise ValueError(
+            f"the data's rows hold {width} values but model_config.x_dim is "
+            f"{model_config.x_dim}; build the config with pyrovae.run_data.model_config_for"
+        )
     if not resume:
         pyro.set_rng_seed(train_config.seed)  # the same initial weights for the same seed
     vae = build_model(model_config)
+    scaling = data_scaling(vae.encoder)
+    if scaling is not None and not resume:
+        n = train_config.subset or len(data.train)
+        scaling.fit(data.train.x[:n])
     if context is None:
         trainer = Trainer(vae, data, train_config, out_dir, model_config, progress=progress)
     else:

@@ -108,8 +108,18 @@ class TrainConfig:
         jit: compile the ELBO with Pyro's ``JitTrace_ELBO`` / ``JitTraceMeanField_ELBO``
             (trace/meanfield, no warm-up; the last incomplete batch of an epoch is dropped).
         subset: use only the first ``subset`` training examples.
-        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        dataset: a built-in data set (``pyrovae.settings.DATASET_NAMES``; ``"mnist"`` when
+            neither it nor ``data`` is given); None when ``data`` names the user's own file.
         data_root: where the data were read from (informational).
+        data: the user's own data (a file or image folder, absolute path), read by
+            :func:`pyrovae.user_data.read_data` with the next five settings; None for a
+            built-in data set.
+        label_column, image_size, val_fraction, test_fraction, split_seed: how ``data`` is
+            read and split (see :func:`~pyrovae.user_data.read_data`).
+        data_fingerprint: the fingerprint of the data the run was trained on; data read
+            later for the run must have the same (:func:`pyrovae.run_data.open_data`).
+        data_kind: the kind of values inferred from the data (``binary``, ``unit``,
+            ``8-bit`` or ``real``).
     """
 
     epochs: int = 10
@@ -125,8 +135,16 @@ class TrainConfig:
     device: str = "auto"
     jit: bool = False
     subset: int | None = None
-    dataset: str = "mnist"
+    dataset: str | None = None
     data_root: str | None = None
+    data: str | None = None
+    label_column: str | None = None
+    image_size: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    data_fingerprint: str | None = None
+    data_kind: str | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -158,6 +176,15 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.subset is not None:
             check_positive_int("subset", self.subset)
+        if self.dataset is not None and self.data is not None:
+            raise ValueError(
+                f"give either dataset (a built-in data set) or data (a file or folder), not "
+                f"both: got dataset={self.dataset!r}, data={self.data!r}"
+            )
+        if self.dataset is None and self.data is None:
+            self.dataset = "mnist"
+        if self.image_size is not None:
+            check_positive_int("image_size", self.image_size)
         if self.jit and (self.elbo == "iwae" or self.kl_warmup > 0):
             raise ValueError(
                 "jit works with elbo 'trace' or 'meanfield' and no KL warm-up; "

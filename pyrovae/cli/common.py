@@ -50,12 +50,32 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_device_flags(p: argparse.ArgumentParser) -> None:
+def unit_fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
+    return value
+
+
+def add_device_flags(p: argparse.ArgumentParser, own_data: bool = True) -> None:
     p.add_argument(
         "--data-root",
         metavar="DIR",
-        help="directory holding MNIST/raw/ (default: the run's, $PYROVAE_DATA or the cache)",
+        help="directory holding the data set's files as torchvision keeps them (MNIST/raw/, "
+        "FashionMNIST/raw/, KMNIST/raw/, EMNIST/raw/, cifar-10-batches-py/, svhn/; "
+        "default: the run's, $PYROVAE_DATA or the cache)",
     )
+    if own_data:
+        p.add_argument(
+            "--data",
+            metavar="PATH",
+            help="where the run's own data are now, if they moved (their fingerprint must "
+            "match the run's; default: where the run read them)",
+        )
     p.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
@@ -74,10 +94,15 @@ def add_checkpoint_flag(p: argparse.ArgumentParser, default: str | None = "best"
 
 
 def load_data(run_dir: str, args: argparse.Namespace, device: Any) -> Any:
-    from pyrovae.data import load_dataset
+    """The run's splits: its built-in data set (``--data-root``, else where it was read) or
+    its own data (``--data``, else where it was read; the fingerprint must match)."""
+    from pyrovae.run_data import open_data
     from pyrovae.runs import read_config
 
     config = read_config(run_dir)
+    path = getattr(args, "data", None)
+    if config.train.data is not None or path is not None:
+        return open_data(config.train, device, path=path)
     root = args.data_root
     stored = config.train.data_root
     if root is None and stored is not None:
@@ -89,7 +114,7 @@ def load_data(run_dir: str, args: argparse.Namespace, device: Any) -> Any:
                 "exist here; looking in $PYROVAE_DATA and the cache (or pass --data-root DIR)",
                 file=sys.stderr,
             )
-    return load_dataset(config.train.dataset, root, device)
+    return open_data(config.train, device, root=root)
 
 
 def count_or_all(text: str) -> int | str:

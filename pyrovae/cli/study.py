@@ -85,7 +85,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--ais-chains", type=positive_int, metavar="C", help="AIS chains (16)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
-    add_device_flags(p)
+    add_device_flags(p, own_data=False)
     p.set_defaults(func=run)
 
 

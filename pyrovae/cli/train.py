@@ -12,6 +12,7 @@ from pyrovae.cli.common import (
     non_negative_int,
     positive_float,
     positive_int,
+    unit_fraction,
 )
 from pyrovae.settings import (
     ACTIVATION_NAMES,
@@ -53,25 +54,72 @@ TRAIN_FLAGS = (
     "subset",
     "dataset",
     "data_root",
+    "data",
+    "label_column",
+    "image_size",
+    "val_fraction",
+    "test_fraction",
+    "split_seed",
 )
 
+USER_DATA_FLAGS = ("label_column", "image_size", "val_fraction", "test_fraction", "split_seed")
+"""How the user's own data (--data) are read and split; nothing for a built-in data set."""
 
-RESUME_FLAGS = {"epochs", "device", "data_root"}
+RESUME_FLAGS = {"epochs", "device", "data_root", "data"}
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a VAE or CVAE with SVI and write a run directory",
-        description="Train a VAE or CVAE on MNIST with SVI. Writes config.json, metrics.csv, "
-        "checkpoint.pt and best.pt to --out.",
+        description="Train a VAE or CVAE with SVI on a built-in data set (--dataset) or your "
+        "own data (--data). Writes config.json, metrics.csv, checkpoint.pt and best.pt to --out.",
     )
     # Defaults are None so that --resume can tell which flags were given.
     p.add_argument("--dataset", choices=sorted(DATASET_NAMES), help="dataset (default: mnist)")
     p.add_argument(
         "--data-root",
         metavar="DIR",
-        help="directory holding MNIST/raw/ (default: $PYROVAE_DATA or the cache)",
+        help="directory holding the data set's files as torchvision keeps them (MNIST/raw/, "
+        "FashionMNIST/raw/, KMNIST/raw/, EMNIST/raw/, cifar-10-batches-py/, svhn/; "
+        "default: $PYROVAE_DATA or the cache)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own data instead of --dataset: an .npy, .npz (x, y, x_test, y_test), .pt or "
+        ".csv file, or an image folder with one subfolder per class; the kind of values is "
+        "inferred and printed, the likelihood chosen from it unless --likelihood is given",
+    )
+    p.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="with --data FILE.csv: the column of integer class labels (default: unlabelled)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="N",
+        help="with --data FOLDER: resize every image to N x N (needed when sizes differ)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=unit_fraction,
+        metavar="F",
+        help="with --data: share of the training rows for validation (default: 0.1)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=unit_fraction,
+        metavar="F",
+        help="with --data: share of the rows for the test split when the data bring none "
+        "(default: 0.1)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=non_negative_int,
+        metavar="N",
+        help="with --data: seed of the permutation that draws the splits (default: 0)",
     )
     p.add_argument("--model", choices=MODEL_NAMES, help="model (default: vae)")
     p.add_argument("--prior", choices=sorted(PRIOR_NAMES), help="prior p(z) (default: normal)")
@@ -79,7 +127,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--likelihood",
         choices=sorted(LIKELIHOOD_NAMES),
-        help="likelihood p(x|z) (default: bernoulli, on dynamically binarized pixels)",
+        help="likelihood p(x|z) (default: from the data: bernoulli for values in [0, 1], "
+        "dynamically binarized; discretized-logistic for 8-bit integers; gaussian otherwise)",
     )
     p.add_argument("--z-dim", type=positive_int, metavar="N", help="latent dimension (default: 50)")
     p.add_argument(
@@ -197,6 +246,21 @@ def _resume_conflicts(args: argparse.Namespace, names: set[str], saved: Any) -> 
     return out
 
 
+def _check_data_flags(args: argparse.Namespace, given: set[str]) -> None:
+    """--data and --dataset exclude each other; the reading flags need --data."""
+    if args.data is not None and args.dataset is not None:
+        raise CommandError(
+            f"--data {args.data} and --dataset {args.dataset} both name the data; give one"
+        )
+    if args.data is None:
+        stray = [f"--{k.replace('_', '-')}" for k in USER_DATA_FLAGS if k in given]
+        if stray:
+            raise CommandError(
+                f"{', '.join(stray)} appl{'y' if len(stray) > 1 else 'ies'} to your own data "
+                "only; add --data PATH or drop the flag"
+            )
+
+
 def _flag_value(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
@@ -204,9 +268,9 @@ def _flag_value(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from pyrovae.build import ModelConfig
     from pyrovae.data import load_dataset
     from pyrovae.distributed import process_group
+    from pyrovae.run_data import model_config_for, read_user_data
     from pyrovae.runs import read_config, read_metrics
     from pyrovae.train import TrainConfig, resolve_device, train
 
@@ -227,21 +291,37 @@ def run(args: argparse.Namespace) -> None:
         train_kwargs = {f.name: getattr(saved.train, f.name) for f in fields(TrainConfig)}
         train_kwargs.update({k: getattr(args, k) for k in given & RESUME_FLAGS})
     else:
+        _check_data_flags(args, given)
+        model_config = None
         model_kwargs = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
-        model_config = ModelConfig(**model_kwargs)
         train_kwargs = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
     if train_kwargs.get("data_root"):
         train_kwargs["data_root"] = str(Path(train_kwargs["data_root"]).resolve())
+    if train_kwargs.get("data"):
+        train_kwargs["data"] = str(Path(train_kwargs["data"]).expanduser().resolve())
     train_config = TrainConfig(**train_kwargs)
     with process_group(train_config.device) as context:
         # under torchrun each process moves only its shard to its device
         device = resolve_device(train_config.device) if context is None else "cpu"
-        data = load_dataset(
-            train_config.dataset,
-            train_config.data_root,
-            device=device,
-            download=not args.no_download,
-        )
+        speaks = context is None or context.is_writer
+        if train_config.data is not None:
+            data: Any = read_user_data(train_config)  # the run's fingerprint when resuming
+            splits = data.splits
+            if speaks:
+                print(data.describe())
+                print(f"splits: {data.split_rule}")
+        else:
+            data = splits = load_dataset(
+                str(train_config.dataset),
+                train_config.data_root,
+                device=device,
+                download=not args.no_download,
+            )
+        if model_config is None:
+            model_config, notes = model_config_for(splits, model_kwargs)
+            if speaks:
+                for line in notes:
+                    print(line)
         train(
             model_config,
             train_config,
