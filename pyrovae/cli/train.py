@@ -22,6 +22,7 @@ from pyrovae.settings import (
     LIKELIHOOD_NAMES,
     LR_SCHEDULE_NAMES,
     MODEL_NAMES,
+    NET_NAMES,
     PRIOR_NAMES,
 )
 
@@ -35,6 +36,8 @@ MODEL_FLAGS = (
     "activation",
     "num_components",
     "num_flows",
+    "net",
+    "channels",
 )
 
 
@@ -137,6 +140,21 @@ def add_parser(sub: Any) -> None:
         nargs="+",
         metavar="N",
         help="encoder hidden widths; the decoder mirrors them (default: 400 400)",
+    )
+    p.add_argument(
+        "--net",
+        choices=NET_NAMES,
+        help="encoder and decoder networks: mlp, or conv for images (a small residual "
+        "convolutional net with stride-2 convolutions, then fully connected layers of "
+        "--hidden-dims widths) (default: mlp)",
+    )
+    p.add_argument(
+        "--channels",
+        type=positive_int,
+        nargs="+",
+        metavar="N",
+        help="widths of the stride-2 convolutions of --net conv, each halving the image "
+        "(default: 32 64)",
     )
     p.add_argument(
         "--activation",
