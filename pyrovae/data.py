@@ -1,9 +1,10 @@
-"""MNIST and Fashion-MNIST as whole tensors on the training device, with fixed splits.
+"""torchvision's image data sets as whole tensors on the training device, with fixed splits.
 
-Files are read through torchvision. A root holds ``MNIST/raw/`` (or
-``FashionMNIST/raw/``) with the four IDX files, gzipped or not. Archives are checked
-against their md5 and extracted into the cache (``$PYROVAE_CACHE``): a data root is
-never written to.
+MNIST, Fashion-MNIST and KMNIST are read through torchvision: a root holds ``MNIST/raw/``
+(or ``FashionMNIST/raw/``, ``KMNIST/raw/``) with the four IDX files, gzipped or not.
+EMNIST, CIFAR-10 and SVHN are read from torchvision's layouts by
+:mod:`pyrovae.torchvision_data`. Archives are checked against their md5 and extracted into
+the cache (``$PYROVAE_CACHE``): a data root is never written to.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pyrovae.data_paths import DataNotFoundError, cache_dir, default_data_root
+from pyrovae.data_paths import cause as _cause
+from pyrovae.data_paths import writable_or_creatable as _writable_or_creatable
 
 __all__ = [
     "DATASETS",
@@ -31,33 +36,29 @@ __all__ = [
     "load_dataset",
 ]
 
-DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+IDX_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+"""Data sets in MNIST's layout: name -> torchvision class (and folder) name."""
+DATASETS = {
+    **IDX_DATASETS,
+    "emnist-balanced": "EMNIST",
+    "emnist-letters": "EMNIST",
+    "emnist-digits": "EMNIST",
+    "cifar10": "cifar-10-batches-py",
+    "svhn": "svhn",
+}
+"""Every data set :func:`load_dataset` reads: name -> the folder its files are kept in."""
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-NUM_TRAIN = 50_000
+NUM_VAL = 10_000
+"""Validation images taken from the official training set (a fifth of it when smaller)."""
 SPLIT_SEED = 0
 BINARIZE_SEED = 1234
 SUBSET_SEED = 2024
 """Seed of the fixed random order in which :meth:`Split.sample` picks held-out data."""
-
-
-class DataNotFoundError(FileNotFoundError):
-    """The dataset files are neither on disk nor downloadable."""
-
-
-def cache_dir() -> Path:
-    """``$PYROVAE_CACHE`` or ``~/.cache/pyrovae``: where copies and classifiers are kept."""
-    return Path(os.environ.get("PYROVAE_CACHE", Path.home() / ".cache" / "pyrovae"))
-
-
-def default_data_root() -> Path:
-    """``$PYROVAE_DATA`` if set, else ``<cache>/data``."""
-    env = os.environ.get("PYROVAE_DATA")
-    return Path(env) if env else cache_dir() / "data"
 
 
 @dataclass
@@ -191,12 +192,6 @@ def _missing_root(dataset: str, root: Path) -> DataNotFoundError:
     )
 
 
-def _cause(err: BaseException) -> str:
-    """``Type: message`` of an exception on one line (the type alone if it says nothing)."""
-    message = " ".join(str(err).split())
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
 def _fetch(url: str, folder: Path, filename: str, md5: str | None) -> None:
     """Download ``url`` to ``folder / filename``, checked against ``md5``."""
     from torchvision.datasets.utils import download_url
@@ -274,12 +269,6 @@ def _open(cls: Any, root: Path) -> tuple[Any, Any]:
     return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
 
 
-def _writable_or_creatable(path: Path) -> bool:
-    while not path.exists():
-        path = path.parent
-    return os.access(path, os.W_OK)
-
-
 def load_dataset(
     dataset: str = "mnist",
     root: str | os.PathLike[str] | None = None,
@@ -289,8 +278,13 @@ def load_dataset(
     """Load ``dataset`` as whole tensors on ``device``.
 
     Args:
-        dataset: ``"mnist"`` or ``"fashion-mnist"``.
-        root: a directory holding ``MNIST/raw/`` (default: ``$PYROVAE_DATA`` or the cache).
+        dataset: a name of :data:`DATASETS`: ``"mnist"``, ``"fashion-mnist"``, ``"kmnist"``
+            (grey, 28 x 28, 10 classes); ``"emnist-balanced"`` (47 classes),
+            ``"emnist-letters"`` (26, labels 0..25 for a..z: the files' 1..26 minus one),
+            ``"emnist-digits"`` (10), grey 28 x 28 and turned upright; ``"cifar10"`` and
+            ``"svhn"`` (colour, 3 x 32 x 32, 10 classes; SVHN's digit 0 is label 0).
+        root: a directory holding the files in torchvision's layout, e.g. ``MNIST/raw/``
+            (see :mod:`pyrovae.torchvision_data`; default: ``$PYROVAE_DATA`` or the cache).
             Given explicitly, it is the only place looked in: a root that does not exist,
             or that lacks the files while ``download`` is off, raises
             :class:`DataNotFoundError`.
@@ -300,32 +294,53 @@ def load_dataset(
     The returned :class:`Splits` record in ``root`` the absolute directory the files were
     read from.
 
-    The 50,000/10,000 train/validation split of the official training set uses a fixed
-    permutation (seed 0); the official 10,000 test images are the test split.
+    Grey data sets are scaled to [0, 1] (``kind="unit"``); colour ones keep their integer
+    values 0..255 as float32 (``kind="8-bit"``), for a discretized likelihood. Rows are
+    images flattened in C,H,W order (``image_shape``).
+
+    Validation is a fixed permutation's (seed 0) last 10,000 images of the official training
+    set (a fifth of a training file under 50,000 images); the official test set is the
+    test split. Train / validation / test: MNIST, Fashion-MNIST and KMNIST 50,000 / 10,000 /
+    10,000; EMNIST-balanced 102,800 / 10,000 / 18,800; EMNIST-letters 114,800 / 10,000 /
+    20,800; EMNIST-digits 230,000 / 10,000 / 40,000; CIFAR-10 40,000 / 10,000 / 10,000;
+    SVHN 63,257 / 10,000 / 26,032 (its "extra" images are not used).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid names are {sorted(DATASETS)}")
     root_path = Path(root).expanduser() if root is not None else None
     if root_path is not None and root_path.exists() and not root_path.is_dir():
         raise ValueError(f"data root {str(root_path)!r} is not a directory; pass --data-root DIR")
-    train_set, test_set, source_root = _read(dataset, root_path, download)
+    if dataset in IDX_DATASETS:
+        train_set, test_set, source_root = _read(dataset, root_path, download)
+        x, y = train_set.data, train_set.targets.clone().long()
+        x_test, y_test = test_set.data, test_set.targets.clone().long()
+        image_shape, num_classes = (1, 28, 28), 10
+    else:
+        from pyrovae.torchvision_data import TORCHVISION_DATASETS, read_torchvision
 
-    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        x = ds.data.reshape(len(ds.data), -1).to(torch.float32) / 255.0
-        return x, ds.targets.clone().long()
+        raw, source_root = read_torchvision(dataset, root_path, download)
+        x, y = torch.from_numpy(raw.x_train), torch.from_numpy(raw.y_train)
+        x_test, y_test = torch.from_numpy(raw.x_test), torch.from_numpy(raw.y_test)
+        image_shape = TORCHVISION_DATASETS[dataset].image_shape
+        num_classes = TORCHVISION_DATASETS[dataset].num_classes
+    scale = 255.0 if image_shape[0] == 1 else 1.0  # grey to [0, 1]; colour stays 8-bit
 
-    x, y = tensors(train_set)
+    def values(images: torch.Tensor) -> torch.Tensor:
+        return images.reshape(len(images), -1).to(torch.float32) / scale
+
+    x = values(x)
+    num_val = min(NUM_VAL, len(x) // 5)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    train_idx, val_idx = perm[:NUM_TRAIN], perm[NUM_TRAIN:]
-    x_test, y_test = tensors(test_set)
+    train_idx, val_idx = perm[: len(x) - num_val], perm[len(x) - num_val :]
     splits = Splits(
         train=Split(x[train_idx], y[train_idx]),
         val=Split(x[val_idx], y[val_idx]),
-        test=Split(x_test, y_test),
+        test=Split(values(x_test), y_test),
         name=dataset,
+        num_classes=num_classes,
         root=source_root,
-        image_shape=(1, 28, 28),
-        kind="unit",
+        image_shape=image_shape,
+        kind="unit" if scale == 255.0 else "8-bit",
     )
     return splits.to(device)
 
