@@ -1,6 +1,7 @@
 """Probabilistic PCA as a VAE: a model whose log p_r(x) is known exactly for checking estimators.
 
-With a linear Gaussian decoder p(x | z) = N(x; W z + b, s^2 I) and a Gaussian mixture
+With a linear Gaussian decoder p(x | z) = N(x; W z + b, s^2 I) (or diag(s^2), one s per
+dim, as a decoder of standardized data is in the data's units) and a Gaussian mixture
 latent source r(z) = sum_k pi_k N(z; m_k, S_k), the marginal is again a mixture,
 
     p_r(x) = sum_k pi_k N(x; W m_k + b, W S_k W^T + s^2 I),
@@ -22,6 +23,7 @@ from torch import nn
 
 from pyrovae.analysis.sources.classes import GaussianMixtureView, LatentSource
 from pyrovae.models import VAE, GaussianDecoder, StandardNormalPrior
+from pyrovae.nets import data_scaling
 
 __all__ = [
     "LinearGaussianEncoder",
@@ -61,15 +63,16 @@ class LinearGaussianEncoder(nn.Module):
 
 
 def ppca_posterior(
-    weight: torch.Tensor, bias: torch.Tensor, noise: float
+    weight: torch.Tensor, bias: torch.Tensor, noise: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact posterior of PPCA under N(0, I): ``(gain, offset, cov)`` with
-    p(z | x) = N(gain x + offset, cov), all float64."""
+    p(z | x) = N(gain x + offset, cov), all float64. ``noise`` is the decoder's standard
+    deviation s, one for all dims or one per dim (then W^T W / s^2 reads W^T diag(s^-2) W)."""
     w, b = weight.double(), bias.double()
-    s2 = float(noise) ** 2
-    precision = w.T @ w / s2 + torch.eye(w.shape[1], dtype=torch.double)
+    inv_var = torch.as_tensor(noise, dtype=torch.double).pow(-2).expand(w.shape[0])
+    precision = w.T @ (inv_var[:, None] * w) + torch.eye(w.shape[1], dtype=torch.double)
     cov = torch.linalg.inv(precision)
-    gain = cov @ w.T / s2
+    gain = cov @ w.T * inv_var
     return gain, -gain @ b, cov
 
 
@@ -126,22 +129,29 @@ def ppca_vae(
 
 
 def _decoder_parts(vae: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W, b, s) of the decoder N(x; W z + b, diag(s^2)) in the data's units, float64 on
+    the CPU; s has one entry per dim. A decoder with a :class:`~pyrovae.nets.DataScaling`
+    (m, d) models x = m + d u with u ~ N(W z + b, diag(s^2)), which is the linear Gaussian
+    N(x; d W z + m + d b, diag(d^2 s^2))."""
     decoder = vae.decoder
     net = getattr(decoder, "net", None)
     if (
         not isinstance(decoder, GaussianDecoder)
         or not isinstance(net, nn.Sequential)
         or len(net) != 1
-        or decoder.scale.numel() != 1
     ):
         raise ValueError(
-            "ppca_log_marginal needs a linear GaussianDecoder with an isotropic scale "
-            "(hidden_dims=(), scale='isotropic'), e.g. from ppca_vae"
+            "ppca_log_marginal needs a linear GaussianDecoder (hidden_dims=()), e.g. from ppca_vae"
         )
     linear = net[0]
-    w = linear.weight.detach().double()
-    b = linear.bias.detach().double()
-    return w, b, decoder.scale.detach().double().reshape(())
+    w = linear.weight.detach().double().cpu()
+    b = linear.bias.detach().double().cpu()
+    s = decoder.scale.detach().double().cpu().expand(w.shape[0])
+    scaling = data_scaling(decoder)
+    if scaling is not None:
+        loc, gain = scaling.loc.double().cpu(), scaling.scale.double().cpu()
+        w, b, s = gain[:, None] * w, loc + gain * b, gain * s
+    return w, b, s
 
 
 def ppca_log_marginal(
@@ -171,7 +181,7 @@ def ppca_log_marginal(
     x = x.detach().double().to("cpu")
     locs = view.loc.detach().double().cpu() @ w.T + b  # (C, X)
     covs = w @ view.covariance.detach().double().cpu() @ w.T
-    covs = covs + s.pow(2) * torch.eye(x_dim, dtype=torch.double)
+    covs = covs + torch.diag(s.pow(2))
     log_weights = view.log_weights.detach().double().cpu()
     out = torch.full((x.shape[0],), -math.inf, dtype=torch.double)
     step = max(1, 2**16 // max(1, x.shape[0]))  # components per step: bounded memory
@@ -190,7 +200,7 @@ def ppca_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     ``encoder.encode`` gives loc and scale, e.g. :func:`ppca_vae` with ``widen``/``shift``).
     """
     w, b, s = _decoder_parts(vae)
-    gain, offset, post_cov = ppca_posterior(w, b, float(s))
+    gain, offset, post_cov = ppca_posterior(w, b, s)
     x64 = x.detach().double().cpu()
     post_mean = x64 @ gain.T + offset
     with torch.no_grad():
