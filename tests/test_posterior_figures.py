@@ -116,7 +116,7 @@ def test_posterior_figures_for_the_exact_guide(z_dim):
         labels=[1, 2],
         grid_size=20,
     )
-    assert len(panels.axes) == 2 and "test #7 (digit 2)" in panels.axes[1].get_title()
+    assert len(panels.axes) == 2 and "test #7 (class 2)" in panels.axes[1].get_title()
     with pytest.raises(ValueError, match="one reference and one summary per datum"):
         plot_posteriors(vae, x[None], None, [ref, ref], [summary])
 

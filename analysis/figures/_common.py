@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle
 from torch.nn import functional as F
 
 from pyrovae.checkpoint import atomic_write_bytes
+from pyrovae.images import MNIST_SHAPE, VALUE_KINDS, image_shape_of, to_display, value_kind_of
 
 SDS = (1.0, 2.0, 3.0)
 
@@ -104,10 +105,10 @@ def _check_labels(labels: Any, n: int) -> np.ndarray:
             "for one-hot labels pass labels.argmax(-1)"
         )
     out = labels.detach().cpu().numpy().astype(np.int64)
-    if out.min() < 0 or out.max() >= 20:
+    if out.min() < 0:
         raise ValueError(
-            f"labels must lie in [0, 20) to get distinct colours, got range "
-            f"[{out.min()}, {out.max()}]"
+            f"labels must be classes 0, 1, ..., K-1, got a negative label {out.min()}; "
+            "map the labels to 0..K-1 first"
         )
     return out
 
@@ -137,18 +138,98 @@ def _check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def _image_side(vae: Any) -> int:
-    side = math.isqrt(vae.x_dim)
-    if side * side != vae.x_dim:
+Shape = tuple[int, int, int]
+"""(C, H, W) of one image."""
+
+
+def _image_shape(vae: Any) -> Shape | None:
+    """(C, H, W) of the model's images (:func:`pyrovae.images.image_shape_of`), None for
+    vectors."""
+    shape = image_shape_of(vae)
+    if shape is not None and math.prod(shape) != vae.x_dim:
         raise ValueError(
-            f"image figures need square images, but x_dim={vae.x_dim} is not a perfect square"
+            f"the model's image_shape {shape} does not hold x_dim={vae.x_dim} values; "
+            "record the right [C, H, W] in ModelConfig.image_shape"
         )
-    return side
+    return shape
+
+
+def _display(
+    vae: Any, values: np.ndarray | torch.Tensor, kind: str | None
+) -> tuple[np.ndarray, str | None]:
+    """Values of the model's data (data units) in [0, 1] for drawing, and a caption note.
+
+    ``kind`` (of :data:`pyrovae.images.VALUE_KINDS`) overrides the kind read from the model
+    (:func:`pyrovae.images.value_kind_of`): 8-bit values are divided by 255, real values
+    min-max scaled over everything the figure draws (the note says so), others clamped to
+    [0, 1].
+    """
+    if kind is not None and kind not in VALUE_KINDS:
+        raise ValueError(f"kind must be one of {VALUE_KINDS} or None, got {kind!r}")
+    shown, note = to_display(torch.as_tensor(values), kind or value_kind_of(vae))
+    return shown.numpy(), note
+
+
+def _with_note(title: str, note: str | None) -> str:
+    return title if note is None else f"{title}\n({note})"
+
+
+def _tile_size(shape: Shape | int) -> tuple[int, int]:
+    """Height and width of one drawn tile: channels other than 1 or 3 are laid side by side."""
+    if isinstance(shape, int):
+        return shape, shape
+    c, h, w = shape
+    return h, (w if c in (1, 3) else c * w)
+
+
+def _tile_image(image: np.ndarray, shape: Shape | int) -> np.ndarray:
+    if isinstance(shape, int):
+        return image.reshape(shape, shape)
+    c, h, w = shape
+    image = image.reshape(c, h, w)
+    if c == 1:
+        return image[0]
+    if c == 3:
+        return image.transpose(1, 2, 0)
+    return image.transpose(1, 0, 2).reshape(h, c * w)
+
+
+_CLASS_CYCLE = 0.6180339887498949
+"""The golden ratio's fraction: hues of successive classes far apart for any K."""
 
 
 def _class_colours(num_classes: int) -> list[tuple[float, ...]]:
-    cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
-    return [cmap(i) for i in range(num_classes)]
+    """A distinct colour per class: tab10 up to 10 classes, tab20 up to 20, and beyond that
+    the turbo colour map at points i * 0.618 (mod 1), so that neighbouring classes differ."""
+    if num_classes <= 20:
+        cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
+        return [cmap(i) for i in range(num_classes)]
+    cmap = matplotlib.colormaps["turbo"]
+    return [cmap(0.05 + 0.9 * ((i * _CLASS_CYCLE) % 1.0)) for i in range(num_classes)]
+
+
+def _class_name(c: int, class_names: Sequence[str] | None) -> str:
+    if class_names is not None and 0 <= c < len(class_names):
+        return str(class_names[c])
+    return str(c)
+
+
+def _legend_style(num_entries: int) -> dict[str, Any]:
+    """Legend columns and font size that keep 2 or 50 entries readable."""
+    ncols = max(1, math.ceil(num_entries / 24))
+    return {"ncols": ncols, "fontsize": 8 if num_entries <= 24 else 6}
+
+
+def _class_word(vae: Any, data_name: str | None = None) -> str:
+    """ "digit" for MNIST (whose classes are digits), "class" for any other data."""
+    run = getattr(vae, "run_config", None)
+    if data_name is None and run is not None:
+        if getattr(run.train, "data", None):
+            return "class"
+        data_name = getattr(run.train, "dataset", None)
+    if data_name is not None:
+        return "digit" if data_name == "mnist" else "class"
+    return "digit" if image_shape_of(vae) == MNIST_SHAPE else "class"
 
 
 def _one_hot(labels: torch.Tensor, num_classes: int, device: torch.device, dtype: torch.dtype):
@@ -180,29 +261,46 @@ def _decode(vae: Any, z: np.ndarray | torch.Tensor, y: torch.Tensor | None = Non
     return vae.decoder.mean(z, y).double().cpu().numpy()
 
 
-def _tile(images: np.ndarray, side: int, ncols: int, pad: int = 2) -> np.ndarray:
-    """Arrange (n, side*side) images row by row; gaps are NaN (drawn light grey)."""
+def _tile(images: np.ndarray, shape: Shape | int, ncols: int, pad: int = 2) -> np.ndarray:
+    """Arrange (n, C*H*W) images in [0, 1] row by row; gaps are NaN (drawn light grey).
+
+    ``shape`` is (C, H, W) (or the side of a square grey image): one channel gives a 2-D
+    canvas (drawn grey), three an (rows, cols, 3) RGB canvas, and any other number of
+    channels a 2-D canvas with each image's channels side by side.
+    """
     n = images.shape[0]
     nrows = math.ceil(n / ncols)
-    step = side + pad
-    canvas = np.full((nrows * step - pad, ncols * step - pad), np.nan)
+    h, w = _tile_size(shape)
+    rgb = not isinstance(shape, int) and shape[0] == 3
+    size = (nrows * (h + pad) - pad, ncols * (w + pad) - pad)
+    canvas = np.full((*size, 3) if rgb else size, np.nan)
     for k in range(n):
         r, c = divmod(k, ncols)
-        canvas[r * step : r * step + side, c * step : c * step + side] = images[k].reshape(
-            side, side
-        )
+        top, left = r * (h + pad), c * (w + pad)
+        canvas[top : top + h, left : left + w] = _tile_image(images[k], shape)
     return canvas
 
 
+_GAP_GREY = 0.82
+"""The colour of the gaps between tiles (as the grey colour map's "bad" value)."""
+
+
 def _show(ax: Axes, canvas: np.ndarray, **kwargs: Any) -> None:
-    ax.imshow(
-        np.ma.masked_invalid(canvas),
-        cmap=_GRAY,
-        vmin=0.0,
-        vmax=1.0,
-        interpolation="nearest",
-        **kwargs,
-    )
+    if canvas.ndim == 3:  # RGB: gaps filled with the same light grey
+        ax.imshow(
+            np.where(np.isnan(canvas), _GAP_GREY, canvas).clip(0.0, 1.0),
+            interpolation="nearest",
+            **kwargs,
+        )
+    else:
+        ax.imshow(
+            np.ma.masked_invalid(canvas),
+            cmap=_GRAY,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+            **kwargs,
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
@@ -237,7 +335,7 @@ def _fmt(v: float) -> str:
 def _draw_tiles(
     ax: Axes,
     images: np.ndarray,
-    side: int,
+    shape: Shape | int,
     grid: int,
     a1: np.ndarray,
     a2: np.ndarray,
@@ -246,18 +344,18 @@ def _draw_tiles(
 ) -> None:
     """Show a grid x grid traversal: column j is a1[j], row i (top down) is a2[grid-1-i]."""
     pad = 2
-    step = side + pad
-    _show(ax, _tile(images, side, grid, pad))
-    centres = np.arange(grid) * step + (side - 1) / 2
-    ax.set_xticks(centres, [_fmt(v) for v in a1], fontsize=7)
-    ax.set_yticks(centres, [_fmt(v) for v in a2[::-1]], fontsize=7)
+    h, w = _tile_size(shape)
+    step, xstep = h + pad, w + pad
+    _show(ax, _tile(images, shape, grid, pad))
+    ax.set_xticks(np.arange(grid) * xstep + (w - 1) / 2, [_fmt(v) for v in a1], fontsize=7)
+    ax.set_yticks(np.arange(grid) * step + (h - 1) / 2, [_fmt(v) for v in a2[::-1]], fontsize=7)
     ax.tick_params(length=2)
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     for i in range(grid):
         for j in range(grid):
             ax.text(
-                j * step + 0.5,
+                j * xstep + 0.5,
                 i * step + 0.5,
                 f"{_fmt(a1[j])}, {_fmt(a2[grid - 1 - i])}",
                 color="#ffd54f",
@@ -270,9 +368,9 @@ def _draw_tiles(
         mid = grid // 2
         ax.add_patch(
             Rectangle(
-                (mid * step - 1.5, mid * step - 1.5),
-                side + 2,
-                side + 2,
+                (mid * xstep - 1.5, mid * step - 1.5),
+                w + 2,
+                h + 2,
                 fill=False,
                 edgecolor="tab:red",
                 linewidth=1.5,
@@ -325,9 +423,14 @@ def _digit_y(vae: Any, digit: int, n: int) -> torch.Tensor | None:
 
 
 def _num_classes(vae: Any, labels: torch.Tensor | None = None) -> int:
+    """The model's classes (a CVAE's ``y_dim``), else those the labels show (max + 1; at
+    least MNIST's 10 for a model of MNIST-format images)."""
     if vae.conditional:
         return int(vae.y_dim)
-    return 10 if labels is None else max(10, int(labels.max().item()) + 1)
+    known = 10 if image_shape_of(vae) == MNIST_SHAPE else 1
+    if labels is None or labels.numel() == 0:
+        return known
+    return max(known, int(labels.max().item()) + 1)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:

@@ -38,7 +38,9 @@ from pyrovae.analysis.figures._common import (
     _check_x,
     _check_y,
     _class_colours,
+    _class_name,
     _encode,
+    _legend_style,
     _model_device,
     _new_figure,
     _one_hot,
@@ -262,9 +264,22 @@ class _LatentView:
     projected: dict[int, tuple[np.ndarray, np.ndarray]]  # on the plane
     prior: dict[str, Any]
     num_classes: int
+    class_names: Sequence[str] | None = None
+
+    def legend_label(self, c: int) -> str:
+        """The class's legend entry: its index, and its name where known."""
+        name = _class_name(c, self.class_names)
+        return str(c) if name == str(c) else f"{c} {name}"
 
 
-def _latent_view(vae: Any, x: Any, labels: Any, y: Any, projection: Any) -> _LatentView:
+def _latent_view(
+    vae: Any,
+    x: Any,
+    labels: Any,
+    y: Any,
+    projection: Any,
+    class_names: Sequence[str] | None = None,
+) -> _LatentView:
     _check_model(vae)
     x = _check_x(vae, x)
     labels_np = _check_labels(labels, x.shape[0])
@@ -273,7 +288,7 @@ def _latent_view(vae: Any, x: Any, labels: Any, y: Any, projection: Any) -> _Lat
     plane = _make_plane(loc, projection)
     gaussians = class_gaussians(loc, scale, labels_np)
     projected = {c: (plane.project(m), plane.project_cov(s)) for c, (m, s, _) in gaussians.items()}
-    num_classes = max(int(getattr(vae, "y_dim", 0) or 0), int(labels_np.max()) + 1, 10)
+    num_classes = max(int(getattr(vae, "y_dim", 0) or 0), int(labels_np.max()) + 1)
     return _LatentView(
         plane,
         plane.project(loc),
@@ -282,7 +297,18 @@ def _latent_view(vae: Any, x: Any, labels: Any, y: Any, projection: Any) -> _Lat
         projected,
         _prior_view(vae, plane),
         num_classes,
+        _check_class_names(class_names),
     )
+
+
+def _check_class_names(class_names: Any) -> tuple[str, ...] | None:
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise ValueError(
+            f"class_names must be a list of names of classes 0, 1, ..., got {class_names!r}"
+        )
+    return tuple(str(n) for n in class_names)
 
 
 def _view_box(view: _LatentView, sds: Sequence[float]) -> np.ndarray:
@@ -393,13 +419,26 @@ def _draw_latent(
     ax.set_ylabel(view.plane.labels[1])
     if legend is not None:
         handles = [
-            Line2D([], [], color=colours[c], marker="o", markersize=4, linewidth=1.6, label=str(c))
+            Line2D(
+                [],
+                [],
+                color=colours[c],
+                marker="o",
+                markersize=4,
+                linewidth=1.6,
+                label=view.legend_label(c),
+            )
             for c in sorted(view.projected)
         ]
         handles.append(
             Line2D([], [], color=_PRIOR_COLOUR, linestyle="--", linewidth=1.0, label=prior["label"])
         )
-        style = {"title": "class", "frameon": False, "fontsize": 8, "title_fontsize": 9}
+        style = {
+            "title": "class",
+            "frameon": False,
+            "title_fontsize": 9,
+            **_legend_style(len(handles)),
+        }
         if legend == "figure":
             ax.get_figure(root=True).legend(handles=handles, loc="outside right upper", **style)
         else:
@@ -416,6 +455,7 @@ def plot_latent_ellipses(
     sds: Sequence[float] = SDS,
     max_points: int = 2000,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Per-class Gaussian ellipses of the encodings of ``x``, over the prior's contours.
 
@@ -432,19 +472,20 @@ def plot_latent_ellipses(
         vae: a trained VAE or CVAE.
         x: images of shape (N, x_dim).
         labels: integer classes of shape (N,).
-        y: one-hot labels for a CVAE (``pyrovae.train.one_hot(labels, 10)``), else None.
+        y: one-hot labels for a CVAE (``pyrovae.train.one_hot(labels, vae.y_dim)``), else None.
         projection: for z_dim > 2: None or ``"pca"`` (default), a pair of latent dims, or a
             (z_dim, 2) matrix such as :func:`pca_projection`'s.
         ax: draw into this axes instead of a new figure.
         sds: the standard deviations of the ellipses.
         max_points: how many encoder means to scatter (0: none).
         title: the axes title (default: says what is drawn).
+        class_names: names of classes 0, 1, ... for the legend (e.g. ``UserData.class_names``).
 
     Returns:
         The figure holding the axes.
     """
     sds = _check_sds(sds)
-    view = _latent_view(vae, x, labels, y, projection)
+    view = _latent_view(vae, x, labels, y, projection, class_names)
     box = _view_box(view, sds)
     if ax is None:
         fig = _new_figure(_panel_width(box, 4.4) + 1.9, 5.0)
@@ -496,6 +537,7 @@ def plot_latent_space(
     projection: Any = None,
     sds: Sequence[float] = SDS,
     max_points: int = 2000,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """:func:`plot_latent_ellipses` for several data sets side by side, on shared axes.
 
@@ -508,6 +550,7 @@ def plot_latent_space(
             computed on the first set and used for all panels.
         sds: the standard deviations of the ellipses.
         max_points: encoder means scattered per panel.
+        class_names: names of classes 0, 1, ... for the legend.
     """
     _check_model(vae)
     sds = _check_sds(sds)
@@ -518,7 +561,7 @@ def plot_latent_space(
         x = _check_x(vae, x, f"data[{name!r}].x")
         _check_labels(labels, x.shape[0])
         y = _one_hot(labels, vae.y_dim, device, dtype) if vae.conditional else None
-        views[name] = _latent_view(vae, x, labels, y, projection)
+        views[name] = _latent_view(vae, x, labels, y, projection, class_names)
         projection = views[name].plane  # one plane for all panels (PCA of the first set)
     box = _union(_view_box(v, sds) for v in views.values())
     fig = _new_figure((_panel_width(box, 3.9) + 0.8) * len(views) + 1.9, 4.8)

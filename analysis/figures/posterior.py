@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from torch import nn
 
-from pyrovae.analysis.figures._common import _new_figure
+from pyrovae.analysis.figures._common import _class_word, _new_figure
 from pyrovae.analysis.posterior.nuts import ReferencePosterior, _one_datum, unregistered
 from pyrovae.analysis.sources.helpers import is_diagonal_normal, seeded
 from pyrovae.traces import score_latents
@@ -196,12 +196,14 @@ def _legend(fig: Figure, exact: bool) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=8)
 
 
-def _panel_title(index: int | None, label: int | None, reference: ReferencePosterior) -> str:
+def _panel_title(
+    index: int | None, label: int | None, reference: ReferencePosterior, word: str = "class"
+) -> str:
     head = " ".join(
         part
         for part in (
             None if index is None else f"test #{index}",
-            None if label is None else f"(digit {label})",
+            None if label is None else f"({word} {label})",
         )
         if part
     )
@@ -243,9 +245,14 @@ def plot_posteriors(
     indices: Sequence[int] | None = None,
     labels: Sequence[int] | None = None,
     columns: int = 3,
+    class_word: str | None = None,
     **kwargs: Any,
 ) -> Figure:
-    """A panel per datum (rows of ``x``, labels ``y``): :func:`draw_posterior` for each."""
+    """A panel per datum (rows of ``x``, labels ``y``): :func:`draw_posterior` for each.
+
+    Panel titles name each datum's label as a ``class_word`` (default "digit" for MNIST,
+    "class" for any other data).
+    """
     n = len(references)
     if n == 0 or len(summaries) != n or x.shape[0] != n:
         raise ValueError(
@@ -267,6 +274,7 @@ def plot_posteriors(
                 None if indices is None else indices[i],
                 None if labels is None else labels[i],
                 references[i],
+                class_word or _class_word(vae),
             ),
             fontsize=8,
         )

@@ -1,4 +1,9 @@
-"""Walks through the latent space: traversals, neighbourhood maps, the CVAE's style grid."""
+"""Walks through the latent space: traversals, neighbourhood maps, the CVAE's style grid.
+
+Images of any shape are tiled as in :mod:`.grids` (``kind`` says how values are drawn); for
+vector data the lattice figures draw one heat map per feature of the decoded mean instead.
+The class argument is still called ``digit`` (MNIST's classes) and takes any class.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from pyrovae.analysis.figures import _vectors as V
 from pyrovae.analysis.figures._common import (
     _OUTLINE,
     SDS,
@@ -22,10 +28,13 @@ from pyrovae.analysis.figures._common import (
     _class_colours,
     _decode,
     _digit_y,
+    _display,
     _draw_tiles,
-    _image_side,
+    _image_shape,
+    _legend_style,
     _new_figure,
     _num_classes,
+    _with_note,
 )
 from pyrovae.analysis.figures.latent import (
     _draw_latent,
@@ -76,6 +85,8 @@ def plot_traversal(
     span: float | Sequence[float] | None = None,
     y: torch.Tensor | None = None,
     projection: Any = None,
+    kind: str | None = None,
+    features: Sequence[int] | None = None,
 ) -> Figure:
     """Decoded images on a ``grid`` x ``grid`` lattice around the mean encoding of ``digit``.
 
@@ -85,21 +96,47 @@ def plot_traversal(
     The default ``span`` is 2.5 sd of the class's Gaussian fit along each direction. Each
     tile shows its plane coordinates; the centre tile is framed in red. For a CVAE, ``y``
     holds the one-hot labels of ``x`` (for encoding) and tiles are decoded with y = digit.
+    ``digit`` is any class of the data. For vector data: one heat map per feature (of
+    ``features``, default the first 4) of the decoded mean over the lattice.
     """
     _check_model(vae)
-    side = _image_side(vae)
+    shape = _image_shape(vae)
     grid = _check_grid(grid)
     view = _latent_view(vae, x, labels, y, projection)
     digit = _check_digit(digit, _num_classes(vae, labels))
     _, a1, a2, z = _traversal_grid(view, digit, grid, span)
     images = _decode(vae, z, _digit_y(vae, digit, z.shape[0]))
-    fig = _new_figure(0.75 * grid + 1.2, 0.75 * grid + 1.3)
-    ax = fig.subplots()
-    _draw_tiles(ax, images, side, grid, a1, a2, view.plane.labels, highlight_centre=True)
     title = f"decoded z around the mean encoding of {digit}"
     if vae.z_dim > 2:
         title += "\n(other coordinates at the class mean)"
-    ax.set_title(title, fontsize=10)
+    plane = view.plane.labels
+    return _lattice_figure(vae, images, shape, grid, a1, a2, plane, title, kind, features)
+
+
+def _lattice_figure(
+    vae: Any,
+    images: np.ndarray,
+    shape: tuple[int, int, int] | None,
+    grid: int,
+    a1: np.ndarray,
+    a2: np.ndarray,
+    labels: tuple[str, str],
+    title: str,
+    kind: str | None,
+    features: Sequence[int] | None,
+) -> Figure:
+    """The decodes of a lattice: image tiles, or heat maps of features for vectors."""
+    if shape is None:
+        chosen = V.check_features(features, vae.x_dim, V.MAX_MAP_FEATURES)
+        fig = _new_figure(3.0 * len(chosen) + 0.4, 3.2)
+        V.feature_maps(fig, images, a1, a2, grid, labels, chosen)
+        fig.suptitle(f"{title} (decoded mean of each feature; + the centre)", fontsize=10)
+        return fig
+    shown, note = _display(vae, images, kind)
+    fig = _new_figure(0.75 * grid + 1.2, 0.75 * grid + 1.3)
+    ax = fig.subplots()
+    _draw_tiles(ax, shown, shape, grid, a1, a2, labels, highlight_centre=True)
+    ax.set_title(_with_note(title, note), fontsize=10)
     return fig
 
 
@@ -162,6 +199,7 @@ def plot_neighbourhood(
     classifier: Any = None,
     zoom: float = 2.0,
     resolution: int = 80,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Which classes surround ``digit`` in latent space, and where the traversal looks.
 
@@ -172,14 +210,15 @@ def plot_neighbourhood(
     a ``classifier``, by the per-class Gaussian fits weighted by class frequency
     (classifier-free); with one (``MNISTClassifier``), by the classifier's reading of the
     decoded image there (other coordinates at the class mean; a CVAE decodes with
-    y = digit). Arguments as in :func:`plot_traversal`.
+    y = digit). Arguments as in :func:`plot_traversal`; ``class_names`` label the legend.
+    Works for any data: it draws no decoded images.
     """
     _check_model(vae)
     grid = _check_grid(grid)
     zoom = _check_positive("zoom", zoom)
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4:
         raise ValueError(f"resolution must be an integer >= 4, got {resolution!r}")
-    view = _latent_view(vae, x, labels, y, projection)
+    view = _latent_view(vae, x, labels, y, projection, class_names)
     digit = _check_digit(digit, _num_classes(vae, labels))
     _, a1, a2, _ = _traversal_grid(view, digit, grid, span)
     step1 = (a1[-1] - a1[0]) / (grid - 1)
@@ -237,11 +276,17 @@ def plot_neighbourhood(
         )
         ax.plot(gx.ravel(), gy.ravel(), "+", color="black", markersize=4, alpha=0.6)
     handles = [
-        Line2D([], [], color=colours[c], marker="s", linestyle="", label=str(c))
+        Line2D([], [], color=colours[c], marker="s", linestyle="", label=view.legend_label(c))
         for c in sorted(view.projected)
     ]
     handles.append(Line2D([], [], color="black", linewidth=1.5, label="traversal window"))
-    fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize=8, title="class")
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        frameon=False,
+        title="class",
+        **_legend_style(len(handles)),
+    )
     fig.suptitle(f"the latent neighbourhood of {digit}", fontsize=11)
     return fig
 
@@ -252,15 +297,18 @@ def plot_cvae_style(
     grid: int = 7,
     span: float = 2.0,
     dims: tuple[int, int] = (0, 1),
+    kind: str | None = None,
+    features: Sequence[int] | None = None,
 ) -> Figure:
     """CVAE decodes on a ``grid`` x ``grid`` lattice of z in [-span, span]^2 with y = digit.
 
     The lattice lies in latent dims ``dims`` (other coordinates 0) and is centred at the
-    origin, where N(0, I) puts its mass: the label fixes the digit, z moves its style
-    (slant, width, stroke).
+    origin, where N(0, I) puts its mass: the label fixes the class, z moves its style
+    (for MNIST: slant, width, stroke). Vector data get heat maps of ``features`` as in
+    :func:`plot_traversal`.
     """
     _check_model(cvae, conditional=True)
-    side = _image_side(cvae)
+    shape = _image_shape(cvae)
     grid = _check_grid(grid)
     digit = _check_digit(digit, int(cvae.y_dim))
     span = _check_positive("span", span)
@@ -270,9 +318,6 @@ def plot_cvae_style(
     rows = [(a1[j], a2[grid - 1 - i]) for i in range(grid) for j in range(grid)]
     z = plane.lift(np.array(rows), np.zeros(cvae.z_dim))
     images = _decode(cvae, z, _digit_y(cvae, digit, z.shape[0]))
-    fig = _new_figure(0.75 * grid + 1.2, 0.75 * grid + 1.3)
-    ax = fig.subplots()
-    _draw_tiles(ax, images, side, grid, a1, a2, plane.labels, highlight_centre=True)
     rest = ", other z = 0" if cvae.z_dim > 2 else ""
-    ax.set_title(f"CVAE with y = {digit}: z moves the style{rest}", fontsize=10)
-    return fig
+    title = f"CVAE with y = {digit}: z moves the style{rest}"
+    return _lattice_figure(cvae, images, shape, grid, a1, a2, plane.labels, title, kind, features)
