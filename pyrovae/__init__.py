@@ -28,6 +28,8 @@ _EXPORTS = {
     "train_model": "pyrovae.train",
     "UserData": "pyrovae.user_data",
     "read_data": "pyrovae.user_data",
+    "draw_samples": "pyrovae.export",
+    "write_samples": "pyrovae.export",
 }
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Trainer",
     "UserData",
     "build_model",
+    "draw_samples",
     "fixed_binarization",
     "importance_terms",
     "load_dataset",
@@ -46,11 +49,13 @@ __all__ = [
     "read_data",
     "read_metrics",
     "train_model",
+    "write_samples",
 ]
 
 if TYPE_CHECKING:
     from pyrovae.build import ModelConfig, build_model
     from pyrovae.data import fixed_binarization, load_dataset
+    from pyrovae.export import draw_samples, write_samples
     from pyrovae.runs import load_run, read_config, read_metrics
     from pyrovae.traces import IWAE, ImportanceTerms, importance_terms
     from pyrovae.train import TrainConfig, Trainer, train_model

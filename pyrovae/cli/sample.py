@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from pyrovae.cli.common import (
@@ -16,6 +15,8 @@ from pyrovae.cli.common import (
 )
 from pyrovae.settings import SOURCE_NAMES
 
+DRAWS = ("mean", "sample")  # pyrovae.export.DRAWS, without importing torch to parse
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -23,9 +24,14 @@ def add_parser(sub: Any) -> None:
         help="decode samples from the prior or any fitted latent source of a run",
         description="Decode samples of z drawn from the prior of a run, or from any latent "
         "source fitted to its encodings (--source; fitted and saved to RUN/sources/ the first "
-        "time). A CVAE decodes given --label D, or labels 0..9 cycling along each row of the "
-        "grid (so each column is one digit) when --label is omitted. Writes a grid for .png, "
-        "an array of shape (n, 28, 28) with values in [0, 1] (the decoder's mean) for .npy.",
+        "time), in the data's own units: the decoder's mean, or a draw from p(x | z) with "
+        "--draw sample. A CVAE decodes given --label K, or cycles over its classes along each "
+        "row of the grid when --label is omitted (so each column is one class). --out FILE.npy "
+        "writes an array (n, C, H, W) for images, (n, D) for vectors ((n, 28, 28) for MNIST and "
+        "Fashion-MNIST runs) and labels to FILE.labels.npy; .npz holds x and y; .csv one row "
+        "per sample with a header and a label column; DIR/ an image folder of PNG files (one "
+        "subfolder per class); .png a grid. 8-bit data are written as integers 0..255 (uint8). "
+        "FILE.json (DIR/samples.json) records the run, source, seed and draw.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
@@ -39,15 +45,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--label",
         type=non_negative_int,
-        metavar="D",
-        help="digit: the CVAE's label; for a VAE, z from the source fitted to digit D's "
+        metavar="K",
+        help="class: the CVAE's label; for a VAE, z from the source fitted to class K's "
         "encodings (implies --per-class)",
     )
     p.add_argument(
         "--per-class",
         action="store_true",
-        help="z of digit D from the source fitted to the encodings of digit D alone "
-        "(RUN/sources/NAME.per-class.pt) instead of to all digits",
+        help="z of class K from the source fitted to the encodings of class K alone "
+        "(RUN/sources/NAME.per-class.pt) instead of to all classes",
     )
     p.add_argument(
         "--num-train",
@@ -55,54 +61,72 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="when the source must be fitted: fit it to the first N training images (default: all)",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="output .png or .npy")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="output: FILE.npy, FILE.npz, FILE.csv, DIR/ (an image folder) or FILE.png (a grid)",
+    )
+    p.add_argument(
+        "--draw",
+        choices=DRAWS,
+        default="mean",
+        help="mean: the decoder's mean E[x | z] (8-bit data rounded); sample: a draw from "
+        "p(x | z) (default: mean)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     add_checkpoint_flag(p)
     add_device_flags(p)
     p.set_defaults(func=run)
 
 
-def _sample_labels(vae: Any, args: argparse.Namespace) -> Any:
-    """Integer labels of the samples (None for a VAE sampled without digits)."""
+def _labels(args: argparse.Namespace, classes: list[int], where: str) -> Any:
+    """Integer labels of the samples: ``--label`` for every one, else cycling over ``classes``."""
     import torch
 
-    classes = vae.y_dim if vae.conditional else 10
-    if args.label is not None and args.label >= classes:
-        raise CommandError(f"--label must be in 0..{classes - 1}, got {args.label}")
-    if not (vae.conditional or args.per_class or args.label is not None):
-        return None
     if args.label is not None:
+        if args.label not in classes:
+            raise CommandError(
+                f"--label must be in {_span(classes)}, got {args.label} ({where}); "
+                "pick one of those classes"
+            )
         return torch.full((args.n,), args.label, dtype=torch.long)
-    return torch.arange(args.n) % classes
+    return torch.tensor(classes, dtype=torch.long)[torch.arange(args.n) % len(classes)]
+
+
+def _span(classes: list[int]) -> str:
+    if classes == list(range(len(classes))):
+        return f"0..{len(classes) - 1}"
+    return ", ".join(map(str, classes))
 
 
 def run(args: argparse.Namespace) -> None:
     import pyro
 
-    from pyrovae.analysis.sources.store import sample_latents, saved_or_fit
-    from pyrovae.images import IMAGE_SUFFIXES, save_images
+    from pyrovae.analysis.sources.store import saved_or_fit
+    from pyrovae.export import check_exportable, draw_samples, output_format, write_samples
+    from pyrovae.images import image_shape_of, value_kind_of
     from pyrovae.runs import load_run
-    from pyrovae.train import one_hot, resolve_device
+    from pyrovae.train import resolve_device
 
-    if Path(args.out).suffix not in IMAGE_SUFFIXES:
-        raise CommandError(f"--out must end in .png or .npy, got {args.out!r}")
+    fmt = output_format(args.out)
     device = resolve_device(args.device)
     vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+    check_exportable(fmt, args.out, image_shape_of(vae), value_kind_of(vae))
     per_class = args.per_class or (not vae.conditional and args.label is not None)
     if not vae.conditional and per_class and args.source == "prior":
         raise CommandError(
             f"--label {args.label} was given but {args.run_dir} holds an unconditional VAE; "
             "drop --label, or train with --model cvae"
             if args.label is not None
-            else "--per-class with --source prior: the prior of a VAE knows no digits; "
-            "pick a fitted source, e.g. --source gmm"
+            else "--per-class with --source prior: the prior of a VAE knows no digits or other "
+            "classes; pick a fitted source, e.g. --source gmm"
         )
-    labels = _sample_labels(vae, args)
-    pyro.set_rng_seed(args.seed)
-    y = one_hot(labels.to(device), vae.y_dim) if vae.conditional else None
-    if args.source == "prior" and not per_class:
-        images = vae.generate(args.n, y=y)
-    else:
+    labels, classes = None, list(range(vae.y_dim))
+    if vae.conditional:
+        labels = _labels(args, classes, f"the CVAE has {vae.y_dim} classes")
+    source = None
+    if args.source != "prior" or per_class:
         source = saved_or_fit(
             args.run_dir,
             vae,
@@ -111,10 +135,36 @@ def run(args: argparse.Namespace) -> None:
             per_class=per_class,
             num_train=args.num_train,
         )
-        pyro.set_rng_seed(args.seed)
-        z = sample_latents(source, args.n, labels, vae)
-        images = vae.generate(args.n, y=y, z=z)
-    nrow = 10 if labels is not None and args.label is None else None
-    path = save_images(images, args.out, nrow=nrow)
+    if per_class and not vae.conditional:
+        classes = sorted(source)
+        labels = _labels(args, classes, f"the classes of the per-class {args.source}")
+    pyro.set_rng_seed(args.seed)
+    x = draw_samples(vae, args.n, source=source, labels=labels, draw=args.draw)
+    cycling = labels is not None and args.label is None
+    num_classes = max(classes) + 1 if labels is not None else None
+    if labels is None:
+        rule = None
+    elif args.label is not None:
+        rule = f"--label {args.label}: every sample"
+    else:
+        k = len(classes)
+        rule = f"cycling over classes {_span(classes)} in turn (sample i: position i mod {k})"
+    record = {
+        "source": args.source,
+        "per_class": per_class,
+        "seed": args.seed,
+        "label_rule": rule,
+        "num_train": args.num_train,
+    }
+    paths = write_samples(
+        x,
+        args.out,
+        vae=vae,
+        labels=labels,
+        draw=args.draw,
+        num_classes=num_classes,
+        record=record,
+        nrow=len(classes) if cycling else None,
+    )
     where = f"{args.source}{' (per class)' if per_class else ''}"
-    print(f"wrote {args.n} samples from {where} to {path}")
+    print(f"wrote {args.n} samples ({args.draw}) from {where} to {paths[0]}; record {paths[-1]}")
