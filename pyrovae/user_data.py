@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 
 from pyrovae.data import Split, Splits
+from pyrovae.memory_data import rows_from, to_numpy
 
 __all__ = ["KINDS", "UserData", "read_data"]
 
@@ -52,6 +54,8 @@ KINDS = ("binary", "unit", "8-bit", "real")
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _KEYS = ("x", "y", "x_test", "y_test")
+MEMORY = Path("<memory>")
+"""The path recorded for data given as arrays, tensors or a Dataset in Python."""
 
 
 @dataclass
@@ -89,8 +93,9 @@ class UserData:
 
 
 def read_data(
-    path: str | Path,
+    path: str | Path | Any,
     *,
+    y: Any = None,
     label_column: str | None = None,
     image_size: int | None = None,
     val_fraction: float = 0.1,
@@ -100,7 +105,11 @@ def read_data(
     """Read an array file, a CSV or an image folder into train/validation/test splits.
 
     Args:
-        path: a ``.npy``, ``.npz``, ``.pt`` or ``.csv`` file, or an ImageFolder directory.
+        path: a ``.npy``, ``.npz``, ``.pt`` or ``.csv`` file, or an ImageFolder directory;
+            or, in Python, the data themselves: an array or tensor of rows, or a
+            ``torch.utils.data.Dataset`` of ``x`` or ``(x, y)`` items (read whole, see
+            :mod:`pyrovae.memory_data`); their recorded path is ``<memory>``.
+        y: the labels of data given as an array or tensor (None: unlabelled).
         label_column: the CSV column holding integer labels (CSV only; default: unlabelled).
         image_size: resize every image to ``image_size`` x ``image_size`` (image folders only;
             needed when the images differ in size).
@@ -112,6 +121,22 @@ def read_data(
         FileNotFoundError: ``path`` does not exist.
         ValueError: one line naming the file (and row or column), the value and the fix.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        if label_column is not None or image_size is not None:
+            raise ValueError(
+                "label_column and image_size apply to files; give labels of in-memory data as y"
+            )
+        _check_fractions(val_fraction, test_fraction)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        rows, labels = rows_from(path, y)
+        x = _numeric(MEMORY, "x", rows)
+        return _assemble(MEMORY, x, labels, None, None, None, val_fraction, test_fraction, seed)
+    if y is not None:
+        raise ValueError(
+            f"y applies to data given as arrays, not to the file {path}; store labels in the "
+            "file (y, a label column or class subfolders)"
+        )
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(
@@ -185,13 +210,13 @@ def _read_arrays(
                 f"({_cause(err)}); save a tensor or a dict of tensors with torch.save"
             ) from None
         if isinstance(obj, torch.Tensor):
-            return _numeric(p, "x", _to_numpy(obj)), None, None, None
+            return _numeric(p, "x", to_numpy(obj)), None, None, None
         if not isinstance(obj, dict):
             raise ValueError(
                 f"{p} holds a {type(obj).__name__}; save a tensor or a dict with keys 'x' "
                 "and optionally 'y', 'x_test', 'y_test'"
             )
-        found = {str(k): _to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
+        found = {str(k): to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in obj.items()}
     if "x" not in found:
         raise ValueError(
             f"{p} has no 'x' among its keys {sorted(found)}; store the data under 'x' "
@@ -221,13 +246,6 @@ def _load_npy(p: Path) -> np.ndarray:
         raise ValueError(
             f"{p} is not a readable .npy array ({_cause(err)}); save a numeric array with np.save"
         ) from None
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype in (torch.bfloat16, torch.float16):
-        t = t.float()
-    return t.numpy()
 
 
 def _numeric(p: Path, key: str, a: np.ndarray) -> np.ndarray:
@@ -494,7 +512,7 @@ def _assemble(
         test=Split(xt[test_idx], yt[test_idx]),
         name=p.name,
         num_classes=num_classes if num_classes is not None else 1,
-        root=p.resolve(),
+        root=p.resolve() if p != MEMORY else None,
         image_shape=image_shape,
         kind=kind,
     )
@@ -507,7 +525,7 @@ def _assemble(
         split_rule=rule,
         num_classes=num_classes,
         image_shape=image_shape,
-        path=p.resolve(),
+        path=p.resolve() if p != MEMORY else MEMORY,
         class_names=class_names,
     )
 
@@ -525,7 +543,7 @@ def _check_finite(p: Path, x: np.ndarray, n_first: int, names: tuple[str, str]) 
 def _labels(p: Path, key: str, y: Any, n: int) -> np.ndarray:
     """``y`` as int64 labels 0..K-1 of shape (n,)."""
     if isinstance(y, torch.Tensor):
-        y = _to_numpy(y)
+        y = to_numpy(y)
     y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise ValueError(f"{p}: '{key}' has dtype {y.dtype}; give integer labels 0..K-1")

@@ -355,3 +355,49 @@ def test_exported_and_no_image_library_at_import() -> None:
     names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
     assert not {m.split(".")[0] for m in names} & {"PIL", "torchvision"}
+
+
+# ----------------------------------------------------------------------------- in memory
+
+
+def test_arrays_tensors_and_datasets_read_as_the_same_file(tmp_path) -> None:
+    """Rows given in Python split and fingerprint exactly as the same rows in a file."""
+    from torch.utils.data import TensorDataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(30, 3, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 2, size=30)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    from_file = read_data(tmp_path / "d.npz")
+    for given in (
+        read_data(x, y=y),
+        read_data(torch.from_numpy(x), y=torch.from_numpy(y)),
+        read_data(TensorDataset(torch.from_numpy(x), torch.from_numpy(y))),
+    ):
+        assert given.fingerprint == from_file.fingerprint
+        assert given.kind == "8-bit" and given.image_shape == (3, 4, 4)
+        assert torch.equal(given.splits.test.x, from_file.splits.test.x)
+        assert str(given.path) == "<memory>" and given.splits.root is None
+
+
+def test_in_memory_refusals() -> None:
+    from torch.utils.data import TensorDataset
+
+    _one_line_error(ValueError, "y applies to data given as arrays", path="x.npy", y=[1])
+    _one_line_error(ValueError, "dict", path={"x": 1})
+    ragged = [torch.zeros(3), torch.zeros(4)]
+    _one_line_error(ValueError, "item 1", "shape (4,)", path=ragged_dataset(ragged))
+    _one_line_error(
+        ValueError, "y was given with a Dataset", path=TensorDataset(torch.zeros(5, 2)), y=[0]
+    )
+
+
+def ragged_dataset(items: list[torch.Tensor]) -> torch.utils.data.Dataset:
+    class Items(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(items)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return items[i]
+
+    return Items()
