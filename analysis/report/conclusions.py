@@ -43,6 +43,7 @@ from pyrovae.analysis.report.numbers import (
     _signed,
     _sources,
     _unreliable,
+    data_noun,
 )
 
 # ------------------------------------------------------------------------- conclusions
@@ -240,7 +241,7 @@ def _heldout_label(evaluation: Mapping[str, Any]) -> str:
     split, n = evaluation.get("split"), _count(evaluation.get("num_test"))
     split = split if isinstance(split, str) and split else None
     if n is not None:
-        return f"{n} {split or 'held-out'} images"
+        return f"{n} {split or 'held-out'} {data_noun()}"
     return f"the {split} split" if split else "held-out data"
 
 
@@ -253,7 +254,7 @@ def _gap_sentence(evaluation: Mapping[str, Any]) -> list[str]:
     return [
         f"The importance-sampled log p(x) on {_heldout_label(evaluation)}{draws}, "
         f"{loglik:.2f} nats, lies {loglik - elbo:.2f} nats above the ELBO ({elbo:.2f}, on the "
-        "same images); the gap is the average KL(q(z|x) || p(z|x)) of the guide."
+        f"same {data_noun()}); the gap is the average KL(q(z|x) || p(z|x)) of the guide."
     ]
 
 
@@ -361,7 +362,10 @@ def _evidence_level(evaluation: Mapping[str, Any]) -> list[str]:
         span = f"{low:.0f}%" if round(low) == round(high) else f"{low:.0f}-{high:.0f}%"
         flagged = [n for n, e in sources.items() if _unreliable(e)]
         if len(flagged) < len(sources):  # else the warning that follows says it
-            khat = f"; PSIS k-hat > {KHAT_THRESHOLD} for {span} of the images across the sources"
+            khat = (
+                f"; PSIS k-hat > {KHAT_THRESHOLD} for {span} of the {data_noun()} across the "
+                "sources"
+            )
     return [f"Level of evidence behind the log-likelihoods: {level}{khat}."]
 
 

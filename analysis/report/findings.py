@@ -18,6 +18,7 @@ from pyrovae.analysis.report.numbers import (
     _mi_outside,
     _mutual_information,
     _pct,
+    data_noun,
 )
 from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
 
@@ -100,7 +101,7 @@ def _copies_clause(sources: Mapping[str, Mapping[str, Any]], name: str) -> str:
     if name == PRIOR or not _copies_more(mine, prior):
         return ""
     return (
-        f", but {_pct(mine[0])} of its samples are near-copies of training images "
+        f", but {_pct(mine[0])} of its samples are near-copies of training {data_noun()} "
         f"(prior {_pct(prior[0])}), so part of that is copying"
     )
 
@@ -117,8 +118,8 @@ def _memorization_sentence(sources: Mapping[str, Mapping[str, Any]]) -> list[str
     ranked = sorted(shares.items(), key=lambda t: -t[1][0])
     listed = _listing([f"{n} {_pct(c[0])}" for n, c in ranked])
     text = (
-        f"Near-copies of training images (samples nearer to the training set than {q} of test "
-        f"images are; about {q} for new real data): {listed}"
+        f"Near-copies of training {data_noun()} (samples nearer to the training set than {q} "
+        f"of test {data_noun()} are; about {q} for new real data): {listed}"
     )
     above = [n for n, c in shares.items() if n != PRIOR and _copies_more(c, shares.get(PRIOR))]
     if above:
@@ -257,7 +258,7 @@ def _surgery_n_sentence(evaluation: Mapping[str, Any]) -> list[str]:
     else:
         verdict = "I(x; z) stays well below log N, so the split hardly depends on N"
     return [
-        f"On N = {int(n1)} training images KL(q(z) || p(z)) = {kl1:.2f} and I(x; z) = "
+        f"On N = {int(n1)} training {data_noun()} KL(q(z) || p(z)) = {kl1:.2f} and I(x; z) = "
         f"{mi1:.2f} nats (log N = {b1:.2f}); on N = {int(n2)}, {kl2:.2f} and {mi2:.2f} "
         f"(log N = {b2:.2f}): {verdict}."
     ]
@@ -271,4 +272,4 @@ def _count(value: Any) -> str | None:
 def _training_label(surgery: Mapping[str, Any]) -> str:
     """'on 50,000 training images' (or 'on the training data') for ELBO surgery."""
     n = _count(surgery.get("num_data"))
-    return "on the training data" if n is None else f"on {n} training images"
+    return "on the training data" if n is None else f"on {n} training {data_noun()}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from pyrovae.analysis.evaluation.compare import KHAT_FLAG_FRACTION
@@ -23,7 +25,7 @@ _QUALITY = (
     ("ambiguous", "the least ambiguous samples", "fewer ambiguous samples"),
     ("entropy", "the lowest classifier entropy", "lower classifier entropy"),
     ("coverage_kl", "the most even class coverage", "more even class coverage"),
-    ("frechet", "the lowest Frechet distance to test images", "lower Frechet distances"),
+    ("frechet", "the lowest Frechet distance to test data", "lower Frechet distances"),
 )
 _ROUNDING = 0.005
 """Half the last digit shown (2 decimals): smaller differences are not claimed."""
@@ -33,6 +35,37 @@ ADVICE = (
     "(pyrovae evaluate RUN_DIR --ais-num-test N)"
 )
 """What to do when every log-likelihood estimate is flagged."""
+
+
+# ------------------------------------------------------------------------------ nouns
+
+IMAGE_NOUNS = ("image", "images")
+VECTOR_NOUNS = ("data point", "data points")
+_NOUNS: ContextVar[tuple[str, str]] = ContextVar("data_nouns", default=IMAGE_NOUNS)
+
+
+def data_noun(plural: bool = True) -> str:
+    """What one datum of the run being written is called: "images" (the default, and for
+    image data) or "data points" (vectors); :func:`speaking_of` sets it."""
+    return _NOUNS.get()[1 if plural else 0]
+
+
+def nouns_of(data: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The nouns for a run's data (:attr:`RunReport.data`): images unless its
+    ``image_shape`` is recorded as None (vectors); images where nothing is recorded."""
+    if not isinstance(data, Mapping) or "image_shape" not in data:
+        return IMAGE_NOUNS
+    return IMAGE_NOUNS if data["image_shape"] else VECTOR_NOUNS
+
+
+@contextlib.contextmanager
+def speaking_of(nouns: tuple[str, str]) -> Iterator[None]:
+    """Within the block, the report's sentences call a datum ``nouns`` (singular, plural)."""
+    token = _NOUNS.set(nouns)
+    try:
+        yield
+    finally:
+        _NOUNS.reset(token)
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -29,8 +29,13 @@ from pyrovae.analysis.report.cross_run import (
     cross_run_conclusions,
 )
 from pyrovae.analysis.report.numbers import (
+    IMAGE_NOUNS,
+    VECTOR_NOUNS,
     _fmt,
     _mapping,
+    data_noun,
+    nouns_of,
+    speaking_of,
 )
 from pyrovae.analysis.report.run import RunReport
 from pyrovae.analysis.report.tables import (
@@ -121,7 +126,9 @@ def inference_view(run: RunReport) -> dict[str, Any] | None:
         for label, mean, se in gap_table(diagnostics)
     ]
     table = (
-        Table([("per image, nats", False), ("mean", True), ("SE", True)], rows) if rows else None
+        Table([(f"per {data_noun(plural=False)}, nats", False), ("mean", True), ("SE", True)], rows)
+        if rows
+        else None
     )
     paths = diagnostics.get("figure_paths")
     images = _images(run, paths) if isinstance(paths, Mapping) else []
@@ -136,18 +143,24 @@ def inference_view(run: RunReport) -> dict[str, Any] | None:
 
 
 def _section(index: int, run: RunReport) -> Section:
-    return Section(
-        anchor=anchor(index, run.name),
-        name=run.name,
-        description=run.description,
-        config=config_table(run.config),
-        metrics=metrics_tables(run.metrics),
-        findings=_findings(conclusions(run.evaluation)),
-        sources=sources_table(run.evaluation),
-        surgery=surgery_table(_mapping(run.evaluation.get("surgery"))),
-        inference=inference_view(run),
-        figures=_images(run, run.figures),
-    )
+    with speaking_of(nouns_of(run.data)):
+        return Section(
+            anchor=anchor(index, run.name),
+            name=run.name,
+            description=run.description,
+            config=config_table(run.config),
+            metrics=metrics_tables(run.metrics),
+            findings=_findings(conclusions(run.evaluation)),
+            sources=sources_table(run.evaluation, run.data),
+            surgery=surgery_table(_mapping(run.evaluation.get("surgery"))),
+            inference=inference_view(run),
+            figures=_images(run, run.figures),
+        )
+
+
+def _common_nouns(runs: Sequence[RunReport]) -> tuple[str, str]:
+    """ "images" when every run is of images, "data points" otherwise."""
+    return IMAGE_NOUNS if all(nouns_of(r.data) == IMAGE_NOUNS for r in runs) else VECTOR_NOUNS
 
 
 @cache
@@ -182,6 +195,11 @@ def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> s
     runs = _check_runs(runs)
     sections = [_section(i, run) for i, run in enumerate(runs)]
     many = len(runs) > 1
+    with speaking_of(_common_nouns(runs)):
+        summary = summary_table(runs) if many else None
+        summary_findings = _findings(cross_run_conclusions(runs)) if many else []
+        gaps = gaps_summary_table(runs) if many else None
+    bits = any(_mapping(r.data).get("kind") == "8-bit" for r in runs)
     return (
         _environment()
         .get_template("report.html")
@@ -192,10 +210,11 @@ def render_report(runs: Sequence[RunReport], title: str = "pyrovae report") -> s
             version=__version__,
             num_runs=len(runs),
             nav=[(s.anchor, s.name) for s in sections] if many else [],
-            summary=summary_table(runs) if many else None,
-            summary_findings=_findings(cross_run_conclusions(runs)) if many else [],
-            gaps=gaps_summary_table(runs) if many else None,
+            summary=summary,
+            summary_findings=summary_findings,
+            gaps=gaps,
             sections=sections,
+            bits=bits,
         )
     )
 

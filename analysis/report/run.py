@@ -26,6 +26,11 @@ class RunReport:
         diagnostics: the ``pyrovae diagnose`` JSON (see
             :func:`~pyrovae.analysis.posterior.diagnose.load_diagnostics`); when given, the run gets
             an "Inference quality" section with its figures (``"figure_paths"``).
+        data: what the run's data are, where known: ``name``, ``kind`` (of
+            :data:`pyrovae.images.VALUE_KINDS`), ``image_shape`` ([C, H, W], None for
+            vectors), ``x_dim``, ``num_classes`` and ``class_names``. The text then says
+            "images" or "data points", and 8-bit data get log-likelihoods in bits per
+            dimension too. Empty: the run is taken to be of images, in nats only.
     """
 
     name: str
@@ -35,11 +40,12 @@ class RunReport:
     figures: Mapping[str, str | os.PathLike[str] | bytes] = field(default_factory=dict)
     metrics: Sequence[Mapping[str, Any]] | None = None
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"RunReport.name must be a non-empty string, got {self.name!r}")
-        for attr in ("config", "evaluation", "figures", "diagnostics"):
+        for attr in ("config", "evaluation", "figures", "diagnostics", "data"):
             value = getattr(self, attr)
             if value is None:
                 setattr(self, attr, {})

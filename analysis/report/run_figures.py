@@ -13,17 +13,21 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pyrovae.analysis import figures as F
+from pyrovae.analysis.figures._common import _class_word
+from pyrovae.analysis.figures._vectors import VECTOR_SAMPLES
 from pyrovae.analysis.progress import progress_iter
 from pyrovae.analysis.report import RunReport
 from pyrovae.analysis.sources.classes import LatentSource
 from pyrovae.analysis.sources.fits import fit_per_class
 from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
 from pyrovae.data import Splits
+from pyrovae.images import image_shape_of, value_kind_of
 from pyrovae.train import one_hot
 
 __all__ = [
     "run_figures",
     "build_run_report",
+    "data_summary",
     "run_name",
     "figure_filename",
     "samples_title",
@@ -76,11 +80,16 @@ def run_figures(
     sources: Mapping[str, LatentSource] | None = None,
     metrics: list[dict[str, float]] | None = None,
     classifier: nn.Module | None = None,
-    digit: int = 9,
+    digit: int | None = None,
     max_points: int = 2000,
     progress: bool = False,
 ) -> dict[str, Figure]:
     """Every figure of the latent-space study for one model, in display order.
+
+    The figures follow the data: images of any shape and kind (``data.image_shape`` and
+    ``data.kind``), or, for vectors, marginals and pair plots of features (see
+    :mod:`pyrovae.analysis.figures`); classes are those of the model (a CVAE's ``y_dim``)
+    or the data (``data.num_classes``, named by ``data.class_names`` where it has them).
 
     Args:
         vae: a trained VAE or CVAE.
@@ -90,7 +99,8 @@ def run_figures(
         sources: fitted latent sources (sample grids); ``comparison.sources``.
         metrics: rows of ``metrics.csv`` (training curves).
         classifier: reads the class-conditional samples, when given.
-        digit: the digit of the traversal pictures.
+        digit: the class of the traversal pictures (default: 9 for ten classes, as for
+            MNIST's digit 9, else the last class present in the test labels).
         progress: show progress over the figures on stderr.
     """
     plan: list[tuple[str, Callable[[], Figure]]] = []
@@ -98,63 +108,92 @@ def run_figures(
     device = next(vae.parameters()).device
     x_test, labels_test = test.x[:max_points].to(device), test.y[:max_points].to(device)
     y_test = one_hot(labels_test, vae.y_dim) if vae.conditional else None
+    images = image_shape_of(vae) is not None
+    kind = getattr(data, "kind", None)
+    names = getattr(data, "class_names", None)
+    word = _class_word(vae, getattr(data, "name", None))
+    digit = _default_class(vae, labels_test) if digit is None else digit
+    labelled = vae.conditional or int(getattr(data, "num_classes", 10) or 1) >= 2
     if metrics:
         plan.append(("Training curves", lambda: F.plot_training_curves(metrics)))
     plan.append(
         (
-            "Reconstructions (test inputs above, reconstructions below)",
-            lambda: F.plot_reconstructions(vae, x_test, y_test),
+            "Reconstructions (test inputs above, reconstructions below)"
+            if images
+            else "Reconstructions (each feature of test data against its reconstruction)",
+            lambda: F.plot_reconstructions(vae, x_test, y_test, kind=kind),
         )
     )
     scores = evaluation.get("sources") if evaluation else None
     if sources:
+        n = 64 if images else None
+        num = 64 if images else VECTOR_SAMPLES
         plan.append(
             (
-                samples_title(scores),
+                samples_title(scores, images),
                 lambda: F.plot_samples(
-                    vae, dict(sources), n=64, y=_cycle(vae, 64, device), scores=scores
+                    vae,
+                    dict(sources),
+                    n=n,
+                    y=_cycle(vae, num, device),
+                    scores=scores,
+                    x=None if images else x_test,
+                    kind=kind,
                 ),
             )
         )
     plan.append(
         (
             "Latent space per class (train and test)",
-            lambda: F.plot_latent_space(vae, data, max_points=max_points),
+            lambda: F.plot_latent_space(vae, data, max_points=max_points, class_names=names),
         )
     )
     if vae.conditional:
         plan.append(
-            (f"CVAE: style of digit {digit} around z = 0", lambda: F.plot_cvae_style(vae, digit))
+            (
+                f"CVAE: style of {word} {digit} around z = 0",
+                lambda: F.plot_cvae_style(vae, digit, kind=kind),
+            )
         )
         plan.append(
             (
                 "CVAE: class-conditional samples",
-                lambda: F.plot_class_samples(vae, classifier=classifier),
+                lambda: F.plot_class_samples(
+                    vae, classifier=classifier, kind=kind, class_names=names
+                ),
             )
         )
     else:
         plan.append(
             (
-                f"Traversal around the mean of digit {digit}",
-                lambda: F.plot_traversal(vae, x_test, labels_test, digit=digit),
+                f"Traversal around the mean of {word} {digit}",
+                lambda: F.plot_traversal(vae, x_test, labels_test, digit=digit, kind=kind),
             )
         )
-        plan.append(
-            (
-                f"Neighbourhood of digit {digit}",
-                lambda: F.plot_neighbourhood(
-                    vae, x_test, labels_test, digit=digit, classifier=classifier
-                ),
+        if labelled:
+            plan.append(
+                (
+                    f"Neighbourhood of {word} {digit}",
+                    lambda: F.plot_neighbourhood(
+                        vae,
+                        x_test,
+                        labels_test,
+                        digit=digit,
+                        classifier=classifier,
+                        class_names=names,
+                    ),
+                )
             )
-        )
 
-        def class_samples() -> Figure:
-            train = data.train.subset(min(len(data.train), 10_000)).to(device)
-            per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
-            return F.plot_class_samples(vae, per_class, classifier=classifier)
+            def class_samples() -> Figure:
+                train = data.train.subset(min(len(data.train), 10_000)).to(device)
+                per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
+                return F.plot_class_samples(
+                    vae, per_class, classifier=classifier, kind=kind, class_names=names
+                )
 
-        title = "Class-conditional samples from per-class Gaussians (unconditional VAE)"
-        plan.append((title, class_samples))
+            title = "Class-conditional samples from per-class Gaussians (unconditional VAE)"
+            plan.append((title, class_samples))
     if scores:
         title = "Held-out log-likelihood relative to the prior"
         plan.append((title, lambda: F.plot_loglik(scores)))
@@ -179,10 +218,24 @@ def run_figures(
     return figs
 
 
-def samples_title(scores: Mapping[str, Any] | None) -> str:
+def _default_class(vae: nn.Module, labels: torch.Tensor) -> int:
+    """MNIST's 9 where there are ten classes, else the last class of the test labels (a
+    CVAE: its last class)."""
+    if vae.conditional:
+        return 9 if vae.y_dim == 10 else int(vae.y_dim) - 1
+    present = set(labels.unique().tolist())
+    return 9 if 9 in present and max(present) == 9 else int(max(present))
+
+
+def samples_title(scores: Mapping[str, Any] | None, images: bool = True) -> str:
     """The caption of the sample grids, with each source's share of near-copies of training
-    images where the evaluation measured it (shown wherever sample quality is)."""
-    title = "Samples from each latent source"
+    images (data points, for vectors) where the evaluation measured it (shown wherever
+    sample quality is)."""
+    title = (
+        "Samples from each latent source"
+        if images
+        else "Samples from each latent source (marginals and pairs of features, real data grey)"
+    )
     copies = {}
     for name, entry in (scores or {}).items():
         memo = entry.get("memorization") if isinstance(entry, Mapping) else None
@@ -192,7 +245,8 @@ def samples_title(scores: Mapping[str, Any] | None) -> str:
     if not copies:
         return title
     listed = ", ".join(f"{name} {100 * share:.1f}%" for name, share in copies.items())
-    return f"{title} (near-copies of training images: {listed})"
+    what = "images" if images else "data points"
+    return f"{title} (near-copies of training {what}: {listed})"
 
 
 def _cycle(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | None:
@@ -241,9 +295,15 @@ def build_run_report(
     for i, (title, fig) in enumerate(figures.items()):
         paths[title] = F.save_figure(fig, folder / figure_filename(i, title))
     cfg = vae.config
+    shape = image_shape_of(vae)
+    described = (
+        f"{shape[0]} x {shape[1]} x {shape[2]} images" if shape else f"vectors of {vae.x_dim}"
+    )
+    kind = getattr(data, "kind", None)
     description = (
         f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and {cfg.likelihood} "
-        f"likelihood, z = {cfg.z_dim}"
+        f"likelihood, z = {cfg.z_dim}; data: {getattr(data, 'name', 'data')}, {described}"
+        + (f" ({kind} values)" if kind else "")
     )
     config: dict[str, Any] = {"model": cfg.to_dict()}
     run_config = getattr(vae, "run_config", None)
@@ -272,4 +332,19 @@ def build_run_report(
         figures=paths,
         metrics=metrics,
         diagnostics=dict(diagnostics or {}),
+        data=data_summary(vae, data),
     )
+
+
+def data_summary(vae: nn.Module, data: Splits) -> dict[str, Any]:
+    """What the report needs to know about a run's data (:attr:`RunReport.data`)."""
+    shape = image_shape_of(vae)
+    names = getattr(data, "class_names", None)
+    return {
+        "name": getattr(data, "name", None),
+        "kind": getattr(data, "kind", None) or value_kind_of(vae),
+        "image_shape": None if shape is None else list(shape),
+        "x_dim": int(vae.x_dim),
+        "num_classes": int(vae.y_dim) if vae.conditional else getattr(data, "num_classes", None),
+        "class_names": None if names is None else [str(n) for n in names],
+    }

@@ -41,9 +41,11 @@ from pyrovae.analysis.report.numbers import (
     _sources,
     _unreliable,
     _z_dim,
+    data_noun,
 )
 from pyrovae.analysis.report.run import RunReport
 from pyrovae.analysis.sources.surgery import ACTIVITY_THRESHOLD
+from pyrovae.models.discretized import bits_per_dim
 
 __all__ = [
     "Cell",
@@ -216,9 +218,9 @@ def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
     if ais_entry:
         gaps = any(_mapping(_mapping(e.get("ais")).get("bdmc")) for e in sources.values())
         context.append(
-            f"AIS on {ais_entry.get('num_test')} of those images with "
+            f"AIS on {ais_entry.get('num_test')} of those {data_noun()} with "
             f"{ais_entry.get('steps')} steps and {ais_entry.get('chains')} chains (IS on the "
-            "same images in brackets"
+            f"same {data_noun()} in brackets"
             + (
                 "; in square brackets the BDMC gap measured on data simulated from that "
                 "source, from the start its AIS used: it backs that row only, and a row "
@@ -232,18 +234,101 @@ def _sources_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
         "(highest log-likelihood, lowest otherwise), with every value indistinguishable "
         f"from it (within {Z95} standard errors, overlapping 95% intervals, or equal as "
         "shown); none where every value is tied, and a flagged k-hat share is never best. "
-        "Near-copies: samples nearer to the training set than 5% of test images are "
+        f"Near-copies: samples nearer to the training set than 5% of test {data_noun()} are "
         "(about 5% for new real data; judge it against the prior's). "
         "Converged in K: L_K rose by at most "
         "0.1 nats over the last 5x or more of draws. Rows marked unreliable have PSIS "
         f"k-hat > {KHAT_THRESHOLD} on more than {100 * KHAT_FLAG_FRACTION:.0f}% of the data. "
-        "Sample quality is read by an MNIST classifier: entropy and ambiguous "
-        "(max probability < 0.5) measure legibility, coverage KL the evenness of classes."
+        + _quality_note(evaluation, sources)
     )
 
 
-def sources_table(evaluation: Mapping[str, Any]) -> Table | None:
-    """The latent sources of one evaluation, one row each (None when there are none)."""
+def _quality_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> str:
+    """Who reads the samples: the shipped MNIST classifier, or the data's own classifier
+    (with its test accuracy) and the classifier-free scores (C2ST, precision and recall)."""
+    quality = _mapping(evaluation.get("sample_quality"))
+    if quality.get("scorer") != "data":
+        return (
+            "Sample quality is read by an MNIST classifier: entropy and ambiguous "
+            "(max probability < 0.5) measure legibility, coverage KL the evenness of classes."
+        )
+    parts = []
+    net = _mapping(quality.get("classifier"))
+    accuracy = _finite(net.get("test_accuracy"))
+    if accuracy is None:
+        accuracy = _finite(evaluation.get("classifier_accuracy"))
+    if net or accuracy is not None:
+        parts.append(
+            "Entropy, ambiguous and coverage KL are read by a classifier trained on the "
+            "data's training split"
+            + ("" if accuracy is None else f" (test accuracy {_pct(accuracy)})")
+            + "."
+        )
+    if any(_mapping(e.get("c2st")) for e in sources.values()):
+        parts.append(
+            "C2ST: the held-out accuracy (95% interval) of a classifier trained to tell "
+            "samples from held-out real data; 0.5 means indistinguishable (Lopez-Paz and "
+            "Oquab, 2017)."
+        )
+    if any(_mapping(e.get("precision_recall")) for e in sources.values()):
+        space = quality.get("feature_space")
+        parts.append(
+            "Precision: the share of samples inside the k-NN balls of real data; recall: the "
+            "share of real data inside those of samples (Kynkaanniemi et al., 2019)"
+            + (f", in {space}" if isinstance(space, str) and space else "")
+            + "."
+        )
+    return " ".join(parts)
+
+
+def _extra_columns(sources: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -> list[str]:
+    """Columns shown only where they apply: bits per dimension (8-bit data), C2ST and
+    precision/recall (where the evaluation holds them)."""
+    extra = []
+    if data.get("kind") == "8-bit" and _finite(data.get("x_dim")):
+        extra.append("bits")
+    if any(_mapping(e.get("c2st")) for e in sources.values()):
+        extra.append("c2st")
+    if any(_mapping(e.get("precision_recall")) for e in sources.values()):
+        extra.append("precision_recall")
+    return extra
+
+
+_EXTRA_HEADERS = {
+    "bits": "log p(x) [bits/dim]",
+    "c2st": "C2ST accuracy (95% interval)",
+    "precision_recall": "precision / recall",
+}
+
+
+def _extra_cell(key: str, entry: Mapping[str, Any], data: Mapping[str, Any], best: bool) -> Cell:
+    if key == "bits":
+        loglik = _finite(entry.get("loglik"))
+        if loglik is None:
+            return _text(DASH)
+        return _text(f"{bits_per_dim(loglik, int(data['x_dim'])):.3f}", best=best)
+    if key == "c2st":
+        c2st = _mapping(entry.get("c2st"))
+        acc = _finite(c2st.get("accuracy"))
+        if acc is None:
+            return _text(DASH)
+        low, high = _finite(c2st.get("low")), _finite(c2st.get("high"))
+        interval = "" if low is None or high is None else f" ({low:.2f}, {high:.2f})"
+        return _text(f"{acc:.2f}{interval}")
+    pr = _mapping(entry.get("precision_recall"))
+    precision, recall = _finite(pr.get("precision")), _finite(pr.get("recall"))
+    if precision is None and recall is None:
+        return _text(DASH)
+    return _text(f"{_fmt(precision)} / {_fmt(recall)}")
+
+
+def sources_table(
+    evaluation: Mapping[str, Any], data: Mapping[str, Any] | None = None
+) -> Table | None:
+    """The latent sources of one evaluation, one row each (None when there are none).
+
+    ``data`` (:attr:`RunReport.data`) adds log p(x) in bits per dimension for 8-bit data;
+    C2ST and precision/recall columns appear where the evaluation holds them."""
     sources = _sources(evaluation)
     if not sources:
         return None
@@ -255,11 +340,24 @@ def sources_table(evaluation: Mapping[str, Any]) -> Table | None:
     if PRIOR in sources:
         header.insert(2, ("vs prior [nats]", True))
     best = _source_best(sources)
+    data = _mapping(data)
+    extra = _extra_columns(sources, data)
+    header += [(_EXTRA_HEADERS[key], True) for key in extra]
     rows = [
-        Row(_source_cells(sources, name, best), "unreliable" if _unreliable(entry) else "")
+        Row(
+            _source_cells(sources, name, best)
+            + [_extra_cell(k, entry, data, name in best["loglik"]) for k in extra],
+            "unreliable" if _unreliable(entry) else "",
+        )
         for name, entry in sources.items()
     ]
-    return Table(header, rows, "sources", _sources_note(evaluation, sources))
+    note = _sources_note(evaluation, sources)
+    if "bits" in extra:
+        note += (
+            f" Bits per dimension: -log p(x) / (D ln 2) with D = {int(data['x_dim'])} values "
+            "(lower is better), the unit of likelihoods of 8-bit images."
+        )
+    return Table(header, rows, "sources", note)
 
 
 def _bars(values: Sequence[Any]) -> Cell:
@@ -348,7 +446,7 @@ def surgery_table(surgery: Mapping[str, Any]) -> Table | None:
         )
     header = [("quantity", False), ("nats", True), ("share of KL", True), ("meaning", False)]
     n = _finite(surgery.get("num_data"))
-    note = "" if n is None else f"On N = {int(n):,} training images."
+    note = "" if n is None else f"On N = {int(n):,} training {data_noun()}."
     return Table(header, rows, "surgery", note)
 
 
@@ -408,7 +506,7 @@ def config_table(config: Mapping[str, Any]) -> Table | None:
 def summary_table(runs: Sequence[RunReport]) -> Table:
     """One row per run: its ELBO, log p(x), leading source and active units."""
     held_out = {_heldout_label(run.evaluation) for run in runs}
-    elbo = f"ELBO, {held_out.pop()}" if len(held_out) == 1 else "ELBO, held-out images"
+    elbo = f"ELBO, {held_out.pop()}" if len(held_out) == 1 else f"ELBO, held-out {data_noun()}"
     header = [
         ("run", False),
         ("z_dim", True),
@@ -442,7 +540,7 @@ def summary_table(runs: Sequence[RunReport]) -> Table:
         ]
         rows.append(Row(cells))
     note = (
-        "ELBO and log p(x): on the evaluated held-out images, with the model's own prior; "
+        f"ELBO and log p(x): on the evaluated held-out {data_noun()}, with the model's own prior; "
         "leading source: the latent source with the highest held-out log-likelihood, with "
         f"those within {Z95} standard errors of it as tied; vs prior: its difference to the "
         "prior \u00b1 1.96 standard errors."
@@ -469,10 +567,11 @@ def gaps_summary_table(runs: Sequence[RunReport]) -> Table | None:
         rows.append(Row(row))
     if not rows:
         return None
-    header = [("run", False), ("images", True), ("NUTS flagged", True), ("90% coverage", True)]
+    header = [("run", False), (data_noun(), True), ("NUTS flagged", True), ("90% coverage", True)]
     header += [("total gap", True), ("approximation gap", True), ("amortization gap", True)]
     note = (
-        "From pyrovae diagnose: per image, nats, mean \u00b1 standard error over images; 90% "
+        f"From pyrovae diagnose: per {data_noun(plural=False)}, nats, mean \u00b1 standard error "
+        f"over {data_noun()}; 90% "
         "coverage: the share of NUTS posterior draws inside the guide's central 90% "
         "intervals (0.9 for a guide whose marginals match)."
     )
