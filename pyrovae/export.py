@@ -21,7 +21,8 @@ any standardization by the decoder itself. :func:`write_samples` writes them:
 Units: 8-bit data (integers 0..255) are written as integers: a mean is rounded, a draw of a
 discretized likelihood already is one; both are stored as uint8 (as integers in CSV) when they
 lie in 0..255, else kept as float32 integers and reported, never clipped. Bernoulli draws
-(0/1) are uint8. Everything else is float32 in the data's units, unclipped. Only PNG files
+(0/1) are uint8. Everything else is float32 in the data's units, unclipped (values of [0, 1]
+data that a Gaussian decoder puts outside [0, 1] are kept and counted). Only PNG files
 (folder and grid) clip to their 0..255 pixels, and a folder says how many values it clipped;
 real-valued data (no fixed range) are not written as PNG files.
 
@@ -204,6 +205,14 @@ def _in_units(
         return r.astype(np.uint8), {"rounded": True, "outside_range": 0}
     if draw == "sample" and x.size and bool(((x == 0) | (x == 1)).all()):
         return x.astype(np.uint8), {}  # Bernoulli draws
+    if kind in ("binary", "unit"):
+        outside = int(((x < 0) | (x > 1)).sum())
+        if outside:
+            log(
+                f"{outside} values lie outside [0, 1], the data's range (from {x.min():.3g} to "
+                f"{x.max():.3g}); kept as they are"
+            )
+        return x.astype(np.float32), {"outside_range": outside}
     return x.astype(np.float32), {}
 
 

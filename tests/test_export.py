@@ -86,7 +86,7 @@ def test_npy_of_8bit_colour_images_is_uint8_n_c_h_w_with_labels_and_a_record(run
     assert record["draw"] == "mean" and record["kind"] == "8-bit" and record["dtype"] == "uint8"
     assert record["data_fingerprint"] == config.train.data_fingerprint is not None
     assert record["pyrovae_version"] == pyrovae.__version__
-    assert "cycling over classes 0..1" in record["label_rule"]
+    assert record["label_rule"] == "cycling: sample i has class i mod 2"
     assert record["files"] == ["s.npy", "s.labels.npy"]
 
 
@@ -283,6 +283,17 @@ def test_8bit_values_outside_0_255_are_kept_and_said_but_clipped_for_png(tmp_pat
     x = torch.tensor([[0.0, 1.0, 200.0, 255.0]])
     write_samples(x, tmp_path / "in.npy", kind="8-bit")
     assert np.load(tmp_path / "in.npy").dtype == np.uint8
+
+
+def test_unit_values_outside_0_1_are_kept_and_said(tmp_path):
+    notes: list[str] = []
+    x = torch.tensor([[-0.25, 0.5, 1.5]])
+    write_samples(x, tmp_path / "u.csv", kind="unit", log=notes.append)
+    assert np.loadtxt(tmp_path / "u.csv", delimiter=",", skiprows=1).tolist() == [-0.25, 0.5, 1.5]
+    assert notes == [
+        "2 values lie outside [0, 1], the data's range (from -0.25 to 1.5); kept as they are"
+    ]
+    assert _record(tmp_path / "u.csv.json")["outside_range"] == 2
 
 
 def test_real_valued_images_are_not_written_as_png_files(tmp_path):

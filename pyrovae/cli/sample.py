@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> None:
         "time), in the data's own units: the decoder's mean, or a draw from p(x | z) with "
         "--draw sample. A CVAE decodes given --label K, or cycles over its classes along each "
         "row of the grid when --label is omitted (so each column is one class). --out FILE.npy "
-        "writes an array (n, C, H, W) for images, (n, D) for vectors ((n, 28, 28) for MNIST and "
-        "Fashion-MNIST runs) and labels to FILE.labels.npy; .npz holds x and y; .csv one row "
+        "writes an array (n, C, H, W) for images, (n, D) for vectors ((n, 28, 28) for the built-in "
+        "28 x 28 grey data sets) and labels to FILE.labels.npy; .npz holds x and y; .csv one row "
         "per sample with a header and a label column; DIR/ an image folder of PNG files (one "
         "subfolder per class); .png a grid. 8-bit data are written as integers 0..255 (uint8). "
         "FILE.json (DIR/samples.json) records the run, source, seed and draw.",
@@ -147,8 +147,11 @@ def run(args: argparse.Namespace) -> None:
     elif args.label is not None:
         rule = f"--label {args.label}: every sample"
     else:
-        k = len(classes)
-        rule = f"cycling over classes {_span(classes)} in turn (sample i: position i mod {k})"
+        rule = (
+            f"cycling: sample i has class i mod {len(classes)}"
+            if classes == list(range(len(classes)))
+            else f"cycling over classes {_span(classes)} in turn"
+        )
     record = {
         "source": args.source,
         "per_class": per_class,
