@@ -219,7 +219,7 @@ def feature_maps(
         shown = ax.imshow(
             image, extent=extent, origin="upper", aspect="auto", interpolation="nearest"
         )
-        fig.colorbar(shown, ax=ax, shrink=0.8)
+        fig.colorbar(shown, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
         ax.plot((a1[0] + a1[-1]) / 2, (a2[0] + a2[-1]) / 2, "+", color="tab:red", markersize=8)
         ax.set_title(f"feature {d}", fontsize=9)
         ax.set_xlabel(plane_labels[0], fontsize=8)
