@@ -138,13 +138,15 @@ def model_config_for(
 
 
 def record_data(train: TrainConfig, user: UserData) -> TrainConfig:
-    """``train`` with the user data's path, fingerprint and kind recorded."""
+    """``train`` with the user data's path, fingerprint, kind and names recorded."""
     return replace(
         train,
         dataset=None,
         data=str(user.path),
         data_fingerprint=user.fingerprint,
         data_kind=user.kind,
+        class_names=list(user.class_names) if user.class_names else None,
+        column_names=list(user.column_names) if user.column_names else None,
     )
 
 

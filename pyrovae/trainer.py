@@ -120,6 +120,8 @@ class TrainConfig:
             later for the run must have the same (:func:`pyrovae.run_data.open_data`).
         data_kind: the kind of values inferred from the data (``binary``, ``unit``,
             ``8-bit`` or ``real``).
+        class_names, column_names: an image folder's class names and a CSV file's feature
+            column names (None when the data have none), for figures and written samples.
     """
 
     epochs: int = 10
@@ -145,6 +147,8 @@ class TrainConfig:
     split_seed: int = 0
     data_fingerprint: str | None = None
     data_kind: str | None = None
+    class_names: list[str] | None = None
+    column_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)

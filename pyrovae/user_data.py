@@ -78,6 +78,9 @@ class UserData:
     """The absolute file or folder read."""
     class_names: tuple[str, ...] | None = None
     """Class names of an image folder (its subfolders, sorted), else None."""
+    column_names: tuple[str, ...] | None = None
+    """The feature columns' names of a CSV file (its header, less the label column), else
+    None."""
 
     def describe(self) -> str:
         """One line: rows, row shape, kind, classes, split sizes and the fingerprint's start."""
@@ -156,11 +159,11 @@ def read_data(
         raise ValueError(
             f"image_size={image_size!r} applies to image folders only, not {p}; leave it out"
         )
-    class_names = None
+    class_names = columns = None
     if p.is_dir():
         x, y, x_test, y_test, class_names = _read_image_folder(p, image_size)
     elif suffix == ".csv":
-        x, y = _read_csv(p, label_column)
+        x, y, columns = _read_csv(p, label_column)
         x_test = y_test = None
     elif suffix in (".npy", ".npz", ".pt"):
         x, y, x_test, y_test = _read_arrays(p, suffix)
@@ -169,7 +172,9 @@ def read_data(
             f"{p}: unknown file type {p.suffix!r}; pass an .npy, .npz, .pt or .csv file or an "
             "image folder (one subfolder of PNG/JPEG files per class)"
         )
-    return _assemble(p, x, y, x_test, y_test, class_names, val_fraction, test_fraction, seed)
+    user = _assemble(p, x, y, x_test, y_test, class_names, val_fraction, test_fraction, seed)
+    user.column_names = columns
+    return user
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -264,8 +269,11 @@ def _numeric(p: Path, key: str, a: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- CSV
 
 
-def _read_csv(p: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The feature columns as (N, D) float32 and the label column, if named."""
+def _read_csv(
+    p: Path, label_column: str | None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """The feature columns as (N, D) float32, the label column, if named, and the feature
+    columns' names."""
     with open(p, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), None)
     if not header or all(not cell.strip() for cell in header):
@@ -300,7 +308,7 @@ def _read_csv(p: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray
         values = values.reshape(0, len(names))
     _check_finite_csv(p, values, names, lines)
     if label_column is None:
-        return values.astype(np.float32), None
+        return values.astype(np.float32), None, tuple(names)
     j = names.index(label_column)
     labels = values[:, j]
     bad = (labels != np.round(labels)) | (labels < 0)
@@ -311,7 +319,8 @@ def _read_csv(p: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray
             f"{p} line {line}, label column {label_column!r}: {labels[i].item()!r} is not an "
             "integer 0..K-1; give integer class labels from 0"
         )
-    return np.delete(values, j, axis=1).astype(np.float32), labels
+    features = tuple(name for k, name in enumerate(names) if k != j)
+    return np.delete(values, j, axis=1).astype(np.float32), labels, features
 
 
 def _parse_csv_slowly(p: Path, names: list[str]) -> tuple[np.ndarray, list[int]]:

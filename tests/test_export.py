@@ -160,7 +160,7 @@ def test_vectors_in_their_own_units_unclipped_with_the_runs_label_column(runs, t
     assert main([*argv, "--out", str(csv_out)]) == 0
     assert "per class" in capsys.readouterr().out
     lines = csv_out.read_text().splitlines()
-    assert lines[0] == "x0,x1,x2,kind"
+    assert lines[0] == "a,b,c,kind"  # the data's own column names, recorded by the run
     table = np.loadtxt(csv_out, delimiter=",", skiprows=1)
     assert table.shape == (6, 4) and table[:, 3].tolist() == [0, 1, 0, 1, 0, 1]
     assert table[:, 2].max() < -100

@@ -205,6 +205,7 @@ def test_train_a_cvae_on_a_csv_with_a_label_column(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["y_dim"] == 3 and config["model"]["x_dim"] == 5
     assert config["train"]["label_column"] == "label"
+    assert config["train"]["column_names"] == ["a", "b", "c", "d", "e"]
     data = open_data(read_config(tmp_path / "run").train)
     assert data.num_classes == 3 and data.kind == "binary"
     # resuming with the same command line continues the run
