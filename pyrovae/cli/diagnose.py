@@ -115,8 +115,11 @@ def run(args: argparse.Namespace) -> None:
         f"{name.replace('_', ' ')} {gaps[name]['mean']:.2f} +- {gaps[name]['stderr']:.2f}"
         for name in ("total_gap", "approximation_gap", "amortization_gap")
     ]
+    from pyrovae.images import image_shape_of
+
+    what = "images" if image_shape_of(vae) is not None else "data points"
     print(
-        f"{result['num_data']} images, {result['num_reference']} with a NUTS reference, "
+        f"{result['num_data']} {what}, {result['num_reference']} with a NUTS reference, "
         f"{result['flagged']} flagged ({_flag_counts(result)}); "
         + "; ".join(parts)
         + f" nats; wrote {Path(out) / 'diagnostics.json'}"
