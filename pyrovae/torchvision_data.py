@@ -355,6 +355,25 @@ TORCHVISION_DATASETS: dict[str, TorchvisionSource] = {
 :func:`pyrovae.data.load_dataset` reads them all)."""
 
 
+def _download_into(target: Path, source: TorchvisionSource) -> None:
+    """Download into a temporary folder inside ``target`` and move each file into place only
+    when the whole download succeeded, so that a failed one leaves nothing that would pass
+    for the data set's files (or for a corrupt archive) in ``target``."""
+    staging = target / f".{source.name}.download"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        source.download(staging)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            dest = target / path.relative_to(staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+    except Exception as err:  # URLError, HTTPError, OSError, RuntimeError (md5), ...
+        raise _download_error(source.name, target, source.layout, err) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def read_torchvision(name: str, root: Path | None, download: bool) -> tuple[Raw, Path]:
     """The data set ``name`` as read and the absolute root it was found under.
 
@@ -385,11 +404,7 @@ def read_torchvision(name: str, root: Path | None, download: bool) -> tuple[Raw,
             "when online, the files are downloaded there automatically"
         )
     target = searched[0] if writable_or_creatable(searched[0]) else cache_dir() / "data"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        source.download(target)
-    except Exception as err:  # URLError, HTTPError, OSError, RuntimeError (md5), ...
-        raise _download_error(name, target, source.layout, err) from err
+    _download_into(target, source)
     folder = source.find(target)
     if folder is None:
         raise DataNotFoundError(

@@ -261,12 +261,13 @@ def test_download_goes_to_the_root_or_else_the_cache(tmp_path, monkeypatch):
     root = tmp_path / "data"
     root.mkdir()
     assert load_dataset("cifar10", root=root).root == root.resolve()
-    assert made["target"] == root
+    assert made["target"].parent == root  # a staging folder, moved into place and removed
+    assert listing(root)[0] == "cifar-10-batches-py" and len(listing(root)) == 7
     monkeypatch.setattr(tvd, "writable_or_creatable", lambda path: False)
     other = tmp_path / "read-only"
     other.mkdir()
     splits = load_dataset("cifar10", root=other)
-    assert made["target"] == tmp_path / "cache" / "data" and listing(other) == []
+    assert made["target"].parent == tmp_path / "cache" / "data" and listing(other) == []
     assert splits.root == (tmp_path / "cache" / "data").resolve()
 
 
@@ -274,6 +275,8 @@ def test_a_failed_download_is_one_line_with_its_cause(tmp_path, monkeypatch):
     import urllib.error
 
     def offline(target: Path) -> None:
+        (target / "svhn").mkdir()
+        (target / "svhn" / "train_32x32.mat").write_bytes(b"the first bytes")  # cut short
         raise urllib.error.URLError("Temporary failure in name resolution")
 
     source = replace(tvd.TORCHVISION_DATASETS["svhn"], download=offline)
@@ -284,6 +287,7 @@ def test_a_failed_download_is_one_line_with_its_cause(tmp_path, monkeypatch):
     assert message.count("\n") == 0
     assert "downloading svhn into" in message and "URLError" in message
     assert "name resolution" in message and "train_32x32.mat" in message
+    assert [p for p in listing(tmp_path) if not p.startswith("cache")] == []  # nothing left
 
 
 def test_train_on_fake_cifar(tmp_path):
