@@ -62,6 +62,13 @@ from pyrovae.analysis.likelihood.sharding import (
 )
 from pyrovae.analysis.progress import progress_bar, progress_iter
 from pyrovae.analysis.quality.classifier import MNISTClassifier
+from pyrovae.analysis.quality.data_classifier import DataClassifier
+from pyrovae.analysis.quality.data_quality import (
+    DataQuality,
+    data_quality,
+    score_sources,
+    uses_mnist_classifier,
+)
 from pyrovae.analysis.quality.memorization import memorization
 from pyrovae.analysis.quality.scores import feature_stats, sample_quality
 from pyrovae.analysis.sources.classes import LatentSource, PriorSource
@@ -127,8 +134,14 @@ def _labels_for(vae: nn.Module, n: int, device: torch.device) -> torch.Tensor | 
 
 
 @torch.no_grad()
-def decode_samples(vae: nn.Module, source: LatentSource, n: int) -> torch.Tensor:
-    """Decoder means of ``n`` draws from ``source``, shape (n, x_dim), values in [0, 1].
+def decode_samples(
+    vae: nn.Module,
+    source: LatentSource,
+    n: int,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> torch.Tensor:
+    """Decoder means of ``n`` draws from ``source``, shape (n, x_dim), in the data's units,
+    clamped to ``clamp`` (default [0, 1], MNIST's pixels; None: not clamped).
 
     For a CVAE the labels cycle through the classes, so the samples cover every digit; a
     conditional prior is sampled given those labels.
@@ -139,7 +152,8 @@ def decode_samples(vae: nn.Module, source: LatentSource, n: int) -> torch.Tensor
         z = source.sample(n, y=y)
     else:
         z = source.sample(n)
-    return vae.decoder.mean(z.to(device), y).clamp(0.0, 1.0)
+    mean = vae.decoder.mean(z.to(device), y)
+    return mean if clamp is None else mean.clamp(*clamp)
 
 
 def evaluate_run(
@@ -151,7 +165,7 @@ def evaluate_run(
     split: str = "test",
     num_test: int | None = None,
     num_train: int | None = None,
-    classifier: MNISTClassifier | None = None,
+    classifier: MNISTClassifier | DataClassifier | DataQuality | None = None,
     num_quality_samples: int = 1000,
     surgery: bool = True,
     options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -176,7 +190,12 @@ def evaluate_run(
             (:func:`~pyrovae.analysis.quality.classifier.load_classifier`);
             None skips sample quality and the memorization check (the distance of each
             sample to its nearest training image against that of held-out images,
-            :func:`~pyrovae.analysis.quality.memorization.memorization`).
+            :func:`~pyrovae.analysis.quality.memorization.memorization`). For data other
+            than MNIST and Fashion-MNIST any other value turns on the scores of
+            :mod:`~pyrovae.analysis.quality.data_quality` (two-sample test, precision and
+            recall, memorization, and the data's own classifier where labelled): pass
+            :func:`~pyrovae.analysis.quality.data_quality.data_quality` (data) or its
+            classifier; an MNIST classifier given for such data is not used.
         num_quality_samples: samples decoded from each source for the classifier.
         surgery: run ELBO surgery on the (first ``num_train``) training data, and again on
             the first tenth of them (``"surgery_subset"``): where I(x; z) is near log N,
@@ -274,7 +293,25 @@ def evaluate_run(
         )
         for name, entry in annealed["ais"].items():
             per_source[name]["ais"] = entry
-    if classifier is not None:
+    if classifier is not None and not uses_mnist_classifier(data):
+        if not isinstance(classifier, DataQuality):
+            own = classifier if isinstance(classifier, DataClassifier) else None
+            classifier = data_quality(data, classifier=own, device=held_out.x.device)
+        torch.manual_seed(seed)
+        scores, top = score_sources(
+            classifier,
+            comparison.sources.items(),
+            lambda source, n: decode_samples(vae, source, n, clamp=None),
+            held_out.sample(num_test).x if num_test else held_out.x,
+            data.train.subset(num_train).x if num_train else data.train.x,
+            num_quality_samples,
+            seed=seed,
+            progress=progress,
+        )
+        for name, entry in scores.items():
+            per_source[name].update(entry)
+        result.update(top)
+    elif classifier is not None:
         torch.manual_seed(seed)
         real = held_out.sample(num_test).x if num_test else held_out.x
         reference = feature_stats(classifier, real.to(_device(classifier)))
@@ -487,6 +524,15 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
             f"{_fmt(s.get('coverage_kl'), '.3f'):>8}{_fmt(s.get('frechet'), '.2f'):>9}"
             f"{_fmt(copies, '.1%'):>8}{flag}"
         )
+    for name, s in sources.items():
+        c2st, pr = s.get("c2st"), s.get("precision_recall")
+        if c2st and pr:
+            lines.append(
+                f"{name}: two-sample test accuracy {c2st['accuracy']:.3f} "
+                f"[{c2st['low']:.3f}, {c2st['high']:.3f}] (0.5: indistinguishable, p = "
+                f"{c2st['p_value']:.2g}); precision {pr['precision']:.3f}, recall "
+                f"{pr['recall']:.3f} (k={pr['k']}, {pr['space']})"
+            )
     lines.append(
         f"ELBO {evaluation['elbo']:.2f}, log p(x) {evaluation['loglik']:.2f} "
         f"+- {evaluation['loglik_stderr']:.2f} (prior"

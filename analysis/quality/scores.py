@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from pyrovae.analysis.quality.classifier import MNISTClassifier
+from pyrovae.analysis.quality.data_classifier import DataClassifier
 
 __all__ = [
     "AMBIGUOUS_THRESHOLD",
@@ -218,21 +219,24 @@ def frechet_distance(
     return gaussian_frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
-def feature_stats(classifier: MNISTClassifier, x: torch.Tensor) -> FeatureStats:
-    """Mean and covariance of ``classifier.features(x)`` for images ``x`` of shape (N, 784)."""
+def feature_stats(classifier: MNISTClassifier | DataClassifier, x: torch.Tensor) -> FeatureStats:
+    """Mean and covariance of ``classifier.features(x)`` for rows ``x`` (N, 784 for MNIST)."""
     return _moments(classifier.features(x), "classifier features of x")
 
 
 def sample_quality(
-    classifier: MNISTClassifier,
+    classifier: MNISTClassifier | DataClassifier,
     samples: torch.Tensor,
     reference: torch.Tensor | FeatureStats,
 ) -> SampleQuality:
     """Score generated images with the classifier (see the module docstring for the math).
 
     Args:
-        classifier: e.g. :func:`pyrovae.analysis.quality.classifier.load_classifier` ().
-        samples: generated images, shape (N, 784), pixel values in [0, 1] (decoder means).
+        classifier: e.g. :func:`pyrovae.analysis.quality.classifier.load_classifier` (), or
+            for other data a :class:`~pyrovae.analysis.quality.data_classifier.DataClassifier`
+            of any number of classes K (then ``entropy`` is at most log K, not log 10).
+        samples: generated images, shape (N, 784), pixel values in [0, 1] (decoder means);
+            for a ``DataClassifier`` rows (N, x_dim) in the data's own units.
         reference: real images of shape (M, 784) (e.g. the test split), or their
             :func:`feature_stats`, computed once and reused across sources.
 
@@ -240,12 +244,14 @@ def sample_quality(
         A :class:`SampleQuality`; ``.to_dict()`` gives entropy, ambiguous, coverage_kl and
         frechet.
     """
+    mnist = isinstance(classifier, MNISTClassifier)
     if not isinstance(samples, torch.Tensor) or samples.dim() != 2 or samples.shape[0] < 2:
         shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
-        raise ValueError(
-            f"samples must be a tensor of images of shape (N, 784) with N >= 2, got {shape}"
-        )
-    if not torch.isfinite(samples).all() or samples.min() < 0 or samples.max() > 1:
+        what = "images of shape (N, 784)" if mnist else "rows of shape (N, x_dim)"
+        raise ValueError(f"samples must be a tensor of {what} with N >= 2, got {shape}")
+    if not torch.isfinite(samples).all():
+        raise ValueError("samples hold NaN or infinite values; score finite decoder means")
+    if mnist and (samples.min() < 0 or samples.max() > 1):
         raise ValueError(
             "samples must hold pixel values in [0, 1] (decoder means such as "
             "vae.decoder.mean(z)); got values outside that range"
