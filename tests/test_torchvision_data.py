@@ -290,20 +290,28 @@ def test_a_failed_download_is_one_line_with_its_cause(tmp_path, monkeypatch):
     assert [p for p in listing(tmp_path) if not p.startswith("cache")] == []  # nothing left
 
 
-def test_train_on_fake_cifar(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "model", "x_dim", "y_dim"),
+    [("cifar10", "vae", 3072, 10), ("emnist-letters", "cvae", 784, 26)],
+)
+def test_train_on_fake_files(name, model, x_dim, y_dim, tmp_path):
     from pyrovae.cli import main
     from pyrovae.models import LIKELIHOODS
     from pyrovae.runs import read_config, read_metrics
 
-    make_cifar(tmp_path / "data", np.random.default_rng(7))
-    likelihood = "discretized-logistic" if "discretized-logistic" in LIKELIHOODS else "gaussian"
+    MAKERS[name](tmp_path / "data", np.random.default_rng(7))
+    if name == "cifar10":
+        likelihood = "discretized-logistic" if "discretized-logistic" in LIKELIHOODS else "gaussian"
+    else:
+        likelihood = "bernoulli"
     out = tmp_path / "run"
-    argv = ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data")]
+    argv = ["train", "--dataset", name, "--data-root", str(tmp_path / "data"), "--model", model]
     argv += ["--epochs", "1", "--subset", "32", "--batch-size", "16", "--z-dim", "2"]
     argv += ["--hidden-dims", "16", "--likelihood", likelihood, "--device", "cpu"]
     assert main([*argv, "--quiet", "--out", str(out)]) == 0
     config = read_config(out)
-    assert config.train.dataset == "cifar10" and config.model.x_dim == 3072
-    assert list(config.model.image_shape) == [3, 32, 32]
+    assert config.train.dataset == name and config.model.x_dim == x_dim
+    assert config.model.y_dim == y_dim  # the data set's classes reach a CVAE
+    assert list(config.model.image_shape) == list(SHAPES.get(name, (1, 28, 28)))
     metrics = read_metrics(out)
     assert len(metrics) == 1 and np.isfinite(metrics[0]["val_elbo"])
