@@ -4,6 +4,7 @@ values, vectors, and any number of classes (no 28 x 28 and no ten digits assumed
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -322,3 +323,22 @@ def test_report_of_unlabelled_vectors_has_no_class_figures(vector_vae, tmp_path)
     titles = list(run_figures(vector_vae, data))
     assert not any("Neighbourhood" in t or "Class-conditional" in t for t in titles)
     assert "Traversal around the mean of class 0" in titles
+
+
+def test_a_run_of_csv_data_names_its_features_and_classes():
+    vae = _seeded(x_dim=5, likelihood="gaussian")
+    columns = ["age", "height", "weight", "income", "score"]
+    vae.run_config = SimpleNamespace(
+        train=SimpleNamespace(
+            data="people.csv", data_kind="real", class_names=["no", "yes"], column_names=columns
+        )
+    )
+    assert value_kind_of(vae) == "real"
+    data = _splits(5, 2, None, None)
+    figures = run_figures(vae, data)
+    recon = figures["Reconstructions (each feature of test data against its reconstruction)"]
+    assert [ax.get_title().split(":")[0] for ax in recon.axes if ax.axison] == columns
+    latent = figures["Latent space per class (train and test)"]
+    assert [t.get_text() for t in latent.legends[0].get_texts()][:2] == ["0 no", "1 yes"]
+    with pytest.raises(ValueError, match="feature_names must name all 5 features"):
+        F.plot_reconstructions(vae, data.test.x, feature_names=["age"])

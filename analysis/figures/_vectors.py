@@ -41,8 +41,25 @@ REAL_COLOUR = "0.55"
 """Real data in every vector figure."""
 
 
-def check_features(features: Any, x_dim: int, default: int) -> list[int]:
-    """The features to draw: ``features`` (checked) or the first ``default`` of them."""
+Feature = tuple[int, str]
+"""A feature to draw: its index and its label (its column name, else "feature d")."""
+
+
+def check_features(
+    features: Any, x_dim: int, default: int, names: Sequence[str] | None = None
+) -> list[Feature]:
+    """The features to draw, as (index, label): ``features`` (checked) or the first
+    ``default``; labelled by ``names`` (e.g. a CSV's column names) where given."""
+    if names is not None and (isinstance(names, str) or len(names) != x_dim):
+        raise ValueError(
+            f"feature_names must name all {x_dim} features, got {names!r}; pass one name "
+            "per column of x or None"
+        )
+    indices = _check_indices(features, x_dim, default)
+    return [(d, f"feature {d}" if names is None else str(names[d])) for d in indices]
+
+
+def _check_indices(features: Any, x_dim: int, default: int) -> list[int]:
     if features is None:
         return list(range(min(x_dim, default)))
     if isinstance(features, str) or not isinstance(features, Sequence) or not features:
@@ -73,9 +90,10 @@ def _bins(values: list[np.ndarray], bins: int = 30) -> np.ndarray:
 
 
 def draw_marginal(
-    ax: Axes, feature: int, real: np.ndarray | None, samples: Mapping[str, np.ndarray]
+    ax: Axes, feature: Feature, real: np.ndarray | None, samples: Mapping[str, np.ndarray]
 ) -> None:
     """Density histograms of one feature: real data filled grey, each source a line."""
+    feature, label = feature
     columns = [s[:, feature] for s in samples.values()]
     if real is not None:
         columns.append(real[:, feature])
@@ -99,21 +117,21 @@ def draw_marginal(
             linewidth=1.3,
             gid="sample-marginal",
         )
-    ax.set_xlabel(f"feature {feature}")
+    ax.set_xlabel(label)
     ax.set_yticks([])
     ax.tick_params(labelsize=7)
 
 
 def draw_pair(
     ax: Axes,
-    pair: tuple[int, int],
+    pair: tuple[Feature, Feature],
     real: np.ndarray | None,
     samples: Mapping[str, np.ndarray],
     colours: Sequence[Any] | None = None,
     max_points: int = 1000,
 ) -> None:
     """A scatter of two features: real data grey, each set of samples in its colour."""
-    a, b = pair
+    (a, label_a), (b, label_b) = pair
     rng = np.random.default_rng(0)
 
     def thin(v: np.ndarray) -> np.ndarray:
@@ -126,12 +144,12 @@ def draw_pair(
     for colour, s in zip(colours, samples.values(), strict=True):
         t = thin(s)
         ax.scatter(t[:, a], t[:, b], s=4, color=colour, alpha=0.5, linewidths=0, gid="sample-pair")
-    ax.set_xlabel(f"feature {a}")
-    ax.set_ylabel(f"feature {b}")
+    ax.set_xlabel(label_a)
+    ax.set_ylabel(label_b)
     ax.tick_params(labelsize=7)
 
 
-def pairs_of(features: Sequence[int]) -> list[tuple[int, int]]:
+def pairs_of(features: Sequence[Feature]) -> list[tuple[Feature, Feature]]:
     return list(itertools.combinations(features[:MAX_PAIR_FEATURES], 2))
 
 
@@ -149,7 +167,7 @@ def samples_figure(
     real: np.ndarray | None,
     samples: Mapping[str, np.ndarray],
     labels: Mapping[str, str],
-    features: list[int],
+    features: list[Feature],
 ) -> Figure:
     """Marginals of ``features`` (top row) and pair plots of the first three (bottom row)."""
     pairs = pairs_of(features)
@@ -176,14 +194,14 @@ def samples_figure(
 
 
 def reconstruction_figure(
-    new_figure: Any, x: np.ndarray, recon: np.ndarray, features: list[int]
+    new_figure: Any, x: np.ndarray, recon: np.ndarray, features: list[Feature]
 ) -> Figure:
     """x_d against its reconstruction, one panel per feature, with R^2 in each title."""
     ncols = min(4, len(features))
     nrows = math.ceil(len(features) / ncols)
     fig = new_figure(2.4 * ncols + 0.4, 2.4 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, d in zip(axes, features, strict=False):
+    for ax, (d, label) in zip(axes, features, strict=False):
         xd, rd = x[:, d], recon[:, d]
         lo = float(min(xd.min(), rd.min()))
         hi = float(max(xd.max(), rd.max()))
@@ -191,7 +209,7 @@ def reconstruction_figure(
         ax.scatter(xd, rd, s=5, alpha=0.5, linewidths=0, gid="reconstruction-scatter")
         total = float(((xd - xd.mean()) ** 2).sum())
         r2 = 1.0 - float(((xd - rd) ** 2).sum()) / total if total > 0 else float("nan")
-        ax.set_title(f"feature {d}: R\u00b2 = {r2:.2f}", fontsize=9)
+        ax.set_title(f"{label}: R\u00b2 = {r2:.2f}", fontsize=9)
         ax.set_xlabel("x", fontsize=8)
         ax.set_ylabel("reconstruction", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -207,21 +225,21 @@ def feature_maps(
     a2: np.ndarray,
     grid: int,
     plane_labels: tuple[str, str],
-    features: list[int],
+    features: list[Feature],
 ) -> None:
     """One heat map per feature of the decoded means over the lattice (rows top down)."""
     axes = np.atleast_1d(fig.subplots(1, len(features), squeeze=False)).ravel()
     step1 = (a1[-1] - a1[0]) / max(grid - 1, 1)
     step2 = (a2[-1] - a2[0]) / max(grid - 1, 1)
     extent = (a1[0] - step1 / 2, a1[-1] + step1 / 2, a2[0] - step2 / 2, a2[-1] + step2 / 2)
-    for ax, d in zip(axes, features, strict=True):
+    for ax, (d, label) in zip(axes, features, strict=True):
         image = values[:, d].reshape(grid, grid)  # row i is a2[grid - 1 - i]
         shown = ax.imshow(
             image, extent=extent, origin="upper", aspect="auto", interpolation="nearest"
         )
         fig.colorbar(shown, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
         ax.plot((a1[0] + a1[-1]) / 2, (a2[0] + a2[-1]) / 2, "+", color="tab:red", markersize=8)
-        ax.set_title(f"feature {d}", fontsize=9)
+        ax.set_title(label, fontsize=9)
         ax.set_xlabel(plane_labels[0], fontsize=8)
         ax.set_ylabel(plane_labels[1], fontsize=8)
         ax.tick_params(labelsize=7)

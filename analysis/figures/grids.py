@@ -55,13 +55,15 @@ def plot_reconstructions(
     n: int | None = None,
     kind: str | None = None,
     features: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Figure:
     """The first ``n`` rows of ``x`` above their reconstructions (decoder mean at the
     encoder mean, ``vae.reconstruct``). For a CVAE, ``y`` holds one-hot labels of ``x``.
 
     Images: ``n`` (default 10) inputs above their reconstructions. Vectors: for each of
     ``features`` (default the first 8) a scatter of x_d against its reconstruction over the
-    first ``n`` rows (default up to 500), with R^2 in the title. ``kind`` (one of
+    first ``n`` rows (default up to 500), with R^2 in the title; ``feature_names`` (one per
+    value, e.g. a CSV's columns) label them. ``kind`` (one of
     :data:`pyrovae.images.VALUE_KINDS`) overrides how image values are drawn.
     """
     _check_model(vae)
@@ -81,7 +83,7 @@ def plot_reconstructions(
     recon = _decode(vae, loc, ys)
     inputs = xs.detach().double().cpu().numpy()
     if shape is None:
-        chosen = V.check_features(features, vae.x_dim, V.MAX_RECONSTRUCTION_FEATURES)
+        chosen = V.check_features(features, vae.x_dim, V.MAX_RECONSTRUCTION_FEATURES, feature_names)
         fig = V.reconstruction_figure(_new_figure, inputs, recon, chosen)
         fig.suptitle(
             f"x against its reconstruction (decoder mean at the encoder mean), {n} rows",
@@ -123,6 +125,7 @@ def plot_samples(
     x: torch.Tensor | None = None,
     kind: str | None = None,
     features: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Figure:
     """One grid of ``n`` decoded samples per latent source, side by side.
 
@@ -135,7 +138,8 @@ def plot_samples(
 
     Vectors: the marginal histograms of ``features`` (default the first 4), real data ``x``
     (optional, grey) against the ``n`` (default 1000) decodes of each source (lines), and
-    pair plots of the first three of them; the scores go to the legend.
+    pair plots of the first three of them, labelled by ``feature_names`` where given; the
+    scores go to the legend.
     """
     _check_model(vae)
     shape = _image_shape(vae)
@@ -149,7 +153,7 @@ def plot_samples(
         for name, source in items.items()
     }
     if shape is None:
-        chosen = V.check_features(features, vae.x_dim, V.MAX_MARGINALS)
+        chosen = V.check_features(features, vae.x_dim, V.MAX_MARGINALS, feature_names)
         labels = {name: "; ".join([name, *_score_lines(name, scores)]) for name in decoded}
         real = None if x is None else x.detach().double().cpu().numpy()
         fig = V.samples_figure(_new_figure, real, decoded, labels, chosen)
@@ -182,6 +186,7 @@ def plot_class_samples(
     kind: str | None = None,
     class_names: Sequence[str] | None = None,
     features: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Figure:
     """Class-conditional samples: row c shows ``n`` decodes for class c.
 
@@ -239,7 +244,8 @@ def plot_class_samples(
     what = "CVAE, y = row" if vae.conditional else "VAE, per-class latent sources"
     if shape is None:
         rows_of = dict(zip(classes, rows, strict=True))
-        return _class_pairs(vae, rows_of, names, features, what, classifier is not None)
+        chosen = V.check_features(features, vae.x_dim, V.MAX_PAIR_FEATURES, feature_names)
+        return _class_pairs(vae, rows_of, names, chosen, what, classifier is not None)
     shown, note = _display(vae, np.concatenate(rows), kind)
     h, w = _tile_size(shape)
     fig = _new_figure(0.55 * n * (w / h) + 1.6, 0.55 * len(classes) + 0.9)
@@ -260,12 +266,11 @@ def _class_pairs(
     vae: Any,
     rows: dict[int, np.ndarray],
     names: list[str],
-    features: Sequence[int] | None,
+    chosen: list[V.Feature],
     what: str,
     read: bool,
 ) -> Figure:
     """Vector data: pair plots of the samples of each class, coloured by class."""
-    chosen = V.check_features(features, vae.x_dim, V.MAX_PAIR_FEATURES)
     colours = _class_colours(max(rows) + 1)
     pairs = V.pairs_of(chosen)
     samples = {str(c): v for c, v in rows.items()}
@@ -277,8 +282,8 @@ def _class_pairs(
             V.draw_pair(ax, pair, None, samples, class_colours, max_points=500)
     else:  # one feature: its histogram per class
         for colour, v in zip(class_colours, samples.values(), strict=True):
-            axes[0].hist(v[:, chosen[0]], bins=30, histtype="step", color=colour, density=True)
-        axes[0].set_xlabel(f"feature {chosen[0]}")
+            axes[0].hist(v[:, chosen[0][0]], bins=30, histtype="step", color=colour, density=True)
+        axes[0].set_xlabel(chosen[0][1])
     handles = V.legend_handles(names, class_colours, real=False)
     fig.legend(
         handles=handles,

@@ -87,6 +87,7 @@ def plot_traversal(
     projection: Any = None,
     kind: str | None = None,
     features: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Figure:
     """Decoded images on a ``grid`` x ``grid`` lattice around the mean encoding of ``digit``.
 
@@ -97,7 +98,8 @@ def plot_traversal(
     tile shows its plane coordinates; the centre tile is framed in red. For a CVAE, ``y``
     holds the one-hot labels of ``x`` (for encoding) and tiles are decoded with y = digit.
     ``digit`` is any class of the data. For vector data: one heat map per feature (of
-    ``features``, default the first 4) of the decoded mean over the lattice.
+    ``features``, default the first 4, labelled by ``feature_names``) of the decoded mean
+    over the lattice.
     """
     _check_model(vae)
     shape = _image_shape(vae)
@@ -110,7 +112,16 @@ def plot_traversal(
     if vae.z_dim > 2:
         title += "\n(other coordinates at the class mean)"
     plane = view.plane.labels
-    return _lattice_figure(vae, images, shape, grid, a1, a2, plane, title, kind, features)
+    chosen = _chosen(vae, shape, features, feature_names)
+    return _lattice_figure(vae, images, shape, grid, a1, a2, plane, title, kind, chosen)
+
+
+def _chosen(
+    vae: Any, shape: Any, features: Any, feature_names: Any
+) -> list[tuple[int, str]] | None:
+    if shape is not None:
+        return None
+    return V.check_features(features, vae.x_dim, V.MAX_MAP_FEATURES, feature_names)
 
 
 def _lattice_figure(
@@ -123,11 +134,11 @@ def _lattice_figure(
     labels: tuple[str, str],
     title: str,
     kind: str | None,
-    features: Sequence[int] | None,
+    chosen: list[tuple[int, str]] | None,
 ) -> Figure:
     """The decodes of a lattice: image tiles, or heat maps of features for vectors."""
     if shape is None:
-        chosen = V.check_features(features, vae.x_dim, V.MAX_MAP_FEATURES)
+        assert chosen is not None
         fig = _new_figure(3.0 * len(chosen) + 0.4, 3.2)
         V.feature_maps(fig, images, a1, a2, grid, labels, chosen)
         fig.suptitle(f"{title} (decoded mean of each feature; + the centre)", fontsize=10)
@@ -299,6 +310,7 @@ def plot_cvae_style(
     dims: tuple[int, int] = (0, 1),
     kind: str | None = None,
     features: Sequence[int] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> Figure:
     """CVAE decodes on a ``grid`` x ``grid`` lattice of z in [-span, span]^2 with y = digit.
 
@@ -320,4 +332,5 @@ def plot_cvae_style(
     images = _decode(cvae, z, _digit_y(cvae, digit, z.shape[0]))
     rest = ", other z = 0" if cvae.z_dim > 2 else ""
     title = f"CVAE with y = {digit}: z moves the style{rest}"
-    return _lattice_figure(cvae, images, shape, grid, a1, a2, plane.labels, title, kind, features)
+    chosen = _chosen(cvae, shape, features, feature_names)
+    return _lattice_figure(cvae, images, shape, grid, a1, a2, plane.labels, title, kind, chosen)

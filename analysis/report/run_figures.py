@@ -110,7 +110,8 @@ def run_figures(
     y_test = one_hot(labels_test, vae.y_dim) if vae.conditional else None
     images = image_shape_of(vae) is not None
     kind = getattr(data, "kind", None)
-    names = getattr(data, "class_names", None)
+    names = _class_names(vae, data)
+    columns = _feature_names(vae)
     word = _class_word(vae, getattr(data, "name", None))
     digit = _default_class(vae, labels_test) if digit is None else digit
     labelled = vae.conditional or int(getattr(data, "num_classes", 10) or 1) >= 2
@@ -121,7 +122,7 @@ def run_figures(
             "Reconstructions (test inputs above, reconstructions below)"
             if images
             else "Reconstructions (each feature of test data against its reconstruction)",
-            lambda: F.plot_reconstructions(vae, x_test, y_test, kind=kind),
+            lambda: F.plot_reconstructions(vae, x_test, y_test, kind=kind, feature_names=columns),
         )
     )
     scores = evaluation.get("sources") if evaluation else None
@@ -139,6 +140,7 @@ def run_figures(
                     scores=scores,
                     x=None if images else x_test,
                     kind=kind,
+                    feature_names=columns,
                 ),
             )
         )
@@ -152,14 +154,14 @@ def run_figures(
         plan.append(
             (
                 f"CVAE: style of {word} {digit} around z = 0",
-                lambda: F.plot_cvae_style(vae, digit, kind=kind),
+                lambda: F.plot_cvae_style(vae, digit, kind=kind, feature_names=columns),
             )
         )
         plan.append(
             (
                 "CVAE: class-conditional samples",
                 lambda: F.plot_class_samples(
-                    vae, classifier=classifier, kind=kind, class_names=names
+                    vae, classifier=classifier, kind=kind, class_names=names, feature_names=columns
                 ),
             )
         )
@@ -167,7 +169,9 @@ def run_figures(
         plan.append(
             (
                 f"Traversal around the mean of {word} {digit}",
-                lambda: F.plot_traversal(vae, x_test, labels_test, digit=digit, kind=kind),
+                lambda: F.plot_traversal(
+                    vae, x_test, labels_test, digit=digit, kind=kind, feature_names=columns
+                ),
             )
         )
         if labelled:
@@ -189,7 +193,12 @@ def run_figures(
                 train = data.train.subset(min(len(data.train), 10_000)).to(device)
                 per_class = fit_per_class("gaussian-z", vae, train.x, train.y)
                 return F.plot_class_samples(
-                    vae, per_class, classifier=classifier, kind=kind, class_names=names
+                    vae,
+                    per_class,
+                    classifier=classifier,
+                    kind=kind,
+                    class_names=names,
+                    feature_names=columns,
                 )
 
             title = "Class-conditional samples from per-class Gaussians (unconditional VAE)"
@@ -216,6 +225,23 @@ def run_figures(
         for title, draw in bar:
             figs[title] = draw()
     return figs
+
+
+def _class_names(vae: nn.Module, data: Splits) -> list[str] | None:
+    """Names of classes 0, 1, ...: the data's, else those the run recorded, else None."""
+    names = getattr(data, "class_names", None)
+    if not names:
+        names = getattr(
+            getattr(getattr(vae, "run_config", None), "train", None), "class_names", None
+        )
+    return [str(n) for n in names] if names else None
+
+
+def _feature_names(vae: nn.Module) -> list[str] | None:
+    """A CSV's column names that the run recorded, one per value of x (else None)."""
+    train = getattr(getattr(vae, "run_config", None), "train", None)
+    names = getattr(train, "column_names", None)
+    return [str(n) for n in names] if names and len(names) == vae.x_dim else None
 
 
 def _default_class(vae: nn.Module, labels: torch.Tensor) -> int:
@@ -339,7 +365,7 @@ def build_run_report(
 def data_summary(vae: nn.Module, data: Splits) -> dict[str, Any]:
     """What the report needs to know about a run's data (:attr:`RunReport.data`)."""
     shape = image_shape_of(vae)
-    names = getattr(data, "class_names", None)
+    names = _class_names(vae, data)
     return {
         "name": getattr(data, "name", None),
         "kind": getattr(data, "kind", None) or value_kind_of(vae),
