@@ -184,3 +184,30 @@ def test_memorization_distances_far_from_the_origin():
     torch.testing.assert_close(nearest_distances(queries, train).double(), exact, atol=1e-3, rtol=0)
     copies = memorization(train[:40], train, queries)
     assert copies.sample_median == 0.0 and copies.near_copy_fraction == 1.0
+
+
+def test_mnist_evaluation_keeps_its_scores_and_gains_the_two_sample_ones(small_vae, mnist):
+    from pyrovae.analysis.evaluation.evaluate import decode_samples, evaluate_run
+    from pyrovae.analysis.quality.classifier import load_classifier
+    from pyrovae.analysis.quality.scores import feature_stats
+
+    classifier = load_classifier()  # the shipped weights: nothing is trained
+    result, comparison = evaluate_run(
+        small_vae, mnist, sources=["gaussian-z"], num_samples=4, num_test=200, num_train=1000,
+        classifier=classifier, num_quality_samples=150, surgery=False, progress=False,
+    )  # fmt: skip
+    assert result["sample_quality"]["scorer"] == "mnist"
+    assert result["sample_quality"]["feature_space"].startswith("penultimate layer (128 units)")
+    # the classifier scores are those of the MNIST path alone (the test draws no global noise)
+    torch.manual_seed(0)
+    real = mnist.test.sample(200).x
+    reference = feature_stats(classifier, real)
+    for name in ("prior", "gaussian-z"):  # the order in which the evaluation decodes them
+        images = decode_samples(small_vae, comparison.sources[name], 150)
+        entry = result["sources"][name]
+        expected = sample_quality(classifier, images, reference).to_dict()
+        assert {key: entry[key] for key in expected} == expected
+        c2st, pr = entry["c2st"], entry["precision_recall"]
+        assert c2st["num_test"] == 2 * 75 and c2st["low"] <= c2st["accuracy"] <= c2st["high"]
+        assert 0 <= pr["precision"] <= 1 and 0 <= pr["recall"] <= 1
+        assert (pr["num_real"], pr["num_generated"], pr["k"]) == (150, 150, 3)

@@ -66,7 +66,9 @@ from pyrovae.analysis.quality.data_classifier import DataClassifier
 from pyrovae.analysis.quality.data_quality import (
     DataQuality,
     data_quality,
+    mnist_quality,
     score_sources,
+    two_sample_scores,
     uses_mnist_classifier,
 )
 from pyrovae.analysis.quality.memorization import memorization
@@ -317,6 +319,7 @@ def evaluate_run(
         reference = feature_stats(classifier, real.to(_device(classifier)))
         train_images = data.train.subset(num_train).x if num_train else data.train.x
         real = real[:MEMORIZATION_TEST]
+        scorer = mnist_quality(classifier)
         bar = progress_iter(
             comparison.sources.items(), "sample quality and memorization", "source", progress
         )
@@ -329,7 +332,11 @@ def evaluate_run(
                     images, train_images.to(images.device), real.to(images.device)
                 )
                 per_source[name]["memorization"] = copies.to_dict()
+                per_source[name].update(
+                    two_sample_scores(scorer, images, real[:num_quality_samples], seed)
+                )
         result["classifier_accuracy"] = classifier.metadata.get("test_accuracy")
+        result["sample_quality"] = scorer.describe()
     if surgery:
         train = data.train.subset(num_train) if num_train else data.train
         device = next(vae.parameters()).device

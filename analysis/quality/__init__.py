@@ -37,6 +37,8 @@ _EXPORTS = {
     "MNIST_DATASETS": "pyrovae.analysis.quality.data_quality",
     "DataQuality": "pyrovae.analysis.quality.data_quality",
     "data_quality": "pyrovae.analysis.quality.data_quality",
+    "mnist_quality": "pyrovae.analysis.quality.data_quality",
+    "two_sample_scores": "pyrovae.analysis.quality.data_quality",
     "sample_range": "pyrovae.analysis.quality.data_quality",
     "score_samples": "pyrovae.analysis.quality.data_quality",
     "score_sources": "pyrovae.analysis.quality.data_quality",

@@ -1,7 +1,9 @@
 """Sample quality of any data: what the evaluation scores where the MNIST classifier cannot.
 
-For data other than MNIST and Fashion-MNIST (:data:`MNIST_DATASETS`, scored as before by the
-shipped classifier, :mod:`.scores`), every source's decoded samples get
+For data other than MNIST and Fashion-MNIST (:data:`MNIST_DATASETS`, whose label-based scores
+and memorization check are computed as before from the MNIST-format classifier, :mod:`.scores`,
+and which get the two-sample test and precision and recall in that classifier's features
+from :func:`mnist_quality` and :func:`two_sample_scores`), every source's decoded samples get
 
 - ``"c2st"``: the classifier two-sample test against held-out real rows (accuracy, its exact
   interval, the p-value of "indistinguishable"; :mod:`.two_sample`);
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 
 from pyrovae.analysis.progress import progress_iter
+from pyrovae.analysis.quality.classifier import MNISTClassifier
 from pyrovae.analysis.quality.data_classifier import (
     DataClassifier,
     DataClassifierConfig,
@@ -49,9 +52,11 @@ __all__ = [
     "MNIST_DATASETS",
     "DataQuality",
     "data_quality",
+    "mnist_quality",
     "sample_range",
     "score_samples",
     "score_sources",
+    "two_sample_scores",
     "uses_mnist_classifier",
 ]
 
@@ -79,14 +84,15 @@ class DataQuality:
     """How samples of one data set are scored (see the module docstring).
 
     Attributes:
-        classifier: the data's classifier (labelled data), else None.
+        classifier: the data's classifier (labelled data; the MNIST-format one for MNIST and
+            Fashion-MNIST), else None.
         features: the feature space of precision and recall.
         distances: the space of the memorization check.
         clamp: the range decoded means are clamped to (:func:`sample_range`), or None.
         k: the neighbour setting the k-NN radii of precision and recall.
     """
 
-    classifier: DataClassifier | None
+    classifier: DataClassifier | MNISTClassifier | None
     features: FeatureSpace
     distances: FeatureSpace
     clamp: tuple[float, float] | None
@@ -96,7 +102,7 @@ class DataQuality:
         """The evaluation's top-level ``"sample_quality"`` entry: what was computed, where."""
         net = self.classifier
         return {
-            "scorer": "data",
+            "scorer": "mnist" if isinstance(net, MNISTClassifier) else "data",
             "feature_space": self.features.name,
             "memorization_space": self.distances.name,
             "k": self.k,
@@ -104,7 +110,7 @@ class DataQuality:
             "classifier": None
             if net is None
             else {
-                "arch": net.arch,
+                "arch": getattr(net, "arch", "cnn"),
                 "num_classes": net.num_classes,
                 "test_accuracy": net.metadata.get("test_accuracy"),
                 "num_test": net.metadata.get("num_test"),
@@ -151,6 +157,33 @@ def data_quality(
     return DataQuality(classifier, features, distances, sample_range(data.kind), k)
 
 
+def mnist_quality(classifier: MNISTClassifier, k: int = 3) -> DataQuality:
+    """The :class:`DataQuality` of MNIST and Fashion-MNIST: their classifier's penultimate
+    layer is the feature space of precision and recall, pixels in [0, 1] that of the
+    memorization check."""
+    device = next(classifier.parameters()).device
+    features = FeatureSpace(
+        f"penultimate layer ({classifier.feature_dim} units) of the MNIST-format classifier",
+        lambda x: classifier.features(x.to(device)).double().cpu(),
+    )
+    pixels = FeatureSpace("data units", lambda x: x.detach().cpu())
+    return DataQuality(classifier, features, pixels, (0.0, 1.0), k)
+
+
+def two_sample_scores(
+    quality: DataQuality, samples: torch.Tensor, real: torch.Tensor, seed: int = 0
+) -> dict[str, Any]:
+    """``{"c2st", "precision_recall"}`` of generated rows ``samples`` against ``real`` rows:
+    the two-sample test on the rows themselves, precision and recall in ``quality.features``."""
+    samples, real = samples.detach(), real.detach()
+    return {
+        "c2st": classifier_two_sample_test(real.cpu(), samples.cpu(), seed=seed).to_dict(),
+        "precision_recall": precision_recall(
+            quality.features(real), quality.features(samples), quality.k, quality.features.name
+        ).to_dict(),
+    }
+
+
 def score_samples(
     quality: DataQuality,
     samples: torch.Tensor,
@@ -167,20 +200,14 @@ def score_samples(
     ``train`` holds the training rows of the memorization check (its test rows are the
     first 1000 of ``real``).
     """
-    samples = samples.detach()
-    real = real.detach()
-    out: dict[str, Any] = {
-        "c2st": classifier_two_sample_test(real.cpu(), samples.cpu(), seed=seed).to_dict(),
-        "precision_recall": precision_recall(
-            quality.features(real), quality.features(samples), quality.k, quality.features.name
-        ).to_dict(),
-    }
+    samples, real = samples.detach(), real.detach()
+    out = two_sample_scores(quality, samples, real, seed)
     to = quality.distances
     copies = memorization(to(samples).float(), to(train).float(), to(real[:1000]).float())
     out["memorization"] = copies.to_dict()
     net = quality.classifier
     if net is not None:
-        device = net.mean.device
+        device = next(net.parameters()).device
         ref = real if reference is None else reference
         if not isinstance(ref, FeatureStats):
             ref = feature_stats(net, ref.to(device))
@@ -207,7 +234,8 @@ def score_sources(
     """
     reference = None
     if quality.classifier is not None:
-        reference = feature_stats(quality.classifier, real.to(quality.classifier.mean.device))
+        device = next(quality.classifier.parameters()).device
+        reference = feature_stats(quality.classifier, real.to(device))
     per_source: dict[str, dict[str, Any]] = {}
     items = progress_iter(sources, "sample quality and memorization", "source", progress)
     with items:
