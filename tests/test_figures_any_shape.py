@@ -315,6 +315,8 @@ def test_report_of_a_vector_run(vector_vae, tmp_path):
     assert "60 test data points" in html and "test images" not in html
     assert "near-copies of training data points" in html.lower()
     assert "bits/dim" not in html  # real values: nats only
+    assert "entropy [nats]" not in html  # no classifier of labels: no empty columns
+    assert "C2ST accuracy (95% interval)" in html
     assert "vectors of 5" in html
 
 
@@ -342,3 +344,13 @@ def test_a_run_of_csv_data_names_its_features_and_classes():
     assert [t.get_text() for t in latent.legends[0].get_texts()][:2] == ["0 no", "1 yes"]
     with pytest.raises(ValueError, match="feature_names must name all 5 features"):
         F.plot_reconstructions(vae, data.test.x, feature_names=["age"])
+
+
+def test_a_report_without_sample_quality_names_no_classifier(vector_vae, tmp_path):
+    evaluation = _evaluation(vector_vae)
+    for entry in evaluation["sources"].values():
+        del entry["c2st"], entry["precision_recall"]
+    del evaluation["sample_quality"]
+    run = build_run_report(vector_vae, _splits(5, 2, None, "real"), evaluation, tmp_path)
+    html = render_report([run])
+    assert "classifier" not in html.lower() and "C2ST" not in html

@@ -60,7 +60,8 @@ def plot_reconstructions(
     """The first ``n`` rows of ``x`` above their reconstructions (decoder mean at the
     encoder mean, ``vae.reconstruct``). For a CVAE, ``y`` holds one-hot labels of ``x``.
 
-    Images: ``n`` (default 10) inputs above their reconstructions. Vectors: for each of
+    Images: ``n`` (default 10, or all rows of a smaller ``x``) inputs above their
+    reconstructions. Vectors: for each of
     ``features`` (default the first 8) a scatter of x_d against its reconstruction over the
     first ``n`` rows (default up to 500), with R^2 in the title; ``feature_names`` (one per
     value, e.g. a CSV's columns) label them. ``kind`` (one of
@@ -69,7 +70,7 @@ def plot_reconstructions(
     _check_model(vae)
     x = _check_x(vae, x)
     shape = _image_shape(vae)
-    n = _check_n(n, 10 if shape is not None else min(x.shape[0], V.VECTOR_ROWS))
+    n = _check_n(n, min(x.shape[0], 10 if shape is not None else V.VECTOR_ROWS))
     if n > x.shape[0]:
         raise ValueError(f"n={n} is more than the {x.shape[0]} rows of x; pass n <= {x.shape[0]}")
     y = _check_y(vae, y, x.shape[0])

@@ -247,7 +247,10 @@ def _quality_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
     """Who reads the samples: the shipped MNIST classifier, or the data's own classifier
     (with its test accuracy) and the classifier-free scores (C2ST, precision and recall)."""
     quality = _mapping(evaluation.get("sample_quality"))
+    scored = any(_column_value(k, e) is not None for k in _LABEL_SCORES for e in sources.values())
     if quality.get("scorer") != "data":
+        if not scored:
+            return ""  # no sample quality was measured
         return (
             "Sample quality is read by an MNIST classifier: entropy and ambiguous "
             "(max probability < 0.5) measure legibility, coverage KL the evenness of classes."
@@ -279,6 +282,24 @@ def _quality_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
             + "."
         )
     return " ".join(parts)
+
+
+_LABEL_SCORES = ("entropy", "ambiguous", "coverage_kl", "frechet")
+"""The sample-quality columns a classifier of the data's labels fills."""
+
+
+def _unmeasured_columns(
+    sources: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]
+) -> set[str]:
+    """Classifier columns no source has, for a run of other data than MNIST (whose table
+    keeps every column): unlabelled data, or an evaluation without sample quality."""
+    if not data or data.get("name") in ("mnist", "fashion-mnist"):
+        return set()
+    return {
+        key
+        for key in _LABEL_SCORES
+        if all(_column_value(key, entry) is None for entry in sources.values())
+    }
 
 
 def _extra_columns(sources: Mapping[str, Mapping[str, Any]], data: Mapping[str, Any]) -> list[str]:
@@ -343,14 +364,21 @@ def sources_table(
     data = _mapping(data)
     extra = _extra_columns(sources, data)
     header += [(_EXTRA_HEADERS[key], True) for key in extra]
+    keys = ["source", "loglik"] + (["vs_prior"] if PRIOR in sources else [])
+    keys += [key for key, *_ in _SOURCE_COLUMNS[1:]] + extra
+    hidden = _unmeasured_columns(sources, data)
+    shown = [i for i, key in enumerate(keys) if key not in hidden]
+
+    def cells(name: str, entry: Mapping[str, Any]) -> list[Cell]:
+        row = _source_cells(sources, name, best)
+        row += [_extra_cell(k, entry, data, name in best["loglik"]) for k in extra]
+        return [row[i] for i in shown]
+
     rows = [
-        Row(
-            _source_cells(sources, name, best)
-            + [_extra_cell(k, entry, data, name in best["loglik"]) for k in extra],
-            "unreliable" if _unreliable(entry) else "",
-        )
+        Row(cells(name, entry), "unreliable" if _unreliable(entry) else "")
         for name, entry in sources.items()
     ]
+    header = [header[i] for i in shown]
     note = _sources_note(evaluation, sources)
     if "bits" in extra:
         note += (
