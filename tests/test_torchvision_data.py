@@ -235,15 +235,50 @@ def test_malformed_files_are_named(tmp_path):
         load_dataset("svhn", root=tmp_path / "b", download=False)
 
 
-def test_an_archive_is_checked_by_md5(tmp_path):
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_cifar_archive_is_checked_by_md5_and_extracted_into_the_cache(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
     source = tmp_path / "src"
-    make_cifar(source, np.random.default_rng(5))
+    made = make_cifar(source, np.random.default_rng(5))
     root = tmp_path / "data"
     root.mkdir()
-    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tf:
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
         tf.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     with pytest.raises(DataNotFoundError, match="cifar-10-python.tar.gz is corrupt"):
-        load_dataset("cifar10", root=root, download=False)
+        load_dataset("cifar10", root=root, download=False)  # not the original's md5
+    monkeypatch.setattr(CIFAR10, "tgz_md5", _md5(archive))
+    test = load_dataset("cifar10", root=root, download=False).test
+    assert torch.equal(test.x, torch.from_numpy(made["x_test"]).float())
+    assert listing(root) == ["cifar-10-python.tar.gz"]
+    assert (tmp_path / "cache" / "data" / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_emnist_archive_is_checked_by_md5_and_extracted_into_the_cache(tmp_path, monkeypatch):
+    import zipfile
+
+    from torchvision.datasets import EMNIST
+
+    made = make_emnist(tmp_path / "src", np.random.default_rng(8), "balanced", suffix=".gz")
+    root = tmp_path / "data"
+    (root / "EMNIST" / "raw").mkdir(parents=True)
+    archive = root / "EMNIST" / "raw" / "gzip.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # torchvision's archive: gzip/<file>.gz
+        for f in sorted((tmp_path / "src" / "EMNIST" / "raw").iterdir()):
+            zf.write(f, arcname=f"gzip/{f.name}")
+    with pytest.raises(DataNotFoundError, match="gzip.zip is corrupt"):
+        load_dataset("emnist-balanced", root=root, download=False)
+    monkeypatch.setattr(EMNIST, "md5", _md5(archive))
+    before = listing(root)
+    test = load_dataset("emnist-balanced", root=root, download=False).test
+    expected = torch.from_numpy(made["x_test"].reshape(N_TEST, -1)).float() / 255.0
+    assert torch.equal(test.x, expected) and listing(root) == before
 
 
 def _fake_download(made: dict):
