@@ -4,13 +4,24 @@ Figures are built with ``Figure()`` directly, never through pyplot: nothing here
 backend or keeps a global reference, so they render headless (:func:`save_figure`) and
 in notebooks (a ``Figure`` displays as the last value of a cell), and are freed like any
 other object (a notebook shows them through ``_repr_png_`` even when pyplot was never
-imported). Images are the decoder means in [0, 1], shown grey on black.
+imported).
+
+Figures follow the data (:func:`pyrovae.images.image_shape_of`): images of any (C, H, W)
+are the decoder means, grey for one channel, in colour for three (other channel counts side
+by side), values in [0, 1] drawn as they are, 8-bit values over 255 and real values min-max
+scaled per figure (the title says so; ``kind=`` overrides the kind read from the model).
+Vector data get what fits vectors instead: marginal histograms and pair plots of features
+for samples, x against its reconstruction per feature, heat maps of decoded features for
+traversals (:mod:`._vectors`). Classes are any number (a CVAE's ``y_dim`` or the labels'),
+with tab10/tab20 colours up to 20 classes and spread turbo colours beyond, legends in
+columns, and ``class_names`` / ``feature_names`` where known.
 
 One module per family of pictures, every public name re-exported here
 (``from pyrovae.analysis import figures; figures.plot_samples(...)``):
 
 - :mod:`.latent`: per-class Gaussians as ellipses, projections, the latent space per class;
-- :mod:`.grids`: reconstructions, samples per latent source, class-conditional samples;
+- :mod:`.grids`: reconstructions, samples per latent source, class-conditional samples
+  (image grids, or their vector figures);
 - :mod:`.traversal`: traversals, neighbourhood maps, the CVAE's style grid;
 - :mod:`.curves`: training curves, held-out log-likelihoods, L_K against K, KL per dim;
 - :mod:`.posterior`: NUTS posteriors against the guide, and the inference gaps;

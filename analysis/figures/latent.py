@@ -461,11 +461,11 @@ def plot_latent_ellipses(
 
     For each class c, the moment-matched Gaussian of its encoder posteriors (see the module
     docstring and :func:`class_gaussians`) is drawn at ``sds`` standard deviations, in the
-    tab10 colour of c, with a faint scatter of up to ``max_points`` encoder means. The
-    prior is drawn dashed grey: a Gaussian prior (N(0, I) by default) as its ellipses at
-    the same sds (exact marginal on the plane); any other prior as contours of its log
-    density at log p_max - k^2/2 (the levels that give k-sd ellipses for a Gaussian),
-    on the plane itself for z_dim = 2 and on the slice through 0 spanned by the
+    colour of c (tab10 up to 10 classes), with a faint scatter of up to ``max_points``
+    encoder means. The prior is drawn dashed grey: a Gaussian prior (N(0, I) by default) as
+    its ellipses at the same sds (exact marginal on the plane); any other prior as contours
+    of its log density at log p_max - k^2/2 (the levels that give k-sd ellipses for a
+    Gaussian), on the plane itself for z_dim = 2 and on the slice through 0 spanned by the
     projection for z_dim > 2. A conditional prior is shown as 1/K sum_k p(z | y = k).
 
     Args:
