@@ -45,9 +45,9 @@ def test_classifier_of_any_labelled_data_is_cached_and_reused(cache, monkeypatch
     path = data_classifier_path(data, "ab" * 32)
     assert path.is_file() and path.parent == cache / "classifier"
     assert path.name.startswith("data-" + "ab" * 8) and "-mlp-v1" in path.name
-    assert (
-        "training a classifier of tiny.csv (3 classes, 200 training rows" in capsys.readouterr().err
-    )
+    told = capsys.readouterr().err
+    assert "training a classifier of tiny.csv (3 classes, 200 training rows" in told
+    assert "mlp) for sample-quality scores: 500 steps, about " in told  # 250 epochs of 2
     meta = net.metadata
     assert meta["test_accuracy"] >= 0.9 and meta["num_test"] == 50 and meta["num_classes"] == 3
     assert net.probs(data.test.x).shape == (50, 3) and net.features(data.test.x).shape == (50, 128)

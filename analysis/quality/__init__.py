@@ -31,6 +31,7 @@ _EXPORTS = {
     "DataClassifier": "pyrovae.analysis.quality.data_classifier",
     "DataClassifierConfig": "pyrovae.analysis.quality.data_classifier",
     "data_classifier_path": "pyrovae.analysis.quality.data_classifier",
+    "estimate_training": "pyrovae.analysis.quality.data_classifier",
     "load_data_classifier": "pyrovae.analysis.quality.data_classifier",
     "splits_digest": "pyrovae.analysis.quality.data_classifier",
     "train_data_classifier": "pyrovae.analysis.quality.data_classifier",

@@ -1,5 +1,9 @@
 """Sample quality read by an MNIST classifier: legibility, class coverage, Frechet distance.
 
+The same scores come from the classifier of any labelled data
+(:class:`~pyrovae.analysis.quality.data_classifier.DataClassifier`, K classes): read 10 below
+as K (a uniform prediction then has entropy log K, and coverage_kl is at most log K).
+
 For generated images x_1..x_N and the classifier's probabilities p_i = p(class | x_i):
 
 - entropy: (1/N) sum_i H(p_i), H(p) = -sum_c p_c log p_c, in nats (0 for a sure
