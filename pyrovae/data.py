@@ -63,7 +63,8 @@ SUBSET_SEED = 2024
 
 @dataclass
 class Split:
-    """One split: ``x`` in [0, 1] of shape (N, 784) and integer labels ``y`` of shape (N,)."""
+    """One split: float32 rows ``x`` of shape (N, D) (images flattened in C,H,W order) and
+    integer labels ``y`` of shape (N,)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -98,7 +99,8 @@ class Split:
 
 @dataclass
 class Splits:
-    """Train (50,000), validation (10,000, from the official training set) and test (10,000)."""
+    """Train, validation (a fixed-seed part of the official training set) and test splits:
+    50,000 / 10,000 / 10,000 for MNIST (every data set's sizes: :func:`load_dataset`)."""
 
     train: Split
     val: Split
@@ -106,8 +108,8 @@ class Splits:
     name: str
     num_classes: int = 10
     root: Path | None = None
-    """The absolute directory whose ``MNIST/raw/`` (or ``FashionMNIST/raw/``) files were
-    read, e.g. to record in a run's config; None for splits built by hand."""
+    """The absolute data root the files were found under (e.g. the directory holding
+    ``MNIST/raw/``), to record in a run's config; None for splits built by hand."""
     image_shape: tuple[int, int, int] | None = None
     """(C, H, W) of image rows (flattened in that order), None for vectors."""
     kind: str | None = None
