@@ -155,11 +155,14 @@ def test_evaluation_of_a_run_on_other_data(cache):
     assert quality["scorer"] == "data" and quality["classifier"]["num_classes"] == 3
     assert quality["feature_space"].startswith("penultimate layer (128 units) of the mlp")
     assert quality["memorization_space"] == "standardized data (5 values)"
+    # 100 held-out rows against 120 samples: both tests take 100 of each
     for name in ("prior", "gaussian-z"):
         entry = result["sources"][name]
         assert {"c2st", "precision_recall", "memorization", "entropy", "frechet"} <= set(entry)
         c2st = entry["c2st"]
         assert c2st["num_test"] == 2 * 50 and 0 <= c2st["low"] <= c2st["accuracy"] <= c2st["high"]
+        pr = entry["precision_recall"]
+        assert (pr["num_real"], pr["num_generated"]) == (100, 100)
         # decoder means of an untrained model lie near 0, far from data around 1000
         assert c2st["accuracy"] == 1.0 and entry["precision_recall"]["precision"] == 0.0
     text = format_evaluation(result)

@@ -174,8 +174,11 @@ def two_sample_scores(
     quality: DataQuality, samples: torch.Tensor, real: torch.Tensor, seed: int = 0
 ) -> dict[str, Any]:
     """``{"c2st", "precision_recall"}`` of generated rows ``samples`` against ``real`` rows:
-    the two-sample test on the rows themselves, precision and recall in ``quality.features``."""
-    samples, real = samples.detach(), real.detach()
+    the two-sample test on the rows themselves, precision and recall in ``quality.features``,
+    both on the first n = min(len(real), len(samples)) rows of each (equal sizes: chance is
+    1/2 for the test, and the k-NN balls of both sets are of one scale)."""
+    n = min(len(real), len(samples))
+    samples, real = samples.detach()[:n], real.detach()[:n]
     return {
         "c2st": classifier_two_sample_test(real.cpu(), samples.cpu(), seed=seed).to_dict(),
         "precision_recall": precision_recall(
