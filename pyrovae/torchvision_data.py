@@ -4,15 +4,13 @@
 (KMNIST has MNIST's layout and is read with it). A root is looked in where torchvision keeps
 each data set:
 
-============================  ======================================================
-``emnist-balanced`` (47)      ``ROOT/EMNIST/raw/emnist-balanced-{train,test}-{images-idx3,
-``emnist-letters`` (26)       labels-idx1}-ubyte`` (or ``.gz``, or ``raw/gzip/*.gz``,
-``emnist-digits`` (10)        or the archive ``raw/gzip.zip``)
-``cifar10`` (10)              ``ROOT/cifar-10-batches-py/`` (``data_batch_1`` .. ``_5``,
-                              ``test_batch``) or the archive ``ROOT/cifar-10-python.tar.gz``
-``svhn`` (10)                 ``ROOT/svhn/`` or ``ROOT/`` (``train_32x32.mat``,
-                              ``test_32x32.mat``)
-============================  ======================================================
+- ``emnist-balanced`` (47 classes), ``emnist-letters`` (26), ``emnist-digits`` (10):
+  ``ROOT/EMNIST/raw/emnist-<split>-{train,test}-{images-idx3,labels-idx1}-ubyte``, or
+  the same files gzipped (in ``raw/`` or ``raw/gzip/``), or torchvision's archive
+  ``raw/gzip.zip``;
+- ``cifar10``: ``ROOT/cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``,
+  ``test_batch``), or the archive ``ROOT/cifar-10-python.tar.gz``;
+- ``svhn``: ``train_32x32.mat`` and ``test_32x32.mat`` in ``ROOT/svhn/`` (or ``ROOT/``).
 
 Archives are checked against torchvision's md5 and extracted into the cache; a data root is
 never written to. Files already extracted are checked by their structure (shapes, dtype, label
