@@ -354,3 +354,15 @@ def test_a_report_without_sample_quality_names_no_classifier(vector_vae, tmp_pat
     run = build_run_report(vector_vae, _splits(5, 2, None, "real"), evaluation, tmp_path)
     html = render_report([run])
     assert "classifier" not in html.lower() and "C2ST" not in html
+
+
+@pytest.mark.parametrize(
+    ("name", "legend", "word"),
+    [("cifar10", "3 cat", "class"), ("svhn", "3", "digit"), ("mnist", "3", "digit")],
+)
+def test_known_data_sets_name_their_classes(colour_vae, name, legend, word):
+    data = _splits(D, 10, SHAPE, "8-bit", name=name, scale=255.0)
+    titles = run_figures(colour_vae, data)
+    latent = titles["Latent space per class (train and test)"]
+    assert [t.get_text() for t in latent.legends[0].get_texts()][3] == legend
+    assert f"Traversal around the mean of {word} 9" in titles

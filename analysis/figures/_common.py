@@ -220,15 +220,20 @@ def _legend_style(num_entries: int) -> dict[str, Any]:
     return {"ncols": ncols, "fontsize": 8 if num_entries <= 24 else 6}
 
 
+DIGIT_DATASETS = frozenset({"mnist", "emnist-digits", "svhn"})
+"""Data sets (of :func:`pyrovae.load_dataset`) whose classes are the digits 0-9."""
+
+
 def _class_word(vae: Any, data_name: str | None = None) -> str:
-    """ "digit" for MNIST (whose classes are digits), "class" for any other data."""
+    """What a class is called: a digit for data whose classes are digits (MNIST, EMNIST
+    digits, SVHN), else a class."""
     run = getattr(vae, "run_config", None)
     if data_name is None and run is not None:
         if getattr(run.train, "data", None):
             return "class"
         data_name = getattr(run.train, "dataset", None)
     if data_name is not None:
-        return "digit" if data_name == "mnist" else "class"
+        return "digit" if data_name in DIGIT_DATASETS else "class"
     return "digit" if image_shape_of(vae) == MNIST_SHAPE else "class"
 
 

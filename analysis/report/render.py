@@ -159,7 +159,7 @@ def _section(index: int, run: RunReport) -> Section:
 
 
 def _common_nouns(runs: Sequence[RunReport]) -> tuple[str, str]:
-    """ "images" when every run is of images, "data points" otherwise."""
+    """Images when every run is of images, data points otherwise."""
     return IMAGE_NOUNS if all(nouns_of(r.data) == IMAGE_NOUNS for r in runs) else VECTOR_NOUNS
 
 

@@ -227,9 +227,48 @@ def run_figures(
     return figs
 
 
+_LETTERS = [chr(ord("a") + i) for i in range(26)]
+KNOWN_CLASS_NAMES: dict[str, list[str]] = {
+    "fashion-mnist": [
+        "T-shirt/top",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+    "cifar10": [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ],
+    "emnist-letters": _LETTERS,
+    "emnist-balanced": [str(d) for d in range(10)]
+    + [c.upper() for c in _LETTERS]
+    + list("abdefghnqrt"),
+}
+"""Names of the classes of :func:`pyrovae.load_dataset`'s data sets whose labels are not
+the digits themselves (EMNIST balanced: 0-9, A-Z and the 11 lower-case letters it keeps)."""
+
+
 def _class_names(vae: nn.Module, data: Splits) -> list[str] | None:
-    """Names of classes 0, 1, ...: the data's, else those the run recorded, else None."""
-    names = getattr(data, "class_names", None)
+    """Names of classes 0, 1, ...: the data's, else those the run recorded, else those of a
+    known data set (:data:`KNOWN_CLASS_NAMES`), else None."""
+    names = getattr(data, "class_names", None) or KNOWN_CLASS_NAMES.get(
+        str(getattr(data, "name", ""))
+    )
     if not names:
         names = getattr(
             getattr(getattr(vae, "run_config", None), "train", None), "class_names", None
