@@ -16,7 +16,7 @@ _EXPORTS = {
     "ModelConfig": "pyrovae.build",
     "build_model": "pyrovae.build",
     "fixed_binarization": "pyrovae.data",
-    "load_dataset": "pyrovae.data",
+    "load_dataset": "pyrovae.run_data",
     "load_run": "pyrovae.runs",
     "read_config": "pyrovae.runs",
     "read_metrics": "pyrovae.runs",
@@ -54,8 +54,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pyrovae.build import ModelConfig, build_model
-    from pyrovae.data import fixed_binarization, load_dataset
+    from pyrovae.data import fixed_binarization
     from pyrovae.export import draw_samples, write_samples
+    from pyrovae.run_data import load_dataset
     from pyrovae.runs import load_run, read_config, read_metrics
     from pyrovae.traces import IWAE, ImportanceTerms, importance_terms
     from pyrovae.train import TrainConfig, Trainer, train_model

@@ -32,6 +32,7 @@ __all__ = [
     "LIKELIHOOD_KINDS",
     "DataMismatchError",
     "check_likelihood",
+    "load_dataset",
     "model_config_for",
     "open_data",
     "record_data",
@@ -202,3 +203,36 @@ def open_data(
             )
         return load_dataset(str(train.dataset), root, device, download)
     return read_user_data(train, path).splits.to(device)
+
+
+def load_dataset(
+    dataset: Any = "mnist",
+    root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    download: bool = True,
+    **read_options: Any,
+) -> Splits:
+    """The splits of a built-in data set by name (:func:`pyrovae.data.load_dataset`), or of
+    the user's own data: a path (``.npy``, ``.npz``, ``.pt``, ``.csv`` or an image folder),
+    an array, a tensor or a Dataset, read by :func:`pyrovae.read_data` with
+    ``read_options`` (``label_column``, ``image_size``, ``val_fraction``, ...), on
+    ``device``. ``pyrovae.load_dataset`` is this function.
+    """
+    from pyrovae.data import DATASETS
+    from pyrovae.data import load_dataset as load_builtin
+
+    if isinstance(dataset, str) and dataset in DATASETS:
+        if read_options:
+            raise ValueError(
+                f"{sorted(read_options)} apply to your own data, not to the built-in data set "
+                f"{dataset!r}; leave them out"
+            )
+        return load_builtin(dataset, root, device, download)
+    from pyrovae.user_data import read_data
+
+    if isinstance(dataset, str) and not Path(dataset).expanduser().exists():
+        raise ValueError(
+            f"{dataset!r} is neither a built-in data set ({', '.join(sorted(DATASETS))}) nor "
+            "an existing file or folder; give one of those names or the path of your data"
+        )
+    return read_data(dataset, **read_options).splits.to(device)

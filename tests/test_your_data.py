@@ -327,3 +327,17 @@ def test_colour_images_get_a_discretized_likelihood_and_evaluate(tmp_path, capsy
     assert code == 0, capsys.readouterr()
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert set(evaluation["sources"]) >= {"prior", "aggregate", "gmm", "flow"}
+
+
+def test_load_dataset_takes_a_name_or_your_data(tmp_path):
+    import pyrovae
+
+    binary_csv(tmp_path / "toy.csv")
+    splits = pyrovae.load_dataset(tmp_path / "toy.csv", label_column="label")
+    assert splits.num_classes == 3 and splits.kind == "binary" and splits.train.x.shape[1] == 5
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    assert pyrovae.load_dataset(x).kind == "real"
+    with pytest.raises(ValueError, match="neither a built-in data set"):
+        pyrovae.load_dataset("mnsit")
+    with pytest.raises(ValueError, match="apply to your own data"):
+        pyrovae.load_dataset("mnist", label_column="y")
