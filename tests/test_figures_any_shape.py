@@ -4,6 +4,7 @@ values, vectors, and any number of classes (no 28 x 28 and no ten digits assumed
 from __future__ import annotations
 
 import io
+import re
 from types import SimpleNamespace
 
 import matplotlib
@@ -366,3 +367,36 @@ def test_known_data_sets_name_their_classes(colour_vae, name, legend, word):
     latent = titles["Latent space per class (train and test)"]
     assert [t.get_text() for t in latent.legends[0].get_texts()][3] == legend
     assert f"Traversal around the mean of {word} 9" in titles
+
+
+_WIDTH_PROBE = """<script>
+window.addEventListener("load", () => {
+  const table = document.querySelector("table.sources");
+  const wrap = table.parentElement;
+  const cells = Array.from(table.querySelectorAll("th"));
+  const right = Math.max(...cells.map((c) => c.getBoundingClientRect().right));
+  const scrolls = getComputedStyle(wrap).overflowX === "auto"
+    && wrap.getBoundingClientRect().right <= window.innerWidth;
+  document.body.dataset.width = `${Math.round(right)}/${window.innerWidth}/${scrolls}`;
+});
+</script>"""
+
+
+def test_every_column_of_an_eight_bit_run_stays_reachable_at_1280_px(tmp_path, chromium):
+    """Bits per dimension, C2ST and precision/recall beside every classifier column."""
+    from pyrovae.analysis.report import RunReport, write_report
+
+    evaluation = _evaluation(_seeded(x_dim=D, image_shape=list(SHAPE)))
+    for entry in evaluation["sources"].values():
+        entry.update(entropy=0.4, ambiguous=0.1, coverage_kl=0.02, frechet=9.0)
+        entry["ais"] = {"loglik": -698.12, "stderr": 0.31, "is_loglik": -699.25}
+    data = {"name": "cifar10", "kind": "8-bit", "image_shape": list(SHAPE), "x_dim": D}
+    page = write_report([RunReport("cvae-z50", evaluation=evaluation, data=data)], tmp_path)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", _WIDTH_PROBE + "</body>"))
+    dom = chromium.run("--window-size=1280,1000", "--dump-dom", probe.as_uri()).stdout
+    match = re.search(r'data-width="(\d+)/(\d+)/(true|false)"', dom)
+    assert match, dom[:300]
+    right, width, scrolls = int(match[1]), int(match[2]), match[3] == "true"
+    assert right <= width or scrolls, f"the last column ends at {right} px of {width}"
+    assert "bits/dim" in dom and "precision / recall" in dom and "Frechet" in dom
