@@ -4,7 +4,7 @@ Improved Precision and Recall Metric for Assessing Generative Models (Kynkaannie
 2019), https://arxiv.org/abs/1904.06991. Each feature vector phi' of a set Phi carries a ball
 whose radius is the distance to its k-th nearest neighbour among the *other* vectors of Phi
 (the paper's reference code: the vector itself, at distance 0, is not counted). Phi's
-manifold is the union of the balls, and
+manifold is the union of the balls, and::
 
     f(phi, Phi) = 1  if  ||phi - phi'|| <= ||phi' - NN_k(phi', Phi)||  for some phi' in Phi,
 
