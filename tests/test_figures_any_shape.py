@@ -400,3 +400,16 @@ def test_every_column_of_an_eight_bit_run_stays_reachable_at_1280_px(tmp_path, c
     right, width, scrolls = int(match[1]), int(match[2]), match[3] == "true"
     assert right <= width or scrolls, f"the last column ends at {right} px of {width}"
     assert "bits/dim" in dom and "precision / recall" in dom and "Frechet" in dom
+
+
+def test_conclusions_read_the_two_sample_test_and_precision_recall(vector_vae):
+    from pyrovae.analysis.report import conclusions
+
+    evaluation = _evaluation(vector_vae)
+    evaluation["sources"]["gmm"]["c2st"] = {"accuracy": 0.52, "low": 0.46, "high": 0.58}
+    text = " ".join(conclusions(evaluation))
+    assert "gmm 0.52 (0.46-0.58) and prior 0.61 (0.55-0.67)" in text
+    assert "indistinguishable from real data at 95%: gmm." in text
+    assert "prior 0.80 / 0.70 and gmm 0.80 / 0.70" in text
+    del evaluation["sources"]["gmm"]["c2st"]
+    assert "every source's samples are told from real data" in " ".join(conclusions(evaluation))

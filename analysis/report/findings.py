@@ -162,7 +162,53 @@ def _quality_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
         f"Drawing z from {n} gives {_listing(items)}{_copies_clause(sources, n)}."
         for n, items in wins.items()
     ]
-    return sentences + ties + _memorization_sentence(sources)
+    return sentences + ties + _two_sample_sentences(sources) + _memorization_sentence(sources)
+
+
+def _two_sample_sentences(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The classifier two-sample test per source, nearest to 0.5 first, naming the sources
+    whose 95% interval holds 0.5 (Lopez-Paz and Oquab, 2017), and precision/recall
+    (Kynkaanniemi et al., 2019), where the evaluation measured them."""
+    out = []
+    c2st = {}
+    for name, entry in sources.items():
+        test = _mapping(_mapping(entry).get("c2st"))
+        accuracy = _finite(test.get("accuracy"))
+        if accuracy is not None:
+            c2st[name] = (accuracy, _finite(test.get("low")), _finite(test.get("high")))
+    if c2st:
+        ranked = sorted(c2st.items(), key=lambda t: abs(t[1][0] - 0.5))
+        listed = _listing(
+            [
+                f"{n} {a:.2f}" + ("" if lo is None or hi is None else f" ({lo:.2f}-{hi:.2f})")
+                for n, (a, lo, hi) in ranked
+            ]
+        )
+        alike = [
+            n for n, (_, lo, hi) in ranked if lo is not None and hi is not None and lo <= 0.5 <= hi
+        ]
+        verdict = (
+            f"indistinguishable from real data at 95%: {_listing(alike)}"
+            if alike
+            else "every source's samples are told from real data (no interval holds 0.5)"
+        )
+        out.append(
+            "A classifier trained to tell samples from held-out real data reaches "
+            f"{listed} (0.5: indistinguishable); {verdict}."
+        )
+    pr = {}
+    for name, entry in sources.items():
+        scores = _mapping(_mapping(entry).get("precision_recall"))
+        precision, recall = _finite(scores.get("precision")), _finite(scores.get("recall"))
+        if precision is not None and recall is not None:
+            pr[name] = (precision, recall)
+    if pr:
+        listed = _listing([f"{n} {p:.2f} / {r:.2f}" for n, (p, r) in pr.items()])
+        out.append(
+            f"Precision / recall of samples (how many samples lie where real data do / how "
+            f"much of the real data the samples cover): {listed}."
+        )
+    return out
 
 
 def _mi_out_of_bounds(name: str, value: float, bound: float | None, data: str) -> list[str]:
