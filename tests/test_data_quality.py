@@ -136,6 +136,28 @@ def test_sample_range():
     assert sample_range("real") is None and sample_range(None) is None
 
 
+def test_decoded_means_keep_the_data_units(monkeypatch):
+    import pyrovae.analysis.quality.data_quality as dq
+    from pyrovae.analysis.evaluation.evaluate import decode_samples
+    from pyrovae.analysis.sources.classes import PriorSource
+    from pyrovae.build import build_model
+
+    vae = build_model(likelihood="gaussian", x_dim=5, z_dim=2, hidden_dims=[8], model="vae")
+    vae.decoder.mean = lambda z, y=None: torch.full((len(z), 5), 300.0)
+    prior = PriorSource(vae)
+    assert decode_samples(vae, prior, 3).max().item() == 1.0  # MNIST's pixels, as before
+    assert decode_samples(vae, prior, 3, clamp=None).min().item() == 300.0
+    scored = []
+    monkeypatch.setattr(dq, "score_samples", lambda q, samples, *a: scored.append(samples) or {})
+    data = _tiny(labelled=False)
+    for kind, top in (("real", 300.0), ("8-bit", 255.0)):
+        data.kind = kind
+        decode = lambda source, n: decode_samples(vae, source, n, clamp=None)  # noqa: E731
+        dq.score_sources(dq.data_quality(data), [("prior", prior)], decode, data.test.x,
+                         data.train.x, 4)  # fmt: skip
+        assert scored[-1].max().item() == top
+
+
 def test_evaluation_of_a_run_on_other_data(cache):
     from pyrovae.analysis.evaluation.evaluate import evaluate_run, format_evaluation
     from pyrovae.analysis.quality.classifier import MNISTClassifier
