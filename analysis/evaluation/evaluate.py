@@ -6,6 +6,13 @@ This is what ``pyrovae evaluate`` runs; the result is a plain JSON-ready dict::
                         "converged", "ais": {...}, "entropy", "ambiguous", ...}},
      "surgery": {...}, "elbo": .., "loglik": .., "fingerprint": SHA-256 of the weights, ...}
 
+With sample quality, every source also holds ``"c2st"`` (the classifier two-sample test:
+``accuracy``, ``low``, ``high``, ``p_value``, ...), ``"precision_recall"`` (``precision``,
+``recall``, ``k``, ``space``, ...) and ``"memorization"``, and the top level
+``"sample_quality"`` says how they were computed
+(:mod:`~pyrovae.analysis.quality.data_quality`); the classifier scores (``"entropy"``, ...)
+and ``"classifier_accuracy"`` are there for MNIST, Fashion-MNIST and other labelled data.
+
 The held-out images are a fixed random subset of the split (:meth:`pyrovae.data.Split.sample`);
 the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compared on the
 same images.
