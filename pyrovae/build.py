@@ -45,9 +45,12 @@ class ModelConfig:
         num_components: mixture / VampPrior components.
         num_flows: flow steps of a flow prior or flow guide.
         net: ``"mlp"``, or ``"conv"`` for images (needs ``image_shape``): residual
-            convolutional encoder and decoder (:mod:`pyrovae.convnets`) with fully
-            connected layers of widths ``hidden_dims`` / ``decoder_hidden_dims`` between
-            the feature maps and z.
+            convolutional encoder and decoder (:mod:`pyrovae.convnets`). The encoder's
+            feature maps go through one fully connected layer of width ``hidden_dims[-1]``
+            (the convolutions take the place of the other widths); the decoder maps z
+            linearly to its first feature map, or through ``decoder_hidden_dims`` when
+            given. (Deeper fully connected parts, without normalization, train markedly
+            slower: benchmarks/conv_speed.py.)
         channels: widths of the stride-2 convolutions of ``net="conv"`` (None: the
             default, :data:`pyrovae.convnets.DEFAULT_CHANNELS`, recorded as such).
         image_shape: (C, H, W) of image data, flattened in that order into ``x_dim``
@@ -160,17 +163,20 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
         if cfg.decoder_hidden_dims is not None
         else list(reversed(cfg.hidden_dims))
     )
+    enc_hidden = cfg.hidden_dims
     # conv only, so that a user's registered MLP-only encoder or decoder class still fits
     net_kwargs: dict[str, Any] = {}
     if cfg.net == "conv":
         net_kwargs = {"net": "conv", "image_shape": cfg.image_shape, "channels": cfg.channels}
+        enc_hidden = cfg.hidden_dims[-1:]
+        dec_hidden = cfg.decoder_hidden_dims or []
     encoder_kwargs: dict[str, Any] = dict(net_kwargs)
     if cfg.guide == "flow":
         encoder_kwargs["num_flows"] = cfg.num_flows
     encoder = GUIDES[cfg.guide](
         cfg.x_dim,
         cfg.z_dim,
-        cfg.hidden_dims,
+        enc_hidden,
         y_dim=y_dim,
         activation=cfg.activation,
         **encoder_kwargs,

@@ -176,6 +176,20 @@ def test_conv_nets_refuse_a_wrong_image_shape():
         decoder_net(3, 24, (8,), net="conv")
 
 
+def test_conv_models_have_one_fully_connected_layer_each_side():
+    """build_model's conv nets: the encoder's feature maps -> hidden_dims[-1] in one layer,
+    z -> the decoder's first feature map in one linear map (deeper fully connected parts
+    train markedly slower), unless decoder_hidden_dims asks for more."""
+    vae = build_model(conv_config(hidden_dims=[64, 24], channels=[4, 8]))
+    linear = [m for m in vae.encoder.trunk.fc if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(8 * 2 * 2, 24)]
+    linear = [m for m in vae.decoder.net.fc if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(3, 8 * 2 * 2)]
+    vae = build_model(conv_config(decoder_hidden_dims=[16]))
+    linear = [m for m in vae.decoder.net.fc if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(3, 16), (16, 8 * 2 * 2)]
+
+
 def test_config_records_the_default_channels_and_old_configs_load():
     config = conv_config(channels=None)
     assert config.channels == [32, 64]  # recorded, so a later default cannot change a run

@@ -145,8 +145,9 @@ def add_parser(sub: Any) -> None:
         "--net",
         choices=NET_NAMES,
         help="encoder and decoder networks: mlp, or conv for images (a small residual "
-        "convolutional net with stride-2 convolutions, then fully connected layers of "
-        "--hidden-dims widths) (default: mlp)",
+        "convolutional net of stride-2 convolutions, then one fully connected layer of the "
+        "last --hidden-dims width; the decoder maps z linearly to its first feature map) "
+        "(default: mlp)",
     )
     p.add_argument(
         "--channels",
