@@ -413,3 +413,15 @@ def test_conclusions_read_the_two_sample_test_and_precision_recall(vector_vae):
     assert "prior 0.80 / 0.70 and gmm 0.80 / 0.70" in text
     del evaluation["sources"]["gmm"]["c2st"]
     assert "every source's samples are told from real data" in " ".join(conclusions(evaluation))
+
+
+def test_a_vector_cvae_run_draws_every_figure(vector_cvae):
+    data = _splits(5, 3, None, "real")
+    figures = run_figures(vector_cvae, data, {}, {"prior": PriorSource(vector_cvae)})
+    assert list(figures) == [
+        "Reconstructions (each feature of test data against its reconstruction)",
+        "Samples from each latent source (marginals and pairs of features, real data grey)",
+        "Latent space per class (train and test)",
+        "CVAE: style of class 2 around z = 0",
+        "CVAE: class-conditional samples",
+    ]
