@@ -425,3 +425,22 @@ def test_a_vector_cvae_run_draws_every_figure(vector_cvae):
         "CVAE: style of class 2 around z = 0",
         "CVAE: class-conditional samples",
     ]
+
+
+def test_the_sources_note_names_who_read_the_samples(vector_vae, tmp_path):
+    from pyrovae.analysis.report import RunReport
+
+    evaluation = _evaluation(vector_vae)
+    for entry in evaluation["sources"].values():
+        entry.update(entropy=0.4, ambiguous=0.1, coverage_kl=0.02, frechet=9.0)
+    evaluation["sample_quality"] = {"scorer": "mnist", "feature_space": "classifier features"}
+    html = render_report([RunReport("mnist", evaluation=evaluation)])
+    assert "read by an MNIST classifier" in html and "C2ST: the held-out accuracy" in html
+    evaluation["sample_quality"] = {
+        "scorer": "data",
+        "classifier": {"test_accuracy": 0.9},
+        "feature_space": "classifier features",
+    }
+    html = render_report([RunReport("mine", evaluation=evaluation)])
+    assert "MNIST" not in html and "training split (test accuracy 90.0%)" in html
+    assert "Kynkaanniemi et al., 2019), in classifier features." in html

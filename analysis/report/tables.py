@@ -248,25 +248,26 @@ def _quality_note(evaluation: Mapping[str, Any], sources: Mapping[str, Any]) -> 
     (with its test accuracy) and the classifier-free scores (C2ST, precision and recall)."""
     quality = _mapping(evaluation.get("sample_quality"))
     scored = any(_column_value(k, e) is not None for k in _LABEL_SCORES for e in sources.values())
-    if quality.get("scorer") != "data":
-        if not scored:
-            return ""  # no sample quality was measured
-        return (
-            "Sample quality is read by an MNIST classifier: entropy and ambiguous "
-            "(max probability < 0.5) measure legibility, coverage KL the evenness of classes."
-        )
     parts = []
-    net = _mapping(quality.get("classifier"))
-    accuracy = _finite(net.get("test_accuracy"))
-    if accuracy is None:
-        accuracy = _finite(evaluation.get("classifier_accuracy"))
-    if net or accuracy is not None:
-        parts.append(
-            "Entropy, ambiguous and coverage KL are read by a classifier trained on the "
-            "data's training split"
-            + ("" if accuracy is None else f" (test accuracy {_pct(accuracy)})")
-            + "."
-        )
+    if quality.get("scorer") != "data":
+        if scored:
+            parts.append(
+                "Sample quality is read by an MNIST classifier: entropy and ambiguous "
+                "(max probability < 0.5) measure legibility, coverage KL the evenness of "
+                "classes."
+            )
+    else:
+        net = _mapping(quality.get("classifier"))
+        accuracy = _finite(net.get("test_accuracy"))
+        if accuracy is None:
+            accuracy = _finite(evaluation.get("classifier_accuracy"))
+        if scored and (net or accuracy is not None):
+            parts.append(
+                "Entropy, ambiguous and coverage KL are read by a classifier trained on the "
+                "data's training split"
+                + ("" if accuracy is None else f" (test accuracy {_pct(accuracy)})")
+                + "."
+            )
     if any(_mapping(e.get("c2st")) for e in sources.values()):
         parts.append(
             "C2ST: the held-out accuracy (95% interval) of a classifier trained to tell "
