@@ -239,8 +239,10 @@ def test_other_likelihoods_with_conv(likelihood):
         ({"model": "cvae"}, {}),
         ({"prior": "vamp", "num_components": 4}, {"jit": True}),
         ({"model": "cvae", "guide": "flow"}, {"jit": True, "elbo": "trace"}),
+        ({"prior": "flow"}, {"elbo": "iwae", "num_particles": 3}),
+        ({"model": "cvae", "prior": "vamp"}, {"elbo": "trace", "num_particles": 2}),
     ],
-    ids=["vae", "cvae", "vae-vamp-jit", "cvae-flow-jit"],
+    ids=["vae", "cvae", "vae-vamp-jit", "cvae-flow-jit", "vae-flow-iwae", "cvae-vamp-particles"],
 )
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
@@ -322,3 +324,18 @@ def test_two_processes_train_as_one_with_conv(tmp_path):
     b = torch.load(two / "checkpoint.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and any("convs" in k for k in a)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_eight_bit_images_with_the_discretized_logistic_and_standardization(tmp_path):
+    """Two parameters per value through the conv decoder, x standardized for the encoder,
+    log p(x) in the data's units: a finite ELBO per datum after training."""
+    data = image_splits()
+    for split in (data.train, data.val, data.test):
+        split.x.copy_((split.x * 255).round())
+    data.kind = "8-bit"
+    config = conv_config(likelihood="discretized-logistic", standardize=True)
+    vae = train_model(config, small_train(), data, tmp_path, progress=False)
+    assert vae.decoder.net.out_dim == 2 * 90
+    assert float(vae.encoder.scaling.scale.mean()) > 1  # fitted to 0..255 values
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()[1:]
+    assert all(np.isfinite(float(r.split(",")[2])) for r in rows)
