@@ -148,9 +148,11 @@ def decode_samples(
     source: LatentSource,
     n: int,
     clamp: tuple[float, float] | None = (0.0, 1.0),
+    draw: bool = False,
 ) -> torch.Tensor:
     """Decoder means of ``n`` draws from ``source``, shape (n, x_dim), in the data's units,
-    clamped to ``clamp`` (default [0, 1], MNIST's pixels; None: not clamped).
+    clamped to ``clamp`` (default [0, 1], MNIST's pixels; None: not clamped). With
+    ``draw``, draws x ~ p(x | z) instead of means: samples of the model's p(x) itself.
 
     For a CVAE the labels cycle through the classes, so the samples cover every digit; a
     conditional prior is sampled given those labels.
@@ -161,7 +163,8 @@ def decode_samples(
         z = source.sample(n, y=y)
     else:
         z = source.sample(n)
-    mean = vae.decoder.mean(z.to(device), y)
+    z = z.to(device)
+    mean = vae.decoder(z, y).sample() if draw else vae.decoder.mean(z, y)
     return mean if clamp is None else mean.clamp(*clamp)
 
 
@@ -307,11 +310,16 @@ def evaluate_run(
             own = classifier if isinstance(classifier, DataClassifier) else None
             classifier = data_quality(data, classifier=own, device=held_out.x.device)
         torch.manual_seed(seed)
+        # draws of the model's p(x), against held-out data as the model sees them
+        # (binarized for a Bernoulli likelihood): decoder means are smoother than any data
+        real = held_out.sample(num_test).x if num_test else held_out.x
+        if getattr(vae.decoder, "binarize", False):
+            real = fixed_binarization(real)
         scores, top = score_sources(
             classifier,
             comparison.sources.items(),
-            lambda source, n: decode_samples(vae, source, n, clamp=None),
-            held_out.sample(num_test).x if num_test else held_out.x,
+            lambda source, n: decode_samples(vae, source, n, clamp=None, draw=True),
+            real,
             data.train.subset(num_train).x if num_train else data.train.x,
             num_quality_samples,
             seed=seed,

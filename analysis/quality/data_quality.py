@@ -3,7 +3,9 @@
 For data other than MNIST and Fashion-MNIST (:data:`MNIST_DATASETS`, whose label-based scores
 and memorization check are computed as before from the MNIST-format classifier, :mod:`.scores`,
 and which get the two-sample test and precision and recall in that classifier's features
-from :func:`mnist_quality` and :func:`two_sample_scores`), every source's decoded samples get
+from :func:`mnist_quality` and :func:`two_sample_scores`), every source's samples get (the
+evaluation draws them from p(x | z), samples of the model's own p(x), and compares them with
+held-out data as the model sees them: binarized for a Bernoulli likelihood)
 
 - ``"c2st"``: the classifier two-sample test against held-out real rows (accuracy, its exact
   interval, the p-value of "indistinguishable"; :mod:`.two_sample`);

@@ -182,11 +182,10 @@ def settings_from(args: argparse.Namespace) -> tuple[EvaluationSettings, set[str
 def classifier_for(data: Any, settings: EvaluationSettings, device: Any) -> Any:
     if not settings.quality:
         return None
+    if data.name != "mnist":  # a classifier of the data's own (trained once, cached)
+        from pyrovae.analysis.quality.data_quality import data_quality
+
+        return data_quality(data, device=device, progress=True)
     from pyrovae.analysis.quality.classifier import load_classifier
 
-    if data.name != "mnist":
-        raise CommandError(
-            f"sample quality needs the MNIST classifier, but the run uses {data.name}; "
-            "pass --no-quality"
-        )
     return load_classifier(data, device=device, progress=True)
