@@ -98,6 +98,10 @@ def _announce_study(
 
 
 def _classifier(data: Splits, quick: bool, device: torch.device):
+    if data.name != "mnist":  # the data's own classifier, two-sample test, precision/recall
+        from pyrovae.analysis.quality.data_quality import data_quality
+
+        return data_quality(data, device=device, progress=True)
     if quick:
         return load_classifier(data, device=device, config=ClassifierConfig(epochs=1), subset=5000)
     return load_classifier(data, device=device)

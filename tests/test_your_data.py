@@ -308,25 +308,38 @@ def test_colour_images_get_a_discretized_likelihood_and_evaluate(tmp_path, capsy
     result = estimate_log_likelihood(vae, x, num_samples=20, seed=0, progress=False)
     # a probability mass of integers: log p(x) <= 0
     assert (result.per_datum <= 0).all()
-    code = main(
-        [
-            "evaluate",
-            str(run),
-            "--num-test",
-            "8",
-            "--num-train",
-            "30",
-            "--num-samples",
-            "10",
-            "--flow-steps",
-            "5",
-            "--no-quality",
-            "--quiet",
-        ]
-    )
+    budget = [
+        "--num-test",
+        "8",
+        "--num-train",
+        "30",
+        "--num-samples",
+        "10",
+        "--flow-steps",
+        "5",
+        "--num-quality-samples",
+        "16",
+        "--quiet",
+    ]
+    code = main(["evaluate", str(run), *budget])
     assert code == 0, capsys.readouterr()
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert set(evaluation["sources"]) >= {"prior", "aggregate", "gmm", "flow"}
+    assert evaluation["data"] == {
+        "name": "imgs",
+        "kind": "8-bit",
+        "image_shape": [3, 6, 6],
+        "x_dim": 108,
+        "num_classes": 2,
+    }
+    for entry in evaluation["sources"].values():
+        assert entry["bits_per_dim"] == pytest.approx(-entry["loglik"] / (108 * math.log(2)))
+        assert 0 <= entry["c2st"]["accuracy"] <= 1 and "precision" in entry["precision_recall"]
+    assert "bits per dimension (8-bit values" in capsys.readouterr().out
+    # the report of the run reuses that evaluation and shows bits per dimension
+    assert main(["report", str(run), *budget, "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "bits/dim" in page and "C2ST" in page
 
 
 def test_load_dataset_takes_a_name_or_your_data(tmp_path):

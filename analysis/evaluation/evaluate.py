@@ -12,6 +12,11 @@ With sample quality, every source also holds ``"c2st"`` (the classifier two-samp
 ``"sample_quality"`` says how they were computed
 (:mod:`~pyrovae.analysis.quality.data_quality`); the classifier scores (``"entropy"``, ...)
 and ``"classifier_accuracy"`` are there for MNIST, Fashion-MNIST and other labelled data.
+Sample quality of data other than MNIST is of draws x ~ p(x | z) (MNIST's: decoder means).
+
+``"data"`` says what the numbers are of (``name``, ``kind``, ``image_shape``, ``x_dim``,
+``num_classes``); for 8-bit data every source also holds ``"bits_per_dim"`` and
+``"bits_per_dim_stderr"``, -log p(x) / (D log 2).
 
 The held-out images are a fixed random subset of the split (:meth:`pyrovae.data.Split.sample`);
 the AIS images are the first ``ais_num_test`` of them, so IS and AIS are compared on the
@@ -45,6 +50,7 @@ prior's, from the guide (:func:`~pyrovae.analysis.likelihood.evidence.source_bdm
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +94,7 @@ from pyrovae.analysis.stats import mean_stderr
 from pyrovae.build import lookup
 from pyrovae.data import Split, Splits, fixed_binarization
 from pyrovae.distributed import DistributedContext
+from pyrovae.models.discretized import bits_per_dim
 from pyrovae.nets import check_positive_int
 from pyrovae.train import one_hot
 
@@ -166,6 +173,18 @@ def decode_samples(
     z = z.to(device)
     mean = vae.decoder(z, y).sample() if draw else vae.decoder.mean(z, y)
     return mean if clamp is None else mean.clamp(*clamp)
+
+
+def _data_entry(data: Splits) -> dict[str, Any]:
+    """What the evaluation's numbers are of: the data's name, kind of values and shape."""
+    shape = data.image_shape
+    return {
+        "name": data.name,
+        "kind": data.kind,
+        "image_shape": list(shape) if shape is not None else None,
+        "x_dim": int(data.train.x.shape[1]),
+        "num_classes": int(data.num_classes),
+    }
 
 
 def evaluate_run(
@@ -293,7 +312,13 @@ def evaluate_run(
         "sources": per_source,
         # the weights evaluated: a saved evaluation of other weights is never reused or shown
         "fingerprint": model_fingerprint(vae),
+        "data": _data_entry(data),
     }
+    if data.kind == "8-bit":  # natural images' unit: -log p(x) / (D log 2)
+        dims = int(data.train.x.shape[1])
+        for entry in per_source.values():
+            entry["bits_per_dim"] = bits_per_dim(entry["loglik"], dims)
+            entry["bits_per_dim_stderr"] = entry["stderr"] / (dims * math.log(2))
     if vae.conditional:
         result["note"] = (
             "CVAE: sources are fitted to the pooled encodings q(z | x_n, y_n) of all classes "
@@ -546,6 +571,13 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
             f"{_fmt(s.get('coverage_kl'), '.3f'):>8}{_fmt(s.get('frechet'), '.2f'):>9}"
             f"{_fmt(copies, '.1%'):>8}{flag}"
         )
+    bits = [
+        f"{name} {s['bits_per_dim']:.3f} +- {s['bits_per_dim_stderr']:.3f}"
+        for name, s in sources.items()
+        if "bits_per_dim" in s
+    ]
+    if bits:
+        lines.append("bits per dimension (8-bit values; lower is better): " + "; ".join(bits))
     for name, s in sources.items():
         c2st, pr = s.get("c2st"), s.get("precision_recall")
         if c2st and pr:

@@ -103,6 +103,8 @@ def run_figures(
             MNIST's digit 9, else the last class present in the test labels).
         progress: show progress over the figures on stderr.
     """
+    if classifier is not None and not isinstance(classifier, nn.Module):
+        classifier = getattr(classifier, "classifier", None)  # a DataQuality's network, if any
     plan: list[tuple[str, Callable[[], Figure]]] = []
     test = data.test
     device = next(vae.parameters()).device

@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> None:
 
     settings, asked = settings_from(args)
     configs = [read_config(run) for run in args.run_dirs]
-    datasets = {c.train.dataset for c in configs}
-    if settings.quality and datasets != {"mnist"}:
+    datasets = {c.train.dataset or c.train.data_fingerprint for c in configs}
+    if len(datasets) > 1:
+        names = sorted(str(c.train.dataset or c.train.data) for c in configs)
         raise CommandError(
-            f"report needs MNIST runs (for the classifier), got {sorted(datasets)}; "
-            "pass --no-quality"
+            f"report compares runs on the same data, but these were trained on {names}; "
+            "report each data set's runs separately"
         )
     for run in args.run_dirs:  # a mismatch is refused before data and models are loaded
         check_reusable(run, settings, asked, args.reevaluate)
