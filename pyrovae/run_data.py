@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    import pyrovae.user_data
     from pyrovae.build import ModelConfig
     from pyrovae.data import Splits
     from pyrovae.trainer import TrainConfig
-    from pyrovae.user_data import UserData
 
 __all__ = [
     "DEFAULT_LIKELIHOODS",
@@ -138,7 +138,7 @@ def model_config_for(
     return ModelConfig(**out), notes
 
 
-def record_data(train: TrainConfig, user: UserData) -> TrainConfig:
+def record_data(train: TrainConfig, user: pyrovae.user_data.UserData) -> TrainConfig:
     """``train`` with the user data's path, fingerprint, kind and names recorded."""
     return replace(
         train,
@@ -151,7 +151,9 @@ def record_data(train: TrainConfig, user: UserData) -> TrainConfig:
     )
 
 
-def read_user_data(train: TrainConfig, path: str | Path | None = None) -> UserData:
+def read_user_data(
+    train: TrainConfig, path: str | Path | None = None
+) -> pyrovae.user_data.UserData:
     """The run's own data, read with its stored split settings (from ``path`` when given,
     else ``train.data``) and checked against its fingerprint."""
     from pyrovae.user_data import read_data

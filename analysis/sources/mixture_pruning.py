@@ -148,14 +148,15 @@ class Terms(NamedTuple):
     logits: torch.Tensor
     """(m, k) log densities."""
     rows: torch.Tensor
-    """(k, 2 D + 1): the expanded form's rows [a_n, b_n, c_n] centred like ``w``, or, for
-    directly computed terms, the components' rows [a_n, mu_n, l_n] of the table."""
+    """The expanded form's rows [a_n, b_n, c_n] centred like ``w``, shape (k, 2 D + 1), or,
+    for directly computed terms, the components' rows [a_n, mu_n, l_n] of the table."""
     w: torch.Tensor | None
     """(m, D) points centred like ``rows``; None for directly computed terms."""
     err: torch.Tensor | None
-    """(k,) bounds on the expanded form's rounding (None: all within REFINE_ABOVE)."""
+    """Bounds on the expanded form's rounding, shape (k,), or None when all are within
+    REFINE_ABOVE."""
     size: torch.Tensor | None
-    """(k,) S_n of directly computed terms (for their rounding bound); None otherwise."""
+    """S_n of directly computed terms, shape (k,) (for their rounding bound); None otherwise."""
 
 
 class DiagonalLogDensities:
