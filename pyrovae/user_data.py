@@ -46,6 +46,7 @@ import torch
 
 from pyrovae.data import Split, Splits
 from pyrovae.memory_data import rows_from, to_numpy
+from pyrovae.streamed_data import read_streamed
 
 __all__ = ["KINDS", "UserData", "read_data"]
 
@@ -81,6 +82,8 @@ class UserData:
     column_names: tuple[str, ...] | None = None
     """The feature columns' names of a CSV file (its header, less the label column), else
     None."""
+    streamed: bool = False
+    """Whether the splits' x are memory-mapped files (:mod:`pyrovae.streamed_data`)."""
 
     def describe(self) -> str:
         """One line: rows, row shape, kind, classes, split sizes and the fingerprint's start."""
@@ -92,6 +95,7 @@ class UserData:
             f"{self.path.name}: {n} rows of shape {tuple(shape)}, {self.kind}, {classes}; "
             f"train {len(s.train)} / val {len(s.val)} / test {len(s.test)}; "
             f"fingerprint {self.fingerprint[:12]}"
+            + ("; streamed from disk" if self.streamed else "")
         )
 
 
@@ -166,6 +170,11 @@ def read_data(
         x, y, columns = _read_csv(p, label_column)
         x_test = y_test = None
     elif suffix in (".npy", ".npz", ".pt"):
+        read = suffix != ".pt" and read_streamed(  # too large for memory: from disk
+            p, val_fraction, test_fraction, seed, split=_split, labels=_labels
+        )
+        if read:
+            return UserData(**read, path=p.resolve(), streamed=True)
         x, y, x_test, y_test = _read_arrays(p, suffix)
     else:
         raise ValueError(
