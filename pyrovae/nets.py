@@ -101,10 +101,27 @@ class DataScaling(nn.Module):
         self.register_buffer("loc", torch.zeros(x_dim))
         self.register_buffer("scale", torch.ones(x_dim))
 
+    FIT_CHUNK_VALUES = 2**23
+    """Values per chunk of rows when :meth:`fit` reads data larger than this (64 MiB of
+    float64), e.g. a memory-mapped training split: no float64 copy of it all is made."""
+
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> DataScaling:
         """m = the mean and s = the standard deviation of each column of ``x`` (N, x_dim); a
-        column with s = 0 (constant in the training data) gets s = 1."""
+        column with s = 0 (constant in the training data) gets s = 1.
+
+        Data of more than :attr:`FIT_CHUNK_VALUES` values are read in chunks of rows, in two
+        passes with float64 sums: m = sum_i x_i / N, then s^2 = sum_i (x_i - m)^2 / N.
+        """
+        rows = max(1, self.FIT_CHUNK_VALUES // max(1, x.shape[1]))
+        if x.shape[0] > rows:
+            chunks = x.split(rows)
+            mean = sum(c.to(torch.float64).sum(0) for c in chunks) / x.shape[0]
+            var = sum((c.to(torch.float64) - mean).square().sum(0) for c in chunks) / x.shape[0]
+            self.loc.copy_(mean)
+            std = var.sqrt().to(self.scale.device)
+            self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+            return self
         x = x.to(self.loc.device, torch.float64)
         std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.zeros_like(x[0])
         self.loc.copy_(x.mean(dim=0))

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pyrovae.models import VAE
 from pyrovae.nets import check_positive_int
 from pyrovae.objectives import make_objective
 from pyrovae.schedules import LR_SCHEDULES, learning_rate
+from pyrovae.streamed_data import is_mapped, stream_above_bytes
 from pyrovae.traces import ValidateFirst, importance_terms
 
 __all__ = [
@@ -280,6 +281,10 @@ def _forget_other_models(prefix: str = "vae$$$") -> None:
 class Trainer:
     """Owns the optimizer, the objective and the run directory of one training run."""
 
+    streamed = False
+    """Whether the training split is memory-mapped (:mod:`pyrovae.streamed_data`) and stays
+    on the CPU, each batch gathered from it and moved to the device."""
+
     def __init__(
         self,
         vae: VAE,
@@ -318,8 +323,21 @@ class Trainer:
 
     def _place_data(self, data: Splits) -> None:
         """The training split (its first ``subset`` examples) and the validation split, on
-        the device; the validation images binarized once, with a fixed seed."""
-        self.data = data.to(self.device)
+        the device; the validation images binarized once, with a fixed seed. A memory-mapped
+        training split stays where it is (its labels go to the device), and so does its
+        validation split when above :func:`~pyrovae.streamed_data.stream_above_bytes`."""
+        self.streamed = is_mapped(data.train.x)
+        if self.streamed:
+            val_x = data.val.x
+            if val_x.nbytes <= stream_above_bytes():
+                val_x = val_x.to(self.device)
+            self.data = replace(
+                data,
+                train=Split(data.train.x, data.train.y.to(self.device)),
+                val=Split(val_x, data.val.y.to(self.device)),
+            )
+        else:
+            self.data = data.to(self.device)
         self.train_split = (
             self.data.train.subset(self.config.subset) if self.config.subset else self.data.train
         )
@@ -386,7 +404,21 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _begin_epoch(self, perm: torch.Tensor, batch_size: int) -> None:
-        """Called with the epoch's data order before its first step."""
+        """Called with the epoch's data order before its first step (a streamed run keeps a
+        CPU copy of it, so that no step waits for the device to read its indices)."""
+        if self.streamed:
+            self._perm_cpu = perm.cpu()
+
+    def _gather(self, step: int) -> torch.Tensor:
+        """The rows of step ``step``'s batch from the memory-mapped training split, read in
+        ascending order (neighbouring rows share pages), put back in the batch's order and
+        moved to the device."""
+        bs = self.config.batch_size
+        order, where = self._perm_cpu[step * bs : (step + 1) * bs].sort()
+        rows = self.train_split.x[order]
+        x = torch.empty_like(rows)
+        x[where] = rows
+        return x.to(self.device)
 
     def _step_inputs(
         self, step: int, idx: torch.Tensor, y_all: torch.Tensor | None
@@ -394,7 +426,7 @@ class Trainer:
         """The step's ``(x, y, loss weight, draws)`` for the global batch ``idx`` (step
         ``step`` of the epoch): the data this process computes, the factor of their summed
         loss, and the context the step's random draws are made in."""
-        x = self.train_split.x[idx]
+        x = self._gather(step) if self.streamed else self.train_split.x[idx]
         if self.binarize:  # dynamic binarization, from uniforms (as DistributedTrainer draws)
             x = binarize_with(x, torch.rand(x.shape, device=x.device))
         y = None if y_all is None else y_all[idx]
@@ -477,6 +509,15 @@ class Trainer:
     def validate(self) -> float:
         self.vae.eval()
         x, y = model_inputs(self.vae, self.data.val, self.val_x)
+        if x.device.type != self.device.type:  # a streamed validation split, in chunks
+            c = VALIDATION_CHUNK
+            parts = [
+                elbo_per_datum(
+                    self.vae, x[i : i + c].to(self.device), None if y is None else y[i : i + c]
+                )
+                for i in range(0, x.shape[0], c)
+            ]
+            return torch.cat(parts).mean().item()
         return elbo_per_datum(self.vae, x, y).mean().item()
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
