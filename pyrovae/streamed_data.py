@@ -3,7 +3,7 @@
 :func:`pyrovae.read_data` hands an ``.npy`` file, or an ``.npz`` archive whose ``x`` is
 stored without compression (``np.savez``, not ``np.savez_compressed``), to
 :func:`read_streamed`. When the file's values as float32 take more than
-:func:`stream_above_bytes` (a third of the memory available, or ``$PYROVAE_STREAM_ABOVE``
+:func:`stream_above_bytes` (a quarter of the memory available, or ``$PYROVAE_STREAM_ABOVE``
 bytes), the file is memory-mapped and never loaded whole:
 
 1. one chunked pass checks that every value is finite (naming the first bad row), infers the
@@ -16,10 +16,11 @@ bytes), the file is memory-mapped and never loaded whole:
 3. the splits' ``x`` are read-only memory-mapped tensors of those files, their ``y`` small
    tensors in memory.
 
-Whole loading peaks at about 2.4 times the array's float32 size (read, float32 copy, split
-rows, standardization; ``benchmarks/data_memory.py``), so a third of the available memory
-is where whole loading stops being safe. The trainer keeps a memory-mapped training split
-where it is (:func:`is_mapped`) and moves each batch to the device.
+Whole loading peaks at about 3 times the array's float32 size in anonymous memory (read,
+float32 copy, split rows, standardization; ``benchmarks/data_memory.py``), so data above a
+quarter of the available memory stream, leaving a quarter for the rest. The trainer keeps a
+memory-mapped training split where it is (:func:`is_mapped`) and moves each batch to the
+device.
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ __all__ = [
 
 STREAM_ABOVE_ENV = "PYROVAE_STREAM_ABOVE"
 """Environment variable: stream data whose float32 size exceeds this many bytes (0: always)."""
-MEMORY_SHARE = 3
+MEMORY_SHARE = 4
 """Without ``$PYROVAE_STREAM_ABOVE``, data above 1/MEMORY_SHARE of the available memory
-stream: whole loading peaks at about 2.4 times the data's float32 size."""
+stream: whole loading peaks at about 3 times the data's float32 size."""
 CHUNK_BYTES = 64 * 2**20
 """float32 bytes per chunk of rows read, checked, hashed or gathered at once."""
 

@@ -61,8 +61,10 @@ def _write(path: Path, x: np.ndarray) -> Path:
     return path
 
 
-def test_threshold_is_a_third_of_available_memory_unless_set(monkeypatch) -> None:
-    assert stream_above_bytes() == streamed_data.available_memory_bytes() // 3 > 0
+def test_threshold_is_a_quarter_of_available_memory_unless_set(monkeypatch) -> None:
+    assert streamed_data.available_memory_bytes() > 0
+    monkeypatch.setattr(streamed_data, "available_memory_bytes", lambda: 4_000_003)
+    assert stream_above_bytes() == 1_000_000
     monkeypatch.setenv(STREAM_ABOVE_ENV, "12345")
     assert stream_above_bytes() == 12345
     monkeypatch.setenv(STREAM_ABOVE_ENV, "lots")
