@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import struct
 import warnings
 import weakref
@@ -248,20 +249,51 @@ def _write_split(
     path: Path, parts: list[tuple[str, np.ndarray]], idx: np.ndarray, width: int
 ) -> None:
     """Rows ``idx`` of the parts, in that order, as a float32 ``.npy`` at ``path``: written
-    under a temporary name, chunk by chunk (each gathered in sorted order), then renamed."""
+    under a temporary name, chunk by chunk (each gathered in ascending row order), synced,
+    then renamed. Plain writes, not a writable memory map, so that a full disk is an
+    ``OSError``, not a crash."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    header = {"descr": "<f4", "fortran_order": False, "shape": (len(idx), width)}
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(idx), width))
-        step = _chunk_rows(width)
-        for start in range(0, len(idx), step):
-            chunk = idx[start : start + step]
-            order = np.argsort(chunk, kind="stable")
-            out[start + order] = _gather(parts, chunk[order])
-        out.flush()
-        del out
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            step = _chunk_rows(width)
+            for start in range(0, len(idx), step):
+                chunk = idx[start : start + step]
+                order = np.argsort(chunk, kind="stable")
+                rows = np.empty((len(chunk), width), dtype="<f4")
+                rows[order] = _gather(parts, chunk[order])
+                f.write(rows.data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _check_space(folder: Path, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise OSError(
+            f"{folder}: the streamed splits need {needed / 2**30:.2f} GiB but {free / 2**30:.2f} "
+            "GiB are free there; free disk space or set PYROVAE_CACHE to a folder on a larger disk"
+        )
+
+
+def _prune(folder: Path, source: str, fingerprint: str) -> None:
+    """Remove the split files of earlier versions of ``source`` (other fingerprints): data
+    that changed are not trained on again (a run refuses them). A process that still maps
+    them keeps reading them until it closes them."""
+    for other in folder.parent.iterdir():
+        stamp = other / "source.json"
+        if other == folder or not stamp.is_file():
+            continue
+        try:
+            seen = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            continue
+        if seen.get("source") == source and seen.get("fingerprint") != fingerprint:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _cached(path: Path, rows: int, width: int) -> bool:
@@ -344,16 +376,24 @@ def read_streamed(
     if not fresh:
         stamp.unlink(missing_ok=True)
     yt = torch.from_numpy(y_all)
+    indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+    missing = [
+        k
+        for k, idx in indices.items()
+        if not fresh or not _cached(folder / f"{k}.npy", len(idx), width)
+    ]
+    _check_space(folder, sum(len(indices[k]) for k in missing) * width * 4)
     made: dict[str, Split] = {}
-    for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+    for name, idx in indices.items():
         path = folder / f"{name}.npy"
-        if not (fresh and _cached(path, len(idx), width)):
+        if name in missing:
             _write_split(path, parts, idx.numpy(), width)
         made[name] = Split(mapped_tensor(path), yt[idx].clone())
     if not fresh:
         tmp = stamp.with_name(f".source.json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "source": str(p.resolve())}))
         os.replace(tmp, stamp)
+        _prune(folder, str(p.resolve()), fingerprint)
     splits = Splits(
         **made,
         name=p.name,

@@ -182,7 +182,9 @@ def test_changed_source_gets_new_splits_and_old_runs_refuse_it(tmp_path, monkeyp
     _write(path, x)
     whole, new = _both(path, monkeypatch)
     _assert_same(whole, new)
-    assert new.fingerprint != old.fingerprint and len(list(cache.iterdir())) == 2
+    assert new.fingerprint != old.fingerprint
+    (folder,) = cache.iterdir()  # the old version's split files are removed
+    assert folder.name.startswith(new.fingerprint[:16])
     # a run trained on the old data refuses the new
     config = TrainConfig(epochs=1, batch_size=16, device="cpu", data_fingerprint=old.fingerprint)
     model = ModelConfig(x_dim=4, z_dim=2, hidden_dims=[8], likelihood="gaussian")
@@ -267,3 +269,32 @@ def test_training_streamed_matches_in_memory_and_resumes_exactly(tmp_path, monke
     assert [r["val_elbo"] for r in rows[2]] == [r["val_elbo"] for r in rows[0]]
     assert rows[0][-1]["val_elbo"] > rows[0][0]["val_elbo"]  # it learns
     assert os.path.samefile(str(read_data(path).splits.root), str(path))
+
+
+def test_full_disk_is_one_line_before_writing(tmp_path, monkeypatch, cache) -> None:
+    path = _write(tmp_path / "d.npy", np.random.default_rng(10).normal(size=(80, 4)))
+    monkeypatch.setenv(STREAM_ABOVE_ENV, "0")
+    usage = streamed_data.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        streamed_data.shutil, "disk_usage", lambda _: usage._replace(free=80 * 4 * 4 - 1)
+    )
+    with pytest.raises(OSError) as info:
+        read_data(path)
+    message = str(info.value)
+    assert "\n" not in message and "need 0.00 GiB" in message and "PYROVAE_CACHE" in message
+    (folder,) = cache.iterdir()
+    assert list(folder.iterdir()) == []
+
+
+def test_train_command_streams_and_resumes(tmp_path, monkeypatch, capsys) -> None:
+    from pyrovae.cli import main
+
+    x = np.random.default_rng(11).normal(size=(120, 5)) * 3 + 7
+    path = _write(tmp_path / "d.npy", x)
+    monkeypatch.setenv(STREAM_ABOVE_ENV, "0")
+    flags = ["--data", str(path), "--z-dim", "2", "--hidden-dims", "8", "--device", "cpu"]
+    out = ["--quiet", "--out", str(tmp_path / "run")]
+    assert main(["train", *flags, "--epochs", "1", *out]) == 0
+    assert "; streamed from disk" in capsys.readouterr().out
+    assert main(["train", "--resume", "--epochs", "2", *out]) == 0
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
