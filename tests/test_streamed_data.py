@@ -298,3 +298,18 @@ def test_train_command_streams_and_resumes(tmp_path, monkeypatch, capsys) -> Non
     assert "; streamed from disk" in capsys.readouterr().out
     assert main(["train", "--resume", "--epochs", "2", *out]) == 0
     assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+def test_trainer_keeps_a_mapped_training_split_where_it_is(tmp_path, monkeypatch) -> None:
+    from pyrovae import build_model
+    from pyrovae.train import Trainer
+
+    path = _write(tmp_path / "d.npy", np.random.default_rng(12).normal(size=(90, 6)))
+    whole, streamed = _both(path, monkeypatch)
+    model = ModelConfig(x_dim=6, z_dim=2, hidden_dims=[8], likelihood="gaussian")
+    config = TrainConfig(epochs=1, device="cpu", subset=50)
+    for data in (whole, streamed):
+        trainer = Trainer(build_model(model), data.splits, config, tmp_path / "run", model)
+        assert trainer.streamed == data.streamed
+        assert is_mapped(trainer.train_split.x) == data.streamed
+        assert len(trainer.train_split) == 50
