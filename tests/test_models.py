@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pyro
 import pyro.poutine as poutine
@@ -22,6 +23,8 @@ def make_batch(model: str, likelihood: str):
     x = torch.rand(BATCH, X_DIM)
     if likelihood == "bernoulli":
         x = torch.bernoulli(x)
+    if likelihood == "discretized-logistic":  # a mass function of the integers 0..255
+        x = torch.floor(256 * x).clamp(max=255)
     y = torch.nn.functional.one_hot(torch.arange(BATCH) % 4, 4).float() if model == "cvae" else None
     return x, y
 
@@ -64,8 +67,9 @@ def test_sweep(model, prior, guide, likelihood):
     samples = vae.generate(7, y=None if y is None else y[:1].expand(7, -1))
     assert samples.shape == (7, X_DIM)
     assert torch.isfinite(samples).all()
-    if likelihood != "gaussian":
-        assert samples.min() >= 0 and samples.max() <= 1
+    high = {"gaussian": math.inf, "discretized-logistic": 255}.get(likelihood, 1)
+    assert samples.min() >= (-math.inf if likelihood == "gaussian" else 0)
+    assert samples.max() <= high
 
 
 @pytest.mark.parametrize("model", ["vae", "cvae"])
