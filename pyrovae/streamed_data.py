@@ -272,7 +272,12 @@ def _write_split(
 
 
 def _check_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
+    """Refuse, before writing anything, split files larger than the free space of the disk
+    that holds ``folder`` (or its first existing parent)."""
+    where = folder
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
     if needed > free:
         raise OSError(
             f"{folder}: the streamed splits need {needed / 2**30:.2f} GiB but {free / 2**30:.2f} "
@@ -370,11 +375,11 @@ def read_streamed(
         / "streamed"
         / f"{fingerprint[:16]}-v{val_fraction:g}-t{test_fraction:g}-s{seed}"
     )
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / "source.json"
-    fresh = stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
-    if not fresh:
-        stamp.unlink(missing_ok=True)
+    try:
+        fresh = json.loads(stamp.read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError, AttributeError):  # none yet, or damaged
+        fresh = False
     yt = torch.from_numpy(y_all)
     indices = {"train": train_idx, "val": val_idx, "test": test_idx}
     missing = [
@@ -383,6 +388,9 @@ def read_streamed(
         if not fresh or not _cached(folder / f"{k}.npy", len(idx), width)
     ]
     _check_space(folder, sum(len(indices[k]) for k in missing) * width * 4)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not fresh:
+        stamp.unlink(missing_ok=True)
     made: dict[str, Split] = {}
     for name, idx in indices.items():
         path = folder / f"{name}.npy"
