@@ -71,6 +71,7 @@ def test_one_distribution_is_indistinguishable():
     assert result.p_value == binomial_tail(result.num_correct, 1000)
 
 
+@pytest.mark.slow
 def test_accuracy_under_the_null_averages_one_half():
     # 20 independent repeats of 200 held-out rows: mean accuracy 1/2 within 3 binomial
     # standard errors (a classifier scored on its own training rows would be far above)

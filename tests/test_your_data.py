@@ -336,10 +336,6 @@ def test_colour_images_get_a_discretized_likelihood_and_evaluate(tmp_path, capsy
         assert entry["bits_per_dim"] == pytest.approx(-entry["loglik"] / (108 * math.log(2)))
         assert 0 <= entry["c2st"]["accuracy"] <= 1 and "precision" in entry["precision_recall"]
     assert "bits per dimension (8-bit values" in capsys.readouterr().out
-    # the report of the run reuses that evaluation and shows bits per dimension
-    assert main(["report", str(run), *budget, "--out", str(tmp_path / "report")]) == 0
-    page = (tmp_path / "report" / "report.html").read_text()
-    assert "bits/dim" in page and "C2ST" in page
 
 
 def test_load_dataset_takes_a_name_or_your_data(tmp_path):
