@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ __all__ = [
     "check_positive_int",
     "check_dims",
     "data_scaling",
+    "eval_in_batches",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -71,6 +72,29 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.in_dim = in_dim
         self.out_dim = out_dim
+
+
+@torch.no_grad()
+def eval_in_batches(
+    module: nn.Module,
+    x: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    out_dim: int,
+) -> torch.Tensor:
+    """``fn`` on the rows of ``x`` in batches of ``batch_size``, with ``module`` in eval mode
+    (its mode restored after), concatenated; an (0, out_dim) tensor for no rows."""
+    check_positive_int("batch_size", batch_size)
+    was_training = module.training
+    module.eval()
+    try:
+        out = [fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    finally:
+        module.train(was_training)
+    if not out:
+        param = next(module.parameters())
+        return torch.empty(0, out_dim, device=param.device, dtype=param.dtype)
+    return torch.cat(out)
 
 
 def cat_broadcast(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from pyrovae.analysis.progress import progress_bar
 from pyrovae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyrovae.data import Split, Splits, cache_dir, load_dataset
-from pyrovae.nets import check_positive_int
+from pyrovae.nets import check_positive_int, eval_in_batches
 
 __all__ = [
     "SHIPPED_PATH",
@@ -142,20 +142,9 @@ class MNISTClassifier(nn.Module):
         """Class logits of shape (N, 10) for images ``x`` of shape (N, 784)."""
         return self.head(self.conv(self._check(x)))
 
-    @torch.no_grad()
     def _batched(self, x: torch.Tensor, fn: Any, batch_size: int, out_dim: int) -> torch.Tensor:
         self._check(x)
-        check_positive_int("batch_size", batch_size)
-        was_training = self.training
-        self.eval()
-        try:
-            out = [fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        finally:
-            self.train(was_training)
-        if not out:
-            param = next(self.parameters())
-            return torch.empty(0, out_dim, device=param.device, dtype=param.dtype)
-        return torch.cat(out)
+        return eval_in_batches(self, x, fn, batch_size, out_dim)
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=-1)

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 from pyrovae.analysis.progress import progress_bar
 from pyrovae.checkpoint import load_checkpoint, save_checkpoint
 from pyrovae.data import DATASETS, Split, Splits, cache_dir
-from pyrovae.nets import check_positive_int
+from pyrovae.nets import check_positive_int, eval_in_batches
 
 __all__ = [
     "DataClassifier",
@@ -176,19 +176,9 @@ class DataClassifier(nn.Module):
         """Class logits (N, K) of rows ``x`` of shape (N, D) in the data's own units."""
         return self.head(self._features(x))
 
-    @torch.no_grad()
     def _batched(self, x: torch.Tensor, fn: Any, batch_size: int, out_dim: int) -> torch.Tensor:
         self._check_shape(x)
-        check_positive_int("batch_size", batch_size)
-        was_training = self.training
-        self.eval()
-        try:
-            out = [fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        finally:
-            self.train(was_training)
-        if not out:
-            return torch.empty(0, out_dim, device=self.mean.device)
-        return torch.cat(out)
+        return eval_in_batches(self, x, fn, batch_size, out_dim)
 
     def probs(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """p(class | x), shape (N, K), rows summing to one."""
