@@ -272,7 +272,7 @@ def _numeric(p: Path, key: str, a: np.ndarray) -> np.ndarray:
             "images"
         )
     with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later by row
-        return a.astype(np.float32)
+        return a.astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- CSV
