@@ -112,6 +112,14 @@ def test_train_evaluate_sample_report(case, tmp_path, capsys):
             "red",
         ]
     assert (tmp_path / "s.npy.json").is_file()
+    if case in ("real", "colour"):  # posterior diagnostics of vectors and of conv nets
+        argv = ["diagnose", str(run), "--num-data", "2", "--nuts-data", "1", "--chains", "2"]
+        argv += ["--warmup", "20", "--samples", "20", "--gap-steps", "10", "--ais-steps", "5"]
+        assert main([*argv, "--ais-chains", "2", "--device", "cpu", "--quiet"]) == 0
+        what = "images" if case == "colour" else "data points"
+        assert f"2 {what}, 1 with a NUTS reference" in capsys.readouterr().out
     assert main(["report", str(run), *BUDGET, "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
     assert "C2ST" in page and ("bits/dim" in page) == (case == "colour")
+    if case in ("real", "colour"):
+        assert "Inference quality" in page  # the diagnostics, shown by the report

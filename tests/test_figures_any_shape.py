@@ -444,3 +444,11 @@ def test_the_sources_note_names_who_read_the_samples(vector_vae, tmp_path):
     html = render_report([RunReport("mine", evaluation=evaluation)])
     assert "MNIST" not in html and "training split (test accuracy 90.0%)" in html
     assert "Kynkaanniemi et al., 2019), in classifier features." in html
+
+
+def test_run_names_tell_conv_runs_apart():
+    from pyrovae.analysis.report.run_figures import run_name
+
+    mlp = build_model(x_dim=3 * 8 * 8, image_shape=[3, 8, 8], z_dim=2, hidden_dims=[8])
+    conv = build_model(x_dim=3 * 8 * 8, image_shape=[3, 8, 8], z_dim=2, hidden_dims=[8], net="conv")
+    assert (run_name(mlp), run_name(conv)) == ("vae-z2", "vae-z2-conv")

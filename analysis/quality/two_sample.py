@@ -20,9 +20,9 @@ real, half generated) is the statistic:
   binomials with variance at most m / 4, so the Binomial(m, 1/2) tail is exact or
   conservative.
 
-Decoder means are smoother than real data, so on images a classifier often tells them apart
-(t near 1) even when they look right: compare sources by t, and read t = 0.5 as "as good as
-this classifier can see".
+Decoder means are smoother than real data, so a classifier tells them apart (t near 1) even
+when they look right: pass draws x ~ p(x | z), as the evaluation does, compare sources by t,
+and read t = 0.5 as "as good as this classifier can see".
 """
 
 from __future__ import annotations

@@ -40,10 +40,13 @@ _TRAILING = frozenset("a an and as at by for from in of on per the to with".spli
 
 
 def run_name(vae: nn.Module) -> str:
-    """A short label such as ``vae-z2`` (or ``cvae-z10-vamp`` for a non-default prior)."""
+    """A short label such as ``vae-z2`` (``cvae-z10-vamp`` for a non-default prior,
+    ``vae-z10-conv`` for convolutional nets)."""
     cfg = vae.config
     name = f"{cfg.model}-z{cfg.z_dim}"
-    return name if cfg.prior == "normal" else f"{name}-{cfg.prior}"
+    if cfg.prior != "normal":
+        name = f"{name}-{cfg.prior}"
+    return name if getattr(cfg, "net", "mlp") == "mlp" else f"{name}-{cfg.net}"
 
 
 def slug(title: str, max_length: int = SLUG_LENGTH) -> str:
