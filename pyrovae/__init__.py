@@ -27,6 +27,7 @@ _EXPORTS = {
     "Trainer": "pyrovae.train",
     "train_model": "pyrovae.train",
     "UserData": "pyrovae.user_data",
+    "from_pyro": "pyrovae.pyro_pair",
     "read_data": "pyrovae.user_data",
     "draw_samples": "pyrovae.export",
     "write_samples": "pyrovae.export",
@@ -42,6 +43,7 @@ __all__ = [
     "build_model",
     "draw_samples",
     "fixed_binarization",
+    "from_pyro",
     "importance_terms",
     "load_dataset",
     "load_run",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from pyrovae.build import ModelConfig, build_model
     from pyrovae.data import fixed_binarization
     from pyrovae.export import draw_samples, write_samples
+    from pyrovae.pyro_pair import from_pyro
     from pyrovae.run_data import load_dataset
     from pyrovae.runs import load_run, read_config, read_metrics
     from pyrovae.traces import IWAE, ImportanceTerms, importance_terms

@@ -1,0 +1,437 @@
+"""A Pyro model/guide pair the user wrote, as the VAE every pyrovae analysis takes.
+
+:func:`from_pyro` reads a pair written the way Pyro's VAE tutorial writes one: ``model(x)``
+and ``guide(x)`` (``model(x, y)``, ``guide(x, y)`` for a CVAE, with one-hot labels y), one
+latent sample site holding a vector per datum and one observed site, both inside a plate
+over the rows of x. Nothing is re-implemented: the prior p(z), the likelihood p(x | z) and
+the amortized guide q(z | x) are the distributions of those sites, read by tracing
+(``poutine.trace``, ``poutine.condition``), and the returned
+:class:`~pyrovae.models.VAE` runs the user's own functions as its ``model`` and ``guide``
+with the sites renamed to pyrovae's ``"z"`` and ``"x"`` and the plate to ``"data"``. So
+importance sampling, AIS and BDMC, the latent sources, ELBO surgery and the posterior
+diagnostics, which all score traces of ``vae.model`` and ``vae.guide``, score the user's
+pair.
+
+The pair is checked once, on an example batch, and refused with one line naming the site
+and what is wrong: no plate over the data, a latent site whose value is not one vector per
+datum, several latent sites (stack them into one vector site, or name the one to study
+with ``latent=``), a guide that is not amortized (its q(z | x_n) does not follow x_n when
+the rows are permuted: an autoguide with one parameter per datum cannot give q(z | x) for
+held-out data), a guide site without a reparameterized sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import prune_subsample_sites
+from torch import nn
+
+from pyrovae.models import CVAE, VAE
+
+__all__ = ["PyroPairError", "from_pyro"]
+
+LATENT, OBSERVED, DATA_PLATE = "z", "x", "data"
+
+
+class PyroPairError(ValueError):
+    """The model/guide pair cannot be read as a VAE (one line: the site and the fix)."""
+
+
+class _Rename(Messenger):
+    """Rename the user's latent and observed sites to ``"z"`` and ``"x"`` and their data
+    plate to ``"data"``, as the messages pass (innermost, so outer handlers see pyrovae's
+    names)."""
+
+    def __init__(self, sites: dict[str, str], plate: str) -> None:
+        super().__init__()
+        self.sites = sites
+        self.plate = plate
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] != "sample":
+            return
+        msg["name"] = self.sites.get(msg["name"], msg["name"])
+        if self.plate != DATA_PLATE:
+            msg["cond_indep_stack"] = tuple(
+                frame._replace(name=DATA_PLATE) if frame.name == self.plate else frame
+                for frame in msg["cond_indep_stack"]
+            )
+
+
+class _FirstRow(TorchDistribution):
+    """A distribution of batch shape (1, ...) seen without its leading batch dim: the prior
+    read off a trace on one datum, as p(z) of no datum."""
+
+    arg_constraints: dict[str, Any] = {}
+
+    def __init__(self, base: dist.Distribution) -> None:
+        self.base = base
+        super().__init__(base.batch_shape[1:], base.event_shape, validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return self.base.support
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return self.base.has_rsample
+
+    def _squeeze(self, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return value.squeeze(len(shape))
+
+    def sample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
+        shape = torch.Size(sample_shape)
+        return self._squeeze(self.base.sample(shape), shape)
+
+    def rsample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
+        shape = torch.Size(sample_shape)
+        return self._squeeze(self.base.rsample(shape), shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        event = len(self.event_shape)
+        return self.base.log_prob(value.unsqueeze(-1 - event - len(self.batch_shape))).squeeze(
+            -1 - len(self.batch_shape)
+        )
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.base.mean[0]
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.base.variance[0]
+
+
+class _Anchor(nn.Module):
+    """Holds the user's modules (so that ``.to``, ``.parameters()`` and freezing reach them)
+    and a zero-size parameter, so that a pair without modules still has a device."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.user = nn.ModuleList(modules)
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+
+def _trace(fn: Callable[..., Any], *args: Any) -> poutine.Trace:
+    """A trace of ``fn(*args)`` hidden from every outer handler, and leaving the random
+    number generators as they were (reading a distribution off a trace draws its site's
+    value, which must not shift the draws of the estimator that asked for it)."""
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), poutine.block():
+        return poutine.trace(fn).get_trace(*args)
+
+
+class PyroEncoder(nn.Module):
+    """q(z | x[, y]): the distribution of the guide's latent site, by tracing the guide."""
+
+    def __init__(
+        self,
+        guide: Callable[..., Any],
+        site: str,
+        x_dim: int,
+        z_dim: int,
+        y_dim: int,
+        holder: _Anchor,
+    ) -> None:
+        super().__init__()
+        self.guide, self.site = guide, site
+        self.x_dim, self.z_dim, self.y_dim = x_dim, z_dim, y_dim
+        self.holder = holder
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        args = (x,) if y is None else (x, y)
+        return _trace(self.guide, *args).nodes[self.site]["fn"]
+
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loc, scale, loc)`` of a diagonal Normal guide (the hidden layer is not known:
+        the location stands in for it)."""
+        normal = _diagonal_normal(self(x, y))
+        if normal is None:
+            raise PyroPairError(
+                f"the guide's site {self.site!r} is not a diagonal Normal, so it has no loc and "
+                "scale; this analysis needs one"
+            )
+        return normal.loc, normal.scale, normal.loc
+
+    def gaussian(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        loc, scale, _ = self.encode(x, y)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class PyroDecoder(nn.Module):
+    """p(x | z[, y]): the distribution of the model's observed site, with its latent site
+    conditioned on z (any leading dims, e.g. (K, B, z_dim) particles)."""
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        latent: str,
+        observed: str,
+        x_dim: int,
+        z_dim: int,
+        y_dim: int,
+        binarize: bool,
+        holder: _Anchor,
+    ) -> None:
+        super().__init__()
+        self.model, self.latent, self.observed = model, latent, observed
+        self.x_dim, self.z_dim, self.y_dim = x_dim, z_dim, y_dim
+        self.binarize = binarize
+        self.holder = holder
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        batch = z.shape[-2] if z.dim() >= 2 else 1
+        x = torch.zeros(batch, self.x_dim, dtype=z.dtype, device=z.device)
+        args = (x,) if y is None else (x, y.expand(batch, -1) if y.dim() == 1 else y)
+        conditioned = poutine.condition(self.model, data={self.latent: z})
+        return _trace(conditioned, *args).nodes[self.observed]["fn"]
+
+    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self(z, y).mean
+
+
+class PyroPrior(nn.Module):
+    """p(z): the distribution of the model's latent site on one datum, without its batch."""
+
+    conditional = False
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        latent: str,
+        x_dim: int,
+        z_dim: int,
+        y_dim: int,
+        holder: _Anchor,
+    ) -> None:
+        super().__init__()
+        self.model, self.latent = model, latent
+        self.x_dim, self.z_dim, self.y_dim = x_dim, z_dim, y_dim
+        self.holder = holder
+
+    def forward(self, y: torch.Tensor | None = None) -> dist.Distribution:
+        device = self.holder.anchor.device
+        x = torch.zeros(1, self.x_dim, device=device)
+        if self.y_dim:
+            label = torch.zeros(1, self.y_dim, device=device)
+            label[0, 0] = 1.0
+            args: tuple[torch.Tensor, ...] = (x, label if y is None else y.reshape(-1)[None])
+        else:
+            args = (x,)
+        return _FirstRow(_trace(self.model, *args).nodes[self.latent]["fn"])
+
+
+class _PairMixin:
+    """``model`` and ``guide`` are the user's, with the sites renamed to pyrovae's."""
+
+    def _bind(self, model: Callable[..., Any], guide: Callable[..., Any], rename: _Rename) -> None:
+        self._user_model = rename(model)
+        self._user_guide = rename(guide)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        self._check_inputs(x, y)  # type: ignore[attr-defined]
+        self._user_model(*((x,) if y is None else (x, y)))
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        self._check_inputs(x, y)  # type: ignore[attr-defined]
+        self._user_guide(*((x,) if y is None else (x, y)))
+
+
+class PyroVAE(_PairMixin, VAE):
+    """A VAE read from a user's Pyro model/guide pair (see :func:`from_pyro`)."""
+
+
+class PyroCVAE(_PairMixin, CVAE):
+    """A CVAE read from a user's Pyro model/guide pair (see :func:`from_pyro`)."""
+
+
+def _diagonal_normal(d: dist.Distribution) -> dist.Normal | None:
+    """The Normal under an ``Independent`` of event dim 1, else None."""
+    if isinstance(d, dist.Independent) and d.reinterpreted_batch_ndims == 1:
+        base = d.base_dist
+        if isinstance(base, dist.Normal):
+            return base
+    return None
+
+
+def _sample_sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
+    """The trace's sample sites, without the plates' subsample sites."""
+    trace = prune_subsample_sites(trace)
+    return {name: site for name, site in trace.nodes.items() if site["type"] == "sample"}
+
+
+def _data_plate(site: dict[str, Any], rows: int) -> str:
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.size == rows]
+    if not frames:
+        raise PyroPairError(
+            f"site {site['name']!r} is not inside a plate over the {rows} rows of the data; "
+            f'wrap its sample statement in `with pyro.plate("data", x.shape[0]):`'
+        )
+    return frames[0].name
+
+
+def _pick(kind: str, names: list[str], given: str | None, where: str) -> str:
+    if given is not None:
+        if given not in names:
+            raise PyroPairError(
+                f"{kind}={given!r} is not a {kind} sample site of the {where}; its {kind} "
+                f"sites are {names}"
+            )
+        return given
+    if len(names) != 1:
+        what = "none" if not names else f"several: {names}"
+        fix = (
+            "stack the latents into one vector site (e.g. torch.cat and .to_event(1)) or "
+            f"name the one to study with {kind}=NAME"
+            if names
+            else f"the model needs one {kind} sample site"
+        )
+        raise PyroPairError(f"from_pyro reads one {kind} site of the {where}, found {what}; {fix}")
+    return names[0]
+
+
+def from_pyro(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    latent: str | None = None,
+    observed: str | None = None,
+    modules: Sequence[nn.Module] | None = None,
+) -> VAE:
+    """The user's Pyro model/guide pair as a pyrovae VAE (a CVAE when ``y`` is given).
+
+    Args:
+        model, guide: ``model(x)`` / ``guide(x)`` (``(x, y)`` for a CVAE): one latent site
+            of a vector per datum and one observed site ``obs=x``, inside a plate over the
+            rows of x (the pair Pyro's VAE tutorial writes).
+        x: an example batch of data, shape (B, D) with B >= 2, on which the pair is
+            checked (e.g. the first rows of the training data, as the model sees them).
+        y: one-hot labels (B, K) of ``x`` for a CVAE (the pair then takes ``(x, y)``).
+        latent, observed: the sites' names, when the trace holds several of a kind.
+        modules: the ``nn.Module``\\ s holding the pair's parameters (default: the module
+            whose methods ``model`` and ``guide`` are, if any), so that moving, freezing
+            and saving the returned VAE reaches them.
+
+    Returns:
+        A :class:`~pyrovae.models.VAE` (:class:`~pyrovae.models.CVAE` with ``y``) whose
+        ``model``/``guide`` are the user's with pyrovae's site names, and whose ``prior``,
+        ``decoder`` and ``encoder`` read the sites' distributions by tracing.
+
+    Raises:
+        PyroPairError: one line naming the site and what to change (see the module).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise PyroPairError(
+            f"x must be an example batch of shape (B, D) with B >= 2 rows, got {shape}; "
+            "flatten images with x.reshape(len(x), -1)"
+        )
+    args = (x,) if y is None else (x, y)
+    rows = x.shape[0]
+    guide_trace = _trace(guide, *args)
+    model_trace = _trace(poutine.replay(model, trace=guide_trace), *args)
+    model_sites = _sample_sites(model_trace)
+    observed_names = [n for n, s in model_sites.items() if s["is_observed"]]
+    latent_names = [n for n, s in model_sites.items() if not s["is_observed"]]
+    observed = _pick("observed", observed_names, observed, "model")
+    latent = _pick("latent", latent_names, latent, "model")
+    if latent not in guide_trace.nodes:
+        raise PyroPairError(
+            f"the guide has no sample site {latent!r}; it must sample the model's latent site"
+        )
+    others = [n for n in latent_names if n != latent]
+    if others:
+        raise PyroPairError(
+            f"the model has latent sites {others} besides {latent!r}; from_pyro reads one "
+            "latent site: stack them into one vector site"
+        )
+    plate = _data_plate(model_sites[latent], rows)
+    if _data_plate(model_sites[observed], rows) != plate:
+        raise PyroPairError(
+            f"sites {latent!r} and {observed!r} are in different plates; put both in one "
+            "plate over the data"
+        )
+    q = guide_trace.nodes[latent]["fn"]
+    prior = model_sites[latent]["fn"]
+    for name, d in (("guide", q), ("model", prior)):
+        if len(d.event_shape) != 1 or tuple(d.batch_shape) != (rows,):
+            raise PyroPairError(
+                f"the {name}'s site {latent!r} has batch shape {tuple(d.batch_shape)} and event "
+                f"shape {tuple(d.event_shape)}; from_pyro needs one vector per datum, batch "
+                f"({rows},) and event (z_dim,): use .to_event(1) on its distribution"
+            )
+    if not q.has_rsample:
+        raise PyroPairError(
+            f"the guide's site {latent!r} ({type(q).__name__}) has no reparameterized sample "
+            "(rsample), which the gaps and fitted sources need; use a reparameterizable "
+            "distribution"
+        )
+    obs = model_sites[observed]["fn"]
+    if tuple(obs.batch_shape) != (rows,) or tuple(obs.event_shape) != (x.shape[1],):
+        raise PyroPairError(
+            f"the model's site {observed!r} has batch shape {tuple(obs.batch_shape)} and event "
+            f"shape {tuple(obs.event_shape)}; it must observe the rows of x: batch ({rows},), "
+            f"event ({x.shape[1]},) (use .to_event(1))"
+        )
+    _check_amortized(guide, latent, x, y, q)
+    if modules is None:
+        owners = {getattr(fn, "__self__", None) for fn in (model, guide)}
+        modules = [m for m in owners if isinstance(m, nn.Module)]
+    holder = _Anchor(modules).to(x.device)
+    z_dim, x_dim = q.event_shape[0], x.shape[1]
+    y_dim = 0 if y is None else y.shape[-1]
+    base = obs.base_dist if isinstance(obs, dist.Independent) else obs
+    binarize = isinstance(base, dist.Bernoulli)
+    encoder = PyroEncoder(guide, latent, x_dim, z_dim, y_dim, holder)
+    decoder = PyroDecoder(model, latent, observed, x_dim, z_dim, y_dim, binarize, holder)
+    p_z = PyroPrior(model, latent, x_dim, z_dim, y_dim, holder)
+    cls = PyroVAE if y is None else PyroCVAE
+    vae = cls(encoder, decoder, p_z)
+    vae._bind(model, guide, _Rename({latent: LATENT, observed: OBSERVED}, plate))
+    return vae
+
+
+def _check_amortized(
+    guide: Callable[..., Any],
+    latent: str,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    q: dist.Distribution,
+) -> None:
+    """q(z | x_n) must follow x_n: the guide runs on fewer rows, and with the rows reversed
+    the density of each row's draw is the same (an autoguide's per-datum parameters would
+    stay in place, or not fit another number of rows)."""
+    order = torch.arange(x.shape[0] - 1, -1, -1, device=x.device)
+    args = (x[order],) if y is None else (x[order], y[order])
+    fewer = (x[:-1],) if y is None else (x[:-1], y[:-1])
+    try:
+        _trace(guide, *fewer)
+        reversed_q = _trace(guide, *args).nodes[latent]["fn"]
+    except Exception as err:  # a guide bound to its training rows
+        raise PyroPairError(
+            f"the guide is not amortized: it cannot run on other rows ({type(err).__name__}); "
+            "from_pyro needs a guide q(z | x) of any rows, e.g. an encoder network"
+        ) from None
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        z = q.sample()
+        same = torch.allclose(
+            reversed_q.log_prob(z[order]), q.log_prob(z)[order], rtol=1e-4, atol=1e-4
+        )
+    if not same:
+        raise PyroPairError(
+            f"the guide's q(z | x) at site {latent!r} does not follow the data when its rows "
+            "are permuted: it is not amortized (an autoguide with one parameter per datum "
+            "cannot give q(z | x) for held-out data); write a guide with an encoder network"
+        )

@@ -1,0 +1,196 @@
+"""A user's own Pyro model/guide pair through from_pyro: exact answers of probabilistic PCA
+written as plain Pyro functions, the same numbers as pyrovae's own class, and refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.autoguide import AutoNormal
+
+import pyrovae.analysis as pa
+from pyrovae.build import build_model
+from pyrovae.pyro_pair import PyroPairError, from_pyro
+
+D, Z, NOISE = 5, 2, 0.5
+
+
+def ppca(seed: int = 0, widen: float = 1.3):
+    """PPCA as plain Pyro functions with their own names ("latent", "obs", plate "rows"):
+    the model, a linear-Gaussian guide (the exact posterior, widened), W, b."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.linalg.qr(torch.randn(D, Z, generator=gen))[0] * torch.tensor([2.0, 1.0])
+    b = torch.randn(D, generator=gen)
+    precision = w.T @ w / NOISE**2 + torch.eye(Z)
+    cov = torch.linalg.inv(precision)
+    gain = cov @ w.T / NOISE**2
+
+    def model(x):
+        with pyro.plate("rows", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(z @ w.T + b, NOISE).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("rows", x.shape[0]):
+            loc = (x - b) @ gain.T
+            pyro.sample("latent", dist.Normal(loc, widen * cov.diagonal().sqrt()).to_event(1))
+
+    return model, guide, w, b
+
+
+def marginal(w, b, loc, cov, log_weights):
+    """log sum_k pi_k N(x; W m_k + b, W S_k W^T + s^2 I) as a torch mixture."""
+    covs = w @ cov @ w.T + NOISE**2 * torch.eye(D)
+    comps = dist.MultivariateNormal(loc @ w.T + b, covs)
+    return dist.MixtureSameFamily(dist.Categorical(logits=log_weights), comps)
+
+
+def mc_stderr(log_weights: torch.Tensor) -> torch.Tensor:
+    w = (log_weights - log_weights.max(1, keepdim=True).values).exp()
+    return w.std(1) / (math.sqrt(w.shape[1]) * w.mean(1))
+
+
+def data(w, b, n: int, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return dist.MultivariateNormal(b, w @ w.T + NOISE**2 * torch.eye(D)).sample((n,))
+
+
+def test_estimators_through_a_plain_pyro_pair_agree_with_the_exact_marginal():
+    model, guide, w, b = ppca()
+    x = data(w, b, 16, seed=1)
+    vae = from_pyro(model, guide, x)
+    exact = dist.MultivariateNormal(b, w @ w.T + NOISE**2 * torch.eye(D)).log_prob(x).double()
+    result = pa.estimate_log_likelihood(
+        vae, x, num_samples=2000, seed=0, keep_log_weights=True, progress=False
+    )
+    err = (result.per_datum - exact).abs()
+    assert (err < 5 * mc_stderr(result.log_weights) + 1e-3).all(), err
+    ais = pa.ais_log_likelihood(vae, x, num_steps=100, num_chains=16, seed=0)
+    err = (ais.per_datum - exact).abs()
+    assert (err < 5 * mc_stderr(ais.log_weights) + 1e-3).all(), err
+    # a wrong estimator, the guide's ELBO, is below by KL(q || p(z | x)) > 5 standard errors
+    assert ((exact - result.elbo) > 5 * mc_stderr(result.log_weights)).all()
+
+
+@pytest.mark.parametrize("name", ["gaussian-z", "gmm"])
+def test_sources_fitted_to_the_pairs_guide_against_their_closed_form(name):
+    model, guide, w, b = ppca()
+    train, x = data(w, b, 400, seed=2), data(w, b, 12, seed=3)
+    vae = from_pyro(model, guide, train[:8])
+    options = {"gmm": {"num_components": 3}} if name == "gmm" else None
+    source = pa.fit_sources([name], vae, train, options=options, progress=False)[name]
+    view = source.gaussian_mixture()
+    exact = marginal(w, b, view.loc, view.covariance, view.log_weights).log_prob(x).double()
+    result = pa.estimate_source_log_likelihoods(
+        vae, x, {name: source}, num_samples=2000, seed=0, keep_log_weights=True, progress=False
+    )[name]
+    err = (result.per_datum - exact).abs()
+    assert (err < 5 * mc_stderr(result.log_weights) + 1e-3).all(), err
+    # the prior's marginal is another answer, far from this one for a wrong source
+    prior = dist.MultivariateNormal(b, w @ w.T + NOISE**2 * torch.eye(D)).log_prob(x)
+    assert (exact - prior).abs().max() > 5 * float(mc_stderr(result.log_weights).max())
+
+
+@pytest.mark.parametrize("model_kind", ["vae", "cvae"])
+def test_pyrovae_own_class_gives_the_same_numbers_both_ways(model_kind):
+    pyro.set_rng_seed(1)
+    own = build_model(
+        model=model_kind, x_dim=D, z_dim=Z, y_dim=3, hidden_dims=[8], likelihood="gaussian"
+    ).eval()
+    x = torch.randn(10, D)
+    y = (
+        torch.nn.functional.one_hot(torch.arange(10) % 3, 3).float()
+        if model_kind == "cvae"
+        else None
+    )
+    wrapped = from_pyro(own.model, own.guide, x, y)
+    assert wrapped.conditional == own.conditional
+    # the user's module is held, so moving, freezing and saving the VAE reach it
+    assert {id(p) for p in own.parameters()} <= {id(p) for p in wrapped.parameters()}
+    direct = pa.estimate_log_likelihood(own, x, y, num_samples=300, seed=5, progress=False)
+    through = pa.estimate_log_likelihood(wrapped, x, y, num_samples=300, seed=5, progress=False)
+    assert torch.equal(direct.per_datum, through.per_datum)
+    a = pa.ais_log_likelihood(own, x, y, num_steps=10, num_chains=2, seed=0)
+    b = pa.ais_log_likelihood(wrapped, x, y, num_steps=10, num_chains=2, seed=0)
+    torch.testing.assert_close(a.per_datum, b.per_datum)
+
+
+def no_plate_model(x):
+    z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], Z), 1.0).to_event(2))
+    pyro.sample("x", dist.Normal(z @ torch.ones(Z, D), 1.0).to_event(2), obs=x)
+
+
+def no_plate_guide(x):
+    pyro.sample("z", dist.Normal(x[:, :Z], 1.0).to_event(2))
+
+
+def two_latents_model(x):
+    with pyro.plate("data", x.shape[0]):
+        a = pyro.sample("a", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+        c = pyro.sample("c", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal((a + c) @ torch.ones(Z, D), 1.0).to_event(1), obs=x)
+
+
+def two_latents_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("a", dist.Normal(x[:, :Z], 1.0).to_event(1))
+        pyro.sample("c", dist.Normal(x[:, :Z], 1.0).to_event(1))
+
+
+def scalar_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z[:, None].expand(-1, D), 1.0).to_event(1), obs=x)
+
+
+def scalar_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x[:, 0], 1.0))
+
+
+def vector_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ torch.ones(Z, D), 1.0).to_event(1), obs=x)
+
+
+def unreparameterized_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        probs = torch.sigmoid(x[:, :Z])
+        pyro.sample("z", dist.Bernoulli(probs).to_event(1))
+
+
+def per_datum_guide(x):  # one free location per row of the training batch
+    loc = pyro.param("loc", torch.randn(8, Z))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+
+
+@pytest.mark.parametrize(
+    "model,guide,expected",
+    [
+        (no_plate_model, no_plate_guide, "is not inside a plate over the 8 rows"),
+        (two_latents_model, two_latents_guide, "found several: ['a', 'c']"),
+        (scalar_model, scalar_guide, "needs one vector per datum"),
+        (vector_model, unreparameterized_guide, "has no reparameterized sample"),
+        (vector_model, per_datum_guide, "is not amortized"),
+    ],
+)
+def test_pairs_it_cannot_read_are_refused_in_one_line(model, guide, expected):
+    pyro.clear_param_store()
+    x = torch.randn(8, D)
+    with pytest.raises(PyroPairError) as info:
+        from_pyro(model, guide, x)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_autoguide_with_one_parameter_per_datum_is_refused():
+    pyro.clear_param_store()
+    x = torch.randn(8, D)
+    guide = AutoNormal(vector_model)
+    guide(x)  # its parameters take the shape of this batch
+    with pytest.raises(PyroPairError, match="not amortized"):
+        from_pyro(vector_model, guide, x)
