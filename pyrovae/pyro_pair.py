@@ -399,7 +399,10 @@ def from_pyro(
     p_z = PyroPrior(model, latent, x_dim, z_dim, y_dim, holder)
     cls = PyroVAE if y is None else PyroCVAE
     vae = cls(encoder, decoder, p_z)
-    vae._bind(model, guide, _Rename({latent: LATENT, observed: OBSERVED}, plate))
+    names = {latent: LATENT, observed: OBSERVED}
+    if plate != DATA_PLATE:  # the plate's own subsample site too, so traces name it "data"
+        names[plate] = DATA_PLATE
+    vae._bind(model, guide, _Rename(names, plate))
     return vae
 
 
