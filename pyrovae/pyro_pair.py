@@ -65,6 +65,30 @@ class _Rename(Messenger):
             )
 
 
+class _ServeParams(Messenger):
+    """Answer ``pyro.param`` statements without Pyro's param store: a ``pyro.module``
+    parameter is the module's own tensor (its init argument), any other the value it had
+    when the pair was read (:func:`from_pyro`). Inference that must not see or update the
+    weights (NUTS, the per-datum guides q*, which run inside Pyro's module-local parameter
+    scopes) then runs the user's model and guide unchanged."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.params = params
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] != "param":
+            return
+        init = msg["args"][1] if len(msg["args"]) > 1 else None
+        if isinstance(init, nn.Parameter):
+            msg["value"] = init
+        elif msg["name"] in self.params:
+            msg["value"] = self.params[msg["name"]]
+        else:
+            return
+        msg["done"] = True
+
+
 class _FirstRow(TorchDistribution):
     """A distribution of batch shape (1, ...) seen without its leading batch dim: the prior
     read off a trace on one datum, as p(z) of no datum."""
@@ -234,17 +258,31 @@ class PyroPrior(nn.Module):
 class _PairMixin:
     """``model`` and ``guide`` are the user's, with the sites renamed to pyrovae's."""
 
-    def _bind(self, model: Callable[..., Any], guide: Callable[..., Any], rename: _Rename) -> None:
+    def _bind(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        rename: _Rename,
+        params: dict[str, torch.Tensor],
+    ) -> None:
         self._user_model = rename(model)
         self._user_guide = rename(guide)
+        self._frozen_params = params
+
+    def _run(self, fn: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None) -> None:
+        self._check_inputs(x, y)  # type: ignore[attr-defined]
+        if not self.register_params:  # type: ignore[attr-defined]
+            # the weights frozen (NUTS, the q* fits): the user's pyro.module / pyro.param
+            # statements are answered without Pyro's param store, as pyrovae's own model
+            # skips its pyro.module call
+            fn = _ServeParams(self._frozen_params)(fn)
+        fn(*((x,) if y is None else (x, y)))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        self._check_inputs(x, y)  # type: ignore[attr-defined]
-        self._user_model(*((x,) if y is None else (x, y)))
+        self._run(self._user_model, x, y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        self._check_inputs(x, y)  # type: ignore[attr-defined]
-        self._user_guide(*((x,) if y is None else (x, y)))
+        self._run(self._user_guide, x, y)
 
 
 class PyroVAE(_PairMixin, VAE):
@@ -402,7 +440,13 @@ def from_pyro(
     names = {latent: LATENT, observed: OBSERVED}
     if plate != DATA_PLATE:  # the plate's own subsample site too, so traces name it "data"
         names[plate] = DATA_PLATE
-    vae._bind(model, guide, _Rename(names, plate))
+    params = {
+        name: site["value"].detach()
+        for trace in (guide_trace, model_trace)
+        for name, site in trace.nodes.items()
+        if site["type"] == "param"
+    }
+    vae._bind(model, guide, _Rename(names, plate), params)
     return vae
 
 

@@ -226,3 +226,78 @@ def test_posterior_diagnostics_through_the_pair():
     assert (err < 5 * gaps.elbo_amortized_stderr + 1e-3).all(), err
     assert ((exact - gaps.elbo_optimal).abs() < 0.05).all(), exact - gaps.elbo_optimal
     assert (kl > 0.05).all()  # the amortized guide is measurably worse: the test can fail
+
+
+class TutorialVAE(torch.nn.Module):
+    """A VAE written as Pyro's VAE tutorial writes one (softplus MLPs, sites "latent" and
+    "obs" in plate "data", Bernoulli pixels), not built by pyrovae."""
+
+    def __init__(self, z_dim: int = 5, hidden: int = 64) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.enc = torch.nn.Linear(784, hidden)
+        self.enc_loc = torch.nn.Linear(hidden, z_dim)
+        self.enc_scale = torch.nn.Linear(hidden, z_dim)
+        self.dec = torch.nn.Sequential(
+            torch.nn.Linear(z_dim, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 784)
+        )
+
+    def model(self, x):
+        pyro.module("decoder", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            loc = x.new_zeros((x.shape[0], self.z_dim))
+            z = pyro.sample("latent", dist.Normal(loc, torch.ones_like(loc)).to_event(1))
+            probs = torch.sigmoid(self.dec(z))
+            pyro.sample("obs", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("encoder", self)
+        with pyro.plate("data", x.shape[0]):
+            h = torch.nn.functional.softplus(self.enc(x))
+            scale = torch.exp(self.enc_scale(h))
+            pyro.sample("latent", dist.Normal(self.enc_loc(h), scale).to_event(1))
+
+
+def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(mnist, tmp_path):
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import Adam
+
+    from pyrovae.analysis.posterior.diagnose import DiagnoseBudget
+    from pyrovae.data import fixed_binarization
+
+    pyro.set_rng_seed(0)
+    net = TutorialVAE()
+    svi = SVI(net.model, net.guide, Adam({"lr": 1e-3}), loss=Trace_ELBO())
+    x = fixed_binarization(mnist.train.x[:1000])
+    for start in range(0, 1000, 100):
+        svi.step(x[start : start + 100])
+    vae = from_pyro(net.model, net.guide, x[:8])
+    assert vae.decoder.binarize  # a Bernoulli likelihood is evaluated on binarized data
+    evaluation, _ = pa.evaluate_run(
+        vae,
+        mnist,
+        num_samples=10,
+        num_test=10,
+        num_train=100,
+        options={"flow": {"num_steps": 5}},
+        progress=False,
+    )
+    assert set(evaluation["sources"]) >= {"prior", "aggregate", "gmm", "flow"}
+    assert all(math.isfinite(s["loglik"]) for s in evaluation["sources"].values())
+    surgery = evaluation["surgery"]  # avg KL = I(x; z) + KL(q(z) || p(z))
+    assert surgery["avg_kl"] == pytest.approx(
+        surgery["mutual_information"] + surgery["marginal_kl"], abs=1e-6
+    )
+    budget = DiagnoseBudget(
+        num_data=2,
+        nuts_data=1,
+        chains=2,
+        warmup=50,
+        samples=50,
+        gap_steps=10,
+        elbo_draws=20,
+        ais_steps=5,
+        ais_chains=2,
+    )
+    result = pa.diagnose_run(vae, mnist, tmp_path / "diag", budget, figures=False, progress=False)
+    assert result["num_data"] == 2 and result["num_reference"] == 1
