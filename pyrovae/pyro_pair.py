@@ -378,8 +378,15 @@ def from_pyro(
         )
     args = (x,) if y is None else (x, y)
     rows = x.shape[0]
-    guide_trace = _trace(guide, *args)
-    model_trace = _trace(poutine.replay(model, trace=guide_trace), *args)
+    try:
+        guide_trace = _trace(guide, *args)
+        model_trace = _trace(poutine.replay(model, trace=guide_trace), *args)
+    except Exception as err:  # the user's code: say what it raised, on one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise PyroPairError(
+            f"the model/guide pair failed on the example batch of shape {tuple(x.shape)}: "
+            f"{type(err).__name__}: {first}"
+        ) from None
     model_sites = _sample_sites(model_trace)
     observed_names = [n for n, s in model_sites.items() if s["is_observed"]]
     latent_names = [n for n, s in model_sites.items() if not s["is_observed"]]

@@ -14,6 +14,7 @@ from pyrovae.cli.common import (
     non_negative_int,
     positive_int,
 )
+from pyrovae.cli.from_python import add_from_python_flags, check_target, load_pair
 
 
 def add_parser(sub: Any) -> None:
@@ -30,7 +31,8 @@ def add_parser(sub: Any) -> None:
         "(each step's work at rates timed on this machine in its first seconds, and the "
         "flags that shorten it), then shows each step's progress on stderr.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    add_from_python_flags(p)
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/diagnostics)")
     p.add_argument(
         "--num-data", type=positive_int, default=20, metavar="N", help="images (default: 20)"
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> None:
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
 
+    check_target(args)
     if args.nuts_data is not None and args.nuts_data > args.num_data:
         raise CommandError(
             f"--nuts-data {args.nuts_data} exceeds --num-data {args.num_data}; pass at most "
@@ -103,8 +106,11 @@ def run(args: argparse.Namespace) -> None:
     out = args.out if args.out is not None else diagnostics_dir(args.run_dir)
     with process_group(args.device) as context:  # torchrun: NUTS, AIS and q* fits shared out
         device = resolve_device(args.device) if context is None else context.device
-        vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
-        data = load_data(args.run_dir, args, device)
+        if args.from_python is not None:
+            vae, data = load_pair(args, device)
+        else:
+            vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+            data = load_data(args.run_dir, args, device)
         result = diagnose_run(
             vae, data, out, budget, seed=args.seed, context=context, progress=not args.quiet
         )

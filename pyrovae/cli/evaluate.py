@@ -16,6 +16,7 @@ from pyrovae.cli.evaluation_flags import (
     classifier_for,
     settings_from,
 )
+from pyrovae.cli.from_python import add_from_python_flags, check_target, load_pair
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +30,8 @@ def add_parser(sub: Any) -> None:
         "with an MNIST classifier, and run ELBO surgery. Prints a table, writes JSON and "
         "saves the fitted sources to RUN_DIR/sources/.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    add_from_python_flags(p)
     add_evaluation_flags(p)
     p.add_argument(
         "--out",
@@ -49,14 +51,18 @@ def run(args: argparse.Namespace) -> None:
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
 
+    check_target(args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     if out.suffix != ".json":
         raise CommandError(f"--out must end in .json, got {str(out)!r}")
     settings, _ = settings_from(args)
     with process_group(args.device) as context:
         device = resolve_device(args.device) if context is None else context.device
-        vae = load_run(args.run_dir, device=device, checkpoint=settings.checkpoint)
-        data = load_data(args.run_dir, args, device)
+        if args.from_python is not None:
+            vae, data = load_pair(args, device)
+        else:
+            vae = load_run(args.run_dir, device=device, checkpoint=settings.checkpoint)
+            data = load_data(args.run_dir, args, device)
         if settings.ais_num_test:
             size = len(getattr(data, settings.split))
             held_out = min(settings.num_test or size, size)
@@ -82,7 +88,5 @@ def run(args: argparse.Namespace) -> None:
     print(format_evaluation(evaluation))
     replaced = out.is_file()
     write_json(out, evaluation)
-    print(
-        f"{'replaced' if replaced else 'wrote'} {out}; sources saved to "
-        f"{Path(args.run_dir) / 'sources'}"
-    )
+    saved = f"; sources saved to {Path(args.run_dir) / 'sources'}" if args.run_dir else ""
+    print(f"{'replaced' if replaced else 'wrote'} {out}{saved}")
