@@ -62,6 +62,13 @@ def test_estimators_through_a_plain_pyro_pair_agree_with_the_exact_marginal():
     model, guide, w, b = ppca()
     x = data(w, b, 16, seed=1)
     vae = from_pyro(model, guide, x)
+    # the prior read off the model is N(0, I) of one datum; generation decodes its draws
+    prior = vae.latent_prior()
+    z = prior.sample((3,))
+    assert z.shape == (3, Z) and prior.batch_shape == ()
+    torch.testing.assert_close(prior.log_prob(z), dist.Normal(0.0, 1.0).log_prob(z).sum(-1))
+    torch.testing.assert_close(vae.decoder(z).mean, z @ w.T + b)
+    assert vae.generate(4).shape == (4, D)
     exact = dist.MultivariateNormal(b, w @ w.T + NOISE**2 * torch.eye(D)).log_prob(x).double()
     result = pa.estimate_log_likelihood(
         vae, x, num_samples=2000, seed=0, keep_log_weights=True, progress=False
