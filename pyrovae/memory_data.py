@@ -9,12 +9,13 @@ tensor or array of any shape (the same for every item) and ``y`` an integer labe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["rows_from", "to_numpy"]
+__all__ = ["check_rows", "check_test_rows", "rows_from", "to_numpy"]
 
 
 def rows_from(data: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -24,6 +25,27 @@ def rows_from(data: Any, y: Any) -> tuple[np.ndarray, np.ndarray | None]:
             raise ValueError("y was given with a Dataset; let its items be (x, y) pairs instead")
         return _from_dataset(data)
     return _array("data", data), (None if y is None else _array("y", y))
+
+
+def check_rows(p: Path, key: str, a: np.ndarray) -> None:
+    """Refuse, naming ``p`` and ``key``, an array that is not numbers of shape (N, D),
+    (N, H, W) or (N, C, H, W) (the rule of every reader: in memory, whole or streamed)."""
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{p}: '{key}' has dtype {a.dtype}; store numbers (float or integer)")
+    if a.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"{p}: '{key}' has shape {a.shape}; give (N, D) vectors, (N, H, W) or (N, C, H, W) "
+            "images"
+        )
+
+
+def check_test_rows(p: Path, x: np.ndarray, x_test: np.ndarray | None) -> None:
+    """Refuse a given test split whose rows are not shaped as the other rows."""
+    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"{p}: x_test rows have shape {x_test.shape[1:]}, x rows {x.shape[1:]}; give both "
+            "the same row shape"
+        )
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:

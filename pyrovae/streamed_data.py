@@ -43,6 +43,7 @@ import torch
 
 from pyrovae.data import Split, Splits
 from pyrovae.data_paths import cache_dir
+from pyrovae.memory_data import check_rows, check_test_rows
 
 __all__ = [
     "MEMORY_SHARE",
@@ -334,20 +335,9 @@ def read_streamed(
     if (len(x) + test_rows) * math.prod(x.shape[1:]) * 4 <= stream_above_bytes():
         return None
     for key, a in (("x", x), ("x_test", x_test)):
-        if a is None:
-            continue
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"{p}: '{key}' has dtype {a.dtype}; store numbers (float or integer)")
-        if a.ndim not in (2, 3, 4):
-            raise ValueError(
-                f"{p}: '{key}' has shape {a.shape}; give (N, D) vectors, (N, H, W) or "
-                "(N, C, H, W) images"
-            )
-    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"{p}: x_test rows have shape {x_test.shape[1:]}, x rows {x.shape[1:]}; give both "
-            "the same row shape"
-        )
+        if a is not None:
+            check_rows(p, key, a)
+    check_test_rows(p, x, x_test)
     if y_test is not None and x_test is None:
         raise ValueError(f"{p} has 'y_test' but no 'x_test'; store the test data as 'x_test'")
     if x_test is not None and (y is None) != (y_test is None):

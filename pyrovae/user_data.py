@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from pyrovae.data import Split, Splits
-from pyrovae.memory_data import rows_from, to_numpy
+from pyrovae.memory_data import check_rows, check_test_rows, rows_from, to_numpy
 from pyrovae.streamed_data import read_streamed
 
 __all__ = ["KINDS", "UserData", "read_data"]
@@ -264,13 +264,7 @@ def _load_npy(p: Path) -> np.ndarray:
 
 def _numeric(p: Path, key: str, a: np.ndarray) -> np.ndarray:
     """``a`` as float32 of shape (N, D), (N, H, W) or (N, C, H, W)."""
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"{p}: '{key}' has dtype {a.dtype}; store numbers (float or integer)")
-    if a.ndim not in (2, 3, 4):
-        raise ValueError(
-            f"{p}: '{key}' has shape {a.shape}; give (N, D) vectors, (N, H, W) or (N, C, H, W) "
-            "images"
-        )
+    check_rows(p, key, a)
     with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused later by row
         return a.astype(np.float32, copy=False)
 
@@ -493,11 +487,7 @@ def _assemble(
     seed: int,
 ) -> UserData:
     """Check the values and labels, split the rows and record what is known of the data."""
-    if x_test is not None and x_test.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"{p}: x_test rows have shape {x_test.shape[1:]}, x rows {x.shape[1:]}; give both "
-            "the same row shape"
-        )
+    check_test_rows(p, x, x_test)
     image_shape: tuple[int, int, int] | None = None
     if x.ndim >= 3:
         image_shape = (1, *x.shape[1:]) if x.ndim == 3 else x.shape[1:]  # type: ignore[assignment]
