@@ -38,6 +38,9 @@ from pyrovae.models import CVAE, VAE
 __all__ = ["PyroPairError", "from_pyro"]
 
 LATENT, OBSERVED, DATA_PLATE = "z", "x", "data"
+MOMENT_DRAWS = 256
+"""Draws that estimate the moments of a guide without closed-form ones (see
+:meth:`PyroEncoder.encode`)."""
 
 
 class PyroPairError(ValueError):
@@ -177,15 +180,17 @@ class PyroEncoder(nn.Module):
     def encode(
         self, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(loc, scale, loc)`` of a diagonal Normal guide (the hidden layer is not known:
-        the location stands in for it)."""
-        normal = _diagonal_normal(self(x, y))
-        if normal is None:
-            raise PyroPairError(
-                f"the guide's site {self.site!r} is not a diagonal Normal, so it has no loc and "
-                "scale; this analysis needs one"
-            )
-        return normal.loc, normal.scale, normal.loc
+        """``(loc, scale, loc)``: a diagonal Normal guide's own location and scale; for any
+        other guide (a full-covariance Normal, a flow) the mean and standard deviation of
+        q(z | x) per dimension, which stand in for them where an analysis needs a point
+        encoding or a diagonal start (the latent-space figures, the per-datum guides q*).
+        The hidden layer is not known: the location stands in for it too."""
+        q = self(x, y)
+        normal = _diagonal_normal(q)
+        if normal is not None:
+            return normal.loc, normal.scale, normal.loc
+        loc, scale = _moments(q)
+        return loc, scale, loc
 
     def gaussian(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
         loc, scale, _ = self.encode(x, y)
@@ -300,6 +305,25 @@ def _diagonal_normal(d: dist.Distribution) -> dist.Normal | None:
         if isinstance(base, dist.Normal):
             return base
     return None
+
+
+def _moments(q: dist.Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of ``q`` per dimension: closed forms where the
+    distribution has them, else from :data:`MOMENT_DRAWS` draws with a fixed seed (the
+    random number generators left as they were)."""
+    with torch.no_grad():
+        try:
+            loc, scale = q.mean, q.stddev
+            if torch.isfinite(loc).all() and torch.isfinite(scale).all():
+                return loc, scale
+        except NotImplementedError:  # e.g. a flow: no closed-form moments
+            pass
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        devices = list(range(torch.cuda.device_count())) if cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)  # seeds every device's generator
+            draws = q.sample((MOMENT_DRAWS,))
+        return draws.mean(0), draws.std(0)
 
 
 def _sample_sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
