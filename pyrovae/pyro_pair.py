@@ -23,17 +23,22 @@ held-out data), a guide site without a reparameterized sample.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.plate_messenger import PlateMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 
 from pyrovae.models import CVAE, VAE
+from pyrovae.traces import PARTICLE_PLATE
 
 __all__ = ["PyroPairError", "from_pyro"]
 
@@ -71,13 +76,14 @@ class _Rename(Messenger):
 class _ServeParams(Messenger):
     """Answer ``pyro.param`` statements without Pyro's param store: a ``pyro.module``
     parameter is the module's own tensor (its init argument), any other the value it had
-    when the pair was read (:func:`from_pyro`). Inference that must not see or update the
-    weights (NUTS, the per-datum guides q*, which run inside Pyro's module-local parameter
-    scopes) then runs the user's model and guide unchanged."""
+    when the pair was read (:func:`from_pyro`), held by the VAE (so that it moves with
+    ``.to(device)``). Inference that must not see or update the weights (NUTS, the
+    per-datum guides q*, which run inside Pyro's module-local parameter scopes) then runs
+    the user's model and guide unchanged."""
 
-    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+    def __init__(self, holder: _Anchor) -> None:
         super().__init__()
-        self.params = params
+        self.holder = holder
 
     def _process_message(self, msg: dict[str, Any]) -> None:
         if msg["type"] != "param":
@@ -85,8 +91,8 @@ class _ServeParams(Messenger):
         init = msg["args"][1] if len(msg["args"]) > 1 else None
         if isinstance(init, nn.Parameter):
             msg["value"] = init
-        elif msg["name"] in self.params:
-            msg["value"] = self.params[msg["name"]]
+        elif msg["name"] in self.holder.param_names:
+            msg["value"] = self.holder.param(msg["name"])
         else:
             return
         msg["done"] = True
@@ -137,13 +143,21 @@ class _FirstRow(TorchDistribution):
 
 
 class _Anchor(nn.Module):
-    """Holds the user's modules (so that ``.to``, ``.parameters()`` and freezing reach them)
-    and a zero-size parameter, so that a pair without modules still has a device."""
+    """Holds the user's modules (so that ``.to``, ``.parameters()`` and freezing reach them),
+    the values of the pair's other ``pyro.param`` sites as buffers (so that they move with
+    the model and enter its fingerprint), and a zero-size parameter, so that a pair without
+    modules still has a device."""
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
+    def __init__(self, modules: Sequence[nn.Module], params: dict[str, torch.Tensor]) -> None:
         super().__init__()
         self.user = nn.ModuleList(modules)
         self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+        self.param_names = sorted(params)  # Pyro's names may hold dots: buffers are numbered
+        for i, name in enumerate(self.param_names):
+            self.register_buffer(f"param{i}", params[name].detach().clone())
+
+    def param(self, name: str) -> torch.Tensor:
+        return getattr(self, f"param{self.param_names.index(name)}")
 
 
 def _trace(fn: Callable[..., Any], *args: Any) -> poutine.Trace:
@@ -151,9 +165,14 @@ def _trace(fn: Callable[..., Any], *args: Any) -> poutine.Trace:
     number generators as they were (reading a distribution off a trace draws its site's
     value, which must not shift the draws of the estimator that asked for it)."""
     device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
-    devices = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), poutine.block():
+    with _rng_kept(device), poutine.block():
         return poutine.trace(fn).get_trace(*args)
+
+
+def _rng_kept(device: torch.device | None) -> AbstractContextManager[Any]:
+    """Draws inside leave the CPU's generator, and ``device``'s if it is a GPU, as they were."""
+    cuda = device is not None and device.type == "cuda"
+    return torch.random.fork_rng(devices=[device] if cuda else [])
 
 
 class PyroEncoder(nn.Module):
@@ -199,7 +218,9 @@ class PyroEncoder(nn.Module):
 
 class PyroDecoder(nn.Module):
     """p(x | z[, y]): the distribution of the model's observed site, with its latent site
-    conditioned on z (any leading dims, e.g. (K, B, z_dim) particles)."""
+    conditioned on z (any leading dims, e.g. (K, B, z_dim) particles). ``labels_follow_z``:
+    the model needs its labels y expanded over z's leading dims (found when the pair is
+    read)."""
 
     def __init__(
         self,
@@ -211,17 +232,23 @@ class PyroDecoder(nn.Module):
         y_dim: int,
         binarize: bool,
         holder: _Anchor,
+        labels_follow_z: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.latent, self.observed = model, latent, observed
         self.x_dim, self.z_dim, self.y_dim = x_dim, z_dim, y_dim
         self.binarize = binarize
         self.holder = holder
+        self.labels_follow_z = labels_follow_z
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
         batch = z.shape[-2] if z.dim() >= 2 else 1
         x = torch.zeros(batch, self.x_dim, dtype=z.dtype, device=z.device)
-        args = (x,) if y is None else (x, y.expand(batch, -1) if y.dim() == 1 else y)
+        if y is not None and self.labels_follow_z:  # over z's leading dims (particles, chains)
+            y = y.expand(*z.shape[:-1], self.y_dim)
+        elif y is not None and y.dim() == 1:
+            y = y.expand(batch, -1)
+        args = (x,) if y is None else (x, y)
         conditioned = poutine.condition(self.model, data={self.latent: z})
         return _trace(conditioned, *args).nodes[self.observed]["fn"]
 
@@ -230,9 +257,11 @@ class PyroDecoder(nn.Module):
 
 
 class PyroPrior(nn.Module):
-    """p(z): the distribution of the model's latent site on one datum, without its batch."""
-
-    conditional = False
+    """p(z) (p(z | y) for a CVAE): the distribution of the model's latent site, read by
+    tracing the model on zero data. Without labels, or with one label vector (y_dim,), it is
+    the prior of one datum without a batch; with labels (N, y_dim), batch (N,), one per row.
+    ``conditional`` is True when the model's prior depends on the labels (found when the
+    pair is read)."""
 
     def __init__(
         self,
@@ -242,22 +271,33 @@ class PyroPrior(nn.Module):
         z_dim: int,
         y_dim: int,
         holder: _Anchor,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.latent = model, latent
         self.x_dim, self.z_dim, self.y_dim = x_dim, z_dim, y_dim
         self.holder = holder
+        self.conditional = conditional
 
     def forward(self, y: torch.Tensor | None = None) -> dist.Distribution:
         device = self.holder.anchor.device
-        x = torch.zeros(1, self.x_dim, device=device)
-        if self.y_dim:
-            label = torch.zeros(1, self.y_dim, device=device)
-            label[0, 0] = 1.0
-            args: tuple[torch.Tensor, ...] = (x, label if y is None else y.reshape(-1)[None])
-        else:
-            args = (x,)
-        return _FirstRow(_trace(self.model, *args).nodes[self.latent]["fn"])
+        if not self.y_dim:
+            return _FirstRow(self._site(torch.zeros(1, self.x_dim, device=device)))
+        if y is None:  # any label will do for a prior that does not depend on it
+            y = torch.zeros(self.y_dim, device=device)
+            y[0] = 1.0
+        if y.dim() == 1:
+            x = torch.zeros(1, self.x_dim, device=device)
+            return _FirstRow(self._site(x, y[None]))
+        if y.dim() != 2:
+            raise ValueError(
+                f"y must be one label vector ({self.y_dim},) or labels (N, {self.y_dim}), got "
+                f"{tuple(y.shape)}"
+            )
+        return self._site(torch.zeros(y.shape[0], self.x_dim, device=device), y)
+
+    def _site(self, *args: torch.Tensor) -> dist.Distribution:
+        return _trace(self.model, *args).nodes[self.latent]["fn"]
 
 
 class _PairMixin:
@@ -268,26 +308,50 @@ class _PairMixin:
         model: Callable[..., Any],
         guide: Callable[..., Any],
         rename: _Rename,
-        params: dict[str, torch.Tensor],
+        holder: _Anchor,
     ) -> None:
         self._user_model = rename(model)
         self._user_guide = rename(guide)
-        self._frozen_params = params
+        self._holder = holder
 
-    def _run(self, fn: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None) -> None:
+    def _run(
+        self,
+        fn: Callable[..., Any],
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        labels_follow_z: bool = False,
+    ) -> None:
         self._check_inputs(x, y)  # type: ignore[attr-defined]
+        if y is not None and labels_follow_z:
+            y = _broadcast_labels(y)
         if not self.register_params:  # type: ignore[attr-defined]
             # the weights frozen (NUTS, the q* fits): the user's pyro.module / pyro.param
             # statements are answered without Pyro's param store, as pyrovae's own model
             # skips its pyro.module call
-            fn = _ServeParams(self._frozen_params)(fn)
+            fn = _ServeParams(self._holder)(fn)
         fn(*((x,) if y is None else (x, y)))
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        self._run(self._user_model, x, y)
+        self._run(self._user_model, x, y, labels_follow_z=self.decoder.labels_follow_z)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         self._run(self._user_guide, x, y)
+
+
+def _broadcast_labels(y: torch.Tensor) -> torch.Tensor:
+    """The labels y (B, K) expanded over the vectorized plates outside the data plate (the
+    K importance samples of an estimator, at dim -2 and beyond), so that a CVAE written for
+    one z per datum, ``torch.cat([z, y], -1)``, also runs on a (particles, B, z_dim) z."""
+    sizes: dict[int, int] = {}
+    for frame in _PYRO_STACK:
+        dim, size = getattr(frame, "dim", None), getattr(frame, "size", None)
+        if isinstance(frame, PlateMessenger) and dim is not None and dim < -1 and size:
+            sizes[dim] = int(size)
+    if not sizes:
+        return y
+    depth = -min(sizes)
+    shape = [sizes.get(-depth + i, 1) for i in range(depth - 1)]
+    return y.reshape((1,) * (depth - 1) + tuple(y.shape)).expand(*shape, *y.shape)
 
 
 class PyroVAE(_PairMixin, VAE):
@@ -458,27 +522,100 @@ def from_pyro(
     if modules is None:
         owners = {getattr(fn, "__self__", None) for fn in (model, guide)}
         modules = [m for m in owners if isinstance(m, nn.Module)]
-    holder = _Anchor(modules).to(x.device)
+    params = {  # the pyro.param sites that are not a module's own parameters
+        name: site["value"]
+        for trace in (guide_trace, model_trace)
+        for name, site in trace.nodes.items()
+        if site["type"] == "param" and not isinstance(_param_init(site), nn.Parameter)
+    }
+    holder = _Anchor(modules, params).to(x.device)
     z_dim, x_dim = q.event_shape[0], x.shape[1]
     y_dim = 0 if y is None else y.shape[-1]
     base = obs.base_dist if isinstance(obs, dist.Independent) else obs
     binarize = isinstance(base, dist.Bernoulli)
     encoder = PyroEncoder(guide, latent, x_dim, z_dim, y_dim, holder)
-    decoder = PyroDecoder(model, latent, observed, x_dim, z_dim, y_dim, binarize, holder)
-    p_z = PyroPrior(model, latent, x_dim, z_dim, y_dim, holder)
+    follow = _labels_follow_z(model, x, y)
+    decoder = PyroDecoder(model, latent, observed, x_dim, z_dim, y_dim, binarize, holder, follow)
+    p_z = PyroPrior(model, latent, x_dim, z_dim, y_dim, holder, _depends_on_rows(prior, x.device))
     cls = PyroVAE if y is None else PyroCVAE
     vae = cls(encoder, decoder, p_z)
     names = {latent: LATENT, observed: OBSERVED}
     if plate != DATA_PLATE:  # the plate's own subsample site too, so traces name it "data"
         names[plate] = DATA_PLATE
-    params = {
-        name: site["value"].detach()
-        for trace in (guide_trace, model_trace)
-        for name, site in trace.nodes.items()
-        if site["type"] == "param"
+    vae._bind(model, guide, _Rename(names, plate), holder)
+    vae.pair = {
+        "model": _qualified_name(model),
+        "guide": _qualified_name(guide),
+        "latent_site": latent,
+        "observed_site": observed,
+        "prior": _family(prior),
+        "guide_family": _family(q),
+        "likelihood": _family(obs),
+        "z_dim": int(z_dim),
+        "x_dim": int(x_dim),
+        "y_dim": int(y_dim),
     }
-    vae._bind(model, guide, _Rename(names, plate), params)
     return vae
+
+
+def _labels_follow_z(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None) -> bool:
+    """Whether the model, run inside a vectorized plate of particles (as the estimators run
+    it, z then (K, B, z_dim)), needs its labels expanded to (K, B, y_dim): False when it
+    runs as given (a VAE, or a CVAE that broadcasts), True when it runs only with them
+    expanded (``torch.cat([z, y], -1)``). A model that runs neither way is refused."""
+
+    def run(expand: bool) -> None:
+        def particles() -> None:
+            with pyro.plate(PARTICLE_PLATE, 2, dim=-2):
+                labels = _broadcast_labels(y) if expand and y is not None else y
+                model(*((x,) if labels is None else (x, labels)))
+
+        _trace(particles)
+
+    try:
+        run(False)
+        return False
+    except Exception as err:
+        error = err
+    if y is not None:
+        try:
+            run(True)
+            return True
+        except Exception:
+            pass
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    raise PyroPairError(
+        "the model fails when z has a leading dim of particles, shape (K, B, z_dim), as the "
+        f"estimators draw it ({type(error).__name__}: {first}); let it broadcast over z's "
+        "leading dims (e.g. z.shape[-1], not z.shape[1])"
+    )
+
+
+def _depends_on_rows(prior: dist.Distribution, device: torch.device) -> bool:
+    """True when the prior read on the example batch differs between rows: a prior p(z | y)
+    that depends on the labels (p(z) is the same for every datum)."""
+    with torch.no_grad(), _rng_kept(device):
+        z = prior.sample()[:1].expand(prior.batch_shape[0], -1)
+        log_p = prior.log_prob(z)
+    return not torch.allclose(log_p, log_p[:1].expand_as(log_p), rtol=1e-5, atol=1e-5)
+
+
+def _param_init(site: dict[str, Any]) -> Any:
+    args = site.get("args") or ()
+    return args[1] if len(args) > 1 else None
+
+
+def _qualified_name(fn: Callable[..., Any]) -> str:
+    """``Class.method`` or ``function``, as the user wrote it."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
+
+
+def _family(d: dist.Distribution) -> str:
+    """The distribution's family in words: ``Normal (diagonal)``, ``MultivariateNormal``,
+    ``Bernoulli``, ``TransformedDistribution``; an ``Independent`` is seen through."""
+    base = d.base_dist if isinstance(d, dist.Independent) else d
+    name = type(base).__name__
+    return f"{name} (diagonal)" if name == "Normal" and isinstance(d, dist.Independent) else name
 
 
 def _check_amortized(
@@ -502,7 +639,7 @@ def _check_amortized(
             f"the guide is not amortized: it cannot run on other rows ({type(err).__name__}); "
             "from_pyro needs a guide q(z | x) of any rows, e.g. an encoder network"
         ) from None
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), _rng_kept(x.device):
         z = q.sample()
         same = torch.allclose(
             reversed_q.log_prob(z[order]), q.log_prob(z)[order], rtol=1e-4, atol=1e-4

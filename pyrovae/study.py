@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
+from torch import nn
 
 from pyrovae.analysis.cost import Step, announce, measure_rate
-from pyrovae.analysis.evaluation.reuse import check_reusable, reuse_or_evaluate
+from pyrovae.analysis.evaluation.reuse import (
+    check_reusable,
+    check_weights,
+    evaluate_with,
+    fit_settings_of,
+    fitting_options,
+    reuse_or_evaluate,
+)
 from pyrovae.analysis.quality.classifier import ClassifierConfig, load_classifier
 from pyrovae.analysis.report import write_report
 from pyrovae.analysis.report.run_figures import build_run_report
+from pyrovae.analysis.sources.store import fit_run_sources
 from pyrovae.build import ModelConfig, build_model
 from pyrovae.data import Splits, fixed_binarization
 from pyrovae.objectives import make_objective
@@ -22,7 +33,15 @@ from pyrovae.runs import load_run, read_metrics
 from pyrovae.settings import FULL, QUICK, EvaluationSettings, StudyBudget
 from pyrovae.train import TrainConfig, make_adam, one_hot, train
 
-__all__ = ["StudyBudget", "FULL", "QUICK", "run_study", "report_runs", "run_dir_name"]
+__all__ = [
+    "StudyBudget",
+    "FULL",
+    "QUICK",
+    "ReportedModel",
+    "run_study",
+    "report_runs",
+    "run_dir_name",
+]
 
 
 def run_dir_name(model: str, z_dim: int, prior: str = "normal", seed: int | None = None) -> str:
@@ -112,6 +131,27 @@ def _log(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
+@dataclass(frozen=True)
+class ReportedModel:
+    """A model to report that has no run directory, e.g. a Pyro pair read by
+    :func:`pyrovae.from_pyro`.
+
+    Attributes:
+        name: its name in the report (unique among the report's runs).
+        vae: the model, on the report's device.
+        evaluation: an earlier evaluation of these weights (``pyrovae evaluate
+            --from-python``'s JSON) to show instead of evaluating again; its fingerprint
+            must be that of ``vae``'s weights.
+        diagnostics: ``pyrovae diagnose``'s dict for it (see
+            :func:`~pyrovae.analysis.posterior.diagnose.load_diagnostics`), if any.
+    """
+
+    name: str
+    vae: nn.Module
+    evaluation: Mapping[str, Any] | None = None
+    diagnostics: Mapping[str, Any] | None = None
+
+
 def report_runs(
     run_dirs: list[Path],
     data: Splits,
@@ -125,6 +165,7 @@ def report_runs(
     progress: bool = True,
     classifier: Any = None,
     quick_classifier: bool = False,
+    models: Sequence[ReportedModel] = (),
 ) -> Path:
     """Evaluate each run (or reuse its ``evaluation.json``), draw its figures, write the report.
 
@@ -133,7 +174,9 @@ def report_runs(
     ``reevaluate``, else :class:`~pyrovae.analysis.evaluation.reuse.EvaluationMismatchError`
     names the differences (see :func:`~pyrovae.analysis.evaluation.reuse.reuse_or_evaluate`).
     The sources for the figures are those saved with the run when they fit.
-    Returns the path of ``report.html``.
+    ``models`` (:class:`ReportedModel`) follow the runs, on the same data: each is
+    evaluated with ``settings`` unless it brings its own evaluation, whose sources are then
+    fitted again for the figures. Returns the path of ``report.html``.
     """
     settings = settings or EvaluationSettings()
     device = torch.device(device)
@@ -170,6 +213,38 @@ def report_runs(
                 sources,
                 classifier,
                 name=run_dir.name,
+                progress=progress,
+            )
+        )
+    for i, entry in enumerate(models, 1):
+        _log(progress, f"[{i}/{len(models)}] {entry.name}")
+        if entry.evaluation:
+            check_weights(entry.evaluation, entry.vae, f"the evaluation given for {entry.name}")
+            evaluation = dict(entry.evaluation)
+            fit = fit_settings_of(evaluation, settings)
+            _log(progress, "    reusing its evaluation; fitting its sources for the figures")
+            sources = fit_run_sources(
+                entry.vae,
+                data.train,
+                list(evaluation["sources"]),
+                num_train=fit.num_train,
+                seed=fit.seed,
+                options=fitting_options(fit),
+            )
+        else:
+            evaluation, sources = evaluate_with(
+                entry.vae, data, settings, classifier, progress=progress
+            )
+        reports.append(
+            build_run_report(
+                entry.vae,
+                data,
+                evaluation,
+                out_dir / "figures",
+                sources,
+                classifier,
+                name=entry.name,
+                diagnostics=entry.diagnostics,
                 progress=progress,
             )
         )

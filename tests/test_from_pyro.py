@@ -170,6 +170,18 @@ def unreparameterized_guide(x):
         pyro.sample("z", dist.Bernoulli(probs).to_event(1))
 
 
+def rows_only_model(x):  # reads z as (B, z_dim): fails on (K, B, z_dim) particles
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+        loc = z.reshape(x.shape[0], Z) @ torch.ones(Z, D)
+        pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+
+def vector_guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x[:, :Z], 1.0).to_event(1))
+
+
 def per_datum_guide(x):  # one free location per row of the training batch
     loc = pyro.param("loc", torch.randn(8, Z))
     with pyro.plate("data", x.shape[0]):
@@ -184,6 +196,7 @@ def per_datum_guide(x):  # one free location per row of the training batch
         (scalar_model, scalar_guide, "needs one vector per datum"),
         (vector_model, unreparameterized_guide, "has no reparameterized sample"),
         (vector_model, per_datum_guide, "is not amortized"),
+        (rows_only_model, vector_guide, "fails when z has a leading dim of particles"),
     ],
 )
 def test_pairs_it_cannot_read_are_refused_in_one_line(model, guide, expected):
@@ -308,3 +321,57 @@ def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(mnist, t
     )
     result = pa.diagnose_run(vae, mnist, tmp_path / "diag", budget, figures=False, progress=False)
     assert result["num_data"] == 2 and result["num_reference"] == 1
+
+
+def test_a_conditional_pair_with_a_prior_per_label_against_its_exact_marginal():
+    """PPCA per label, written as a user's CVAE would be: p(z | y) = N(M y, I), x | z, y =
+    [W V] [z; y] + b + noise (``torch.cat([z, y])``, which must run on a (particles, B,
+    z_dim) z), so p(x | y) = N(W M y + V y + b, W W^T + s^2 I)."""
+    model0, guide0, w, b = ppca()
+    gen = torch.Generator().manual_seed(7)
+    k = 3
+    means = 2.0 * torch.randn(k, Z, generator=gen)
+    v = torch.randn(D, k, generator=gen)
+    cov = torch.linalg.inv(w.T @ w / NOISE**2 + torch.eye(Z))
+    gain = cov @ w.T / NOISE**2
+    joint = torch.cat([w, v], 1)
+
+    def model(x, y):
+        with pyro.plate("rows", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(y @ means, 1.0).to_event(1))
+            loc = torch.cat([z, y], -1) @ joint.T + b
+            pyro.sample("obs", dist.Normal(loc, NOISE).to_event(1), obs=x)
+
+    def guide(x, y):
+        with pyro.plate("rows", x.shape[0]):
+            prior_mean = y @ means
+            loc = prior_mean + (x - y @ v.T - b - prior_mean @ w.T) @ gain.T
+            pyro.sample("latent", dist.Normal(loc, 1.3 * cov.diagonal().sqrt()).to_event(1))
+
+    labels = torch.arange(12) % k
+    y = torch.nn.functional.one_hot(labels, k).float()
+    torch.manual_seed(3)
+    z = means[labels] + torch.randn(12, Z)
+    x = z @ w.T + y @ v.T + b + NOISE * torch.randn(12, D)
+    vae = from_pyro(model, guide, x, y)
+    assert vae.prior.conditional  # the prior depends on the label, and says so
+    torch.testing.assert_close(vae.latent_prior(y).mean, means[labels])
+    exact = dist.MultivariateNormal(
+        (y @ means) @ w.T + y @ v.T + b, w @ w.T + NOISE**2 * torch.eye(D)
+    ).log_prob(x)
+    result = pa.estimate_log_likelihood(
+        vae, x, y, num_samples=2000, seed=0, keep_log_weights=True, progress=False
+    )
+    err = (result.per_datum - exact.double()).abs()
+    assert (err < 5 * mc_stderr(result.log_weights) + 1e-3).all(), err
+    ais = pa.ais_log_likelihood(vae, x, y, num_steps=100, num_chains=16, seed=0)
+    assert ((ais.per_datum - exact.double()).abs() < 5 * mc_stderr(ais.log_weights) + 1e-3).all()
+    # the wrong prior (label 0's for every datum) is far off: the test can fail
+    wrong = dist.MultivariateNormal(
+        means[0] @ w.T + y @ v.T + b, w @ w.T + NOISE**2 * torch.eye(D)
+    ).log_prob(x)
+    assert ((wrong - exact)[labels != 0].abs() > 1.0).all()
+    # generation with a label decodes a draw of that label's prior
+    draws = vae.generate(2000, y=torch.nn.functional.one_hot(torch.full((2000,), 2), k).float())
+    expected = means[2] @ w.T + v[:, 2] + b
+    assert ((draws.mean(0) - expected).abs() < 5 * draws.std(0) / math.sqrt(2000)).all()

@@ -126,3 +126,134 @@ def test_a_missing_function_and_a_broken_file_are_one_line(tmp_path, capsys):
         code = main(["evaluate", "--from-python", spec, "--out", str(tmp_path / "x.json")])
         err = capsys.readouterr().err
         assert code != 0 and err.count("\n") == 1 and expected in err, err
+
+
+MY_CVAE = """
+import pyro, pyro.distributions as dist, torch
+from torch import nn
+
+
+class CVAE(nn.Module):
+    def __init__(self, z_dim=3, hidden=32):
+        super().__init__()
+        self.z_dim = z_dim
+        self.enc = nn.Linear(784 + 10, 2 * z_dim)
+        self.dec = nn.Linear(z_dim + 10, 784)
+
+    def model(self, x, y):
+        pyro.module("dec", self.dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+            logits = self.dec(torch.cat([z, y], -1))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(self, x, y):
+        pyro.module("enc", self.enc)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = self.enc(torch.cat([x, y], -1)).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def build():
+    return CVAE()
+"""
+
+
+def test_a_cvae_pair_takes_the_datas_labels(tmp_path, mnist_root, capsys):
+    import numpy as np
+
+    (tmp_path / "my_cvae.py").write_text(MY_CVAE)
+    spec = f"{tmp_path / 'my_cvae.py'}:build"
+    out = tmp_path / "cvae.json"
+    argv = ["evaluate", "--from-python", spec, "--data-root", str(mnist_root)]
+    assert main([*argv, "--out", str(out), *BUDGET]) == 0, capsys.readouterr().err
+    evaluation = json.loads(out.read_text())
+    assert evaluation["conditional"] is True or "prior" in evaluation["sources"]
+    # data without labels cannot feed model(x, y): refused in one line
+    np.save(tmp_path / "unlabelled.npy", np.random.default_rng(0).random((50, 784)))
+    argv = ["evaluate", "--from-python", spec, "--data", str(tmp_path / "unlabelled.npy")]
+    code = main([*argv, "--out", str(tmp_path / "no.json"), *BUDGET])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "the model takes labels" in err, err
+
+
+def test_report_a_pair_alone_and_beside_a_run(trained, small_vae, mnist_root, tmp_path, capsys):
+    import shutil
+
+    pair = ["--from-python", f"{trained / 'my_vae.py'}:build"]
+    pair += ["--params", str(trained / "params.pt")]
+    alone = tmp_path / "alone"
+    argv = ["report", *pair, "--data-root", str(mnist_root), "--out", str(alone), *BUDGET]
+    assert main(argv) == 0, capsys.readouterr().err
+    page = (alone / "report.html").read_text()
+    assert "my_vae-build" in page and "A Pyro model/guide pair written outside pyrovae" in page
+    assert "latent site &#39;latent&#39;" in page and "Bernoulli likelihood" in page
+    assert "Not shown" in page and "trained outside pyrovae" in page
+    assert len(list((alone / "figures" / "my_vae-build").glob("*.png"))) >= 5
+    # beside one of pyrovae's runs, on the run's data, under the name asked for
+    run = shutil.copytree(small_vae.run_dir, tmp_path / "vae-z2")
+    both = tmp_path / "both"
+    argv = ["report", str(run), *pair, "--name", "mine", "--out", str(both), *BUDGET]
+    assert main([*argv, "--data-root", str(mnist_root)]) == 0, capsys.readouterr().err
+    page = (both / "report.html").read_text()
+    assert 'id="' in page and "vae-z2" in page and ">mine<" in page
+    assert "Summary across runs" in page
+
+
+def test_report_shows_the_pairs_saved_evaluation_and_diagnostics(
+    trained, mnist_root, tmp_path, capsys
+):
+    spec = f"{trained / 'my_vae.py'}:build"
+    pair = ["--from-python", spec, "--params", str(trained / "params.pt")]
+    data = ["--data-root", str(mnist_root)]
+    saved = tmp_path / "evaluation.json"
+    assert main(["evaluate", *pair, *data, "--out", str(saved), *BUDGET]) == 0
+    diag = tmp_path / "diag"
+    argv = ["diagnose", *pair, *data, "--out", str(diag), "--num-data", "2", "--nuts-data"]
+    argv += ["1", "--chains", "2", "--warmup", "30", "--samples", "30", "--gap-steps", "5"]
+    assert main([*argv, "--ais-steps", "5", "--ais-chains", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "report"
+    argv = ["report", *pair, *data, "--evaluation", str(saved), "--diagnostics", str(diag)]
+    budget = [b for b in BUDGET if b != "--quiet"]
+    assert main([*argv, "--out", str(out), *budget]) == 0, capsys.readouterr().err
+    assert "reusing its evaluation" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert "Inference quality" in page and "Inference quality: no diagnostics" not in page
+    # other settings, or other weights, are refused in one line before any work
+    fresh = tmp_path / "fresh.json"
+    assert main(["evaluate", "--from-python", spec, *data, "--out", str(fresh), *BUDGET]) == 0
+    capsys.readouterr()
+    for evaluation, extra, expected in (
+        (saved, ["--num-samples", "20"], "was made with other settings"),
+        (fresh, [], "other model weights"),
+    ):
+        argv = ["report", *pair, *data, "--evaluation", str(evaluation), *BUDGET, *extra]
+        code = main([*argv, "--out", str(tmp_path / "refused")])
+        err = capsys.readouterr().err
+        assert code != 0 and err.count("\n") == 1 and expected in err, err
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["report", "--out", "r"], "give one or more RUN_DIRs, or --from-python"),
+        (["report", "run", "--name", "n", "--out", "r"], "--name applies to --from-python only"),
+        (
+            ["report", "run", "--from-python", "a.py:f", "--dataset", "kmnist", "--out", "r"],
+            "drop --dataset",
+        ),
+        (
+            ["report", "--from-python", "a.py:f", "--evaluation", "none.json", "--out", "r"],
+            "--evaluation 'none.json' is not a file",
+        ),
+        (
+            ["report", "--from-python", "a.py:f", "--diagnostics", ".", "--out", "r"],
+            "holds no diagnostics.json",
+        ),
+    ],
+)
+def test_report_refusals(argv, expected, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and expected in err, err

@@ -16,7 +16,7 @@ others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,22 @@ def sources_for(
     return {name: out[name] for name in names}
 
 
+def fit_settings_of(
+    evaluation: Mapping[str, Any], settings: EvaluationSettings
+) -> EvaluationSettings:
+    """The settings that fitted a saved evaluation's sources (its sources, training data,
+    seed and fitting options; ``settings`` fill in what an older file does not record),
+    to fit them again, or to check saved ones, for its figures."""
+    stored = evaluation.get("settings") or {}
+    return EvaluationSettings(
+        sources=tuple(evaluation["sources"]),
+        num_train=stored.get("num_train"),
+        seed=stored.get("seed", settings.seed),
+        flow_steps=stored.get("flow_steps", settings.flow_steps),
+        aggregate_components=stored.get("aggregate_components") or AGGREGATE_COMPONENTS,
+    )
+
+
 def saved_differences(
     run_dir: str | Path, settings: EvaluationSettings, asked: set[str] | None = None
 ) -> list[str] | None:
@@ -289,14 +305,7 @@ def reuse_or_evaluate(
         reason = _stale_reason(saved, vae)
         if reason is None:
             log("    reusing evaluation.json (its settings and weights match what was asked)")
-            stored = saved["settings"]
-            fit = EvaluationSettings(
-                sources=tuple(saved["sources"]),
-                num_train=stored.get("num_train"),
-                seed=stored.get("seed", settings.seed),
-                flow_steps=stored.get("flow_steps", settings.flow_steps),
-                aggregate_components=stored.get("aggregate_components") or AGGREGATE_COMPONENTS,
-            )
+            fit = fit_settings_of(saved, settings)
             return saved, sources_for(run_dir, vae, data, list(saved["sources"]), fit, log)
         if not reevaluate:
             raise _stale(run_dir, reason)

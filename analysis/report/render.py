@@ -77,6 +77,7 @@ class Section:
     surgery: Table | None
     inference: dict[str, Any] | None
     figures: list[Image] = field(default_factory=list)
+    notes: Sequence[str] = ()
 
 
 # ---------------------------------------------------------------------------- figures
@@ -155,6 +156,7 @@ def _section(index: int, run: RunReport) -> Section:
             surgery=surgery_table(_mapping(run.evaluation.get("surgery"))),
             inference=inference_view(run),
             figures=_images(run, run.figures),
+            notes=run.notes,
         )
 
 

@@ -31,6 +31,8 @@ class RunReport:
             vectors), ``x_dim``, ``num_classes`` and ``class_names``. The text then says
             "images" or "data points", and 8-bit data get log-likelihoods in bits per
             dimension too. Empty: the run is taken to be of images, in nats only.
+        notes: what the report leaves out for this run and why, one sentence each (e.g.
+            the training curves of a model trained outside pyrovae).
     """
 
     name: str
@@ -41,6 +43,7 @@ class RunReport:
     metrics: Sequence[Mapping[str, Any]] | None = None
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
     data: Mapping[str, Any] = field(default_factory=dict)
+    notes: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -54,3 +57,10 @@ class RunReport:
                     f"RunReport.{attr} of run {self.name!r} must be a dict, "
                     f"got {type(value).__name__}"
                 )
+        notes = self.notes
+        if isinstance(notes, str) or not all(isinstance(n, str) for n in notes or ()):
+            raise ValueError(
+                f"RunReport.notes of run {self.name!r} must be a list of sentences (strings), "
+                f"got {notes!r}"
+            )
+        self.notes = tuple(notes or ())

@@ -29,6 +29,8 @@ __all__ = [
     "build_run_report",
     "data_summary",
     "run_name",
+    "describe_model",
+    "not_shown",
     "figure_filename",
     "samples_title",
     "slug",
@@ -42,7 +44,9 @@ _TRAILING = frozenset("a an and as at by for from in of on per the to with".spli
 def run_name(vae: nn.Module) -> str:
     """A short label such as ``vae-z2`` (``cvae-z10-vamp`` for a non-default prior,
     ``vae-z10-conv`` for convolutional nets)."""
-    cfg = vae.config
+    cfg = getattr(vae, "config", None)
+    if cfg is None:  # a model pyrovae did not build (e.g. a Pyro pair read by from_pyro)
+        return f"{'cvae' if vae.conditional else 'vae'}-z{vae.z_dim}"
     name = f"{cfg.model}-z{cfg.z_dim}"
     if cfg.prior != "normal":
         name = f"{name}-{cfg.prior}"
@@ -364,18 +368,7 @@ def build_run_report(
     paths: dict[str, Path] = {}
     for i, (title, fig) in enumerate(figures.items()):
         paths[title] = F.save_figure(fig, folder / figure_filename(i, title))
-    cfg = vae.config
-    shape = image_shape_of(vae)
-    described = (
-        f"{shape[0]} x {shape[1]} x {shape[2]} images" if shape else f"vectors of {vae.x_dim}"
-    )
-    kind = getattr(data, "kind", None)
-    description = (
-        f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and {cfg.likelihood} "
-        f"likelihood, z = {cfg.z_dim}; data: {getattr(data, 'name', 'data')}, {described}"
-        + (f" ({kind} values)" if kind else "")
-    )
-    config: dict[str, Any] = {"model": cfg.to_dict()}
+    description, config = describe_model(vae, data)
     run_config = getattr(vae, "run_config", None)
     if run_config is not None:
         train = run_config.train
@@ -403,7 +396,69 @@ def build_run_report(
         metrics=metrics,
         diagnostics=dict(diagnostics or {}),
         data=data_summary(vae, data),
+        notes=not_shown(vae, data, metrics, diagnostics),
     )
+
+
+def describe_model(vae: nn.Module, data: Splits) -> tuple[str, dict[str, Any]]:
+    """The report's sentence about a model and its configuration table: pyrovae's
+    :class:`~pyrovae.build.ModelConfig`, or, for a Pyro pair read by
+    :func:`~pyrovae.pyro_pair.from_pyro`, its functions, sites and distribution families."""
+    shape = image_shape_of(vae)
+    described = (
+        f"{shape[0]} x {shape[1]} x {shape[2]} images" if shape else f"vectors of {vae.x_dim}"
+    )
+    kind = getattr(data, "kind", None)
+    on = f"data: {getattr(data, 'name', 'data')}, {described}" + (
+        f" ({kind} values)" if kind else ""
+    )
+    cfg = getattr(vae, "config", None)
+    if cfg is not None:
+        return (
+            f"{cfg.model.upper()} with a {cfg.prior} prior, {cfg.guide} guide and "
+            f"{cfg.likelihood} likelihood, z = {cfg.z_dim}; {on}",
+            {"model": cfg.to_dict()},
+        )
+    pair = getattr(vae, "pair", None)
+    if isinstance(pair, Mapping):
+        what = "CVAE" if vae.conditional else "VAE"
+        return (
+            f"A Pyro model/guide pair written outside pyrovae, read as a {what}: "
+            f"{pair['model']} and {pair['guide']}, latent site {pair['latent_site']!r} with "
+            f"a {pair['prior']} prior and a {pair['guide_family']} guide, observed site "
+            f"{pair['observed_site']!r} with a {pair['likelihood']} likelihood, "
+            f"z = {vae.z_dim}; {on}",
+            {"pair": dict(pair)},
+        )
+    what = "CVAE" if vae.conditional else "VAE"
+    return f"A {what} ({type(vae).__name__}), z = {vae.z_dim}; {on}", {}
+
+
+def not_shown(
+    vae: nn.Module,
+    data: Splits,
+    metrics: list[dict[str, float]] | None,
+    diagnostics: Mapping[str, Any] | None,
+) -> list[str]:
+    """What the report leaves out for this model and why, one sentence each: the parts that
+    need something the model or its data do not have."""
+    notes = []
+    if getattr(vae, "config", None) is None:
+        if not metrics:
+            notes.append(
+                "Training curves: the model was trained outside pyrovae, which has no "
+                "record of its epochs."
+            )
+        if not diagnostics:
+            notes.append(
+                "Inference quality: no diagnostics were given (run pyrovae diagnose, then "
+                "pass its output directory to pyrovae report with --diagnostics)."
+            )
+    if not vae.conditional and int(getattr(data, "num_classes", 10) or 1) < 2:
+        notes.append(
+            "The neighbourhood and the class-conditional samples: the data have no labels."
+        )
+    return notes
 
 
 def data_summary(vae: nn.Module, data: Splits) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,17 @@ from pyrovae.cli.common import CommandError
 from pyrovae.settings import DATASET_NAMES
 
 
-def add_from_python_flags(p: argparse.ArgumentParser) -> None:
+def add_from_python_flags(p: argparse.ArgumentParser, beside_runs: bool = False) -> None:
+    where = (
+        "after the RUN_DIRs, on their data (or alone)"
+        if beside_runs
+        else "instead of RUN_DIR (needs --out)"
+    )
     p.add_argument(
         "--from-python",
         metavar="FILE.py:FUNC",
-        help="instead of RUN_DIR: a Pyro model/guide pair you wrote; FUNC() returns (model, "
-        "guide) or an object with model and guide methods (needs --out)",
+        help=f"a Pyro model/guide pair you wrote, {where}; FUNC() returns (model, guide) or "
+        "an object with model and guide methods; a model(x, y) is a CVAE of the data's labels",
     )
     p.add_argument(
         "--params",
@@ -95,7 +101,7 @@ def build_pair(spec: str) -> tuple[Any, Any]:
     )
 
 
-def load_params(path: str, model: Any, guide: Any, x: Any) -> None:
+def load_params(path: str, model: Any, guide: Any, *args: Any) -> None:
     """Load ``path`` into the pair: a ``state_dict`` into the module that owns ``model``, or
     Pyro's param store, whose values are then copied into the modules that ``pyro.module``
     registers (which keep their own tensors otherwise)."""
@@ -143,24 +149,48 @@ def load_params(path: str, model: Any, guide: Any, x: Any) -> None:
 
     with poutine.block():
         for fn in (guide, model):
-            poutine.trace(_CopyIn()(fn)).get_trace(x)
+            poutine.trace(_CopyIn()(fn)).get_trace(*args)
 
 
-def load_pair(args: argparse.Namespace, device: Any) -> tuple[Any, Any]:
-    """The user's pair as a pyrovae VAE on ``device``, and the data's splits."""
+def load_pair(args: argparse.Namespace, device: Any, data: Any = None) -> tuple[Any, Any]:
+    """The user's pair as a pyrovae VAE on ``device``, and the data's splits (``data`` when
+    given, e.g. those of the runs it is reported beside)."""
     from pyrovae.data import fixed_binarization
     from pyrovae.pyro_pair import from_pyro
     from pyrovae.run_data import load_dataset
+    from pyrovae.train import one_hot
 
     model, guide = build_pair(args.from_python)
-    if args.data is not None:
+    if data is None and args.data is not None:
         data = load_dataset(args.data)
-    else:
+    elif data is None:
         data = load_dataset(args.dataset or "mnist", args.data_root)
     example = data.train.x[:8]
     if data.kind == "unit":  # the rows a Bernoulli model is trained on
         example = fixed_binarization(example)
+    labels = None
+    if takes_labels(model):
+        classes = int(getattr(data, "num_classes", 0) or 0)
+        if classes < 2:
+            raise CommandError(
+                f"--from-python {args.from_python}: the model takes labels (model(x, y)), but "
+                "the data have none; give labelled data, or a model(x) without labels"
+            )
+        labels = one_hot(data.train.y[:8], classes)
+    args_of_pair = (example,) if labels is None else (example, labels)
     if args.params is not None:
-        load_params(args.params, model, guide, example)
-    vae = from_pyro(model, guide, example)
+        load_params(args.params, model, guide, *args_of_pair)
+    vae = from_pyro(model, guide, *args_of_pair)
     return vae.to(device).eval(), data.to(device)
+
+
+def takes_labels(model: Any) -> bool:
+    """True when ``model`` needs a second argument, ``model(x, y)``: a CVAE whose one-hot
+    labels y come from the data (a ``y=None`` default reads as an unconditional VAE)."""
+    try:
+        parameters = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in parameters if p.kind in positional and p.default is p.empty]
+    return len(required) >= 2
