@@ -257,3 +257,27 @@ def test_report_refusals(argv, expected, capsys):
     code = main(argv)
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and expected in err, err
+
+
+def test_sample_a_pair_from_python(trained, mnist_root, tmp_path, capsys):
+    import numpy as np
+
+    pair = ["--from-python", f"{trained / 'my_vae.py'}:build"]
+    pair += ["--params", str(trained / "params.pt"), "--data-root", str(mnist_root)]
+    out = tmp_path / "gmm.npy"
+    argv = ["sample", *pair, "--source", "gmm", "--num-train", "300", "--n", "12"]
+    assert main([*argv, "--out", str(out), "--device", "cpu"]) == 0, capsys.readouterr().err
+    x = np.load(out)
+    assert x.shape == (12, 28, 28) and 0.0 <= x.min() and x.max() <= 1.0
+    record = json.loads((tmp_path / "gmm.npy.json").read_text())
+    assert record["from_python"].endswith("my_vae.py:build") and record["source"] == "gmm"
+    assert record["params"].endswith("params.pt") and record["dataset"] == "mnist"
+    # per class: z of digit 3 from the mixture fitted to the encodings of 3s alone
+    out = tmp_path / "threes.npz"
+    argv = ["sample", *pair, "--source", "gaussian-z", "--label", "3", "--num-train", "300"]
+    assert main([*argv, "--n", "5", "--out", str(out), "--device", "cpu"]) == 0
+    assert (np.load(out)["y"] == 3).all()
+    capsys.readouterr()
+    code = main(["sample", *pair, "--label", "3", "--out", str(tmp_path / "no.npy")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "the pair is an unconditional VAE" in err, err

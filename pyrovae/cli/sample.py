@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from pyrovae.cli.common import (
@@ -13,6 +14,7 @@ from pyrovae.cli.common import (
     non_negative_int,
     positive_int,
 )
+from pyrovae.cli.from_python import add_from_python_flags, check_target, load_pair
 from pyrovae.settings import SOURCE_NAMES
 
 DRAWS = ("mean", "sample")  # pyrovae.export.DRAWS, without importing torch to parse
@@ -21,7 +23,8 @@ DRAWS = ("mean", "sample")  # pyrovae.export.DRAWS, without importing torch to p
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "sample",
-        help="decode samples from the prior or any fitted latent source of a run",
+        help="decode samples from the prior or any fitted latent source of a run (or of "
+        "a Pyro pair, --from-python)",
         description="Decode samples of z drawn from the prior of a run, or from any latent "
         "source fitted to its encodings (--source; fitted and saved to RUN/sources/ the first "
         "time), in the data's own units: the decoder's mean, or a draw from p(x | z) with "
@@ -33,7 +36,8 @@ def add_parser(sub: Any) -> None:
         "subfolder per class); .png a grid. 8-bit data are written as integers 0..255 (uint8). "
         "FILE.json (DIR/samples.json) records the run, source, seed and draw.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?")
+    add_from_python_flags(p)
     p.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
     p.add_argument(
         "--source",
@@ -103,21 +107,31 @@ def _span(classes: list[int]) -> str:
 def run(args: argparse.Namespace) -> None:
     import pyro
 
-    from pyrovae.analysis.sources.store import saved_or_fit
+    from pyrovae.analysis.sources.store import fit_run_per_class, fit_run_sources, saved_or_fit
     from pyrovae.export import check_exportable, draw_samples, output_format, write_samples
     from pyrovae.images import image_shape_of, value_kind_of
     from pyrovae.runs import load_run
     from pyrovae.train import resolve_device
 
+    check_target(args)
     fmt = output_format(args.out)
     device = resolve_device(args.device)
-    vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
-    check_exportable(fmt, args.out, image_shape_of(vae), value_kind_of(vae))
+    if args.from_python is not None:
+        vae, data = load_pair(args, device)
+        shape, kind = image_shape_of(data), data.kind
+    else:
+        vae = load_run(args.run_dir, device=device, checkpoint=args.checkpoint)
+        shape, kind = image_shape_of(vae), value_kind_of(vae)
+    check_exportable(fmt, args.out, shape, kind)
+    what, fix = (
+        (f"{args.run_dir} holds an unconditional VAE", "train with --model cvae")
+        if args.run_dir
+        else ("the pair is an unconditional VAE", "give a CVAE pair, model(x, y)")
+    )
     per_class = args.per_class or (not vae.conditional and args.label is not None)
     if not vae.conditional and per_class and args.source == "prior":
         raise CommandError(
-            f"--label {args.label} was given but {args.run_dir} holds an unconditional VAE; "
-            "drop --label, or train with --model cvae"
+            f"--label {args.label} was given but {what}; drop --label, or {fix}"
             if args.label is not None
             else "--per-class with --source prior: the prior of a VAE knows no digits or other "
             "classes; pick a fitted source, e.g. --source gmm"
@@ -126,7 +140,12 @@ def run(args: argparse.Namespace) -> None:
     if vae.conditional:
         labels = _labels(args, classes, f"the CVAE has {vae.y_dim} classes")
     source = None
-    if args.source != "prior" or per_class:
+    if args.from_python is not None and per_class:  # no run directory to save a fit to
+        source = fit_run_per_class(vae, data.train, args.source, num_train=args.num_train)
+    elif args.from_python is not None and args.source != "prior":
+        source = fit_run_sources(vae, data.train, [args.source], num_train=args.num_train)
+        source = source[args.source]
+    elif args.source != "prior" or per_class:
         source = saved_or_fit(
             args.run_dir,
             vae,
@@ -159,6 +178,9 @@ def run(args: argparse.Namespace) -> None:
         "label_rule": rule,
         "num_train": args.num_train,
     }
+    if args.from_python is not None:
+        params = str(Path(args.params).resolve()) if args.params else None
+        record.update(from_python=args.from_python, params=params, dataset=data.name)
     paths = write_samples(
         x,
         args.out,
@@ -168,6 +190,8 @@ def run(args: argparse.Namespace) -> None:
         num_classes=num_classes,
         record=record,
         nrow=len(classes) if cycling else None,
+        image_shape=shape,
+        kind=kind,
     )
     where = f"{args.source}{' (per class)' if per_class else ''}"
     print(f"wrote {args.n} samples ({args.draw}) from {where} to {paths[0]}; record {paths[-1]}")
