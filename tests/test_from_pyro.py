@@ -375,3 +375,38 @@ def test_a_conditional_pair_with_a_prior_per_label_against_its_exact_marginal():
     draws = vae.generate(2000, y=torch.nn.functional.one_hot(torch.full((2000,), 2), k).float())
     expected = means[2] @ w.T + v[:, 2] + b
     assert ((draws.mean(0) - expected).abs() < 5 * draws.std(0) / math.sqrt(2000)).all()
+
+
+def test_plain_pyro_params_are_held_by_the_vae_and_enter_its_fingerprint():
+    """A pair whose weights are plain ``pyro.param`` statements (no module): their values
+    when the pair was read are buffers of the VAE (moved by ``.to``, served while the
+    weights are frozen) and part of the fingerprint saved evaluations are checked against."""
+    from pyrovae.analysis.sources.saved import model_fingerprint
+
+    _, _, w, b = ppca()
+
+    def model(x):
+        weight = pyro.param("W", w.clone())
+        with pyro.plate("rows", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(z @ weight.T + b, NOISE).to_event(1), obs=x)
+
+    def guide(x):
+        gain = pyro.param("gain", torch.zeros(Z, D))
+        with pyro.plate("rows", x.shape[0]):
+            pyro.sample("latent", dist.Normal(x @ gain.T, 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    x = data(w, b, 8, seed=5)
+    first = from_pyro(model, guide, x)
+    held = dict(first.named_buffers())
+    assert any(torch.equal(t, w) for t in held.values())
+    again = from_pyro(model, guide, x)
+    assert model_fingerprint(again) == model_fingerprint(first)
+    pyro.get_param_store()["W"] = 2 * w  # the user's weights change: another fingerprint
+    changed = from_pyro(model, guide, x)
+    assert model_fingerprint(changed) != model_fingerprint(first)
+    # while the weights are frozen the held values answer, not the store's new ones
+    first.register_params = False
+    trace = pyro.poutine.trace(first.model).get_trace(x)
+    torch.testing.assert_close(trace.nodes["x"]["fn"].mean, trace.nodes["z"]["value"] @ w.T + b)

@@ -219,3 +219,29 @@ def test_a_flow_guide_through_evaluate_and_diagnose(mnist, tmp_path):
     result = pa.diagnose_run(vae, mnist, tmp_path / "diag", budget, figures=True, progress=False)
     assert result["num_data"] == 2
     assert sorted(p.name for p in (tmp_path / "diag").glob("*.png"))
+
+
+def test_the_report_of_a_pair_on_unlabelled_data_says_what_it_leaves_out(tmp_path):
+    import numpy as np
+
+    import pyrovae
+
+    model, guide, w, b, *_ = ppca_full()
+    rows = data(w, b, 200, seed=6).numpy().astype(np.float32)
+    splits = pyrovae.load_dataset(rows)
+    vae = from_pyro(model, guide, splits.train.x[:8])
+    evaluation, comparison = pa.evaluate_run(
+        vae, splits, sources=["prior", "gaussian-z"], num_samples=20, num_test=10, progress=False
+    )
+    run = pa.build_run_report(
+        vae, splits, evaluation, tmp_path / "figures", comparison.sources, name="mine"
+    )
+    assert run.description.startswith("A Pyro model/guide pair written outside pyrovae")
+    assert "MultivariateNormal guide" in run.description and "vectors of 5" in run.description
+    assert run.config["pair"]["latent_site"] == "latent" and run.config["pair"]["z_dim"] == Z
+    notes = " ".join(run.notes)
+    assert "trained outside pyrovae" in notes and "no diagnostics" in notes
+    assert "the data have no labels" in notes
+    assert all(p.is_file() for p in run.figures.values()) and len(run.figures) >= 3
+    page = pa.write_report([run], tmp_path).read_text()
+    assert "Not shown" in page and "the data have no labels" in page
