@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import pyrovae.analysis as pa
-from pyrovae.pyro_pair import MOMENT_DRAWS, from_pyro
+from pyrovae.pyro_pair import from_pyro
+from pyrovae.pyro_sites import MOMENT_DRAWS
 
 D, Z, NOISE = 5, 2, 0.5
 
