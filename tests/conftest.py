@@ -126,6 +126,38 @@ def _train_small(mnist, tmp_path_factory, model: str, z_dim: int):
     return load_run(out)
 
 
+@pytest.fixture
+def evaluate_and_diagnose(mnist, tmp_path):
+    """A function that takes a model pyrovae did not build (a Pyro pair read by from_pyro)
+    through ``evaluate_run`` and ``diagnose_run`` on MNIST at a small budget, checks what
+    holds for any model (finite log-likelihoods, avg KL = I(x; z) + KL(q(z) || p(z)), a
+    NUTS reference) and returns the evaluation and its comparison."""
+    import math
+
+    import pyrovae.analysis as pa
+
+    def run(vae, figures: bool = False, **options):
+        evaluation, comparison = pa.evaluate_run(
+            vae, mnist, num_samples=10, num_test=8, num_train=100, progress=False, **options
+        )
+        assert all(math.isfinite(s["loglik"]) for s in evaluation["sources"].values())
+        surgery = evaluation["surgery"]
+        assert surgery["avg_kl"] == pytest.approx(
+            surgery["mutual_information"] + surgery["marginal_kl"], abs=1e-6
+        )
+        budget = pa.DiagnoseBudget(
+            num_data=2, nuts_data=1, chains=2, warmup=30, samples=30, gap_steps=10,
+            elbo_draws=20, ais_steps=5, ais_chains=2,
+        )  # fmt: skip
+        out = tmp_path / "diagnostics"
+        result = pa.diagnose_run(vae, mnist, out, budget, figures=figures, progress=False)
+        assert result["num_data"] == 2 and result["num_reference"] == 1
+        assert not figures or any(out.glob("*.png"))
+        return evaluation, comparison
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def small_vae(mnist, tmp_path_factory):
     """A real VAE (z=2, one hidden layer of 256) trained 2 epochs on 10k MNIST images."""

@@ -278,11 +278,12 @@ class TutorialVAE(torch.nn.Module):
             pyro.sample("latent", dist.Normal(self.enc_loc(h), scale).to_event(1))
 
 
-def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(mnist, tmp_path):
+def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(
+    mnist, evaluate_and_diagnose
+):
     from pyro.infer import SVI, Trace_ELBO
     from pyro.optim import Adam
 
-    from pyrovae.analysis.posterior.diagnose import DiagnoseBudget
     from pyrovae.data import fixed_binarization
 
     pyro.set_rng_seed(0)
@@ -293,34 +294,8 @@ def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(mnist, t
         svi.step(x[start : start + 100])
     vae = from_pyro(net.model, net.guide, x[:8])
     assert vae.decoder.binarize  # a Bernoulli likelihood is evaluated on binarized data
-    evaluation, _ = pa.evaluate_run(
-        vae,
-        mnist,
-        num_samples=10,
-        num_test=10,
-        num_train=100,
-        options={"flow": {"num_steps": 5}},
-        progress=False,
-    )
+    evaluation, _ = evaluate_and_diagnose(vae, options={"flow": {"num_steps": 5}})
     assert set(evaluation["sources"]) >= {"prior", "aggregate", "gmm", "flow"}
-    assert all(math.isfinite(s["loglik"]) for s in evaluation["sources"].values())
-    surgery = evaluation["surgery"]  # avg KL = I(x; z) + KL(q(z) || p(z))
-    assert surgery["avg_kl"] == pytest.approx(
-        surgery["mutual_information"] + surgery["marginal_kl"], abs=1e-6
-    )
-    budget = DiagnoseBudget(
-        num_data=2,
-        nuts_data=1,
-        chains=2,
-        warmup=50,
-        samples=50,
-        gap_steps=10,
-        elbo_draws=20,
-        ais_steps=5,
-        ais_chains=2,
-    )
-    result = pa.diagnose_run(vae, mnist, tmp_path / "diag", budget, figures=False, progress=False)
-    assert result["num_data"] == 2 and result["num_reference"] == 1
 
 
 def test_a_conditional_pair_with_a_prior_per_label_against_its_exact_marginal():
