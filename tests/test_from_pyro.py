@@ -10,12 +10,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
+from pyro_pairs import NOISE, D, Z, mc_stderr, ppca_pair, train_with_svi
 
 import pyrovae.analysis as pa
 from pyrovae.build import build_model
 from pyrovae.pyro_pair import PyroPairError, from_pyro
-
-D, Z, NOISE = 5, 2, 0.5
 
 
 def ppca(seed: int = 0, widen: float = 1.3):
@@ -28,16 +27,10 @@ def ppca(seed: int = 0, widen: float = 1.3):
     cov = torch.linalg.inv(precision)
     gain = cov @ w.T / NOISE**2
 
-    def model(x):
-        with pyro.plate("rows", x.shape[0]):
-            z = pyro.sample("latent", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(z @ w.T + b, NOISE).to_event(1), obs=x)
+    def posterior(x):
+        return dist.Normal((x - b) @ gain.T, widen * cov.diagonal().sqrt()).to_event(1)
 
-    def guide(x):
-        with pyro.plate("rows", x.shape[0]):
-            loc = (x - b) @ gain.T
-            pyro.sample("latent", dist.Normal(loc, widen * cov.diagonal().sqrt()).to_event(1))
-
+    model, guide = ppca_pair(w, b, posterior)
     return model, guide, w, b
 
 
@@ -46,11 +39,6 @@ def marginal(w, b, loc, cov, log_weights):
     covs = w @ cov @ w.T + NOISE**2 * torch.eye(D)
     comps = dist.MultivariateNormal(loc @ w.T + b, covs)
     return dist.MixtureSameFamily(dist.Categorical(logits=log_weights), comps)
-
-
-def mc_stderr(log_weights: torch.Tensor) -> torch.Tensor:
-    w = (log_weights - log_weights.max(1, keepdim=True).values).exp()
-    return w.std(1) / (math.sqrt(w.shape[1]) * w.mean(1))
 
 
 def data(w, b, n: int, seed: int) -> torch.Tensor:
@@ -281,17 +269,12 @@ class TutorialVAE(torch.nn.Module):
 def test_a_model_trained_by_pyros_own_svi_through_evaluate_and_diagnose(
     mnist, evaluate_and_diagnose
 ):
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.optim import Adam
-
     from pyrovae.data import fixed_binarization
 
     pyro.set_rng_seed(0)
     net = TutorialVAE()
-    svi = SVI(net.model, net.guide, Adam({"lr": 1e-3}), loss=Trace_ELBO())
     x = fixed_binarization(mnist.train.x[:1000])
-    for start in range(0, 1000, 100):
-        svi.step(x[start : start + 100])
+    train_with_svi(net, x)
     vae = from_pyro(net.model, net.guide, x[:8])
     assert vae.decoder.binarize  # a Bernoulli likelihood is evaluated on binarized data
     evaluation, _ = evaluate_and_diagnose(vae, options={"flow": {"num_steps": 5}})

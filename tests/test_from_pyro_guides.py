@@ -10,12 +10,11 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from pyro_pairs import NOISE, D, Z, mc_stderr, ppca_pair, train_with_svi
 
 import pyrovae.analysis as pa
 from pyrovae.pyro_pair import from_pyro
 from pyrovae.pyro_sites import MOMENT_DRAWS
-
-D, Z, NOISE = 5, 2, 0.5
 
 
 def ppca_full(widen: float = 1.3, seed: int = 0):
@@ -29,16 +28,10 @@ def ppca_full(widen: float = 1.3, seed: int = 0):
     gain = cov @ w.T / NOISE**2
     tril = widen * torch.linalg.cholesky(cov)
 
-    def model(x):
-        with pyro.plate("rows", x.shape[0]):
-            z = pyro.sample("latent", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(z @ w.T + b, NOISE).to_event(1), obs=x)
+    def posterior(x):
+        return dist.MultivariateNormal((x - b) @ gain.T, scale_tril=tril)
 
-    def guide(x):
-        with pyro.plate("rows", x.shape[0]):
-            loc = (x - b) @ gain.T
-            pyro.sample("latent", dist.MultivariateNormal(loc, scale_tril=tril))
-
+    model, guide = ppca_pair(w, b, posterior)
     return model, guide, w, b, gain, cov, tril
 
 
@@ -49,11 +42,6 @@ def marginal_cov(w: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
 def data(w, b, n: int, seed: int) -> torch.Tensor:
     torch.manual_seed(seed)
     return dist.MultivariateNormal(b, marginal_cov(w, torch.eye(Z))).sample((n,))
-
-
-def mc_stderr(log_weights: torch.Tensor) -> torch.Tensor:
-    w = (log_weights - log_weights.max(1, keepdim=True).values).exp()
-    return w.std(1) / (math.sqrt(w.shape[1]) * w.mean(1))
 
 
 def test_a_full_covariance_guide_encodes_its_own_moments():
@@ -177,17 +165,12 @@ def test_a_flow_guide_encodes_monte_carlo_moments_without_moving_the_random_numb
 
 
 def test_a_flow_guide_through_evaluate_and_diagnose(mnist, evaluate_and_diagnose):
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.optim import Adam
-
     from pyrovae.data import fixed_binarization
 
     pyro.set_rng_seed(0)
     net = FlowGuideVAE()
-    svi = SVI(net.model, net.guide, Adam({"lr": 1e-3}), loss=Trace_ELBO())
     x = fixed_binarization(mnist.train.x[:500])
-    for start in range(0, 500, 100):
-        svi.step(x[start : start + 100])
+    train_with_svi(net, x)
     vae = from_pyro(net.model, net.guide, x[:8])
     sources = ["prior", "aggregate", "gaussian-z", "gmm"]
     _, comparison = evaluate_and_diagnose(vae, figures=True, sources=sources)
