@@ -17,7 +17,8 @@ and what is wrong: no plate over the data, a latent site whose value is not one 
 datum, several latent sites (stack them into one vector site, or name the one to study
 with ``latent=``), a guide that is not amortized (its q(z | x_n) does not follow x_n when
 the rows are permuted: an autoguide with one parameter per datum cannot give q(z | x) for
-held-out data), a guide site without a reparameterized sample.
+held-out data), a guide site without a reparameterized sample, a model that fails when z
+has a leading dim of particles (K, B, z_dim), as the estimators draw it.
 """
 
 from __future__ import annotations
@@ -343,7 +344,8 @@ def _labels_follow_z(model: Callable[..., Any], x: torch.Tensor, y: torch.Tensor
                 labels = _broadcast_labels(y) if expand and y is not None else y
                 model(*((x,) if labels is None else (x, labels)))
 
-        hidden_trace(particles)
+        with rng_kept(x.device):  # the prior's draws leave a GPU's generator alone too
+            hidden_trace(particles)
 
     try:
         run(False)
