@@ -165,14 +165,19 @@ class VampPrior(nn.Module):
     VAE with a VampPrior (Tomczak & Welling, 2018), https://arxiv.org/abs/1705.07120.
     The pseudo-inputs live in [0, 1] (a sigmoid of free parameters) and are pushed
     through the encoder's diagonal Normal (for a flow encoder, the part before the flow).
-    For a conditional model the prior is conditional: q_phi(z | u_k, y).
+    For a conditional model the prior is conditional: q_phi(z | u_k, y); with
+    ``over_labels`` (the semi-supervised M2, whose p(z) does not depend on y) it is the
+    mixture over every pseudo-input and every label, 1/(K C) sum_k sum_c q_phi(z | u_k, c).
     """
 
-    def __init__(self, encoder: nn.Module, num_components: int = 500) -> None:
+    def __init__(
+        self, encoder: nn.Module, num_components: int = 500, over_labels: bool = False
+    ) -> None:
         super().__init__()
         self.num_components = check_positive_int("num_components", num_components)
         self.z_dim = encoder.z_dim
-        self.conditional = encoder.y_dim > 0
+        self.over_labels = bool(over_labels) and encoder.y_dim > 0
+        self.conditional = encoder.y_dim > 0 and not self.over_labels
         # Stored outside the module tree: the encoder is owned (and saved) by the VAE.
         self._encoder = [encoder]
         self.pseudo_logits = nn.Parameter(0.5 * torch.randn(num_components, encoder.x_dim) - 2.0)
@@ -188,7 +193,12 @@ class VampPrior(nn.Module):
     def forward(self, y: torch.Tensor | None = None) -> dist.Distribution:
         encoder = self._encoder[0]
         u = self.pseudo_inputs
-        if self.conditional:
+        if self.over_labels:  # p(z) = 1/(K C) sum_k sum_c q(z | u_k, c): K C components
+            classes = encoder.y_dim
+            labels = torch.eye(classes, device=u.device, dtype=u.dtype)
+            y = labels.repeat_interleave(u.shape[0], 0)
+            u = u.repeat(classes, 1)
+        elif self.conditional:
             if y is None:
                 raise ValueError("a conditional VampPrior needs y (one-hot labels)")
             # u: (K, x_dim), y: (..., y_dim) -> components of batch shape (..., K)

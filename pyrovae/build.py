@@ -1,4 +1,4 @@
-"""Build a VAE or CVAE from a plain, JSON-serializable configuration."""
+"""Build a VAE, CVAE or semi-supervised M2 from a plain, JSON-serializable configuration."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pyrovae.convnets import DEFAULT_CHANNELS
-from pyrovae.guides import GUIDES
-from pyrovae.models import CVAE, LIKELIHOODS, PRIORS, VAE
+from pyrovae.guides import GUIDES, LabelClassifier
+from pyrovae.models import CVAE, LIKELIHOODS, M2, PRIORS, VAE
+from pyrovae.models.priors import VampPrior
 from pyrovae.nets import ACTIVATIONS, DataScaling, check_dims, check_positive_int
 from pyrovae.settings import NET_NAMES
 
 __all__ = ["ModelConfig", "build_model", "MODELS", "lookup"]
 
-MODELS: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE}
+MODELS: dict[str, type[VAE]] = {"vae": VAE, "cvae": CVAE, "m2": M2}
+LABELLED_MODELS = ("cvae", "m2")
+"""The models whose networks take the label y (``y_dim`` classes)."""
 STANDARDIZED_LIKELIHOODS = ("gaussian", "discretized-logistic")
 """Likelihoods that can model standardized data (``ModelConfig.standardize``)."""
 
@@ -32,13 +35,13 @@ class ModelConfig:
     """Everything needed to rebuild a model (stored as ``config.json`` in a run).
 
     Attributes:
-        model: ``"vae"`` or ``"cvae"``.
+        model: ``"vae"``, ``"cvae"`` or ``"m2"`` (semi-supervised, :class:`~pyrovae.models.M2`).
         prior: a key of :data:`pyrovae.models.PRIORS`.
         guide: a key of :data:`pyrovae.guides.GUIDES`.
         likelihood: a key of :data:`pyrovae.models.LIKELIHOODS`.
         x_dim: data dimension (784 for MNIST).
         z_dim: latent dimension.
-        y_dim: number of classes for a CVAE (ignored by a VAE).
+        y_dim: number of classes for a CVAE or M2 (ignored by a VAE).
         hidden_dims: encoder widths; the decoder uses them reversed.
         decoder_hidden_dims: decoder widths if not the reversed encoder's (``[]``: linear).
         activation: hidden activation name.
@@ -113,8 +116,10 @@ class ModelConfig:
                 f"--channels (channels={self.channels!r}) sets the widths of --net conv; "
                 "drop it for --net mlp"
             )
-        if self.model == "cvae":
+        if self.model in LABELLED_MODELS:
             check_positive_int("y_dim", self.y_dim)
+        if self.model == "m2" and self.y_dim < 2:
+            raise ValueError(f"m2 needs at least 2 classes, got y_dim={self.y_dim}")
         if not isinstance(self.standardize, bool):
             raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
         if self.standardize and self.likelihood not in STANDARDIZED_LIKELIHOODS:
@@ -157,7 +162,7 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
     data = (config or ModelConfig()).to_dict()
     data.update(overrides)
     cfg = ModelConfig.from_dict(data)
-    y_dim = cfg.y_dim if cfg.model == "cvae" else 0
+    y_dim = cfg.y_dim if cfg.model in LABELLED_MODELS else 0
     dec_hidden = (
         cfg.decoder_hidden_dims
         if cfg.decoder_hidden_dims is not None
@@ -184,11 +189,24 @@ def build_model(config: ModelConfig | None = None, **overrides: Any) -> VAE:
     decoder = LIKELIHOODS[cfg.likelihood](
         cfg.z_dim, cfg.x_dim, dec_hidden, y_dim=y_dim, activation=cfg.activation, **net_kwargs
     )
-    prior = PRIORS[cfg.prior].from_config(
-        encoder, num_components=cfg.num_components, num_flows=cfg.num_flows
-    )
+    if cfg.model == "m2" and cfg.prior == "vamp":  # p(z), its components over every label
+        prior = VampPrior(encoder, num_components=cfg.num_components, over_labels=True)
+    else:
+        prior = PRIORS[cfg.prior].from_config(
+            encoder, num_components=cfg.num_components, num_flows=cfg.num_flows
+        )
+    classifier = None
+    if cfg.model == "m2":
+        classifier = LabelClassifier(
+            cfg.x_dim, cfg.y_dim, enc_hidden, activation=cfg.activation, **net_kwargs
+        )
     if cfg.standardize:  # one module, so that encoder and decoder share m and s
         encoder.scaling = decoder.scaling = DataScaling(cfg.x_dim)
-    model = MODELS[cfg.model](encoder, decoder, prior)
+        if classifier is not None:
+            classifier.scaling = encoder.scaling
+    if classifier is not None:
+        model = M2(encoder, decoder, prior, classifier)
+    else:
+        model = MODELS[cfg.model](encoder, decoder, prior)
     model.config = cfg
     return model

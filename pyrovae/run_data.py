@@ -93,7 +93,7 @@ def model_config_for(
     ``data``, and what was inferred, one line each.
 
     ``x_dim`` and ``image_shape`` come from the data, ``y_dim`` from its classes (a CVAE
-    needs labelled data with at least two), the likelihood from the kind of values unless
+    or M2 needs labelled data with at least two), the likelihood from the kind of values unless
     given (and checked when given), ``standardize`` is on for a Gaussian or discretized
     likelihood of 8-bit or real values unless given.
     """
@@ -105,12 +105,12 @@ def model_config_for(
     out: dict[str, Any] = {"x_dim": int(data.train.x.shape[1])}
     if data.image_shape is not None:
         out["image_shape"] = list(data.image_shape)
-    if given.get("model") == "cvae":
+    if given.get("model") in ("cvae", "m2"):
         if data.num_classes < 2:
             raise ValueError(
-                f"--model cvae needs labelled data with at least 2 classes, but {data.name} has "
-                f"{data.num_classes}; give labels (a label column, y, or class subfolders) or "
-                "use --model vae"
+                f"--model {given['model']} needs labelled data with at least 2 classes, but "
+                f"{data.name} has {data.num_classes}; give labels (a label column, y, or "
+                "class subfolders) or use --model vae"
             )
         out["y_dim"] = int(data.num_classes)
     likelihood = given.get("likelihood")

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 __all__ = [
     "DATASET_NAMES",
     "MODEL_NAMES",
+    "TRAIN_MODEL_NAMES",
     "PRIOR_NAMES",
     "GUIDE_NAMES",
     "LIKELIHOOD_NAMES",
@@ -43,6 +44,9 @@ DATASET_NAMES = (
     "svhn",
 )
 MODEL_NAMES = ("vae", "cvae")
+"""The models of the study."""
+TRAIN_MODEL_NAMES = (*MODEL_NAMES, "m2")
+"""The models ``pyrovae train`` builds: the study's and the semi-supervised M2."""
 PRIOR_NAMES = ("normal", "mog", "vamp", "flow")
 GUIDE_NAMES = ("diagonal", "flow")
 LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "discretized-logistic")

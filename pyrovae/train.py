@@ -107,6 +107,7 @@ def train_model(
             f"the data's rows hold {width} values but model_config.x_dim is "
             f"{model_config.x_dim}; build the config with pyrovae.run_data.model_config_for"
         )
+    check_semi_supervised(model_config, train_config, data, context)
     if not resume:
         pyro.set_rng_seed(train_config.seed)  # the same initial weights for the same seed
     vae = build_model(model_config)
@@ -114,7 +115,13 @@ def train_model(
     if scaling is not None and not resume:
         n = train_config.subset or len(data.train)
         scaling.fit(data.train.x[:n])
-    if context is None:
+    if model_config.model == "m2":
+        from pyrovae.semi_supervised import SemiSupervisedTrainer
+
+        trainer = SemiSupervisedTrainer(
+            vae, data, train_config, out_dir, model_config, progress=progress
+        )
+    elif context is None:
         trainer = Trainer(vae, data, train_config, out_dir, model_config, progress=progress)
     else:
         from pyrovae.distributed import DistributedTrainer
@@ -124,6 +131,47 @@ def train_model(
         )
     trainer.fit(resume=resume)
     return trainer.vae
+
+
+def check_semi_supervised(
+    model_config: ModelConfig, train_config: TrainConfig, data: Splits, context: Any = None
+) -> None:
+    """The settings of the semi-supervised M2 apply to it alone, and it needs labelled data
+    with as many classes as it has, one process, and an ELBO it can enumerate the label in
+    (one line each: the setting, its value and the fix)."""
+    semi = {"labels": train_config.labels, "aux_weight": train_config.aux_weight}
+    if model_config.model != "m2":
+        given = [name for name, value in semi.items() if value is not None]
+        if given:
+            flag = given[0].replace("_", "-")
+            raise ValueError(
+                f"--{flag} ({given[0]}={semi[given[0]]!r}) applies to --model m2 only; drop "
+                "it, or train the semi-supervised M2"
+            )
+        return
+    classes = int(getattr(data, "num_classes", 0) or 0)
+    if classes < 2:
+        raise ValueError(
+            f"--model m2 needs labelled data with at least 2 classes, but {data.name} has "
+            f"{classes}; give labels (a label column, y, or class subfolders)"
+        )
+    if model_config.y_dim != classes:
+        raise ValueError(
+            f"model_config.y_dim is {model_config.y_dim} but {data.name} has {classes} "
+            "classes; build the config with pyrovae.run_data.model_config_for"
+        )
+    if train_config.elbo == "iwae":
+        raise ValueError(
+            "--model m2 trains with TraceEnum_ELBO (the label summed out exactly); the "
+            "importance-weighted bound is not available for it: use --elbo trace"
+        )
+    if train_config.kl_warmup:
+        raise ValueError(
+            f"--kl-warmup {train_config.kl_warmup} is not available for --model m2 (the "
+            "warm-up would also scale the label's terms); drop it"
+        )
+    if context is not None:
+        raise ValueError("--model m2 runs in one process; run it without torchrun")
 
 
 train = train_model

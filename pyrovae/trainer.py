@@ -123,6 +123,11 @@ class TrainConfig:
             ``8-bit`` or ``real``).
         class_names, column_names: an image folder's class names and a CSV file's feature
             column names (None when the data have none), for figures and written samples.
+        labels: the semi-supervised M2 (``--model m2``) only: how many training images keep
+            their label, the same number of each class (None: all of them).
+        label_seed: the seed of the draw of the labelled images.
+        aux_weight: M2's alpha, the weight of -log q(y | x) per labelled image (None:
+            Kingma et al.'s 0.1 N / N_l; see :mod:`pyrovae.semi_supervised`).
     """
 
     epochs: int = 10
@@ -150,6 +155,9 @@ class TrainConfig:
     data_kind: str | None = None
     class_names: list[str] | None = None
     column_names: list[str] | None = None
+    labels: int | None = None
+    label_seed: int = 0
+    aux_weight: float | None = None
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -190,6 +198,18 @@ class TrainConfig:
             self.dataset = "mnist"
         if self.image_size is not None:
             check_positive_int("image_size", self.image_size)
+        if self.labels is not None:
+            check_positive_int("labels", self.labels)
+        if isinstance(self.label_seed, bool) or not isinstance(self.label_seed, int):
+            raise ValueError(f"label_seed must be an integer, got {self.label_seed!r}")
+        aux = self.aux_weight
+        if aux is not None and (
+            isinstance(aux, bool) or not isinstance(aux, (int, float)) or not 0 <= aux < math.inf
+        ):
+            raise ValueError(
+                f"aux_weight (--aux-weight) must be a number >= 0, got {aux!r}; 0 turns the "
+                "classification term off"
+            )
         if self.jit and (self.elbo == "iwae" or self.kl_warmup > 0):
             raise ValueError(
                 "jit works with elbo 'trace' or 'meanfield' and no KL warm-up; "
@@ -280,6 +300,9 @@ def _forget_other_models(prefix: str = "vae$$$") -> None:
 
 class Trainer:
     """Owns the optimizer, the objective and the run directory of one training run."""
+
+    metric_columns: tuple[str, ...] = METRIC_COLUMNS
+    """The columns of ``metrics.csv``."""
 
     streamed = False
     """Whether the training split is memory-mapped (:mod:`pyrovae.streamed_data`) and stays
@@ -392,7 +415,7 @@ class Trainer:
         if not self.is_writer:
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.metric_columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.metrics)
         atomic_write_text(self.out_dir / "metrics.csv", buf.getvalue())

@@ -1,4 +1,5 @@
-"""``pyrovae train``: train a VAE or CVAE with SVI into a run directory, or resume one."""
+"""``pyrovae train``: train a VAE, CVAE or semi-supervised M2 with SVI into a run directory,
+or resume one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from pyrovae.cli.common import (
     CommandError,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -21,9 +23,9 @@ from pyrovae.settings import (
     GUIDE_NAMES,
     LIKELIHOOD_NAMES,
     LR_SCHEDULE_NAMES,
-    MODEL_NAMES,
     NET_NAMES,
     PRIOR_NAMES,
+    TRAIN_MODEL_NAMES,
 )
 
 MODEL_FLAGS = (
@@ -63,7 +65,13 @@ TRAIN_FLAGS = (
     "val_fraction",
     "test_fraction",
     "split_seed",
+    "labels",
+    "label_seed",
+    "aux_weight",
 )
+
+SEMI_SUPERVISED_FLAGS = ("labels", "label_seed", "aux_weight")
+"""Flags of the semi-supervised M2 only."""
 
 USER_DATA_FLAGS = ("label_column", "image_size", "val_fraction", "test_fraction", "split_seed")
 """How the user's own data (--data) are read and split; nothing for a built-in data set."""
@@ -124,7 +132,32 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="with --data: seed of the permutation that draws the splits (default: 0)",
     )
-    p.add_argument("--model", choices=MODEL_NAMES, help="model (default: vae)")
+    p.add_argument(
+        "--model",
+        choices=TRAIN_MODEL_NAMES,
+        help="model (default: vae); m2: semi-supervised, a few labels (--labels) and the "
+        "rest of the training images unlabelled",
+    )
+    p.add_argument(
+        "--labels",
+        type=positive_int,
+        metavar="N",
+        help="with --model m2: N training images keep their label, N / classes of each "
+        "(default: all)",
+    )
+    p.add_argument(
+        "--label-seed",
+        type=non_negative_int,
+        metavar="N",
+        help="with --model m2: seed of the draw of the labelled images (default: 0)",
+    )
+    p.add_argument(
+        "--aux-weight",
+        type=non_negative_float,
+        metavar="A",
+        help="with --model m2: weight of -log q(y | x) per labelled image, Kingma et al.'s "
+        "alpha (default: 0.1 N / labels)",
+    )
     p.add_argument("--prior", choices=sorted(PRIOR_NAMES), help="prior p(z) (default: normal)")
     p.add_argument("--guide", choices=sorted(GUIDE_NAMES), help="guide q(z|x) (default: diagonal)")
     p.add_argument(
@@ -311,6 +344,12 @@ def run(args: argparse.Namespace) -> None:
         train_kwargs.update({k: getattr(args, k) for k in given & RESUME_FLAGS})
     else:
         _check_data_flags(args, given)
+        stray = [f for f in SEMI_SUPERVISED_FLAGS if f in given]
+        if stray and args.model != "m2":
+            raise CommandError(
+                f"--{stray[0].replace('_', '-')} applies to --model m2 only; drop it, or add "
+                "--model m2"
+            )
         model_config = None
         model_kwargs = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
         train_kwargs = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
@@ -356,6 +395,14 @@ def run(args: argparse.Namespace) -> None:
     if metrics:
         last = metrics[-1]
         best = max(row["val_elbo"] for row in metrics)
+        accuracy = last.get("val_accuracy")
+        if accuracy is not None and accuracy == accuracy:  # an M2 run: q(y | x) too
+            best_accuracy = max(row["val_accuracy"] for row in metrics)
+            print(
+                f"{out}: epoch {last['epoch']}, val ELBO {last['val_elbo']:.3f}, val accuracy "
+                f"{100 * accuracy:.2f}%, best {100 * best_accuracy:.2f}% (best.pt)"
+            )
+            return
         print(
             f"{out}: epoch {last['epoch']}, train ELBO {last['train_elbo']:.3f}, "
             f"val ELBO {last['val_elbo']:.3f}, best val ELBO {best:.3f}"
