@@ -132,9 +132,9 @@ class SemiSupervisedTrainer(Trainer):
         if config.labels is None:  # every training image keeps its label
             self.labelled = torch.arange(labels.shape[0], device=labels.device)
         else:
-            self.labelled = choose_labelled(
-                labels, config.labels, vae.y_dim, config.label_seed
-            ).to(labels.device)
+            self.labelled = choose_labelled(labels, config.labels, vae.y_dim, config.label_seed).to(
+                labels.device
+            )
         mask = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
         mask[self.labelled] = False
         self.unlabelled = mask.nonzero().flatten()
