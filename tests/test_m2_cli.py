@@ -42,6 +42,24 @@ def test_m2_trains_on_a_few_labels_and_resumes_exactly(mnist_root, tmp_path, cap
     for a, b in zip(rows, again, strict=True):
         for key in ("train_elbo", "val_elbo", "labelled_elbo", "unlabelled_elbo", "val_accuracy"):
             assert a[key] == b[key], key
+    # the analysis: log p(x) with the label summed out, the classifier's test error, the
+    # report with M2's style grid, and samples of a chosen digit
+    budget = ["--num-samples", "10", "--num-test", "20", "--num-train", "300"]
+    budget += ["--flow-steps", "5", "--no-quality", "--quiet", "--device", "cpu", *data]
+    assert main(["evaluate", str(whole), *budget]) == 0
+    evaluation = json.loads((whole / "evaluation.json").read_text())
+    error = evaluation["label_error"]
+    assert error["num_test"] == 10_000 and 0 <= error["interval"][0] <= error["error"]
+    assert error["error"] <= error["interval"][1] <= 1 and error["error"] < 0.7
+    assert evaluation["note"].startswith("M2: held-out log p(x) sums the label out")
+    assert "q(y | x) test error" in capsys.readouterr().out
+    assert main(["report", str(whole), "--out", str(tmp_path / "report"), *budget]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "M2: style of digit 9" in page and "The classifier q(y | x) mislabels" in page
+    assert "best validation accuracy of q(y | x)" in page
+    out = tmp_path / "threes.npy"
+    assert main(["sample", str(whole), "--label", "3", "--n", "4", "--out", str(out)]) == 0
+    assert np.load(out).shape == (4, 28, 28)
 
 
 @pytest.mark.parametrize(

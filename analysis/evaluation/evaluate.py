@@ -84,6 +84,7 @@ from pyrovae.analysis.quality.data_quality import (
     two_sample_scores,
     uses_mnist_classifier,
 )
+from pyrovae.analysis.quality.label_classifier import format_label_error, label_error
 from pyrovae.analysis.quality.memorization import memorization
 from pyrovae.analysis.quality.scores import feature_stats, sample_quality
 from pyrovae.analysis.sources.classes import LatentSource, PriorSource
@@ -109,6 +110,10 @@ __all__ = [
 
 SPLITS = ("test", "val")
 SURGERY_SUBSET_FACTOR = 10
+M2_NOTE = (
+    "M2: held-out log p(x) sums the label out exactly; sources are fitted to the pooled "
+    "encodings q(z | x_n, y_n) with the training labels; samples cycle through the labels"
+)
 """ELBO surgery is repeated on the first 1/10 of the training data (see evaluate_run)."""
 MEMORIZATION_TEST = 1000
 """Held-out images whose nearest-training-image distances are the memorization reference."""
@@ -319,7 +324,10 @@ def evaluate_run(
         for entry in per_source.values():
             entry["bits_per_dim"] = bits_per_dim(entry["loglik"], dims)
             entry["bits_per_dim_stderr"] = entry["stderr"] / (dims * math.log(2))
-    if vae.conditional:
+    if getattr(vae, "semi_supervised", False):  # M2: log p(x), and its classifier's error
+        result["note"] = M2_NOTE
+        result["label_error"] = label_error(vae, held_out)
+    elif vae.conditional:
         result["note"] = (
             "CVAE: sources are fitted to the pooled encodings q(z | x_n, y_n) of all classes "
             "and log p_r(x | y) uses the true label; samples cycle through the labels"
@@ -628,6 +636,8 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
                 f"{run['lower']:.2f}, upper {run['upper']:.2f}, gap {run['gap']:.2f}"
                 f" +- {_fmt(run.get('gap_stderr'), '.2f')} nats (backs {name}'s AIS only)"
             )
+    if evaluation.get("label_error"):
+        lines.append(format_label_error(evaluation["label_error"]))
     surgery = evaluation.get("surgery")
     if surgery:
         lines.append(

@@ -100,6 +100,7 @@ from pyrovae.analysis.likelihood.annealing import (
 )
 from pyrovae.analysis.likelihood.bdmc import BDMCResult, bdmc  # noqa: F401  (BDMC builds on .ais_chains; importable here)
 from pyrovae.analysis.likelihood.datum_noise import check_datum_index, noise_key
+from pyrovae.analysis.likelihood.labels import label_rows, summed_ais, sums_out_labels
 from pyrovae.analysis.likelihood.loglik import plural, progress_bar
 from pyrovae.analysis.sources.classes import LatentSource
 from pyrovae.analysis.sources.encodings import check_data
@@ -193,7 +194,35 @@ def ais_log_likelihood(
             dropped, so that E[w] = p_r(x) exactly; ``"pooled"`` the mean acceptance of
             the datum's own chains, ``"per_chain"`` each chain's own (both biased).
         pilot_chains: P, the pilot chains per datum of ``adapt="pilot"`` (P / C more work).
+
+    For the semi-supervised M2 given no labels, log p_r(x) sums the label out exactly: AIS
+    runs once per label (C chains each, from q(z | x, y)) and the C estimates of p_r(x, y)
+    are added (:mod:`~pyrovae.analysis.likelihood.labels`).
     """
+    if sums_out_labels(vae, y):
+        rows, labels, index = label_rows(x, vae.y_dim, datum_index)
+        result = ais_log_likelihood(
+            vae,
+            rows,
+            labels,
+            source,
+            initial=initial,
+            num_steps=num_steps,
+            num_chains=num_chains,
+            leapfrog_steps=leapfrog_steps,
+            step_size=step_size,
+            target_accept=target_accept,
+            adapt_rate=adapt_rate,
+            adapt_per_chain=adapt_per_chain,
+            precondition=precondition,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            datum_index=index,
+            adapt=adapt,
+            pilot_chains=pilot_chains,
+        )
+        return summed_ais(result, vae.y_dim)
     check_data(vae, x, y)
     device = _model_device(vae, x)
     if datum_index is not None:

@@ -30,6 +30,7 @@ from pyrovae.analysis.likelihood.datum_noise import (
     datum_normals,
     noise_key,
 )
+from pyrovae.analysis.likelihood.labels import summed_source_log_likelihoods, sums_out_labels
 from pyrovae.analysis.likelihood.proposals import (
     DEFAULT_MAX_COMPONENTS,
     GaussianMixtureProposal,
@@ -320,7 +321,28 @@ def estimate_source_log_likelihoods(
             either way).
         datum_index: (N,) the data's indices in the whole set, which key their random
             numbers; default 0, ..., N - 1.
+
+    For the semi-supervised M2 given no labels, log p_r(x) sums the label out exactly: the
+    estimate is made once per label with K draws each and the C estimates of p_r(x, y)
+    are added (:mod:`~pyrovae.analysis.likelihood.labels`).
     """
+    if sums_out_labels(vae, y):
+        return summed_source_log_likelihoods(
+            vae,
+            x,
+            sources,
+            keep_log_weights=keep_log_weights,
+            datum_index=datum_index,
+            num_samples=num_samples,
+            draws_per_pass=draws_per_pass,
+            khat=khat,
+            iwae_particles=iwae_particles,
+            seed=seed,
+            proposal=proposal,
+            defensive=defensive,
+            max_components=max_components,
+            progress=progress,
+        )
     check_data(vae, x, y)
     _check_sources(vae, sources)
     check_positive_int("num_samples", num_samples)

@@ -44,6 +44,8 @@ _EXPORTS = {
     "score_samples": "pyrovae.analysis.quality.data_quality",
     "score_sources": "pyrovae.analysis.quality.data_quality",
     "uses_mnist_classifier": "pyrovae.analysis.quality.data_quality",
+    "format_label_error": "pyrovae.analysis.quality.label_classifier",
+    "label_error": "pyrovae.analysis.quality.label_classifier",
     "Memorization": "pyrovae.analysis.quality.memorization",
     "nearest_distances": "pyrovae.analysis.quality.memorization",
     "AMBIGUOUS_THRESHOLD": "pyrovae.analysis.quality.scores",

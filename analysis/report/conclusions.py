@@ -394,7 +394,8 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
     images beside them; the importance-sampling gap over the ELBO on the same held-out
     images; ELBO surgery on the training data (the share of the KL term that is marginal
     KL(q(z) || p(z)), the rest being mutual information, flagged where its estimate lies
-    outside [0, log N]; Hoffman & Johnson, 2016); active units. Each comparison gets one
+    outside [0, log N]; Hoffman & Johnson, 2016); active units; for a semi-supervised M2,
+    the test error of its classifier q(y | x). Each comparison gets one
     verdict from the strongest evidence present (:func:`_verdict`): significant only when
     it holds under AIS or both importance-sampling estimates converged in
     K (:func:`~pyrovae.analysis.likelihood.evidence.judge`), otherwise undetermined or not
@@ -413,4 +414,18 @@ def conclusions(evaluation: Mapping[str, Any]) -> list[str]:
         *_gap_sentence(evaluation),
         *_surgery_sentences(_mapping(evaluation.get("surgery"))),
         *_surgery_n_sentence(evaluation),
+        *_label_error_sentence(evaluation),
+    ]
+
+
+def _label_error_sentence(evaluation: Mapping[str, Any]) -> list[str]:
+    """A semi-supervised M2's classifier q(y | x): its test error and exact interval."""
+    entry = _mapping(evaluation.get("label_error"))
+    if not entry:
+        return []
+    low, high = entry["interval"]
+    return [
+        f"The classifier q(y | x) mislabels {100 * entry['error']:.2f}% of the "
+        f"{entry['num_test']} held-out images ({100 * entry['level']:.0f}% interval "
+        f"{100 * low:.2f}% to {100 * high:.2f}%); the log-likelihoods above sum the label out."
     ]

@@ -160,15 +160,16 @@ def run_figures(
         )
     )
     if vae.conditional:
+        model = "M2" if getattr(vae, "semi_supervised", False) else "CVAE"
         plan.append(
             (
-                f"CVAE: style of {word} {digit} around z = 0",
+                f"{model}: style of {word} {digit} around z = 0",
                 lambda: F.plot_cvae_style(vae, digit, kind=kind, feature_names=columns),
             )
         )
         plan.append(
             (
-                "CVAE: class-conditional samples",
+                f"{model}: class-conditional samples",
                 lambda: F.plot_class_samples(
                     vae, classifier=classifier, kind=kind, class_names=names, feature_names=columns
                 ),

@@ -500,8 +500,17 @@ def metrics_tables(metrics: Sequence[Mapping[str, Any]] | None) -> tuple[Table, 
         ),
         ("training time", DASH if total is None else f"{total:.1f} s"),
     ]
-    keys = [k for k in ("epoch", "train_elbo", "val_elbo", "kl_weight", "seconds") if k in last]
-    digits = {"epoch": 0, "seconds": 1}
+    accuracy = [(_finite(r.get("val_accuracy")), r.get("epoch", i + 1)) for i, r in enumerate(rows)]
+    accuracy = [(a, e) for a, e in accuracy if a is not None]
+    if accuracy:  # a semi-supervised M2: its best checkpoint is the most accurate q(y | x)
+        best, epoch = max(accuracy, key=lambda t: t[0])
+        summary.insert(
+            4, ("best validation accuracy of q(y | x)", f"{100 * best:.2f}% (epoch {epoch})")
+        )
+    columns = ("epoch", "train_elbo", "val_elbo", "labelled_elbo", "unlabelled_elbo")
+    columns += ("val_accuracy", "kl_weight", "seconds")
+    keys = [k for k in columns if k in last]
+    digits = {"epoch": 0, "seconds": 1, "val_accuracy": 4}
     detail = Table(
         [(k, True) for k in keys],
         [Row([_text(_fmt(r.get(k), digits.get(k, 2))) for k in keys]) for r in rows],

@@ -165,7 +165,9 @@ def model_inputs(vae: nn.Module, split: Split, limit: int | None, random_subset:
 
     Held-out data (``random_subset``) come in the fixed random order of
     :meth:`Split.sample` (the first ``limit`` of it, or all); training data are the first
-    ``limit``.
+    ``limit``. Held-out data of the semi-supervised M2 come without labels (y is None):
+    its held-out log p(x) sums the label out (:mod:`~pyrovae.analysis.likelihood.labels`),
+    while its sources are fitted to q(z | x, y) with the training data's labels.
     """
     if not isinstance(split, Split):
         raise ValueError(
@@ -185,5 +187,6 @@ def model_inputs(vae: nn.Module, split: Split, limit: int | None, random_subset:
     elif limit is not None:
         x, labels = x[:limit], labels[:limit]
     x, labels = x.to(device), labels.to(device)
-    y = one_hot(labels, vae.y_dim) if vae.conditional else None
+    held_out_m2 = random_subset and getattr(vae, "semi_supervised", False)
+    y = one_hot(labels, vae.y_dim) if vae.conditional and not held_out_m2 else None
     return x, y
