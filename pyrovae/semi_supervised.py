@@ -17,8 +17,11 @@ q(y | x).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -108,6 +111,20 @@ def label_accuracy(vae: Any, x: torch.Tensor, labels: torch.Tensor, chunk: int =
         for i in range(0, x.shape[0], chunk)
     )
     return right / max(1, x.shape[0])
+
+
+@contextlib.contextmanager
+def _quiet_compile(compiling: bool) -> Iterator[None]:
+    """While the first step compiles the ELBOs (``--jit``): torch's Bernoulli log density
+    compares its inputs' sizes, which the tracer warns it records as constants; they are
+    constant here (every compiled step has the same batch shapes), so that warning is
+    silenced for that step alone."""
+    if not compiling:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
 
 
 class SemiSupervisedTrainer(Trainer):
@@ -211,7 +228,7 @@ class SemiSupervisedTrainer(Trainer):
             idx_l = order_l[step * bs_l : (step + 1) * bs_l]
             x_l = self._batch(idx_l)
             labels_l = self.train_split.y[idx_l]
-            with self._validate():
+            with self._validate(), _quiet_compile(step == 0 and self.config.jit):
                 loss_l, aux = self.labelled_loss(x_l, labels_l)
                 objective = (n_l / x_l.shape[0]) * (loss_l + self.aux_weight * aux)
                 if order_u is not None:

@@ -160,3 +160,44 @@ def test_the_labelled_images_are_balanced_seeded_and_refused_when_impossible():
     with pytest.raises(ValueError, match="asks for 15 images of class 1"):
         choose_labelled(skewed, 30, 2)
     assert default_aux_weight(50_000, 100) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"prior": "mog"},
+        {"prior": "vamp"},
+        {"prior": "flow"},
+        {"guide": "flow"},
+        {"likelihood": "continuous-bernoulli"},
+        {"net": "conv", "channels": [4, 8]},
+        pytest.param(  # torch marks torch.jit.trace deprecated
+            {"jit": True}, marks=pytest.mark.filterwarnings("ignore::FutureWarning")
+        ),
+        {"num_particles": 3},
+    ],
+    ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_every_component_trains_in_m2(settings, tmp_path):
+    """A step of every prior, guide, likelihood and net pyrovae has for z, compiled or not,
+    and the label-summed log p(x) of what it trained."""
+    import pyrovae.analysis as pa
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((120, 64)) < 0.3).astype(np.float32)
+    data = pyrovae.load_dataset(x.reshape(120, 1, 8, 8), y=np.arange(120) % 3)
+    train_keys = {"jit", "num_particles"}
+    model_settings = {k: v for k, v in settings.items() if k not in train_keys}
+    model = pyrovae.run_data.model_config_for(
+        data, {"model": "m2", "z_dim": 2, "hidden_dims": [16], **model_settings}
+    )[0]
+    extra = {k: v for k, v in settings.items() if k in train_keys}
+    config = TrainConfig(epochs=1, batch_size=16, device="cpu", labels=12, seed=0, **extra)
+    vae = pyrovae.train_model(model, config, data, tmp_path / "run", progress=False)
+    rows = pyrovae.read_metrics(tmp_path / "run")
+    assert math.isfinite(rows[0]["unlabelled_elbo"]) and math.isfinite(rows[0]["val_elbo"])
+    test = data.test.x.reshape(len(data.test), -1)[:4]
+    if vae.decoder.binarize:
+        test = pyrovae.fixed_binarization(test)
+    result = pa.estimate_log_likelihood(vae.eval(), test, num_samples=5, progress=False)
+    assert torch.isfinite(result.per_datum).all()
