@@ -89,6 +89,7 @@ _EXPORTS = {
     "load_classifier": f"{_QU}.classifier",
     "memorization": f"{_QU}.memorization",
     "nearest_distances": f"{_QU}.memorization",
+    "label_error": f"{_QU}.label_classifier",
     # the report
     "RunReport": f"{_RE}.run",
     "render_report": f"{_RE}.render",

@@ -3,8 +3,8 @@
 Importance sampling with source-adapted proposals (:mod:`.loglik`, :mod:`.proposals`), annealed
 importance sampling (:mod:`.annealing`, :mod:`.ais`) and bidirectional Monte Carlo
 (:mod:`.bdmc`), sharded over processes (:mod:`.sharding`), PSIS k-hat (:mod:`.psis`), the
-verdicts drawn from them (:mod:`.evidence`) and probabilistic PCA, whose answers are exact
-(:mod:`.exact`).
+verdicts drawn from them (:mod:`.evidence`), probabilistic PCA, whose answers are exact
+(:mod:`.exact`), and the label summed out of a semi-supervised M2's estimates (:mod:`.labels`).
 
 Every public name of the modules here is importable from the package itself; each is
 imported on first use, so the package adds no import edge between its modules.
@@ -51,6 +51,12 @@ _EXPORTS = {
     "ppca_log_marginal": "pyrovae.analysis.likelihood.exact",
     "ppca_posterior": "pyrovae.analysis.likelihood.exact",
     "ppca_vae": "pyrovae.analysis.likelihood.exact",
+    "label_rows": "pyrovae.analysis.likelihood.labels",
+    "label_summed_stderr": "pyrovae.analysis.likelihood.labels",
+    "summed_ais": "pyrovae.analysis.likelihood.labels",
+    "summed_log_likelihood": "pyrovae.analysis.likelihood.labels",
+    "summed_source_log_likelihoods": "pyrovae.analysis.likelihood.labels",
+    "sums_out_labels": "pyrovae.analysis.likelihood.labels",
     "LogLikelihood": "pyrovae.analysis.likelihood.loglik",
     "PROPOSALS": "pyrovae.analysis.likelihood.loglik",
     "PerDatumEstimate": "pyrovae.analysis.likelihood.loglik",

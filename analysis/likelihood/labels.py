@@ -21,13 +21,16 @@ and combined (:func:`label_summed_stderr`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from pyrovae.analysis.likelihood.psis import psis_khat
+from pyrovae.analysis.sources.encodings import check_data
 
 __all__ = [
     "label_rows",
@@ -78,18 +81,22 @@ def label_summed_stderr(log_weights: torch.Tensor) -> torch.Tensor:
     return variance.sqrt() / total
 
 
-def summed_log_likelihood(result, num_classes: int, log_q_y: torch.Tensor | None):
+def summed_log_likelihood(
+    result: Any,
+    num_classes: int,
+    log_q_y: torch.Tensor | None,
+    iwae_bound: Callable[[torch.Tensor, int], torch.Tensor],
+) -> Any:
     """A :class:`~pyrovae.analysis.likelihood.loglik.LogLikelihood` of the rows of
     :func:`label_rows` (log p_hat(x, c), its draws kept) as one of log p_hat(x).
 
     ``per_datum`` is log sum_c p_hat(x, c); ``elbo``, with q(y | x) (``log_q_y``, (B, C)),
     is M2's unlabelled bound sum_c q(c | x) (ELBO(x, c) - log q(c | x)) (without it, the
     log-mean over labels of the labelled bounds, a looser bound); ``iwae[k]`` sums the
-    labels of the estimates with k draws per label; ``khat`` is over the C K weights.
+    labels of the estimates with k draws per label (``iwae_bound``, that of
+    :func:`~pyrovae.analysis.likelihood.loglik.iwae_bound`, on each label's draws); ``khat``
+    is over the C K weights.
     """
-    from pyrovae.analysis.likelihood.loglik import iwae_bound
-    from pyrovae.analysis.likelihood.psis import psis_khat
-
     lw = _by_label(result.log_weights, num_classes)  # (B, C, K)
     flat = (lw + math.log(num_classes)).flatten(1)  # (B, C K), label by label
     per_label = _by_label(result.per_datum, num_classes)  # (B, C): log p_hat(x, c)
@@ -113,7 +120,7 @@ def summed_log_likelihood(result, num_classes: int, log_q_y: torch.Tensor | None
     )
 
 
-def summed_ais(result, num_classes: int):
+def summed_ais(result: Any, num_classes: int) -> Any:
     """An :class:`~pyrovae.analysis.likelihood.ais_chains.AISResult` of the rows of
     :func:`label_rows` (log Z_hat(x, c)) as one of log p_hat(x) = log sum_c Z_hat(x, c),
     with the chain error combined over labels; ``log_weights`` (B, C chains) hold
@@ -129,6 +136,8 @@ def summed_ais(result, num_classes: int):
 
 
 def summed_source_log_likelihoods(
+    estimate: Callable[..., dict[str, Any]],
+    iwae_bound: Callable[[torch.Tensor, int], torch.Tensor],
     vae: nn.Module,
     x: torch.Tensor,
     sources: Mapping[str, Any],
@@ -137,24 +146,22 @@ def summed_source_log_likelihoods(
     datum_index: torch.Tensor | None,
     **options: Any,
 ) -> dict[str, Any]:
-    """:func:`~pyrovae.analysis.likelihood.loglik.estimate_source_log_likelihoods` of an
-    M2's log p_r(x): every datum once per label (:func:`label_rows`), the C estimates of
-    p_r(x, y) added (:func:`summed_log_likelihood`)."""
-    from pyrovae.analysis.likelihood.loglik import estimate_source_log_likelihoods
-    from pyrovae.analysis.sources.encodings import check_data
-
+    """``estimate`` (:func:`~pyrovae.analysis.likelihood.loglik.estimate_source_log_likelihoods`,
+    which calls this for an M2 given no labels) of an M2's log p_r(x): every datum once per
+    label (:func:`label_rows`), the C estimates of p_r(x, y) added
+    (:func:`summed_log_likelihood`)."""
     classes = vae.y_dim
     check_data(vae, x, torch.zeros(x.shape[0], classes, device=x.device))
     if datum_index is None:
         datum_index = torch.arange(x.shape[0], device=x.device)
     rows, labels, index = label_rows(x, classes, datum_index)
-    results = estimate_source_log_likelihoods(
+    results = estimate(
         vae, rows, sources, labels, keep_log_weights=True, datum_index=index, **options
     )
     with torch.no_grad():
         log_q_y = torch.cat([F.log_softmax(vae.classifier(part), -1) for part in x.split(4096)])
     out = {}
     for name, result in results.items():
-        summed = summed_log_likelihood(result, classes, log_q_y)
+        summed = summed_log_likelihood(result, classes, log_q_y, iwae_bound)
         out[name] = summed if keep_log_weights else replace(summed, log_weights=None)
     return out

@@ -328,6 +328,8 @@ def estimate_source_log_likelihoods(
     """
     if sums_out_labels(vae, y):
         return summed_source_log_likelihoods(
+            estimate_source_log_likelihoods,
+            iwae_bound,
             vae,
             x,
             sources,

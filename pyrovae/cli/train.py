@@ -83,8 +83,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train",
         help="train a VAE or CVAE with SVI and write a run directory",
-        description="Train a VAE or CVAE with SVI on a built-in data set (--dataset) or your "
-        "own data (--data). Writes config.json, metrics.csv, checkpoint.pt and best.pt to --out.",
+        description="Train a VAE, CVAE or semi-supervised M2 with SVI on a built-in data set "
+        "(--dataset) or your own data (--data). Writes config.json, metrics.csv, checkpoint.pt "
+        "and best.pt to --out (for M2, best.pt is the epoch of best validation accuracy).",
     )
     # Defaults are None so that --resume can tell which flags were given.
     p.add_argument("--dataset", choices=sorted(DATASET_NAMES), help="dataset (default: mnist)")
