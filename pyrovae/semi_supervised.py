@@ -128,7 +128,7 @@ def _quiet_compile(compiling: bool) -> Iterator[None]:
 
 
 class SemiSupervisedTrainer(Trainer):
-    """:class:`~pyrovae.trainer.Trainer` for :class:`~models.m2.M2`: labelled and unlabelled
+    """:class:`~pyrovae.trainer.Trainer` for :class:`~pyrovae.models.M2`: labelled and unlabelled
     batches, the label enumerated where it is missing (see the module)."""
 
     metric_columns = SEMI_SUPERVISED_COLUMNS

@@ -271,6 +271,8 @@ def _steps(
     if ais is not None:
         ais_names = list(ais.sources) if ais.sources else names
         grads = ais.num_test * ais.chains * ais.steps * (ais.leapfrog_steps + 1)
+        if getattr(vae, "semi_supervised", False):  # M2: AIS runs once per label
+            grads *= vae.y_dim
         if ais.bdmc_num_data:
             grads += 2 * ais.bdmc_num_data * ais.chains * ais.steps * (ais.leapfrog_steps + 1)
         steps.append(
