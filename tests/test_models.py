@@ -129,7 +129,7 @@ def test_linear_gaussian_decoder_is_ppca():
         ({"prior": "gauss"}, r"unknown prior 'gauss'; valid names are \['flow', 'mog'"),
         ({"guide": "iaf"}, r"unknown guide 'iaf'; valid names are \['diagonal', 'flow'\]"),
         ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
-        ({"model": "gan"}, r"unknown model 'gan'; valid names are \['cvae', 'vae'\]"),
+        ({"model": "gan"}, r"unknown model 'gan'; valid names are \['cvae', 'm2', 'vae'\]"),
         ({"z_dim": 0}, "z_dim must be a positive integer, got 0"),
         ({"hidden_dims": []}, "hidden_dims must hold at least one width"),
         ({"hidden_dims": [32, -1]}, "each entry of hidden_dims must be a positive integer"),
