@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from pyrovae.data import Splits, binarize_with
 from pyrovae.trainer import (
     METRIC_COLUMNS,
-    NONFINITE_CHECK_EVERY,
     Trainer,
     _NonFiniteWatch,
     one_hot,
@@ -238,14 +237,7 @@ class SemiSupervisedTrainer(Trainer):
                     )
                     objective = objective + (n_u / x_u.shape[0]) * loss_u
             loss = objective / total_n
-            watch.record(loss, step)
-            if (step + 1) % NONFINITE_CHECK_EVERY == 0:
-                watch.check(epoch, self.out_dir)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.config.clip_norm)
-            self.optimizer.step()
+            self._descend(loss, watch, epoch, step)
             sums[0] += loss.detach()
             sums[1] += loss_l.detach()
             counts[0] += x_l.shape[0]
@@ -278,46 +270,30 @@ class SemiSupervisedTrainer(Trainer):
         self._val_accuracy = label_accuracy(self.vae, x.to(self.device), labels.to(self.device))
         return -total / x.shape[0]
 
-    def _fit_epochs(self) -> None:
-        for epoch in range(self.epoch + 1, self.config.epochs + 1):
-            train_elbo, seconds = self.run_epoch(epoch)
-            val_elbo = self.validate()
-            accuracy = self._val_accuracy
-            self.epoch = epoch
-            labelled, unlabelled = self._epoch_elbos
-            self.metrics.append(
-                {
-                    "epoch": epoch,
-                    "train_elbo": train_elbo,
-                    "val_elbo": val_elbo,
-                    "kl_weight": self.kl_weight(epoch, 1.0),
-                    "seconds": seconds,
-                    "lr": self.learning_rate(epoch),
-                    "labelled_elbo": labelled,
-                    "unlabelled_elbo": unlabelled,
-                    "val_accuracy": accuracy,
-                }
-            )
-            better = accuracy > self.best_val_accuracy or (
-                accuracy == self.best_val_accuracy and val_elbo > self.best_val_elbo
-            )
-            if better:
-                self.best_val_accuracy, self.best_val_elbo = accuracy, val_elbo
-                self._save(
-                    "best.pt",
-                    {
-                        "format": 1,
-                        "epoch": epoch,
-                        "model": self.vae.state_dict(),
-                        "val_elbo": val_elbo,
-                        "val_accuracy": accuracy,
-                    },
-                )
-            self._save("checkpoint.pt", self.state_dict())
-            self.write_metrics()
-            if self.progress:
-                tqdm.write(
-                    f"epoch {epoch:3d}  train J/N {train_elbo:9.3f}  labelled ELBO "
-                    f"{labelled:9.3f}  unlabelled ELBO {unlabelled:9.3f}  val accuracy "
-                    f"{100 * accuracy:6.2f}%  {seconds:6.1f} s"
-                )
+    def _epoch_extras(self) -> dict[str, float]:
+        labelled, unlabelled = self._epoch_elbos
+        return {
+            "labelled_elbo": labelled,
+            "unlabelled_elbo": unlabelled,
+            "val_accuracy": self._val_accuracy,
+        }
+
+    def _improves(self, row: dict[str, float]) -> bool:
+        """The highest validation accuracy of q(y | x) (ties: the higher validation ELBO)."""
+        accuracy, val_elbo = row["val_accuracy"], row["val_elbo"]
+        better = accuracy > self.best_val_accuracy or (
+            accuracy == self.best_val_accuracy and val_elbo > self.best_val_elbo
+        )
+        if better:
+            self.best_val_accuracy, self.best_val_elbo = accuracy, val_elbo
+        return better
+
+    def _best_record(self, row: dict[str, float]) -> dict[str, float]:
+        return {"val_elbo": row["val_elbo"], "val_accuracy": row["val_accuracy"]}
+
+    def _epoch_line(self, row: dict[str, float]) -> str:
+        return (
+            f"epoch {row['epoch']:3d}  train J/N {row['train_elbo']:9.3f}  labelled ELBO "
+            f"{row['labelled_elbo']:9.3f}  unlabelled ELBO {row['unlabelled_elbo']:9.3f}  "
+            f"val accuracy {100 * row['val_accuracy']:6.2f}%  {row['seconds']:6.1f} s"
+        )

@@ -495,14 +495,7 @@ class Trainer:
             with self._validate(), draws:
                 loss_sum = self._loss_sum(*args)
             loss = loss_sum * weight
-            watch.record(loss, step)
-            if (step + 1) % NONFINITE_CHECK_EVERY == 0:
-                watch.check(epoch, self.out_dir)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.config.clip_norm)
-            self.optimizer.step()
+            self._descend(loss, watch, epoch, step)
             if weight:  # a process with no data in this batch computed a zero-weight stand-in
                 total += loss_sum.detach()
                 seen += x.shape[0]
@@ -514,6 +507,18 @@ class Trainer:
         seconds = time.perf_counter() - start
         total_sum, count = self._global_totals(total, seen)
         return -(total_sum / count), seconds
+
+    def _descend(self, loss: torch.Tensor, watch: _NonFiniteWatch, epoch: int, step: int) -> None:
+        """One optimizer step down ``loss`` (clipped with ``clip_norm``), its finiteness
+        recorded on the device and read every :data:`NONFINITE_CHECK_EVERY` steps."""
+        watch.record(loss, step)
+        if (step + 1) % NONFINITE_CHECK_EVERY == 0:
+            watch.check(epoch, self.out_dir)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.config.clip_norm)
+        self.optimizer.step()
 
     @property
     def num_train(self) -> int:
@@ -572,31 +577,42 @@ class Trainer:
             train_elbo, seconds = self.run_epoch(epoch)
             val_elbo = self.validate()
             self.epoch = epoch
-            self.metrics.append(
-                {
-                    "epoch": epoch,
-                    "train_elbo": train_elbo,
-                    "val_elbo": val_elbo,
-                    "kl_weight": self.kl_weight(epoch, 1.0),
-                    "seconds": seconds,
-                    "lr": self.learning_rate(epoch),
-                }
-            )
-            if val_elbo > self.best_val_elbo:
-                self.best_val_elbo = val_elbo
-                self._save(
-                    "best.pt",
-                    {
-                        "format": 1,
-                        "epoch": epoch,
-                        "model": self.vae.state_dict(),
-                        "val_elbo": val_elbo,
-                    },
-                )
+            row = {
+                "epoch": epoch,
+                "train_elbo": train_elbo,
+                "val_elbo": val_elbo,
+                "kl_weight": self.kl_weight(epoch, 1.0),
+                "seconds": seconds,
+                "lr": self.learning_rate(epoch),
+                **self._epoch_extras(),
+            }
+            self.metrics.append(row)
+            if self._improves(row):
+                best = {"format": 1, "epoch": epoch, "model": self.vae.state_dict()}
+                self._save("best.pt", {**best, **self._best_record(row)})
             self._save("checkpoint.pt", self.state_dict())
             self.write_metrics()
             if self.progress:
-                tqdm.write(
-                    f"epoch {epoch:3d}  train ELBO {train_elbo:9.3f}  val ELBO {val_elbo:9.3f}  "
-                    f"{seconds:6.1f} s"
-                )
+                tqdm.write(self._epoch_line(row))
+
+    def _epoch_extras(self) -> dict[str, float]:
+        """Further columns of the epoch's row of ``metrics.csv`` (none here)."""
+        return {}
+
+    def _improves(self, row: dict[str, float]) -> bool:
+        """Whether the epoch of ``row`` is the best so far (then kept as ``best.pt``): the
+        highest validation ELBO."""
+        if row["val_elbo"] > self.best_val_elbo:
+            self.best_val_elbo = row["val_elbo"]
+            return True
+        return False
+
+    def _best_record(self, row: dict[str, float]) -> dict[str, float]:
+        """What ``best.pt`` records beside the weights."""
+        return {"val_elbo": row["val_elbo"]}
+
+    def _epoch_line(self, row: dict[str, float]) -> str:
+        return (
+            f"epoch {row['epoch']:3d}  train ELBO {row['train_elbo']:9.3f}  val ELBO "
+            f"{row['val_elbo']:9.3f}  {row['seconds']:6.1f} s"
+        )
