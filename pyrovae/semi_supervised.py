@@ -144,6 +144,11 @@ class SemiSupervisedTrainer(Trainer):
         plain = JitTrace_ELBO if config.jit else Trace_ELBO
         self.unlabelled_objective = enum(**options)
         self.labelled_objective = plain(**options)
+        if config.elbo == "meanfield" and self.progress:
+            print(
+                "m2: the ELBO's z terms are Monte Carlo estimates (TraceEnum_ELBO, which sums "
+                "the label out, has no analytic KL): --elbo meanfield trains as --elbo trace"
+            )
         labels = self.train_split.y
         if config.labels is None:  # every training image keeps its label
             self.labelled = torch.arange(labels.shape[0], device=labels.device)
