@@ -46,21 +46,30 @@ PAPER_M2_ERROR = {600: 0.0494, 1000: 0.0360, 3000: 0.0392}
 
 
 def plain_classifier_error(
-    data, labelled: torch.Tensor, hidden: list[int], epochs: int, lr: float, batch: int, seed: int
+    data,
+    labelled: torch.Tensor,
+    hidden: list[int],
+    epochs: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    binarize: bool = True,
 ) -> dict:
     """The classifier network trained on the labelled images alone; its test error at the
-    epoch of best validation accuracy."""
+    epoch of best validation accuracy. Its inputs are those M2's classifier sees: pixels
+    binarized (dynamically in training, once for validation and test) when ``binarize``,
+    else as they are."""
     torch.manual_seed(seed)
     net = LabelClassifier(784, 10, hidden)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     x, y = data.train.x[labelled], data.train.y[labelled]
-    val_x, val_y = fixed_binarization(data.val.x), data.val.y
+    val_x, val_y = (fixed_binarization(data.val.x) if binarize else data.val.x), data.val.y
     best, state = -1.0, None
     for _ in range(epochs):
         order = torch.randperm(len(x))
         for start in range(0, len(x), batch):
             idx = order[start : start + batch]
-            xb = binarize_with(x[idx], torch.rand(x[idx].shape))
+            xb = binarize_with(x[idx], torch.rand(x[idx].shape)) if binarize else x[idx]
             loss = F.cross_entropy(net(xb), y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -75,7 +84,7 @@ def plain_classifier_error(
         def __init__(self) -> None:
             super().__init__()
             self.net = net
-            self.decoder = type("D", (), {"binarize": True})()
+            self.decoder = type("D", (), {"binarize": binarize})()
 
         def classify(self, x):
             return self.net(x).argmax(-1)
@@ -95,6 +104,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--aux-weight", type=float, default=None)
+    p.add_argument(
+        "--likelihood",
+        default="bernoulli",
+        help="bernoulli (dynamically binarized pixels) or continuous-bernoulli (the pixels "
+        "as they are)",
+    )
     p.add_argument("--jit", action="store_true")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -104,7 +119,7 @@ def main() -> None:
     print(
         f"M2 on MNIST: {n} training images, z={args.z_dim}, hidden {args.hidden_dims}, "
         f"batch {args.batch_size}, Adam {args.lr}, {args.epochs} epochs, {args.draws} label "
-        f"draws per count, device {args.device}"
+        f"draws per count, {args.likelihood} likelihood, device {args.device}"
     )
     rows = []
     for count in args.labels:
@@ -113,7 +128,11 @@ def main() -> None:
         for draw in range(args.draws):
             start = time.perf_counter()
             model = ModelConfig(
-                model="m2", z_dim=args.z_dim, hidden_dims=args.hidden_dims, y_dim=10
+                model="m2",
+                z_dim=args.z_dim,
+                hidden_dims=args.hidden_dims,
+                y_dim=10,
+                likelihood=args.likelihood,
             )
             config = TrainConfig(
                 epochs=args.epochs,
@@ -132,15 +151,23 @@ def main() -> None:
                 train_model(model, config, data, out, progress=False)
                 vae = load_run(out, device=args.device)  # best.pt: best validation accuracy
                 m2 = label_error(vae, data.test)
-                val = label_accuracy(
-                    vae, fixed_binarization(data.val.x).to(args.device), data.val.y.to(args.device)
-                )
+                val_x = data.val.x
+                if vae.decoder.binarize:
+                    val_x = fixed_binarization(val_x)
+                val = label_accuracy(vae, val_x.to(args.device), data.val.y.to(args.device))
             seconds = time.perf_counter() - start
             labelled = choose_labelled(data.train.y[:n], count, 10, draw)
             steps = args.epochs * -(-(n - count) // args.batch_size)
             plain_epochs = max(1, steps * min(args.batch_size, count) // count)
             plain = plain_classifier_error(
-                data, labelled, args.hidden_dims, min(plain_epochs, 2000), args.lr, 100, draw
+                data,
+                labelled,
+                args.hidden_dims,
+                min(plain_epochs, 2000),
+                args.lr,
+                100,
+                draw,
+                binarize=args.likelihood == "bernoulli",
             )
             m2_errors.append(m2["error"])
             plain_errors.append(plain["error"])
