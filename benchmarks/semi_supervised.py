@@ -39,7 +39,7 @@ from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train_mode
 from pyrovae.analysis.quality.label_classifier import label_error
 from pyrovae.data import binarize_with, fixed_binarization
 from pyrovae.guides import LabelClassifier
-from pyrovae.semi_supervised import choose_labelled, default_aux_weight, label_accuracy
+from pyrovae.semi_supervised import choose_labelled, default_aux_weight
 
 TUTORIAL_ACCURACY = {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582}
 PAPER_M2_ERROR = {600: 0.0494, 1000: 0.0360, 3000: 0.0392}
@@ -151,10 +151,7 @@ def main() -> None:
                 train_model(model, config, data, out, progress=False)
                 vae = load_run(out, device=args.device)  # best.pt: best validation accuracy
                 m2 = label_error(vae, data.test)
-                val_x = data.val.x
-                if vae.decoder.binarize:
-                    val_x = fixed_binarization(val_x)
-                val = label_accuracy(vae, val_x.to(args.device), data.val.y.to(args.device))
+                val = 1.0 - label_error(vae, data.val)["error"]
             seconds = time.perf_counter() - start
             labelled = choose_labelled(data.train.y[:n], count, 10, draw)
             steps = args.epochs * -(-(n - count) // args.batch_size)

@@ -43,6 +43,7 @@ __all__ = [
     "choose_labelled",
     "default_aux_weight",
     "label_accuracy",
+    "label_hits",
 ]
 
 SEMI_SUPERVISED_COLUMNS = (
@@ -103,13 +104,19 @@ def choose_labelled(
 
 
 @torch.no_grad()
-def label_accuracy(vae: Any, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> float:
-    """The share of ``x`` whose most probable class under q(y | x) is the true one."""
-    right = sum(
-        int((vae.classify(x[i : i + chunk]) == labels[i : i + chunk]).sum())
+def label_hits(vae: Any, x: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> int:
+    """How many rows of ``x`` q(y | x) labels right (its most probable class), in chunks
+    moved to the model's device."""
+    device = next(vae.parameters()).device
+    return sum(
+        int((vae.classify(x[i : i + chunk].to(device)) == labels[i : i + chunk].to(device)).sum())
         for i in range(0, x.shape[0], chunk)
     )
-    return right / max(1, x.shape[0])
+
+
+def label_accuracy(vae: Any, x: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of ``x`` whose most probable class under q(y | x) is the true one."""
+    return label_hits(vae, x, labels) / max(1, x.shape[0])
 
 
 @contextlib.contextmanager
@@ -272,7 +279,7 @@ class SemiSupervisedTrainer(Trainer):
         for i in range(0, x.shape[0], chunk):
             xb = x[i : i + chunk].to(self.device)
             total += elbo.loss(self.vae.model, self.vae.guide, xb)
-        self._val_accuracy = label_accuracy(self.vae, x.to(self.device), labels.to(self.device))
+        self._val_accuracy = label_accuracy(self.vae, x, labels)
         return -total / x.shape[0]
 
     def _epoch_extras(self) -> dict[str, float]:

@@ -21,7 +21,7 @@ and combined (:func:`label_summed_stderr`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -86,16 +86,19 @@ def summed_log_likelihood(
     num_classes: int,
     log_q_y: torch.Tensor | None,
     iwae_bound: Callable[[torch.Tensor, int], torch.Tensor],
+    iwae_particles: Sequence[int] = (),
+    khat: bool = True,
 ) -> Any:
     """A :class:`~pyrovae.analysis.likelihood.loglik.LogLikelihood` of the rows of
     :func:`label_rows` (log p_hat(x, c), its draws kept) as one of log p_hat(x).
 
     ``per_datum`` is log sum_c p_hat(x, c); ``elbo``, with q(y | x) (``log_q_y``, (B, C)),
     is M2's unlabelled bound sum_c q(c | x) (ELBO(x, c) - log q(c | x)) (without it, the
-    log-mean over labels of the labelled bounds, a looser bound); ``iwae[k]`` sums the
-    labels of the estimates with k draws per label (``iwae_bound``, that of
-    :func:`~pyrovae.analysis.likelihood.loglik.iwae_bound`, on each label's draws); ``khat``
-    is over the C K weights.
+    log-mean over labels of the labelled bounds, a looser bound); ``iwae[k]``, for each k of
+    ``iwae_particles``, sums the labels of the estimates with k draws per label
+    (``iwae_bound``, that of :func:`~pyrovae.analysis.likelihood.loglik.iwae_bound`, on each
+    label's draws); with ``khat``, PSIS k-hat is over the C K weights (the per-label rows'
+    own k-hat and L_k need not be computed first).
     """
     lw = _by_label(result.log_weights, num_classes)  # (B, C, K)
     flat = (lw + math.log(num_classes)).flatten(1)  # (B, C K), label by label
@@ -107,14 +110,14 @@ def summed_log_likelihood(
     else:
         bound = torch.logsumexp(elbo, -1) - math.log(num_classes)
     iwae = {}
-    for k in result.iwae:
+    for k in iwae_particles:
         per_row = torch.stack([iwae_bound(lw[:, c], k) for c in range(num_classes)], -1)
         iwae[k] = torch.logsumexp(per_row, -1)
     return replace(
         result,
         per_datum=torch.logsumexp(per_label, -1),
         elbo=bound,
-        khat=None if result.khat is None else psis_khat(flat),
+        khat=psis_khat(flat) if khat else None,
         log_weights=flat,
         iwae=iwae,
     )
@@ -144,6 +147,8 @@ def summed_source_log_likelihoods(
     *,
     keep_log_weights: bool,
     datum_index: torch.Tensor | None,
+    khat: bool = True,
+    iwae_particles: Sequence[int] = (),
     **options: Any,
 ) -> dict[str, Any]:
     """``estimate`` (:func:`~pyrovae.analysis.likelihood.loglik.estimate_source_log_likelihoods`,
@@ -155,13 +160,22 @@ def summed_source_log_likelihoods(
     if datum_index is None:
         datum_index = torch.arange(x.shape[0], device=x.device)
     rows, labels, index = label_rows(x, classes, datum_index)
+    # k-hat and L_k are of the label-summed weights: not asked of each label's rows
     results = estimate(
-        vae, rows, sources, labels, keep_log_weights=True, datum_index=index, **options
+        vae,
+        rows,
+        sources,
+        labels,
+        keep_log_weights=True,
+        datum_index=index,
+        khat=False,
+        iwae_particles=(),
+        **options,
     )
     with torch.no_grad():
         log_q_y = torch.cat([F.log_softmax(vae.classifier(part), -1) for part in x.split(4096)])
     out = {}
     for name, result in results.items():
-        summed = summed_log_likelihood(result, classes, log_q_y, iwae_bound)
+        summed = summed_log_likelihood(result, classes, log_q_y, iwae_bound, iwae_particles, khat)
         out[name] = summed if keep_log_weights else replace(summed, log_weights=None)
     return out

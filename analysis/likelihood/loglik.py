@@ -326,7 +326,24 @@ def estimate_source_log_likelihoods(
     estimate is made once per label with K draws each and the C estimates of p_r(x, y)
     are added (:mod:`~pyrovae.analysis.likelihood.labels`).
     """
-    if sums_out_labels(vae, y):
+    summing = sums_out_labels(vae, y)
+    if not summing:  # an M2 given no labels: its rows are checked with each label
+        check_data(vae, x, y)
+    _check_sources(vae, sources)
+    check_positive_int("num_samples", num_samples)
+    if proposal not in PROPOSALS:
+        raise ValueError(f"proposal must be one of {list(PROPOSALS)}, got {proposal!r}")
+    if isinstance(defensive, bool) or not (
+        isinstance(defensive, int | float) and 0 < defensive <= 1
+    ):
+        raise ValueError(
+            f"defensive must be a share in (0, 1], got {defensive!r}; 0.2 is a safe choice"
+        )
+    for k in iwae_particles:
+        check_positive_int("each of iwae_particles", k)
+        if k > num_samples:
+            raise ValueError(f"iwae_particles holds {k} > num_samples={num_samples}")
+    if summing:
         return summed_source_log_likelihoods(
             estimate_source_log_likelihoods,
             iwae_bound,
@@ -345,21 +362,6 @@ def estimate_source_log_likelihoods(
             max_components=max_components,
             progress=progress,
         )
-    check_data(vae, x, y)
-    _check_sources(vae, sources)
-    check_positive_int("num_samples", num_samples)
-    if proposal not in PROPOSALS:
-        raise ValueError(f"proposal must be one of {list(PROPOSALS)}, got {proposal!r}")
-    if isinstance(defensive, bool) or not (
-        isinstance(defensive, int | float) and 0 < defensive <= 1
-    ):
-        raise ValueError(
-            f"defensive must be a share in (0, 1], got {defensive!r}; 0.2 is a safe choice"
-        )
-    for k in iwae_particles:
-        check_positive_int("each of iwae_particles", k)
-        if k > num_samples:
-            raise ValueError(f"iwae_particles holds {k} > num_samples={num_samples}")
     device = next(vae.parameters()).device
     if x.device != device:
         raise ValueError(

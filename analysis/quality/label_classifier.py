@@ -9,6 +9,7 @@ from torch import nn
 
 from pyrovae.analysis.quality.two_sample import clopper_pearson_interval
 from pyrovae.data import Split, fixed_binarization
+from pyrovae.semi_supervised import label_hits
 
 __all__ = ["format_label_error", "label_error"]
 
@@ -22,16 +23,11 @@ def label_error(vae: nn.Module, split: Split, level: float = 0.95) -> dict[str, 
     Returns ``{"error", "interval": [low, high], "level", "errors", "num_test"}``.
     Semi-Supervised Learning with Deep Generative Models (Kingma et al., 2014), table 1.
     """
-    device = next(vae.parameters()).device
     x = split.x
     if getattr(vae.decoder, "binarize", False):
         x = fixed_binarization(x)
-    wrong = 0
-    for start in range(0, x.shape[0], 4096):
-        xb = x[start : start + 4096].to(device)
-        truth = split.y[start : start + 4096].to(device)
-        wrong += int((vae.classify(xb) != truth).sum())
     n = int(x.shape[0])
+    wrong = n - label_hits(vae, x, split.y)
     low, high = clopper_pearson_interval(wrong, n, level)
     return {
         "error": wrong / n,
