@@ -127,7 +127,7 @@ class TrainConfig:
             their label, the same number of each class (None: all of them).
         label_seed: the seed of the draw of the labelled images.
         aux_weight: M2's alpha, the weight of -log q(y | x) per labelled image (None:
-            Kingma et al.'s 0.1 N / N_l; see :mod:`pyrovae.semi_supervised`).
+            15 N / N_l; see :mod:`pyrovae.semi_supervised`).
     """
 
     epochs: int = 10

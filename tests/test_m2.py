@@ -159,7 +159,7 @@ def test_the_labelled_images_are_balanced_seeded_and_refused_when_impossible():
     skewed = torch.tensor([0] * 90 + [1] * 10)
     with pytest.raises(ValueError, match="asks for 15 images of class 1"):
         choose_labelled(skewed, 30, 2)
-    assert default_aux_weight(50_000, 100) == pytest.approx(50.0)
+    assert default_aux_weight(50_000, 100) == pytest.approx(7500.0)
 
 
 @pytest.mark.parametrize(

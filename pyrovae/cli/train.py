@@ -157,7 +157,7 @@ def add_parser(sub: Any) -> None:
         type=non_negative_float,
         metavar="A",
         help="with --model m2: weight of -log q(y | x) per labelled image, Kingma et al.'s "
-        "alpha (default: 0.1 N / labels)",
+        "alpha (default: 15 N / labels)",
     )
     p.add_argument("--prior", choices=sorted(PRIOR_NAMES), help="prior p(z) (default: normal)")
     p.add_argument("--guide", choices=sorted(GUIDE_NAMES), help="guide q(z|x) (default: diagonal)")
