@@ -18,7 +18,9 @@ registered (mean field; Hoffman & Johnson 2016 discuss the variance this removes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyro.infer
@@ -111,6 +113,17 @@ def _set_rng_states(states: tuple[torch.Tensor, list[torch.Tensor] | None]) -> N
         torch.cuda.set_rng_state_all(cuda)
 
 
+@contextlib.contextmanager
+def quiet_jit_trace() -> Iterator[None]:
+    """Silence torch's notice that ``torch.jit.trace`` is deprecated while Pyro's JIT ELBOs
+    compile: they trace with it, and the user, who asked for ``--jit``, cannot act on it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`torch.jit.trace` is deprecated", category=FutureWarning
+        )
+        yield
+
+
 class _CompileWithoutDraws:
     """A JIT ELBO whose compiling call consumes the random numbers of one step, no more.
 
@@ -128,7 +141,8 @@ class _CompileWithoutDraws:
         ids = (id(model), id(guide))
         if getattr(self, "_warm_for", None) != ids:
             states = _rng_states()
-            super().differentiable_loss(model, guide, *args, **kwargs)  # compiles
+            with quiet_jit_trace():
+                super().differentiable_loss(model, guide, *args, **kwargs)  # compiles
             _set_rng_states(states)
             self._warm_for = ids
         return super().differentiable_loss(model, guide, *args, **kwargs)
@@ -154,7 +168,8 @@ class _JitTraceMeanFieldELBO(JitTraceMeanField_ELBO):
         compiled = getattr(self, "_differentiable_loss", None)
         if compiled is None or getattr(self, "_compiled_for", None) != ids:
             self._compiled_for = ids
-            return super().differentiable_loss(model, guide, *args, **kwargs)
+            with quiet_jit_trace():
+                return super().differentiable_loss(model, guide, *args, **kwargs)
         return compiled(*args, _pyro_model_id=ids[0], _pyro_guide_id=ids[1], **kwargs)
 
 

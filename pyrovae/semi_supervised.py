@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pyrovae.data import Splits, binarize_with
+from pyrovae.objectives import quiet_jit_trace
 from pyrovae.trainer import (
     METRIC_COLUMNS,
     Trainer,
@@ -128,11 +129,11 @@ def _quiet_compile(compiling: bool) -> Iterator[None]:
     """While the first step compiles the ELBOs (``--jit``): torch's Bernoulli log density
     compares its inputs' sizes, which the tracer warns it records as constants; they are
     constant here (every compiled step has the same batch shapes), so that warning is
-    silenced for that step alone."""
+    silenced for that step alone, as is torch's deprecation notice of the tracer."""
     if not compiling:
         yield
         return
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_jit_trace():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 

@@ -244,7 +244,6 @@ def test_other_likelihoods_with_conv(likelihood):
     ],
     ids=["vae", "cvae", "vae-vamp-jit", "cvae-flow-jit", "vae-flow-iwae", "cvae-vamp-particles"],
 )
-@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_training_on_tiny_images(model_kwargs, train_kwargs, tmp_path):
     data = image_splits()
@@ -262,7 +261,6 @@ def test_training_on_tiny_images(model_kwargs, train_kwargs, tmp_path):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_resume_matches_uninterrupted_run(jit, tmp_path):
     data = image_splits()

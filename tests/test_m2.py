@@ -171,9 +171,7 @@ def test_the_labelled_images_are_balanced_seeded_and_refused_when_impossible():
         {"guide": "flow"},
         {"likelihood": "continuous-bernoulli"},
         {"net": "conv", "channels": [4, 8]},
-        pytest.param(  # torch marks torch.jit.trace deprecated
-            {"jit": True}, marks=pytest.mark.filterwarnings("ignore::FutureWarning")
-        ),
+        {"jit": True},
         {"num_particles": 3},
     ],
     ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()),

@@ -177,14 +177,12 @@ def test_cuda_without_gpu_is_a_clear_error(mnist, tmp_path):
         train_model(MODEL, small_config(device="cuda"), mnist, tmp_path, progress=False)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_jit_training(mnist, tmp_path):
     train_model(MODEL, small_config(epochs=1, jit=True), mnist, tmp_path, progress=False)
     assert read_metrics(tmp_path)[0]["val_elbo"] < 0
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
 def test_jit_meanfield_compiles_once():
     """The compiled ELBO is traced on the first step and reused (Pyro 1.9 retraces)."""
     vae = build_model(ModelConfig(z_dim=3, hidden_dims=[16], x_dim=12))
@@ -227,7 +225,6 @@ def test_iwae_with_one_particle_is_refused():
     assert TrainConfig().elbo == "meanfield"  # the README's and the command line's default
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks torch.jit.trace deprecated
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
 def test_jit_resume_matches_uninterrupted_run(mnist, tmp_path, elbo):
