@@ -11,8 +11,8 @@ labelled bound L with it observed, and the classification term that trains q(y |
 labelled images too (eq. 9, alpha; the default weighs the labelled images' cross-entropy,
 summed, as 15 N: ``aux_weight = 15 N / N_l`` per labelled image, where Kingma et al. take
 0.1 N). Each step takes a batch of unlabelled and a batch of labelled images (the labelled
-ones cycled, reshuffled every pass) and follows the gradient of J / N estimated from them. The best checkpoint is the one of the highest validation accuracy of
-q(y | x).
+ones cycled, reshuffled every pass) and follows the gradient of J / N estimated from them.
+The best checkpoint is the one of the highest validation accuracy of q(y | x).
 """
 
 from __future__ import annotations
