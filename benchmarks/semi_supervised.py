@@ -42,6 +42,8 @@ from torch.nn import functional as F
 
 from pyrovae import ModelConfig, TrainConfig, load_dataset, load_run, train_model
 from pyrovae.analysis.quality.label_classifier import label_error
+from pyrovae.analysis.sources.encodings import Encodings
+from pyrovae.analysis.sources.helpers import seeded
 from pyrovae.data import Split, Splits, binarize_with, fixed_binarization
 from pyrovae.guides import LabelClassifier
 from pyrovae.semi_supervised import choose_labelled, default_aux_weight
@@ -109,17 +111,13 @@ def m1_features(data: Splits, n: int, epochs: int, lr: float, device: str) -> Sp
         train_model(model, config, data, out, progress=False)
         vae = load_run(out, device=device)
 
-    @torch.no_grad()
-    def encode(split: Split, rows: int) -> torch.Tensor:
-        x = split.x[:rows]
-        return torch.cat(
-            [vae.encoder.encode(x[i : i + 4096].to(device))[0].cpu() for i in range(0, rows, 4096)]
-        )
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return Encodings(vae, x.to(device)).means().cpu()
 
-    train = encode(data.train, n)
+    train = encode(data.train.x[:n])
     mean, sd = train.mean(0), train.std(0).clamp_min(1e-6)
     scaled = {
-        name: (encode(split, len(split)) - mean) / sd
+        name: (encode(split.x) - mean) / sd
         for name, split in (("val", data.val), ("test", data.test))
     }
     return Splits(
@@ -145,8 +143,7 @@ def generative_accuracy(vae, x: torch.Tensor, labels: torch.Tensor, draws: int =
     for c in range(vae.y_dim):
         y = F.one_hot(torch.full((x.shape[0],), c, device=device), vae.y_dim).to(x.dtype)
         q = vae.encoder(x, y)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(0)
+        with seeded(0, device):
             z = q.sample((draws,))
         log_w = vae.decoder(z, y).log_prob(x) + vae.prior(None).log_prob(z) - q.log_prob(z)
         bounds.append(log_w.mean(0))
