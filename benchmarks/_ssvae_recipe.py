@@ -13,7 +13,7 @@ The recipe, as Pyro's example ``examples/vae/ss_vae_M2.py`` and its tutorial run
   bound U(x) summed over the batch, the label enumerated in parallel (``TraceEnum_ELBO``); a
   labelled step follows the labelled bound L(x, y), then, as a separate step of the same
   optimizer, ``aux_weight`` times the cross-entropy of q(y | x) summed over the batch
-  (the tutorial's multiplier: 46).
+  (the tutorial's multiplier: 46; with 0 that step is left out).
 
 The best epoch is the one of the highest validation accuracy of q(y | x), as for pyrovae's M2.
 Kingma et al. 2014, "Semi-Supervised Learning with Deep Generative Models", eqs. 6-9.
@@ -139,8 +139,9 @@ def train_recipe(
                 next_l += 1
                 x, y = x_all[idx], F.one_hot(y_all[idx], data.num_classes).to(x_all.dtype)
                 descend(labelled_elbo.differentiable_loss(net.model, net.guide, x, y))
-                cross_entropy = F.cross_entropy(net.classifier(x), y_all[idx], reduction="sum")
-                descend(aux_weight * cross_entropy)
+                if aux_weight:  # the tutorial's run without the term takes no such step
+                    cross_entropy = F.cross_entropy(net.classifier(x), y_all[idx], reduction="sum")
+                    descend(aux_weight * cross_entropy)
             else:
                 idx = order_u[next_u * batch : (next_u + 1) * batch]
                 next_u += 1
