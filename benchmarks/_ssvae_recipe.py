@@ -106,14 +106,16 @@ def train_recipe(
     beta1: float = 0.95,
     batch: int = 200,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train the recipe on the first ``num_train`` training images, ``labelled`` (indices
     into them) keeping their labels; returns the test error of q(y | x) at the epoch of best
     validation accuracy (``label_error``'s dict) with ``val_accuracy`` and ``best_epoch``."""
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
-    x_all, y_all = data.train.x[:num_train], data.train.y[:num_train]
-    net = TutorialM2(x_all.shape[1], data.num_classes, z_dim, hidden)
+    x_all, y_all = data.train.x[:num_train].to(device), data.train.y[:num_train].to(device)
+    net = TutorialM2(x_all.shape[1], data.num_classes, z_dim, hidden).to(device)
+    val_x, val_y = data.val.x.to(device), data.val.y.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999))
     enumerated, labelled_elbo = TraceEnum_ELBO(max_plate_nesting=1), Trace_ELBO()
     guide = config_enumerate(net.guide, "parallel", expand=True)
@@ -147,7 +149,7 @@ def train_recipe(
                 next_u += 1
                 descend(enumerated.differentiable_loss(net.model, guide, x_all[idx]))
         with torch.no_grad():
-            accuracy = float((net.classify(data.val.x) == data.val.y).float().mean())
+            accuracy = float((net.classify(val_x) == val_y).float().mean())
         if accuracy > best:
             best, best_epoch = accuracy, epoch
             state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -284,6 +284,7 @@ def main() -> None:
                     aux_weight=TUTORIAL_AUX_WEIGHT if args.aux_weight is None else args.aux_weight,
                     batch=args.batch_size,
                     seed=draw,
+                    device=args.device,
                 )
                 recipe_errors.append(recipe["error"])
                 recipe_line = (
