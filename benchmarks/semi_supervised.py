@@ -99,16 +99,15 @@ def plain_classifier_error(
             best, state = accuracy, {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(state)
 
-    class _Wrapped(torch.nn.Module):  # label_error reads vae.decoder.binarize, vae.classify
+    class _Wrapped(torch.nn.Module):  # label_error reads vae.classify
         def __init__(self) -> None:
             super().__init__()
             self.net = net
-            self.decoder = type("D", (), {"binarize": binarize})()
 
         def classify(self, x):
             return self.net(x).argmax(-1)
 
-    return label_error(_Wrapped(), data.test)
+    return label_error(_Wrapped(), data.test, binarize=binarize)
 
 
 def m1_features(data: Splits, n: int, epochs: int, lr: float, device: str) -> Splits:

@@ -126,3 +126,23 @@ def test_the_label_error_counts_the_mislabelled_images_with_an_exact_interval():
     assert entry["errors"] == int((labels != 1).sum()) and entry["num_test"] == 40
     expected = binomtest(entry["errors"], 40).proportion_ci(0.95, method="exact")
     assert entry["interval"] == pytest.approx([expected.low, expected.high], abs=1e-6)
+
+
+def test_the_label_error_binarizes_only_when_told_or_when_the_decoder_does():
+    """``binarize`` overrides the decoder's flag: a classifier that answers 1 exactly for
+    pixels equal to 0 or 1 is right on binarized images and wrong on grey ones."""
+    from pyrovae.analysis.quality import label_error
+    from pyrovae.data import Split
+
+    class BinaryDetector(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))  # label_hits reads its device
+
+        def classify(self, x: torch.Tensor) -> torch.Tensor:
+            return ((x == 0) | (x == 1)).all(-1).long()
+
+    x = torch.full((20, 6), 0.5)
+    split = Split(x, torch.ones(20, dtype=torch.long))
+    assert label_error(BinaryDetector(), split, binarize=True)["errors"] == 0
+    assert label_error(BinaryDetector(), split, binarize=False)["errors"] == 20

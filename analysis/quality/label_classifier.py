@@ -15,16 +15,22 @@ __all__ = ["format_label_error", "label_error"]
 
 
 @torch.no_grad()
-def label_error(vae: nn.Module, split: Split, level: float = 0.95) -> dict[str, Any]:
+def label_error(
+    vae: nn.Module, split: Split, level: float = 0.95, *, binarize: bool | None = None
+) -> dict[str, Any]:
     """The share of ``split`` whose most probable class under q(y | x) is wrong, with its
     Clopper-Pearson interval (the images as the model sees them: binarized once, with the
     library's fixed seed, for a Bernoulli likelihood, as in training's validation).
+    ``binarize`` says whether to binarize them; None reads it from ``vae.decoder``, so a
+    classifier without a decoder (any module with ``classify``) can pass it.
 
     Returns ``{"error", "interval": [low, high], "level", "errors", "num_test"}``.
     Semi-Supervised Learning with Deep Generative Models (Kingma et al., 2014), table 1.
     """
     x = split.x
-    if getattr(vae.decoder, "binarize", False):
+    if binarize is None:
+        binarize = getattr(vae.decoder, "binarize", False)
+    if binarize:
         x = fixed_binarization(x)
     n = int(x.shape[0])
     wrong = n - label_hits(vae, x, split.y)
